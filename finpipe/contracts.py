@@ -1,0 +1,121 @@
+"""The data contracts of finpipe: one definition each, imported everywhere.
+
+* the raw Finnhub frame and the Kafka trade record (msgspec structs: they are the
+  validators and the (de)serializers at once),
+* the dead-letter record,
+* the lake table ``processed_trades`` (a pyarrow schema; Spark derives its own from it),
+* the names of topics, bucket, prefixes and object keys.
+
+See ``docs/architecture.md`` for the guarantees behind them.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Literal
+
+import msgspec
+import pyarrow as pa
+
+# --- names -----------------------------------------------------------------------------
+
+TRADES_TOPIC = "stock-ticks"
+DLQ_TOPIC = "stock-ticks-dlq"
+LAKE_BUCKET = "warehouse"
+LAKE_PREFIX = "processed_trades"
+SUMMARIES_PREFIX = "summaries"
+# Objects under a `_`-prefixed name are never data: pyarrow, Spark and DuckDB skip them.
+STATUS_PREFIX = "_status"
+SPARK_PROGRESS_KEY = f"{STATUS_PREFIX}/spark_progress.json"
+COMPACTED_FILE_NAME = "compacted.parquet"
+
+TradeSource = Literal["finnhub", "simulator", "replay"]
+
+# --- raw Finnhub frames ------------------------------------------------------------------
+
+
+class RawTrade(msgspec.Struct, frozen=True):
+    """One element of a Finnhub ``trade`` frame's ``data`` list."""
+
+    p: float
+    s: str
+    t: int
+    v: float
+    c: list[str] | None = None
+
+
+class TradeFrame(msgspec.Struct, tag_field="type", tag="trade", frozen=True):
+    data: list[RawTrade]
+
+
+class PingFrame(msgspec.Struct, tag_field="type", tag="ping", frozen=True):
+    pass
+
+
+class ErrorFrame(msgspec.Struct, tag_field="type", tag="error", frozen=True):
+    msg: str
+
+
+ServerFrame = TradeFrame | PingFrame | ErrorFrame
+
+# --- the Kafka record (topic `stock-ticks`, key = symbol) -------------------------------
+
+
+class TradeRecord(msgspec.Struct, frozen=True):
+    symbol: str
+    price: float
+    volume: float
+    trade_ts_ms: int
+    conditions: list[str] | None
+    ingest_ts_ms: int
+    source: TradeSource
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A record of topic `stock-ticks-dlq`: what arrived, why it was rejected, when."""
+
+    raw: str
+    reason: str
+    received_ts_ms: int
+    source: TradeSource
+
+
+# --- the lake table `processed_trades` ---------------------------------------------------
+
+LAKE_SCHEMA = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("trade_value", pa.float64(), nullable=False),
+        pa.field("trade_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("ingest_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("processed_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("conditions", pa.list_(pa.string()), nullable=True),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+        pa.field("trade_date", pa.date32(), nullable=False),
+    ]
+)
+"""Every data file holds all these columns, partition columns included, so a reader
+never depends on how a partition folder's name encodes a symbol."""
+
+LAKE_PARTITION_COLUMNS = ("trade_date", "symbol")
+
+
+def partition_dir(trade_date: str, symbol: str) -> str:
+    """The object-key folder of one lake partition, relative to the lake prefix.
+
+    Symbols are percent-encoded (``BINANCE:BTCUSDT`` -> ``BINANCE%3ABTCUSDT``) the way
+    Spark and Hive escape partition values; the true symbol is the column in the file.
+    """
+    return f"trade_date={trade_date}/symbol={urllib.parse.quote(symbol, safe='')}"
+
+
+def symbol_from_partition_value(value: str) -> str:
+    return urllib.parse.unquote(value)
+
+
+def batch_file_name(batch_id: int) -> str:
+    """Deterministic object name of one micro-batch's file: a replay overwrites it."""
+    return f"batch-{batch_id:012d}.parquet"

@@ -1,0 +1,229 @@
+"""finpipe's settings: one model, read from the environment and `.env`.
+
+Names of the original project are kept (``FINNHUB_API_TOKEN``, ``FINNHUB_TICKERS``,
+``KAFKA_SERVER``, ``KAFKA_TOPIC``). Wrong values fail fast with a message that says
+what to fix; secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import urllib.parse
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from finpipe import contracts
+
+DEFAULT_TICKERS = (
+    "BINANCE:BTCUSDT",
+    "BINANCE:ETHUSDT",
+    "BINANCE:SOLUSDT",
+    "AAPL",
+    "MSFT",
+    "AMZN",
+    "NVDA",
+)
+LOCAL_MINIO_KEY = "minioadmin"
+FINNHUB_WS_URL = "wss://ws.finnhub.io"
+MAX_FINNHUB_SYMBOLS = 50
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names the variable and the fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- feed -------------------------------------------------------------------------
+    finnhub_api_token: SecretStr | None = Field(default=None, alias="FINNHUB_API_TOKEN")
+    finnhub_tickers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_TICKERS, alias="FINNHUB_TICKERS"
+    )
+    finnhub_ws_url: str = Field(default=FINNHUB_WS_URL, alias="FINNHUB_WS_URL")
+    simulator_host: str = Field(default="127.0.0.1", alias="SIMULATOR_HOST")
+    simulator_port: int = Field(default=8765, ge=1, le=65535, alias="SIMULATOR_PORT")
+    replay_file: Path | None = Field(default=None, alias="FINPIPE_REPLAY_FILE")
+    silent_socket_seconds: float = Field(default=150.0, gt=0, alias="PRODUCER_SILENT_SECONDS")
+
+    # --- Kafka ------------------------------------------------------------------------
+    kafka_server: str = Field(default="localhost:9092", alias="KAFKA_SERVER")
+    kafka_topic: str = Field(default=contracts.TRADES_TOPIC, alias="KAFKA_TOPIC")
+    kafka_dlq_topic: str = Field(default=contracts.DLQ_TOPIC, alias="KAFKA_DLQ_TOPIC")
+    kafka_partitions: int = Field(default=3, ge=1, alias="KAFKA_PARTITIONS")
+
+    # --- S3 / MinIO -------------------------------------------------------------------
+    s3_endpoint_url: str = Field(default="http://localhost:9000", alias="S3_ENDPOINT_URL")
+    s3_access_key: SecretStr | None = Field(default=None, alias="S3_ACCESS_KEY")
+    s3_secret_key: SecretStr | None = Field(default=None, alias="S3_SECRET_KEY")
+    s3_region: str = Field(default="us-east-1", alias="S3_REGION")
+    s3_bucket: str = Field(default=contracts.LAKE_BUCKET, alias="S3_BUCKET")
+    minio_console_port: int = Field(default=9001, ge=1, le=65535, alias="MINIO_CONSOLE_PORT")
+
+    # --- Spark ------------------------------------------------------------------------
+    spark_master: str = Field(default="local[2]", alias="SPARK_MASTER")
+    spark_trigger_seconds: float = Field(default=5.0, gt=0, alias="SPARK_TRIGGER_SECONDS")
+    spark_driver_memory: str = Field(default="2g", alias="SPARK_DRIVER_MEMORY")
+    spark_checkpoint_dir: Path | None = Field(default=None, alias="SPARK_CHECKPOINT_DIR")
+
+    # --- control plane ----------------------------------------------------------------
+    freshness_warn_seconds: int = Field(default=120, gt=0, alias="FRESHNESS_WARN_SECONDS")
+    freshness_fail_seconds: int = Field(default=600, gt=0, alias="FRESHNESS_FAIL_SECONDS")
+    alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
+    summaries_start_date: str = Field(default="2026-01-01", alias="SUMMARIES_START_DATE")
+
+    # --- local paths ------------------------------------------------------------------
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".local" / "share" / "finpipe", alias="FINPIPE_HOME"
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "finpipe", alias="FINPIPE_CACHE_DIR"
+    )
+
+    @field_validator(
+        "finnhub_api_token", "alert_webhook_url", "s3_access_key", "s3_secret_key", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("finnhub_tickers", mode="before")
+    @classmethod
+    def _split_tickers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, list | tuple):
+            symbols = tuple(dict.fromkeys(s for s in value if s))
+            if not symbols:
+                raise ValueError("must name at least one symbol, e.g. BINANCE:BTCUSDT,AAPL")
+            if len(symbols) > MAX_FINNHUB_SYMBOLS:
+                raise ValueError(
+                    f"names {len(symbols)} symbols; Finnhub allows {MAX_FINNHUB_SYMBOLS} per "
+                    "connection"
+                )
+            bad = [s for s in symbols if any(ch.isspace() for ch in s) or "/" in s]
+            if bad:
+                raise ValueError(f"has invalid symbols {bad}: no spaces or '/'")
+            return symbols
+        return value
+
+    @field_validator("kafka_server")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"'{server}' is not host:port; locally use localhost:9092, "
+                    "in compose kafka:9092"
+                )
+        return value
+
+    @field_validator("s3_endpoint_url", "finnhub_ws_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in {"http", "https", "ws", "wss"} or not parsed.hostname:
+            raise ValueError(f"'{value}' is not a URL like http://localhost:9000")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.freshness_warn_seconds >= self.freshness_fail_seconds:
+            raise ValueError(
+                "FRESHNESS_WARN_SECONDS must be smaller than FRESHNESS_FAIL_SECONDS "
+                f"(got {self.freshness_warn_seconds} >= {self.freshness_fail_seconds})"
+            )
+        keys_given = (self.s3_access_key is None, self.s3_secret_key is None)
+        if keys_given[0] != keys_given[1]:
+            raise ValueError("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither")
+        if self.s3_access_key is None and not self.s3_is_local:
+            raise ValueError(
+                f"S3_ENDPOINT_URL={self.s3_endpoint_url} is not on loopback: set S3_ACCESS_KEY "
+                "and S3_SECRET_KEY (the local minioadmin default is only used on loopback)"
+            )
+        if (
+            self.s3_access_key is not None
+            and self.s3_access_key.get_secret_value() == LOCAL_MINIO_KEY
+            and not self.s3_is_local
+        ):
+            raise ValueError(
+                "the default MinIO credentials are refused outside local mode: "
+                f"S3_ENDPOINT_URL={self.s3_endpoint_url} is not on loopback"
+            )
+        return self
+
+    # --- derived values ---------------------------------------------------------------
+
+    @property
+    def s3_is_local(self) -> bool:
+        return _is_loopback_host(urllib.parse.urlsplit(self.s3_endpoint_url).hostname)
+
+    @property
+    def s3_credentials(self) -> tuple[str, str]:
+        """(access key, secret key) — for clients only; never log the result."""
+        if self.s3_access_key is None or self.s3_secret_key is None:
+            return LOCAL_MINIO_KEY, LOCAL_MINIO_KEY
+        return self.s3_access_key.get_secret_value(), self.s3_secret_key.get_secret_value()
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.finnhub_api_token is None
+
+    @property
+    def feed_url(self) -> str:
+        """The WebSocket URL without the token (safe to log)."""
+        if self.uses_simulator:
+            return f"ws://{self.simulator_host}:{self.simulator_port}"
+        return self.finnhub_ws_url
+
+    @property
+    def lake_uri(self) -> str:
+        return f"s3a://{self.s3_bucket}/{contracts.LAKE_PREFIX}"
+
+    @cached_property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.spark_checkpoint_dir or self.home / "spark-checkpoints" / "processed_trades"
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's errors into one message per bad variable.
+
+    The environment wins over the `.env` file (``FINPIPE_ENV_FILE`` names another one,
+    or none when empty); keyword overrides win over both.
+    """
+    try:
+        env_file = os.environ.get("FINPIPE_ENV_FILE", ".env")
+        return Settings(_env_file=env_file or None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]) or "settings"
+            problems.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid finpipe settings:\n" + "\n".join(problems)) from None

@@ -1,0 +1,291 @@
+"""Fetch and cache the binaries the platform runs, from the registries only.
+
+* Kafka broker jars: Maven Central (``org.apache.kafka:kafka_2.13`` + a log4j2 binding),
+* Spark's Kafka source and s3a jars: Maven Central, versions read off the installed pyspark,
+* MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy.
+
+Everything lands in ``<cache>/<component>/<version>/`` with a ``manifest.json`` written
+last, so an interrupted download is redone, and a complete one is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+KAFKA_VERSION = "4.4.0"
+LOG4J_VERSION = "2.25.2"
+MINIO_MODULE = "github.com/minio/minio"
+# The repository is archived; this is its final commit's pseudo-version.
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+
+class ProvisioningError(RuntimeError):
+    """A download or build failed; the message says what to do."""
+
+
+def say(message: str) -> None:
+    print(f"[finpipe] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    version: str
+    root: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def is_complete(self) -> bool:
+        """True when the manifest exists and every file it lists has its recorded size."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return False
+        files = manifest.get("files", {})
+        return bool(files) and all(
+            (self.root / rel).is_file() and (self.root / rel).stat().st_size == entry["size"]
+            for rel, entry in files.items()
+        )
+
+    def write_manifest(self, files: list[Path]) -> None:
+        entries = {}
+        for path in sorted(files):
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            entries[str(path.relative_to(self.root))] = {
+                "size": path.stat().st_size,
+                "sha256": digest,
+            }
+        payload = {"name": self.name, "version": self.version, "files": entries}
+        self.manifest_path.write_text(json.dumps(payload, indent=1))
+
+    def verify_checksums(self) -> list[str]:
+        """Re-hash every file; returns the names whose checksum changed."""
+        manifest = json.loads(self.manifest_path.read_text())
+        bad = []
+        for rel, entry in manifest["files"].items():
+            digest = hashlib.sha256((self.root / rel).read_bytes()).hexdigest()
+            if digest != entry["sha256"]:
+                bad.append(rel)
+        return bad
+
+
+def _require(tool: str, hint: str) -> str:
+    found = shutil.which(tool)
+    if not found:
+        raise ProvisioningError(f"'{tool}' is not installed: {hint}")
+    return found
+
+
+def _run_streaming(argv: list[str], *, cwd: Path, env: dict[str, str], label: str) -> None:
+    """Run a long step, printing a progress line per download or built package."""
+    say(f"{label}: {' '.join(argv[:3])} ... (progress below)")
+    with subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        tail: list[str] = []
+        count = 0
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = [*tail[-40:], line]
+            if line.startswith(("Downloaded from", "go: downloading")):
+                count += 1
+                if count % 20 == 1:
+                    say(f"{label}: {count} downloads so far ({line.split()[-1][:90]})")
+            elif argv[0].endswith("go") and line and not line.startswith("go:"):
+                count += 1
+                if count % 100 == 0:
+                    say(f"{label}: compiled {count} packages")
+    if proc.returncode != 0:
+        detail = "\n".join(tail)
+        raise ProvisioningError(
+            f"{label} failed (exit {proc.returncode}). Last output:\n{detail}\n"
+            "Check that the registry is reachable and retry; partial results are redone."
+        )
+
+
+# --- Maven -------------------------------------------------------------------------------
+
+
+def _pom(artifact_id: str, dependencies: list[tuple[str, str, str]]) -> str:
+    deps = "\n".join(
+        f"    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in dependencies
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>finpipe.provisioning</groupId>
+  <artifactId>{artifact_id}</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+{deps}
+  </dependencies>
+</project>
+"""
+
+
+def _maven_copy(artifact: Artifact, dependencies: list[tuple[str, str, str]]) -> list[Path]:
+    mvn = _require("mvn", "install Maven (Debian: apt-get install maven) and Java 17+")
+    _require("java", "install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
+    libs = artifact.root / "libs"
+    shutil.rmtree(artifact.root, ignore_errors=True)
+    libs.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="finpipe-mvn-") as work:
+        Path(work, "pom.xml").write_text(_pom(f"{artifact.name}-deps", dependencies))
+        _run_streaming(
+            [
+                mvn,
+                "-B",
+                "-Dstyle.color=never",
+                "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={libs}",
+            ],
+            cwd=Path(work),
+            env=dict(os.environ),
+            label=f"fetching {artifact.name} {artifact.version} from Maven Central",
+        )
+    return sorted(libs.glob("*.jar"))
+
+
+def kafka_artifact(cache_dir: Path) -> Artifact:
+    return Artifact("kafka", KAFKA_VERSION, cache_dir / "kafka" / KAFKA_VERSION)
+
+
+def ensure_kafka(cache_dir: Path) -> Artifact:
+    artifact = kafka_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    jars = _maven_copy(
+        artifact,
+        [
+            ("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+            ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
+            ("org.apache.logging.log4j", "log4j-core", LOG4J_VERSION),
+        ],
+    )
+    artifact.write_manifest(jars)
+    say(f"Kafka {KAFKA_VERSION}: {len(jars)} jars cached in {artifact.root}")
+    return artifact
+
+
+# --- Spark connectors --------------------------------------------------------------------
+
+
+def pyspark_jars_dir() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "jars"
+
+
+def spark_versions() -> tuple[str, str, str]:
+    """(spark version, scala binary version, hadoop version) of the installed pyspark."""
+    import pyspark
+
+    jars = pyspark_jars_dir()
+    hadoop = next(jars.glob("hadoop-client-api-*.jar"), None)
+    scala = next(jars.glob("scala-library-*.jar"), None)
+    if hadoop is None or scala is None:
+        raise ProvisioningError(f"pyspark's jars folder {jars} is incomplete: reinstall pyspark")
+    hadoop_version = hadoop.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+    scala_full = scala.name.removeprefix("scala-library-").removesuffix(".jar")
+    scala_binary = ".".join(scala_full.split(".")[:2])
+    return pyspark.__version__, scala_binary, hadoop_version
+
+
+def spark_connectors_artifact(cache_dir: Path) -> Artifact:
+    spark, scala, hadoop = spark_versions()
+    version = f"spark-{spark}_{scala}-hadoop-{hadoop}"
+    return Artifact("spark-connectors", version, cache_dir / "spark-connectors" / version)
+
+
+def _artifact_id_of(jar_name: str) -> str:
+    """`kafka-clients-4.1.0.jar` -> `kafka-clients` (drop the version and suffix)."""
+    return re.sub(r"-\d[\w.\-]*\.jar$", "", jar_name)
+
+
+def ensure_spark_connectors(cache_dir: Path) -> Artifact:
+    artifact = spark_connectors_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    spark, scala, hadoop = spark_versions()
+    jars = _maven_copy(
+        artifact,
+        [
+            ("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark),
+            ("org.apache.hadoop", "hadoop-aws", hadoop),
+        ],
+    )
+    # Jars that pyspark already ships (hadoop, slf4j, ...) would clash on the classpath.
+    shipped = {_artifact_id_of(j.name) for j in pyspark_jars_dir().glob("*.jar")}
+    kept = []
+    for jar in jars:
+        clashes = _artifact_id_of(jar.name) in shipped or jar.name.startswith("hadoop-")
+        if clashes and not jar.name.startswith("hadoop-aws-"):
+            jar.unlink()
+            continue
+        kept.append(jar)
+    artifact.write_manifest(kept)
+    say(f"Spark connectors for Spark {spark} / Hadoop {hadoop}: {len(kept)} jars cached")
+    return artifact
+
+
+def spark_connector_jars(cache_dir: Path) -> list[Path]:
+    return sorted((ensure_spark_connectors(cache_dir).root / "libs").glob("*.jar"))
+
+
+# --- MinIO -------------------------------------------------------------------------------
+
+
+def minio_artifact(cache_dir: Path) -> Artifact:
+    return Artifact("minio", MINIO_VERSION, cache_dir / "minio" / MINIO_VERSION)
+
+
+def ensure_minio(cache_dir: Path) -> Artifact:
+    artifact = minio_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    go = _require("go", "install Go 1.24+ (https://go.dev/doc/install or apt-get install golang)")
+    artifact.root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GOBIN=str(artifact.root), CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
+    say("building MinIO from source: several minutes and a few GB of RAM, done once")
+    _run_streaming(
+        [go, "install", "-v", f"{MINIO_MODULE}@{MINIO_VERSION}"],
+        cwd=artifact.root,
+        env=env,
+        label="building MinIO",
+    )
+    binary = artifact.root / "minio"
+    if not binary.is_file():
+        raise ProvisioningError(f"go install finished but {binary} is missing")
+    artifact.write_manifest([binary])
+    say(f"MinIO {MINIO_VERSION} built: {binary}")
+    return artifact
+
+
+def minio_binary(cache_dir: Path) -> Path:
+    return ensure_minio(cache_dir).root / "minio"
+
+
+def kafka_classpath(cache_dir: Path) -> str:
+    return str(ensure_kafka(cache_dir).root / "libs" / "*")
+
+
+def ensure_all(cache_dir: Path) -> None:
+    ensure_kafka(cache_dir)
+    ensure_spark_connectors(cache_dir)
+    ensure_minio(cache_dir)

@@ -1,0 +1,65 @@
+"""`finpipe-infra`: the command behind `make up`, `make down`, `make status`, `make logs`."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from finpipe.settings import SettingsError, load_settings
+from infra import platform
+from infra.artifacts import ProvisioningError
+from infra.processes import ServiceError
+
+
+def _print_status(settings) -> int:  # type: ignore[no-untyped-def]
+    rows = platform.status_rows(settings)
+    widths = {key: max(len(key), *(len(r[key]) for r in rows)) for key in rows[0]}
+    header = "  ".join(key.upper().ljust(widths[key]) for key in rows[0])
+    print(header)
+    for row in rows:
+        print("  ".join(row[key].ljust(widths[key]) for key in row))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="finpipe-infra", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    prov = sub.add_parser("provision", help="fetch/build Kafka, MinIO and Spark's jars (cached)")
+    prov.add_argument("--browser", action="store_true", help="also install Chromium for tests")
+    sub.add_parser("up", help="start the platform on loopback")
+    sub.add_parser("down", help="stop everything `up` started")
+    sub.add_parser("status", help="show what runs and where")
+    logs = sub.add_parser("logs", help="follow the log files")
+    logs.add_argument("names", nargs="*", help="components (default: all)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+        if args.command == "provision":
+            platform.provision(settings, browser=args.browser)
+        elif args.command == "up":
+            platform.up(settings)
+            _print_status(settings)
+        elif args.command == "down":
+            stopped = platform.down(settings)
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        elif args.command == "status":
+            return _print_status(settings)
+        elif args.command == "logs":
+            files = [
+                row["log"]
+                for row in platform.status_rows(settings)
+                if row["log"] != "-" and (not args.names or row["name"] in args.names)
+            ]
+            return subprocess.call(["tail", "-n", "50", "-F", *files])
+    except (SettingsError, ProvisioningError, ServiceError) as exc:
+        print(f"finpipe: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

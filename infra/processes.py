@@ -1,0 +1,166 @@
+"""Start, watch and stop the platform's local processes.
+
+Each managed process has a pid file and a log file under ``<home>/run`` and
+``<home>/logs``. Starting is idempotent (a live pid is reused), readiness is waited for
+with a timeout, and every failure names the log file to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServiceError(RuntimeError):
+    """A service did not start or stop; the message says why and where to look."""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); its /proc state says it is gone.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log yet)"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Serialize starts across processes (parallel test sessions, two `make up`s)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: Sequence[str]
+    home: Path
+    ports: Sequence[tuple[str, int]] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    ready: Callable[[], bool] | None = None
+    ready_timeout: float = 90.0
+    stop_timeout: float = 30.0
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "run" / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def is_ready(self) -> bool:
+        if not all(port_open(host, port) for host, port in self.ports):
+            return False
+        return self.ready() if self.ready else True
+
+    def start(self) -> int:
+        """Start unless already running; returns the pid. Waits until ready."""
+        with file_lock(self.home / "run" / f"{self.name}.lock"):
+            pid = self.pid()
+            if pid is None:
+                busy = [f"{h}:{p}" for h, p in self.ports if port_open(h, p)]
+                if busy:
+                    raise ServiceError(
+                        f"{self.name}: port {', '.join(busy)} is already in use by a process "
+                        "finpipe did not start. Stop it (`ss -ltnp` shows which) or point "
+                        "the settings at it as an external service."
+                    )
+                pid = self._spawn()
+            self.wait_ready(pid)
+            return pid
+
+    def _spawn(self) -> int:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            log.write(f"\n--- starting {self.name} at {time.ctime()} ---\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                list(self.argv),
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def wait_ready(self, pid: int) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                raise ServiceError(
+                    f"{self.name} exited during start-up. Read {self.log_file}; last lines:\n"
+                    f"{tail(self.log_file)}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.3)
+        raise ServiceError(
+            f"{self.name} was not ready after {self.ready_timeout:.0f}s. "
+            f"Read {self.log_file}; last lines:\n{tail(self.log_file)}"
+        )
+
+    def stop(self) -> bool:
+        """SIGTERM the process group, SIGKILL after the timeout. True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # stragglers of the group
+        self.pid_file.unlink(missing_ok=True)
+        return True

@@ -1,0 +1,82 @@
+"""Session-wide test set-up.
+
+Tests run against their own instances of the services, on their own ports and under
+their own FINPIPE_HOME, so they never touch a platform started with `make up`. Each
+service starts once per session (or is reused when a previous session kept it up with
+FINPIPE_KEEP_SERVICES=1) and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEST_HOME = Path(tempfile.gettempdir()) / f"finpipe-test-{os.getuid()}"
+TEST_ENV = {
+    "FINPIPE_HOME": str(TEST_HOME),
+    "FINPIPE_ENV_FILE": "",
+    "KAFKA_SERVER": "localhost:19092",
+    "S3_ENDPOINT_URL": "http://127.0.0.1:19000",
+    "MINIO_CONSOLE_PORT": "19001",
+    "SIMULATOR_PORT": "18765",
+    "FINNHUB_API_TOKEN": "",
+    "S3_ACCESS_KEY": "",
+    "S3_SECRET_KEY": "",
+    "DAGSTER_HOME": str(TEST_HOME / "dagster"),
+}
+# Set at import time so that every subprocess a test starts sees the same settings.
+os.environ.update(TEST_ENV)
+
+from finpipe.settings import Settings, load_settings  # noqa: E402
+
+STAGE_BY_MARKER = {"e2e": 2, "integration": 1}
+SERVICE_FIXTURES = {"infrastructure", "spark"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests that use a real service; run unit tests first and drills last."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+    def stage(item: pytest.Item) -> int:
+        return max((v for k, v in STAGE_BY_MARKER.items() if item.get_closest_marker(k)), default=0)
+
+    items.sort(key=stage)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def infrastructure(settings: Settings) -> Iterator[Settings]:
+    """Kafka and MinIO, real, on the test ports."""
+    from infra import services
+
+    processes = services.infrastructure_processes(settings)
+    running_before = {p.name for p in processes if p.pid() is not None}
+    if not running_before:
+        for data in ("kafka", "minio"):
+            shutil.rmtree(settings.home / data, ignore_errors=True)
+    services.start_infrastructure(settings)
+    yield settings
+    if os.environ.get("FINPIPE_KEEP_SERVICES") != "1":
+        for proc in reversed(processes):
+            if proc.name not in running_before:
+                proc.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(infrastructure: Settings):  # type: ignore[no-untyped-def]
+    from spark.session import build_spark_session
+
+    session = build_spark_session(infrastructure, app_name="finpipe-tests")
+    yield session
+    session.stop()
