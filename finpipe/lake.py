@@ -69,12 +69,12 @@ def list_lake_files(
     settings: Settings,
     dates: Iterable[dt.date] | None = None,
     *,
-    prefix: str = contracts.LAKE_PREFIX,
+    prefix: str | None = None,
     filesystem: pafs.FileSystem | None = None,
 ) -> list[LakeFile]:
     """Every data file of the wanted days (all days when ``dates`` is None)."""
     fs = filesystem or s3_filesystem(settings)
-    root = f"{settings.s3_bucket}/{prefix}"
+    root = f"{settings.s3_bucket}/{prefix or settings.lake_prefix}"
     bases = (
         [f"{root}/trade_date={d.isoformat()}" for d in sorted(set(dates))]
         if dates is not None

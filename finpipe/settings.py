@@ -50,7 +50,11 @@ class SettingsError(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
     )
 
     # --- feed -------------------------------------------------------------------------
@@ -76,6 +80,8 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = Field(default=None, alias="S3_SECRET_KEY")
     s3_region: str = Field(default="us-east-1", alias="S3_REGION")
     s3_bucket: str = Field(default=contracts.LAKE_BUCKET, alias="S3_BUCKET")
+    lake_prefix: str = Field(default=contracts.LAKE_PREFIX, alias="LAKE_PREFIX")
+    summaries_prefix: str = Field(default=contracts.SUMMARIES_PREFIX, alias="SUMMARIES_PREFIX")
     minio_console_port: int = Field(default=9001, ge=1, le=65535, alias="MINIO_CONSOLE_PORT")
 
     # --- Spark ------------------------------------------------------------------------
@@ -197,7 +203,7 @@ class Settings(BaseSettings):
 
     @property
     def lake_uri(self) -> str:
-        return f"s3a://{self.s3_bucket}/{contracts.LAKE_PREFIX}"
+        return f"s3a://{self.s3_bucket}/{self.lake_prefix}"
 
     @cached_property
     def state_dir(self) -> Path:
