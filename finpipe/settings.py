@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     simulator_port: int = Field(default=8765, ge=1, le=65535, alias="SIMULATOR_PORT")
     replay_file: Path | None = Field(default=None, alias="FINPIPE_REPLAY_FILE")
     silent_socket_seconds: float = Field(default=150.0, gt=0, alias="PRODUCER_SILENT_SECONDS")
+    # The embedded demo runs any hour of the day: US stocks trade outside their session
+    # unless this is false (then the simulator sends stock trades 9:30-16:00 New York only).
+    simulator_ignore_market_hours: bool = Field(default=True, alias="SIMULATOR_IGNORE_MARKET_HOURS")
+    # When set, the simulator refuses handshakes without this token (HTTP 401), like Finnhub.
+    simulator_token: SecretStr | None = Field(default=None, alias="SIMULATOR_TOKEN")
 
     # --- Kafka ------------------------------------------------------------------------
     kafka_server: str = Field(default="localhost:9092", alias="KAFKA_SERVER")
@@ -105,7 +110,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "finnhub_api_token", "alert_webhook_url", "s3_access_key", "s3_secret_key", mode="before"
+        "finnhub_api_token",
+        "alert_webhook_url",
+        "s3_access_key",
+        "s3_secret_key",
+        "simulator_token",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
