@@ -215,7 +215,7 @@ def spark_connectors_artifact(cache_dir: Path) -> Artifact:
 
 def _artifact_id_of(jar_name: str) -> str:
     """`kafka-clients-4.1.0.jar` -> `kafka-clients` (drop the version and suffix)."""
-    return re.sub(r"-\d[\w.\-]*\.jar$", "", jar_name)
+    return re.sub(r"-\d+\.[\w.]*(?:-[\w.]+)?\.jar$", "", jar_name)
 
 
 def ensure_spark_connectors(cache_dir: Path) -> Artifact:

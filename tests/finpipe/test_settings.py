@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from finpipe.settings import DEFAULT_TICKERS, SettingsError, load_settings
+
+
+def test_defaults_use_the_simulator_on_loopback() -> None:
+    settings = load_settings()
+    assert settings.uses_simulator
+    assert settings.feed_url.startswith("ws://")
+    assert settings.finnhub_tickers == DEFAULT_TICKERS
+    assert settings.s3_credentials == ("minioadmin", "minioadmin")
+
+
+def test_tickers_are_split_trimmed_and_deduplicated() -> None:
+    settings = load_settings(FINNHUB_TICKERS=" AAPL, BRK.B ,BINANCE:BTCUSDT,AAPL,")
+    assert settings.finnhub_tickers == ("AAPL", "BRK.B", "BINANCE:BTCUSDT")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"FINNHUB_TICKERS": " , "}, "at least one symbol"),
+        ({"FINNHUB_TICKERS": ",".join(f"S{i}" for i in range(51))}, "Finnhub allows 50"),
+        ({"KAFKA_SERVER": "kafka"}, "locally use localhost:9092"),
+        ({"S3_ENDPOINT_URL": "minio:9000"}, "is not a URL"),
+        ({"FRESHNESS_WARN_SECONDS": 600, "FRESHNESS_FAIL_SECONDS": 60}, "must be smaller"),
+        ({"S3_ENDPOINT_URL": "https://s3.example.com"}, "set S3_ACCESS_KEY"),
+        ({"S3_ACCESS_KEY": "k"}, "set both"),
+        ({"SPARK_TRIGGER_SECONDS": 0}, "greater than 0"),
+    ],
+)
+def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(**overrides)
+    assert fragment in str(err.value)
+
+
+def test_default_minio_keys_are_refused_outside_loopback() -> None:
+    with pytest.raises(SettingsError, match="refused outside local mode"):
+        load_settings(
+            S3_ENDPOINT_URL="https://s3.example.com",
+            S3_ACCESS_KEY="minioadmin",
+            S3_SECRET_KEY="minioadmin",
+        )
+
+
+def test_secrets_never_appear_in_reprs_or_errors() -> None:
+    token = "tok-secret-123456"
+    settings = load_settings(FINNHUB_API_TOKEN=token, ALERT_WEBHOOK_URL="http://h/x-secret")
+    assert not settings.uses_simulator
+    assert token not in repr(settings) and token not in str(settings.model_dump())
+    assert token not in settings.feed_url
+    assert "x-secret" not in repr(settings)
+    with pytest.raises(SettingsError) as err:
+        load_settings(FINNHUB_API_TOKEN=token, KAFKA_SERVER="nope")
+    assert token not in str(err.value)
+
+
+def test_blank_token_means_unset() -> None:
+    assert load_settings(FINNHUB_API_TOKEN="  ").uses_simulator
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    env_file = tmp_path / ".env"
+    env_file.write_text("FINNHUB_TICKERS=TSLA,BINANCE:ETHUSDT\nKAFKA_TOPIC=from-file\n")
+    monkeypatch.setenv("FINPIPE_ENV_FILE", str(env_file))
+    monkeypatch.setenv("KAFKA_TOPIC", "from-env")
+    settings = load_settings()
+    assert settings.finnhub_tickers == ("TSLA", "BINANCE:ETHUSDT")
+    assert settings.kafka_topic == "from-env"

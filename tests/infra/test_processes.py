@@ -1,0 +1,64 @@
+"""ManagedProcess against real child processes on loopback."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.processes import ManagedProcess, ServiceError, pid_alive, port_open
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _http_server(home: Path, port: int) -> ManagedProcess:
+    return ManagedProcess(
+        name="web",
+        argv=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        home=home,
+        ports=[("127.0.0.1", port)],
+        ready_timeout=20,
+        stop_timeout=5,
+    )
+
+
+def test_start_is_idempotent_and_stop_leaves_nothing(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _http_server(tmp_path, port)
+    pid = proc.start()
+    assert port_open("127.0.0.1", port)
+    assert proc.start() == pid  # a second start reuses the live process
+    assert proc.stop() is True
+    assert not pid_alive(pid)
+    assert not port_open("127.0.0.1", port)
+    assert proc.stop() is False
+    assert "starting web" in proc.log_file.read_text()
+
+
+def test_busy_port_is_reported_with_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(ServiceError, match="already in use"):
+            _http_server(tmp_path, port).start()
+
+
+def test_a_crash_at_start_names_the_log_file(tmp_path: Path) -> None:
+    proc = ManagedProcess(
+        name="crasher",
+        argv=[sys.executable, "-c", "import sys; print('boom: bad config'); sys.exit(3)"],
+        home=tmp_path,
+        ports=[("127.0.0.1", _free_port())],
+        ready_timeout=20,
+    )
+    with pytest.raises(ServiceError) as err:
+        proc.start()
+    assert str(proc.log_file) in str(err.value)
+    assert "boom: bad config" in str(err.value)
