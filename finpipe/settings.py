@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
     summaries_start_date: str = Field(default="2026-01-01", alias="SUMMARIES_START_DATE")
 
+    # --- user interfaces (loopback ports in local mode) ---------------------------------
+    dagster_port: int = Field(default=3000, ge=1, le=65535, alias="DAGSTER_PORT")
+    streamlit_port: int = Field(default=8501, ge=1, le=65535, alias="STREAMLIT_PORT")
+
     # --- local paths ------------------------------------------------------------------
     home: Path = Field(
         default_factory=lambda: Path.home() / ".local" / "share" / "finpipe", alias="FINPIPE_HOME"

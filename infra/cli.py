@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -19,6 +20,9 @@ def _print_status(settings) -> int:  # type: ignore[no-untyped-def]
     print(header)
     for row in rows:
         print("  ".join(row[key].ljust(widths[key]) for key in row))
+    for stream, beat in platform.stream_counters(settings).items():
+        shown = {k: v for k, v in beat.items() if k not in {"stream", "pid"}}
+        print(f"\n{stream} counters: " + json.dumps(shown, default=str, sort_keys=True))
     return 0
 
 

@@ -1,16 +1,35 @@
-"""The local platform as a whole: what `make up`, `make down` and `make status` act on."""
+"""The local platform as a whole: what `make up`, `make down` and `make status` act on.
+
+Start order: Kafka, MinIO, the simulator (when no Finnhub token is set), Dagster's
+webserver and daemon, Streamlit. Dagster's supervisor sensors then start the producer
+and Spark streams. Stop order: the daemon first (so nothing restarts the streams), the
+streams (SIGTERM: the producer flushes, Spark finishes its batch), then the rest in
+reverse start order.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
+from finpipe import health
 from finpipe.settings import Settings
 from infra import artifacts, services
 from infra.artifacts import say
-from infra.processes import ManagedProcess
+from infra.processes import ManagedProcess, pid_alive
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STREAMS = ("producer", "spark")
 
 
 @dataclass(frozen=True)
@@ -20,11 +39,108 @@ class Component:
     process: ManagedProcess | None  # None: an external service, only checked
 
 
+def _bin(name: str) -> str:
+    """A console script of this virtualenv (the one running this code)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _dagster_env(settings: Settings) -> dict[str, str]:
+    return {"DAGSTER_HOME": str(settings.dagster_home)}
+
+
+def simulator_process(settings: Settings) -> ManagedProcess:
+    argv = [
+        _bin("finpipe-simulator"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.simulator_port),
+    ]
+    if settings.replay_file:
+        argv += ["--replay", str(settings.replay_file)]
+    return ManagedProcess(
+        name="simulator",
+        argv=argv,
+        home=settings.home,
+        ports=[("127.0.0.1", settings.simulator_port)],
+        cwd=REPO_ROOT,
+        ready_timeout=30,
+    )
+
+
+def dagster_webserver_process(settings: Settings) -> ManagedProcess:
+    port = settings.dagster_port
+    return ManagedProcess(
+        name="dagster-webserver",
+        argv=[
+            _bin("dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        home=settings.home,
+        ports=[("127.0.0.1", port)],
+        env=_dagster_env(settings),
+        cwd=REPO_ROOT,
+        ready=lambda: _http_ok(f"http://127.0.0.1:{port}/server_info"),
+        ready_timeout=180,
+    )
+
+
+def dagster_daemon_process(settings: Settings) -> ManagedProcess:
+    return ManagedProcess(
+        name="dagster-daemon",
+        argv=[_bin("dagster-daemon"), "run", "-w", "workspace.yaml"],
+        home=settings.home,
+        env=_dagster_env(settings),
+        cwd=REPO_ROOT,
+        ready_timeout=60,
+        stop_timeout=60,
+    )
+
+
+def streamlit_process(settings: Settings) -> ManagedProcess:
+    port = settings.streamlit_port
+    return ManagedProcess(
+        name="streamlit",
+        argv=[
+            _bin("streamlit"),
+            "run",
+            "streamlit_app/app.py",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        home=settings.home,
+        ports=[("127.0.0.1", port)],
+        cwd=REPO_ROOT,
+        ready=lambda: _http_ok(f"http://127.0.0.1:{port}/_stcore/health"),
+        ready_timeout=90,
+    )
+
+
 def components(settings: Settings) -> list[Component]:
     """Every part of the platform in start order (stop order is the reverse)."""
     kafka_local = services.kafka_is_local(settings)
     s3_local = services.is_loopback(services.s3_endpoint(settings)[0])
-    return [
+    parts = [
         Component(
             "kafka",
             f"kafka://{settings.kafka_server}",
@@ -36,6 +152,22 @@ def components(settings: Settings) -> list[Component]:
             services.minio_process(settings) if s3_local else None,
         ),
     ]
+    if settings.uses_simulator:
+        parts.append(Component("simulator", settings.feed_url, simulator_process(settings)))
+    parts += [
+        Component(
+            "dagster-webserver",
+            f"http://127.0.0.1:{settings.dagster_port}",
+            dagster_webserver_process(settings),
+        ),
+        Component(
+            "dagster-daemon", "(sensors, schedules, run queue)", dagster_daemon_process(settings)
+        ),
+        Component(
+            "streamlit", f"http://127.0.0.1:{settings.streamlit_port}", streamlit_process(settings)
+        ),
+    ]
+    return parts
 
 
 def provision(settings: Settings, *, browser: bool = False) -> None:
@@ -49,10 +181,9 @@ CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
 def chromium_path() -> str | None:
-    found = os.environ.get("FINPIPE_CHROMIUM") or next(
+    return os.environ.get("FINPIPE_CHROMIUM") or next(
         (p for p in CHROMIUM_PATHS if os.path.exists(p)), None
     )
-    return found
 
 
 def ensure_chromium() -> str:
@@ -78,15 +209,53 @@ def ensure_chromium() -> str:
     return found
 
 
+def _prepare_dagster_home(settings: Settings) -> None:
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(ModuleNotFoundError):
+        instance = importlib.import_module("finpipe_dagster.instance")
+        instance.ensure_dagster_home(settings)
+
+
 def up(settings: Settings) -> None:
     provision(settings)
-    say("starting Kafka and MinIO on loopback")
+    say("starting Kafka and MinIO")
     services.start_infrastructure(settings)
+    _prepare_dagster_home(settings)
+    for component in components(settings)[2:]:
+        assert component.process is not None
+        say(f"starting {component.name}")
+        component.process.start()
+    say("platform is up; Dagster's sensors now start the producer and Spark streams")
+
+
+def stop_streams(settings: Settings, timeout: float = 90.0) -> list[str]:
+    """SIGTERM the producer and Spark processes (found by their heartbeat files) and wait."""
+    stopping: dict[str, int] = {}
+    for stream in STREAMS:
+        beat = health.read_health(settings, stream)
+        pid = int(beat["pid"]) if beat and beat.get("pid") else None
+        if pid and pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            stopping[stream] = pid
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in stopping.values()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in stopping.values():
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return list(stopping)
 
 
 def down(settings: Settings) -> list[str]:
+    parts = components(settings)
+    by_name = {c.name: c for c in parts}
     stopped = []
-    for component in reversed(components(settings)):
+    daemon = by_name["dagster-daemon"].process
+    if daemon is not None and daemon.stop():
+        stopped.append("dagster-daemon")
+    stopped += stop_streams(settings)
+    for component in reversed(parts):
         if component.process and component.process.stop():
             stopped.append(component.name)
     return stopped
@@ -97,17 +266,38 @@ def status_rows(settings: Settings) -> list[dict[str, str]]:
     for component in components(settings):
         proc = component.process
         if proc is None:
-            state = "external"
-            pid, log = "-", "-"
+            state, pid, log = "external", "-", "-"
         else:
             pid_value = proc.pid()
-            state = (
-                "running"
-                if pid_value and proc.is_ready()
-                else ("starting/unhealthy" if pid_value else "stopped")
-            )
+            if pid_value is None:
+                state = "stopped"
+            else:
+                state = "running" if proc.is_ready() else "unhealthy"
             pid, log = str(pid_value or "-"), str(proc.log_file)
         rows.append(
             {"name": component.name, "state": state, "pid": pid, "url": component.url, "log": log}
         )
+    for stream in STREAMS:
+        beat = health.read_health(settings, stream)
+        age = health.heartbeat_age_seconds(beat)
+        if beat is None or age is None:
+            state, pid = "no heartbeat yet", "-"
+        else:
+            alive = pid_alive(int(beat.get("pid", 0) or 0))
+            state = f"{'running' if alive else 'stopped'}, heartbeat {age:.0f}s ago"
+            pid = str(beat.get("pid", "-"))
+        rows.append(
+            {
+                "name": f"{stream} stream",
+                "state": state,
+                "pid": pid,
+                "url": "(run by Dagster)",
+                "log": str(health.health_path(settings, stream)),
+            }
+        )
     return rows
+
+
+def stream_counters(settings: Settings) -> dict[str, dict[str, object]]:
+    """The latest heartbeat of each stream, for `make status`."""
+    return {s: beat for s in STREAMS if (beat := health.read_health(settings, s))}
