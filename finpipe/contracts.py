@@ -119,3 +119,22 @@ def symbol_from_partition_value(value: str) -> str:
 def batch_file_name(batch_id: int) -> str:
     """Deterministic object name of one micro-batch's file: a replay overwrites it."""
     return f"batch-{batch_id:012d}.parquet"
+
+
+# --- rejected input of the Spark query (kept, never dropped) ------------------------------
+
+LAKE_REJECTS_DIR = "_rejects"
+"""Folder under the lake prefix with the Kafka records that are not a valid ``TradeRecord``:
+``<lake_prefix>/_rejects/<batch_file_name(batch_id)>``. The ``_`` keeps it out of the table."""
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+        pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC"), nullable=True),
+        pa.field("key", pa.string(), nullable=True),
+        pa.field("value", pa.string(), nullable=True),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("processed_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
