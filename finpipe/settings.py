@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
     summaries_start_date: str = Field(default="2026-01-01", alias="SUMMARIES_START_DATE")
 
+    # --- dashboard --------------------------------------------------------------------
+    dashboard_refresh_seconds: float = Field(
+        default=5.0, ge=1, le=3600, alias="DASHBOARD_REFRESH_SECONDS"
+    )
+    dashboard_tail_minutes: int = Field(default=15, ge=1, le=120, alias="DASHBOARD_TAIL_MINUTES")
+
     # --- user interfaces (loopback ports in local mode) ---------------------------------
     dagster_port: int = Field(default=3000, ge=1, le=65535, alias="DAGSTER_PORT")
     streamlit_port: int = Field(default=8501, ge=1, le=65535, alias="STREAMLIT_PORT")
