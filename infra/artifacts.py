@@ -283,9 +283,3 @@ def minio_binary(cache_dir: Path) -> Path:
 
 def kafka_classpath(cache_dir: Path) -> str:
     return str(ensure_kafka(cache_dir).root / "libs" / "*")
-
-
-def ensure_all(cache_dir: Path) -> None:
-    ensure_kafka(cache_dir)
-    ensure_spark_connectors(cache_dir)
-    ensure_minio(cache_dir)

@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     prov = sub.add_parser("provision", help="fetch/build Kafka, MinIO and Spark's jars (cached)")
     prov.add_argument("--browser", action="store_true", help="also install Chromium for tests")
+    prov.add_argument(
+        "--only",
+        choices=sorted(platform.PROVISIONERS),
+        action="append",
+        help="provision only these components (repeatable), e.g. --only spark in images",
+    )
     sub.add_parser("up", help="start the platform on loopback")
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="show what runs and where")
@@ -41,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "provision":
-            platform.provision(settings, browser=args.browser)
+            platform.provision(settings, browser=args.browser, only=args.only)
         elif args.command == "up":
             platform.up(settings)
             _print_status(settings)

@@ -170,9 +170,18 @@ def components(settings: Settings) -> list[Component]:
     return parts
 
 
-def provision(settings: Settings, *, browser: bool = False) -> None:
+PROVISIONERS = {
+    "kafka": artifacts.ensure_kafka,
+    "spark": artifacts.ensure_spark_connectors,
+    "minio": artifacts.ensure_minio,
+}
+
+
+def provision(settings: Settings, *, browser: bool = False, only: list[str] | None = None) -> None:
     """Fetch or build everything the platform and its tests need (reused when cached)."""
-    artifacts.ensure_all(settings.cache_dir)
+    for name, ensure in PROVISIONERS.items():
+        if only is None or name in only:
+            ensure(settings.cache_dir)
     if browser:
         ensure_chromium()
 
