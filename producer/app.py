@@ -135,6 +135,8 @@ class TradeProducer:
             last_frame = time.monotonic()
             counters.frames += 1
             counters.last_frame_ts_ms = time.time_ns() // 1_000_000
+            if counters.first_frame_ts_ms is None:
+                counters.first_frame_ts_ms = counters.last_frame_ts_ms
             result = process(data)
             self._account(result)
             write(result)

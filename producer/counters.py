@@ -36,6 +36,7 @@ class Counters:
     kafka_errors: int = 0
     last_error: str | None = None
     last_trade_ts_ms: int | None = None
+    first_frame_ts_ms: int | None = None
     last_frame_ts_ms: int | None = None
     last_delivery_ts_ms: int | None = None
     subscribed: list[str] = field(default_factory=list)

@@ -101,8 +101,10 @@ class KafkaSink:
 
     def flush(self, timeout: float) -> int:
         """Wait for every queued message's report; returns how many are still unsent."""
+        before = len(self._producer)
         remaining = self._producer.flush(timeout)
-        self.counters.last_delivery_ts_ms = time.time_ns() // 1_000_000
+        if remaining < before:
+            self.counters.last_delivery_ts_ms = time.time_ns() // 1_000_000
         return remaining
 
     def check_reachable(self, settings: Settings, timeout: float = 15.0) -> None:

@@ -1,0 +1,181 @@
+"""Producer throughput: replay -> WebSocket -> producer -> Kafka (acks=all), vs a naive loop.
+
+    .venv/bin/python bench/producer_throughput.py [--trades 3000000] [--per-frame 100]
+
+* Writes a synthetic session (the simulator's market model) as a JSON-lines replay file.
+* Serves it with ``finpipe-simulator --replay FILE --speed 0`` in its own process.
+* Runs the real ``TradeProducer`` (in this process, in a thread) until Kafka has confirmed
+  every trade; reports trades/s from the first frame to the last delivery report, and
+  the peak RSS of this process (it holds nothing but the producer).
+* Then the naive baseline, as simple peers write it: websocket-client with its defaults,
+  stdlib ``json``, one ``produce`` + ``flush`` per trade, for ``--baseline-seconds``.
+
+Needs the test Kafka (``localhost:19092``, started by the test suite with
+FINPIPE_KEEP_SERVICES=1) or KAFKA_SERVER; topics are unique per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("KAFKA_SERVER", "localhost:19092")
+os.environ.setdefault("FINPIPE_ENV_FILE", "")
+os.environ.setdefault("FINPIPE_HOME", str(Path(tempfile.gettempdir()) / "finpipe-bench"))
+
+import msgspec  # noqa: E402
+import websocket  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
+
+from finpipe.settings import DEFAULT_TICKERS, load_settings  # noqa: E402
+from infra.services import ensure_topics  # noqa: E402
+from producer.app import TradeProducer  # noqa: E402
+from producer.logs import configure_logging  # noqa: E402
+from producer.simulator.market import Market  # noqa: E402
+
+
+def write_session(path: Path, trades: int, per_frame: int) -> None:
+    """About ``per_frame`` trades per frame, all symbols mixed, stamped in the last hours."""
+    rate = per_frame / len(DEFAULT_TICKERS)
+    market = Market(trades_per_second=rate, burst_probability=0.0, seed=7)
+    encoder = msgspec.json.Encoder()
+    now_ms = int(time.time() * 1000) - 1000 * (trades // per_frame + 3600)
+    written = 0
+    with path.open("wb") as out:
+        while written < trades:
+            batch = market.tick(list(DEFAULT_TICKERS), now_ms, 1.0)[: trades - written]
+            out.write(encoder.encode({"type": "trade", "data": batch}) + b"\n")
+            written += len(batch)
+            now_ms += 1000
+
+
+def start_simulator(replay: Path, port: int, loop: bool = False) -> subprocess.Popen[bytes]:
+    cmd = [str(ROOT / ".venv/bin/finpipe-simulator"), "--replay", str(replay), "--speed", "0"]
+    cmd += ["--port", str(port)] + (["--loop"] if loop else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            websocket.create_connection(f"ws://127.0.0.1:{port}", timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the simulator did not start")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_producer(trades: int, port: int, run_id: str) -> dict[str, float]:
+    settings = load_settings(
+        SIMULATOR_PORT=port,
+        KAFKA_TOPIC=f"bench-trades-{run_id}",
+        KAFKA_DLQ_TOPIC=f"bench-dlq-{run_id}",
+        FINPIPE_REPLAY_FILE="bench.jsonl",
+    )
+    ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
+    producer = TradeProducer(settings)
+    thread = threading.Thread(target=producer.run, name="producer")
+    thread.start()
+    c = producer.counters
+    while c.delivered + c.dead_lettered < trades and thread.is_alive():
+        time.sleep(0.05)
+    producer.stop()
+    thread.join()
+    assert c.balanced() and c.delivered == trades, c.snapshot()
+    assert c.first_frame_ts_ms is not None and c.last_delivery_ts_ms is not None
+    seconds = (c.last_delivery_ts_ms - c.first_frame_ts_ms) / 1000
+    return {"trades": c.delivered, "seconds": seconds, "rate": c.delivered / seconds}
+
+
+def run_baseline(port: int, run_id: str, seconds: float, server: str) -> dict[str, float]:
+    """What simple peers do: default websocket-client, stdlib json, produce + flush."""
+    topic = f"bench-naive-{run_id}"
+    settings = load_settings(KAFKA_TOPIC=topic)
+    ensure_topics(settings, [topic])
+    producer = Producer({"bootstrap.servers": server, "acks": "all"})
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}")
+    for symbol in DEFAULT_TICKERS:
+        ws.send(json.dumps({"type": "subscribe", "symbol": symbol}))
+    sent = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        frame = json.loads(ws.recv())
+        for trade in frame.get("data") or []:
+            record = {
+                "symbol": trade["s"],
+                "price": trade["p"],
+                "volume": trade["v"],
+                "trade_ts_ms": trade["t"],
+                "conditions": trade.get("c"),
+                "ingest_ts_ms": int(time.time() * 1000),
+                "source": "replay",
+            }
+            producer.produce(topic, json.dumps(record).encode(), trade["s"].encode())
+            producer.flush()
+            sent += 1
+    elapsed = time.perf_counter() - started
+    ws.close()
+    return {"trades": sent, "seconds": elapsed, "rate": sent / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trades", type=int, default=3_000_000)
+    parser.add_argument("--per-frame", type=int, default=100)
+    parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    parser.add_argument("--port", type=int, default=18890)
+    args = parser.parse_args()
+    configure_logging("WARNING")
+    run_id = uuid.uuid4().hex[:8]
+    server = os.environ["KAFKA_SERVER"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        replay = Path(tmp) / "bench.jsonl"
+        write_session(replay, args.trades, args.per_frame)
+        size_mb = replay.stat().st_size / 1e6
+        print(f"replay file: {args.trades:,} trades, {args.per_frame}/frame, {size_mb:.0f} MB")
+
+        rss_before = peak_rss_mb()
+        sim = start_simulator(replay, args.port)
+        try:
+            fast = run_producer(args.trades, args.port, run_id)
+        finally:
+            sim.terminate()
+            sim.wait()
+        rss = peak_rss_mb()
+
+        sim = start_simulator(replay, args.port + 1, loop=True)
+        try:
+            naive = run_baseline(args.port + 1, run_id, args.baseline_seconds, server)
+        finally:
+            sim.terminate()
+            sim.wait()
+
+    print(
+        f"finpipe producer : {fast['trades']:>10,.0f} trades in {fast['seconds']:6.2f} s "
+        f"= {fast['rate']:>9,.0f} trades/s (acks=all, idempotent, lz4, all delivered)"
+    )
+    print(f"peak RSS         : {rss:.0f} MB (process peak before the run: {rss_before:.0f} MB)")
+    print(
+        f"naive baseline   : {naive['trades']:>10,.0f} trades in {naive['seconds']:6.2f} s "
+        f"= {naive['rate']:>9,.0f} trades/s (produce + flush per trade)"
+    )
+    print(f"ratio            : {fast['rate'] / naive['rate']:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
