@@ -1,0 +1,155 @@
+"""The streaming query ``stock-ticks`` -> ``processed_trades`` and the loop that runs it.
+
+The loop owns the process's life: it reports a heartbeat per committed batch and every
+few seconds while idle, stops the query when asked (SIGTERM/SIGINT set ``stop``), and
+returns an exit code. An interrupted batch is simply abandoned: its offsets are already
+in the checkpoint, so the next start replays it into the same objects.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from finpipe.health import StreamReporter
+from finpipe.settings import Settings
+from spark.progress import BatchProgress, ProgressListener, StreamTotals
+from spark.session import build_spark_session
+from spark.sink import LakeBatchSink
+from spark.transform import prepare_trades
+
+STREAM_NAME = "spark"
+QUERY_NAME = "processed_trades"
+IDLE_HEARTBEAT_SECONDS = 5.0
+POLL_SECONDS = 0.5
+STOP_TIMEOUT = "60s"
+# Bounds one batch after a long outage, so catching up never needs more than the
+# driver's memory; at the 5 s trigger this is far above any sustained rate.
+MAX_OFFSETS_PER_TRIGGER = 2_000_000
+
+log = structlog.get_logger("spark")
+
+
+def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) -> StreamingQuery:
+    kafka = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_server)
+        .option("subscribe", settings.kafka_topic)
+        # Only used on a first start; afterwards the checkpoint's offsets win.
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(MAX_OFFSETS_PER_TRIGGER))
+        .load()
+    )
+    checkpoint = settings.checkpoint_dir.expanduser().resolve()
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    return (
+        prepare_trades(kafka)
+        .writeStream.queryName(QUERY_NAME)
+        .foreachBatch(sink)
+        .option("checkpointLocation", checkpoint.as_uri())
+        .trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
+        .start()
+    )
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Where the job reads and writes (no secrets)."""
+    return {
+        "kafka_server": settings.kafka_server,
+        "topic": settings.kafka_topic,
+        "lake_uri": settings.lake_uri,
+        "s3_endpoint": settings.s3_endpoint_url,
+        "checkpoint_dir": str(settings.checkpoint_dir),
+        "spark_master": settings.spark_master,
+        "trigger_seconds": settings.spark_trigger_seconds,
+    }
+
+
+class StreamingJob:
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.totals = StreamTotals()
+        self._events: queue.Queue[BatchProgress] = queue.Queue()
+        self._last_heartbeat = 0.0
+
+    def run(self) -> int:
+        with StreamReporter(self.settings, STREAM_NAME) as reporter:
+            self._beat(reporter, "starting")
+            log.info("spark_job_starting", **describe(self.settings))
+            spark = build_spark_session(self.settings, app_name="finpipe-spark")
+            try:
+                return self._run_query(spark, reporter)
+            finally:
+                _quietly("spark_session_stop_failed", spark.stop)
+
+    def _run_query(self, spark: SparkSession, reporter: StreamReporter) -> int:
+        spark.conf.set("spark.sql.streaming.stopTimeout", STOP_TIMEOUT)
+        spark.streams.addListener(ProgressListener(self._events))
+        sink = LakeBatchSink(self.settings)
+        query = start_query(spark, self.settings, sink) if not self.stop.is_set() else None
+        if query is not None:
+            log.info("spark_query_started", query_id=str(query.id), run_id=str(query.runId))
+        while query is not None and not self.stop.is_set():
+            self._report_batches(sink, reporter)
+            error = self._query_error(query)
+            if error is not None and not self.stop.is_set():
+                log.error("spark_query_failed", error=error)
+                reporter.heartbeat(
+                    {**self.totals.counters(), "status": "failed", "error": error}, log=True
+                )
+                return 1
+            if time.monotonic() - self._last_heartbeat >= IDLE_HEARTBEAT_SECONDS:
+                self._beat(reporter, "running")
+            self.stop.wait(POLL_SECONDS)
+        log.info("spark_job_stopping", reason="signal")
+        if query is not None:
+            # When the whole process group got the signal, the JVM is already shutting
+            # down and these calls fail; the checkpoint is consistent either way.
+            _quietly("spark_query_stop_failed", query.stop)
+            self._report_batches(sink, reporter)
+        reporter.final({**self.totals.counters(), "status": "stopped"})
+        log.info("spark_job_stopped", **self.totals.counters())
+        return 0
+
+    @staticmethod
+    def _query_error(query: StreamingQuery) -> str | None:
+        """None while the query runs, else why it ended."""
+        try:
+            if query.isActive:
+                return None
+            return str(query.exception() or "the query stopped by itself")
+        except Exception as exc:  # the JVM is gone
+            return f"lost the Spark JVM: {exc}"
+
+    def _report_batches(self, sink: LakeBatchSink, reporter: StreamReporter) -> None:
+        while True:
+            try:
+                progress = self._events.get_nowait()
+            except queue.Empty:
+                return
+            written = sink.pop(progress.batch_id)
+            if written is None:  # a trigger without new data: nothing was committed
+                continue
+            counters = self.totals.record(progress, written)
+            reporter.heartbeat({**counters, "status": "running", "event": "batch"})
+            self._last_heartbeat = time.monotonic()
+            log.info("spark_batch_committed", **self.totals.last or {})
+
+    def _beat(self, reporter: StreamReporter, status: str) -> None:
+        reporter.heartbeat({**self.totals.counters(), "status": status, "event": "idle"})
+        self._last_heartbeat = time.monotonic()
+
+
+def _quietly(event: str, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception as exc:
+        log.warning(event, error=str(exc).splitlines()[0] if str(exc) else repr(exc))
