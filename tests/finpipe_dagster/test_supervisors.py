@@ -1,0 +1,113 @@
+"""Supervisor sensors over a real (temporary) Dagster instance."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import (
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunRequest,
+    SkipReason,
+    build_sensor_context,
+    instance_for_test,
+)
+
+from finpipe import health
+from finpipe.settings import load_settings
+from finpipe_dagster.instance import STREAM_TAG
+from finpipe_dagster.jobs.streams import producer_stream
+from finpipe_dagster.resources import FinpipeSettings, SupervisionPolicy
+from finpipe_dagster.sensors.supervisors import producer_supervisor
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as test_instance:
+        yield test_instance
+
+
+def tick(instance: DagsterInstance, home: Path, **policy: float) -> tuple[object, dict]:
+    context = build_sensor_context(
+        instance=instance,
+        resources={
+            "finpipe": FinpipeSettings(finpipe_home=str(home)),
+            "supervision": SupervisionPolicy(**policy),
+        },
+    )
+    result = producer_supervisor(context)
+    return result, json.loads(context.cursor or "{}")
+
+
+def started_run(instance: DagsterInstance) -> str:
+    run = instance.create_run_for_job(producer_stream, tags={STREAM_TAG: "producer"})
+    instance.report_dagster_event(
+        DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name), run_id=run.run_id
+    )
+    return run.run_id
+
+
+def beat(home: Path) -> None:
+    reporter = health.StreamReporter(load_settings(home=home), "producer")
+    with reporter:
+        reporter.heartbeat({"sent": 1})
+
+
+def status(instance: DagsterInstance, run_id: str) -> DagsterRunStatus:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return run.status
+
+
+def test_no_run_launches(instance: DagsterInstance, tmp_path: Path) -> None:
+    result, cursor = tick(instance, tmp_path)
+    assert isinstance(result, RunRequest)
+    assert result.tags[STREAM_TAG] == "producer"
+    assert cursor["action"] == "launch"
+
+
+def test_live_run_is_left_alone(instance: DagsterInstance, tmp_path: Path) -> None:
+    run_id = started_run(instance)
+    beat(tmp_path)
+    result, cursor = tick(instance, tmp_path)
+    assert isinstance(result, SkipReason)
+    assert cursor["action"] == "skip"
+    assert run_id in cursor["reason"]
+    assert status(instance, run_id) == DagsterRunStatus.STARTED
+
+
+def test_failed_run_is_relaunched_after_backoff(instance: DagsterInstance, tmp_path: Path) -> None:
+    run_id = started_run(instance)
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    instance.report_run_failed(run, message="crashed")
+
+    result, cursor = tick(instance, tmp_path, base_backoff_seconds=3600, max_backoff_seconds=7200)
+    assert isinstance(result, SkipReason)
+    assert cursor["action"] == "wait"
+    assert cursor["failures_in_row"] == 1
+    assert cursor["next_attempt_ts"] > time.time() + 3000
+
+    result, cursor = tick(instance, tmp_path, base_backoff_seconds=0.0)
+    assert isinstance(result, RunRequest)
+    assert cursor["action"] == "launch"
+
+
+def test_stale_heartbeat_terminates_and_replaces(instance: DagsterInstance, tmp_path: Path) -> None:
+    run_id = started_run(instance)
+    beat(tmp_path)
+    time.sleep(0.05)
+    result, cursor = tick(instance, tmp_path, stale_heartbeat_seconds=0.01)
+    assert cursor["action"] == "replace"
+    assert cursor["terminate"] == [run_id]
+    # no worker answers for this run (as after a crash): it is marked failed and replaced
+    assert status(instance, run_id) == DagsterRunStatus.FAILURE
+    assert cursor["terminated"][run_id] == "marked failed (worker unreachable)"
+    assert isinstance(result, RunRequest)
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    assert run.tags["finpipe/terminated_by"] == "supervisor"
