@@ -1,0 +1,263 @@
+"""The finpipe dashboard page: layout only (queries live in ``analytics.py``).
+
+Run with ``streamlit run streamlit_app/app.py``. The live part of the page is one
+``st.fragment`` that reruns every DASHBOARD_REFRESH_SECONDS unless paused, so the page
+refreshes without a full reload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import streamlit as st
+
+from finpipe.health import read_health
+from finpipe.settings import Settings, SettingsError, load_settings
+from streamlit_app import analytics, charts
+from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_status
+from streamlit_app.store import Snapshot, Store, StoreUnavailable
+from streamlit_app.windows import Window, WindowChoice, resolve
+
+TILES_PER_ROW = 4
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!:$~|<>])")
+
+
+def plain(text: str) -> str:
+    """Escape Markdown so labels show symbols verbatim (``BINANCE:BTCUSDT``, ``BRK.B``)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+@st.cache_resource(show_spinner=False)
+def get_store(_settings: Settings, identity: str) -> Store:
+    """One store per process and storage location; it keeps the caches between refreshes."""
+    return Store(_settings)
+
+
+def store_identity(settings: Settings) -> str:
+    return "|".join(
+        (
+            settings.s3_endpoint_url,
+            settings.s3_bucket,
+            settings.lake_prefix,
+            settings.summaries_prefix,
+            str(settings.dashboard_tail_minutes),
+        )
+    )
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+def header(snapshot: Snapshot, settings: Settings) -> None:
+    freshness = analytics.lake_freshness(snapshot)
+    latency = analytics.end_to_end_latency(snapshot)
+    cols = st.columns(5)
+    with cols[0]:
+        level = freshness_level(freshness.age_seconds, settings)
+        color, word = LEVEL_BADGE[level]
+        st.metric(
+            "Newest trade in the lake",
+            age_text(freshness.age_seconds) + (" old" if freshness.age_seconds else ""),
+            help=f"green ≤ {settings.freshness_warn_seconds} s, "
+            f"red > {settings.freshness_fail_seconds} s (FRESHNESS_* settings)",
+        )
+        st.badge(word, color=color)
+    with cols[1]:
+        value = (
+            f"{latency.p50_ms:,.0f} / {latency.p95_ms:,.0f} ms"
+            if analytics.is_number(latency.p50_ms) and analytics.is_number(latency.p95_ms)
+            else "—"
+        )
+        st.metric(
+            f"Latency p50 / p95 (last {analytics.LATENCY_MINUTES} min)",
+            value,
+            help="producer receive (ingest_ts) → row written to the lake (processed_ts)",
+        )
+        st.caption(f"{latency.trades:,} trades")
+    for col, stream, title in ((cols[2], "producer", "Producer"), (cols[3], "spark", "Spark")):
+        with col:
+            status = stream_status(read_health(settings, stream), settings)
+            color, _ = LEVEL_BADGE[status.level]
+            st.metric(title, status.level.value if status.level.value != "ok" else "running")
+            st.badge(status.text, color=color)
+    with cols[4]:
+        refreshed = snapshot.summaries_refreshed_at
+        st.metric(
+            "Last summary refresh",
+            refreshed.strftime("%H:%M:%S UTC") if refreshed else "—",
+            help="newest publication of today's summary partitions",
+        )
+        if refreshed:
+            st.caption(age_text((snapshot.now - refreshed).total_seconds()) + " ago")
+        else:
+            st.caption("no summary for today yet: are the Dagster assets running?")
+
+
+def price_tiles(snapshot: Snapshot, symbols: list[str]) -> None:
+    tiles = analytics.price_tiles(snapshot, symbols)
+    for start in range(0, len(tiles), TILES_PER_ROW):
+        cols = st.columns(TILES_PER_ROW)
+        for col, tile in zip(
+            cols, tiles.iloc[start : start + TILES_PER_ROW].itertuples(), strict=False
+        ):
+            with col:
+                if not analytics.is_number(tile.price):
+                    st.metric(plain(tile.symbol), "—", border=True, help="no trade today yet")
+                    continue
+                change = tile.change_pct if analytics.is_number(tile.change_pct) else None
+                st.metric(
+                    plain(tile.symbol),
+                    f"{tile.price:,.4g}" if tile.price < 1 else f"{tile.price:,.2f}",
+                    delta=f"{change:+.2f} %" if change is not None else None,
+                    chart_data=list(tile.sparkline) or None,
+                    border=True,
+                    help=f"last trade {tile.trade_ts:%H:%M:%S} UTC; change since the "
+                    "session's first trade (UTC day)",
+                )
+
+
+def candle_chart(snapshot: Snapshot, symbol: str, window: Window) -> None:
+    bars = analytics.candles(snapshot, symbol, window)
+    if bars.empty:
+        st.info(
+            f"No trades of {symbol} in {window.label.lower()}. "
+            + (
+                "If the market of this symbol is closed, choose 'Today' or a past day."
+                if window.live
+                else "No summary was published for that day."
+            )
+        )
+        return
+    st.plotly_chart(charts.candlestick(bars, symbol), key="candles")
+    last = bars.iloc[-1]
+    st.caption(
+        f"{len(bars)} one-minute bars · last close {last['close']:,.2f} · "
+        f"bar VWAP {last['vwap']:,.2f} · session VWAP {last['session_vwap']:,.2f}"
+    )
+
+
+def trade_tape(snapshot: Snapshot, symbol: str, settings: Settings) -> None:
+    tape = analytics.trade_tape(snapshot, symbol)
+    if tape.empty:
+        st.info(
+            f"No trades of {symbol} in the last {settings.dashboard_tail_minutes} minutes "
+            "of the lake."
+        )
+        return
+    st.dataframe(
+        tape,
+        hide_index=True,
+        height=360,
+        column_config={
+            "trade_ts": st.column_config.DatetimeColumn("time (UTC)", format="HH:mm:ss.SSS"),
+            "price": st.column_config.NumberColumn(format="%.4f"),
+            "trade_value": st.column_config.NumberColumn("value", format="%.2f"),
+            "latency_ms": st.column_config.NumberColumn("latency ms"),
+        },
+    )
+
+
+def daily_table(snapshot: Snapshot, day: dt.date) -> None:
+    stats = analytics.daily_stats(snapshot, day)
+    if stats.empty:
+        st.info(f"No daily statistics published for {day.isoformat()} yet.")
+        return
+    st.dataframe(
+        stats,
+        hide_index=True,
+        column_config={
+            "traded_value": st.column_config.NumberColumn("traded value", format="%.0f"),
+            "realized_volatility": st.column_config.NumberColumn("realized vol", format="%.5f"),
+            "first_trade_ts": st.column_config.DatetimeColumn("first", format="HH:mm:ss"),
+            "last_trade_ts": st.column_config.DatetimeColumn("last", format="HH:mm:ss"),
+        },
+    )
+
+
+def comparison(snapshot: Snapshot, present: list[str], window: Window) -> None:
+    chosen = st.multiselect("Compare symbols", present, default=present[:4], key="compare")
+    if not chosen:
+        st.info("Choose symbols to compare.")
+        return
+    prices = analytics.normalized_prices(snapshot, chosen, window)
+    if prices.empty:
+        st.info(f"No bars of the chosen symbols in {window.label.lower()}.")
+        return
+    st.plotly_chart(charts.comparison(prices), key="comparison")
+
+
+# --- page -------------------------------------------------------------------------------
+
+
+def live_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.date | None) -> None:
+    now = dt.datetime.now(dt.UTC)
+    window = resolve(choice, now, day)
+    try:
+        snapshot = store.snapshot(window.days, now)
+    except StoreUnavailable as exc:
+        st.error(str(exc), icon="🚫")
+        st.caption(f"Retrying every {settings.dashboard_refresh_seconds:g} s.")
+        return
+    header(snapshot, settings)
+    present = analytics.symbols_present(snapshot)
+    subscribed = list(dict.fromkeys([*settings.finnhub_tickers, *present]))
+    st.subheader("Latest prices")
+    price_tiles(snapshot, subscribed)
+    if not present:
+        st.info(
+            "Waiting for the first trades — is the producer running? "
+            "(`make status` shows it; the Spark job writes the lake every "
+            f"{settings.spark_trigger_seconds:g} s.)",
+            icon="⏳",
+        )
+        return
+    st.subheader(f"1-minute candles · {window.label}")
+    symbol = st.selectbox("Symbol", present, key="symbol")
+    candle_chart(snapshot, symbol, window)
+    tape_col, stats_col = st.columns([2, 3])
+    with tape_col:
+        st.subheader("Trade tape")
+        trade_tape(snapshot, symbol, settings)
+    with stats_col:
+        day_shown = window.start.date() if not window.live else snapshot.today
+        st.subheader(f"Daily statistics · {day_shown.isoformat()}")
+        daily_table(snapshot, day_shown)
+    st.subheader(f"Normalized prices · {window.label}")
+    comparison(snapshot, present, window)
+    st.caption(f"Updated {now:%H:%M:%S} UTC")
+
+
+def main() -> None:
+    st.set_page_config(page_title="finpipe · markets", page_icon="📈", layout="wide")
+    st.title("finpipe · live market data")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        st.error(str(exc))
+        st.stop()
+    store = get_store(settings, store_identity(settings))
+
+    with st.sidebar:
+        st.header("View")
+        paused = st.toggle("Pause auto-refresh", value=False, key="paused")
+        st.caption(
+            f"Refreshes every {settings.dashboard_refresh_seconds:g} s (DASHBOARD_REFRESH_SECONDS)."
+        )
+        choice = st.radio("Window", list(WindowChoice), key="window")
+        day: dt.date | None = None
+        if choice is WindowChoice.PAST_DAY:
+            try:
+                days = store.available_days()
+            except StoreUnavailable:
+                days = []
+            if days:
+                day = st.selectbox("Day", days, key="day")
+            else:
+                st.caption("No published day yet.")
+
+    run_every = None if paused else settings.dashboard_refresh_seconds
+    st.fragment(run_every=run_every)(live_view)(store, settings, choice, day)
+
+
+main()

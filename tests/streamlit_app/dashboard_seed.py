@@ -1,0 +1,161 @@
+"""A small, hand-checked market: trades for the lake tail and summary rows around them.
+
+Times are offsets from a reference ``now`` so the same data serves the pure query tests
+(fixed ``now``) and the tests against MinIO and the running app (real ``now``). With a
+15-minute tail the cutoff is ``now - 15 min``; ``NOW`` is hh:mm:20, so the tail covers
+complete minutes from ``now - 14 min 20 s`` rounded up, called ``floor`` below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from finpipe import contracts, summaries
+from finpipe.lake import s3_filesystem
+from finpipe.settings import Settings
+
+UTC = dt.UTC
+NOW = dt.datetime(2026, 3, 10, 14, 30, 20, tzinfo=UTC)
+BTC = "BINANCE:BTCUSDT"
+BRK = "BRK.B"
+AAPL = "AAPL"
+SYMBOLS = (AAPL, BTC, BRK)
+
+
+@dataclass(frozen=True)
+class Trade:
+    symbol: str
+    ts: dt.datetime
+    price: float
+    volume: float
+    offset: int
+    latency_ms: int = 100
+    partition: int = 0
+
+
+def minute_of(now: dt.datetime, minutes_ago: int) -> dt.datetime:
+    """The start of the minute ``minutes_ago`` before ``now``'s minute."""
+    return now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes_ago)
+
+
+def tail_trades(now: dt.datetime) -> list[Trade]:
+    """Trades in the last minutes. With NOW=14:30:20: BTC at 14:15:30 (before the tail's
+    first full minute), 14:16:10, 14:16:40, 14:29:59, 14:30:05; BRK.B twice at 14:20:00.000
+    (same millisecond: open/close decided by Kafka offset)."""
+    m = minute_of
+    return [
+        Trade(BTC, m(now, 15) + dt.timedelta(seconds=30), 101.0, 1.0, 10),
+        Trade(BTC, m(now, 14) + dt.timedelta(seconds=10), 103.0, 1.0, 11),
+        Trade(BTC, m(now, 14) + dt.timedelta(seconds=40), 105.0, 3.0, 12),
+        Trade(BTC, m(now, 1) + dt.timedelta(seconds=59), 104.0, 2.0, 13, latency_ms=100),
+        Trade(BTC, m(now, 0) + dt.timedelta(seconds=5), 106.0, 1.0, 14, latency_ms=300),
+        Trade(BRK, m(now, 10), 50.0, 10.0, 7, partition=1),
+        Trade(BRK, m(now, 10), 51.0, 30.0, 8, partition=1),
+    ]
+
+
+def lake_table(trades: list[Trade]) -> pa.Table:
+    rows = {name: [] for name in contracts.LAKE_SCHEMA.names}
+    for t in trades:
+        ingest = t.ts + dt.timedelta(milliseconds=5)
+        rows["symbol"].append(t.symbol)
+        rows["price"].append(t.price)
+        rows["volume"].append(t.volume)
+        rows["trade_value"].append(t.price * t.volume)
+        rows["trade_ts"].append(t.ts)
+        rows["ingest_ts"].append(ingest)
+        rows["processed_ts"].append(ingest + dt.timedelta(milliseconds=t.latency_ms))
+        rows["conditions"].append(["1"] if t.offset % 2 else None)
+        rows["kafka_partition"].append(t.partition)
+        rows["kafka_offset"].append(t.offset)
+        rows["trade_date"].append(t.ts.date())
+    return pa.table(rows, schema=contracts.LAKE_SCHEMA)
+
+
+def ohlcv_table(now: dt.datetime) -> pa.Table:
+    """Today's published bars (published before the tail started): BTC 14:10 and 14:15,
+    a stale BTC 14:16 bar the tail must replace, and AAPL 13:59 (NOW-relative)."""
+    day = now.date()
+    rows = [
+        (day, BTC, minute_of(now, 20), 100.0, 102.0, 99.0, 101.0, 2.0, 201.0, 2, 100.5),
+        (day, BTC, minute_of(now, 15), 101.0, 101.0, 101.0, 101.0, 1.0, 101.0, 1, 101.0),
+        (day, BTC, minute_of(now, 14), 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1, 1.0),
+        (day, AAPL, minute_of(now, 31), 190.0, 201.0, 189.0, 200.0, 5.0, 975.0, 3, 195.0),
+    ]
+    return _table(summaries.OHLCV_1M, rows)
+
+
+def past_ohlcv_table(day: dt.date) -> pa.Table:
+    start = dt.datetime.combine(day, dt.time(12, 0), UTC)
+    rows = [
+        (day, BTC, start, 90.0, 92.0, 89.0, 91.0, 1.0, 91.0, 1, 91.0),
+        (day, BTC, start + dt.timedelta(minutes=1), 91.0, 95.0, 91.0, 94.0, 3.0, 279.0, 2, 93.0),
+    ]
+    return _table(summaries.OHLCV_1M, rows)
+
+
+def latest_table(now: dt.datetime) -> pa.Table:
+    day = now.date()
+    rows = [
+        (day, BTC, 100.5, 1.0, minute_of(now, 16), now - dt.timedelta(minutes=16)),
+        (day, AAPL, 200.0, 2.0, minute_of(now, 31), now - dt.timedelta(minutes=16)),
+    ]
+    return _table(summaries.LATEST_PRICES, rows)
+
+
+def daily_table(day: dt.date) -> pa.Table:
+    first = dt.datetime.combine(day, dt.time(9), UTC)
+    rows = [
+        (day, AAPL, 190.0, 201.0, 189.0, 200.0, 5.0, 975.0, 3, 195.0, 12.0, 0.01, first, first),
+        (day, BTC, 100.0, 102.0, 99.0, 101.0, 3.0, 302.0, 3, 100.67, 3.0, 0.02, first, first),
+    ]
+    return _table(summaries.DAILY_SYMBOL_STATS, rows)
+
+
+def _table(name: str, rows: list[tuple]) -> pa.Table:
+    schema = summaries.SCHEMAS[name]
+    columns = list(zip(*rows, strict=True))
+    return pa.table(
+        [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)], schema=schema
+    )
+
+
+# --- seeding the real object store -------------------------------------------------------
+
+
+def unique_settings(settings: Settings, label: str = "dash") -> Settings:
+    root = f"test-{label}-{uuid.uuid4().hex[:8]}"
+    return settings.model_copy(
+        update={"lake_prefix": f"{root}/processed_trades", "summaries_prefix": f"{root}/summaries"}
+    )
+
+
+def write_lake(settings: Settings, trades: list[Trade], first_batch: int = 1) -> list[str]:
+    """One micro-batch object per symbol and trade, named like the Spark sink names them."""
+    import pyarrow.parquet as pq
+
+    fs = s3_filesystem(settings)
+    keys = []
+    for n, trade in enumerate(trades, start=first_batch):
+        folder = contracts.partition_dir(trade.ts.date().isoformat(), trade.symbol)
+        key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{contracts.batch_file_name(n)}"
+        with fs.open_output_stream(key) as out:
+            pq.write_table(lake_table([trade]), out)
+        keys.append(key)
+    return keys
+
+
+def seed_store(settings: Settings, now: dt.datetime) -> None:
+    """The hand-checked market, relative to ``now``, on the object store."""
+    write_lake(settings, tail_trades(now))
+    day = now.date()
+    summaries.publish(settings, summaries.OHLCV_1M, day, ohlcv_table(now))
+    summaries.publish(settings, summaries.LATEST_PRICES, day, latest_table(now))
+    summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, day, daily_table(day))
+    past = day - dt.timedelta(days=3)
+    summaries.publish(settings, summaries.OHLCV_1M, past, past_ohlcv_table(past))
+    summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, past, daily_table(past))

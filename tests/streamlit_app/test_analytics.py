@@ -1,0 +1,188 @@
+"""The dashboard's SQL against a small hand-checked market (see dashboard_seed.py).
+
+NOW = 14:30:20 UTC, 15-minute tail: cutoff 14:15:20, so bars from 14:16 on come from the
+tail and earlier bars from the published summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from finpipe import summaries
+from streamlit_app import analytics
+from streamlit_app.lake_tail import TAIL_COLUMNS, TAIL_SCHEMA
+from streamlit_app.store import Snapshot, empty_snapshot
+from streamlit_app.windows import WindowChoice, resolve
+from tests.streamlit_app.dashboard_seed import (
+    AAPL,
+    BRK,
+    BTC,
+    NOW,
+    UTC,
+    daily_table,
+    lake_table,
+    latest_table,
+    ohlcv_table,
+    past_ohlcv_table,
+    tail_trades,
+)
+
+TODAY = NOW.date()
+PAST = TODAY - dt.timedelta(days=3)
+
+
+def at(hh: int, mm: int, ss: int = 0, day: dt.date = TODAY) -> pd.Timestamp:
+    return pd.Timestamp(dt.datetime.combine(day, dt.time(hh, mm, ss), UTC))
+
+
+def snapshot(*, with_tail: bool = True) -> Snapshot:
+    return Snapshot(
+        now=NOW,
+        today=NOW.date(),
+        ohlcv=pa.concat_tables([ohlcv_table(NOW), past_ohlcv_table(PAST)]),
+        daily=pa.concat_tables([daily_table(NOW.date()), daily_table(PAST)]),
+        latest=latest_table(NOW),
+        tail=lake_table(tail_trades(NOW)).select(TAIL_COLUMNS).cast(TAIL_SCHEMA)
+        if with_tail
+        else TAIL_SCHEMA.empty_table(),
+        tail_cutoff=NOW - dt.timedelta(minutes=15) if with_tail else None,
+        summaries_refreshed_at=NOW - dt.timedelta(minutes=16),
+    )
+
+
+def rows(frame: pd.DataFrame, columns: list[str]) -> list[tuple]:
+    return [tuple(r) for r in frame[columns].itertuples(index=False)]
+
+
+def test_candles_last_15_min_come_from_the_tail_with_vwap() -> None:
+    window = resolve(WindowChoice.LAST_15_MIN, NOW)
+    assert (window.start, window.end) == (at(14, 16), at(14, 31))
+    bars = analytics.candles(snapshot(), BTC, window)
+    assert rows(bars, ["minute", "open", "high", "low", "close", "volume", "trade_count"]) == [
+        (at(14, 16), 103.0, 105.0, 103.0, 105.0, 4.0, 2),  # the stale summary bar is replaced
+        (at(14, 29), 104.0, 104.0, 104.0, 104.0, 2.0, 1),
+        (at(14, 30), 106.0, 106.0, 106.0, 106.0, 1.0, 1),
+    ]
+    assert bars["vwap"].tolist() == pytest.approx([418 / 4, 104.0, 106.0])
+    # session VWAP accumulates the day's earlier summary bars (14:10, 14:15) too
+    assert bars["session_vwap"].tolist() == pytest.approx(
+        [(201 + 101 + 418) / 7, (720 + 208) / 9, (928 + 106) / 10]
+    )
+
+
+def test_candles_today_join_summary_and_tail() -> None:
+    bars = analytics.candles(snapshot(), BTC, resolve(WindowChoice.TODAY, NOW))
+    assert bars["minute"].tolist() == [at(14, 10), at(14, 15), at(14, 16), at(14, 29), at(14, 30)]
+    assert bars["close"].tolist() == [101.0, 101.0, 105.0, 104.0, 106.0]
+
+
+def test_candles_without_tail_use_the_summary_only() -> None:
+    bars = analytics.candles(snapshot(with_tail=False), BTC, resolve(WindowChoice.TODAY, NOW))
+    assert bars["close"].tolist() == [101.0, 101.0, 1.0]
+
+
+def test_candles_of_a_past_day_and_the_window_bounds() -> None:
+    window = resolve(WindowChoice.PAST_DAY, NOW, PAST)
+    assert window.days == [PAST] and not window.live
+    bars = analytics.candles(snapshot(), BTC, window)
+    assert rows(bars, ["minute", "open", "close", "vwap"]) == [
+        (at(12, 0, day=PAST), 90.0, 91.0, 91.0),
+        (at(12, 1, day=PAST), 91.0, 94.0, 93.0),
+    ]
+    assert bars["session_vwap"].tolist() == pytest.approx([91.0, 370 / 4])
+    hour = analytics.candles(snapshot(), BTC, resolve(WindowChoice.LAST_HOUR, NOW))
+    assert hour["minute"].min() == at(14, 10)  # 13:31 <= minute; nothing of the past day
+
+
+def test_symbol_with_a_dot_and_ties_broken_by_kafka_offset() -> None:
+    bars = analytics.candles(snapshot(), BRK, resolve(WindowChoice.LAST_15_MIN, NOW))
+    assert rows(bars, ["minute", "open", "close", "volume", "trade_count"]) == [
+        (at(14, 20), 50.0, 51.0, 40.0, 2)
+    ]
+    assert bars["vwap"].tolist() == pytest.approx([(500 + 1530) / 40])
+
+
+def test_symbol_is_a_bound_parameter_not_sql() -> None:
+    evil = "x' OR '1'='1"
+    assert analytics.candles(snapshot(), evil, resolve(WindowChoice.TODAY, NOW)).empty
+    assert analytics.trade_tape(snapshot(), evil).empty
+
+
+def test_price_tiles_latest_price_change_and_sparkline() -> None:
+    tiles = analytics.price_tiles(snapshot(), [AAPL, BTC, BRK, "MSFT"]).set_index("symbol")
+    assert tiles.loc[BTC, "price"] == 106.0  # the tail is newer than the summary's 100.5
+    assert tiles.loc[BTC, "trade_ts"] == at(14, 30, 5)
+    assert tiles.loc[BTC, "session_open"] == 100.0
+    assert tiles.loc[BTC, "change_pct"] == pytest.approx(6.0)
+    assert list(tiles.loc[BTC, "sparkline"]) == [101.0, 101.0, 105.0, 104.0, 106.0]
+    assert tiles.loc[AAPL, "price"] == 200.0  # summary only
+    assert tiles.loc[AAPL, "change_pct"] == pytest.approx((200 / 190 - 1) * 100)
+    assert tiles.loc[BRK, "price"] == 51.0
+    assert tiles.loc[BRK, "change_pct"] == pytest.approx(2.0)
+    assert pd.isna(tiles.loc["MSFT", "price"]) and list(tiles.loc["MSFT", "sparkline"]) == []
+
+
+def test_latest_price_ignores_other_days() -> None:
+    snap = snapshot()
+    yesterday = NOW - dt.timedelta(days=1)
+    snap.latest = pa.concat_tables([latest_table(yesterday), latest_table(NOW)])
+    tiles = analytics.price_tiles(snap, [AAPL]).set_index("symbol")
+    assert tiles.loc[AAPL, "trade_ts"] == at(13, 59)
+
+
+def test_freshness_and_latency_from_the_tail() -> None:
+    fresh = analytics.lake_freshness(snapshot())
+    assert fresh.newest_trade_ts == at(14, 30, 5)
+    assert fresh.age_seconds == pytest.approx(15.0)
+    # processed within the last 5 minutes: BTC 14:29:59 (100 ms) and 14:30:05 (300 ms)
+    latency = analytics.end_to_end_latency(snapshot())
+    assert latency.trades == 2
+    assert latency.p50_ms == pytest.approx(200.0)
+    assert latency.p95_ms == pytest.approx(290.0)
+
+
+def test_freshness_falls_back_to_the_summary_and_empty_is_none() -> None:
+    fresh = analytics.lake_freshness(snapshot(with_tail=False))
+    assert fresh.newest_trade_ts == at(14, 14)  # BTC's row in latest_prices
+    assert fresh.age_seconds == pytest.approx(16 * 60 + 20)
+    empty = empty_snapshot(NOW)
+    assert analytics.lake_freshness(empty) == analytics.Freshness(None, None)
+    assert analytics.end_to_end_latency(empty).trades == 0
+    assert analytics.symbols_present(empty) == []
+    assert analytics.candles(empty, BTC, resolve(WindowChoice.TODAY, NOW)).empty
+
+
+def test_symbols_present_are_real_strings() -> None:
+    assert analytics.symbols_present(snapshot()) == [AAPL, BTC, BRK]
+
+
+def test_trade_tape_newest_first() -> None:
+    tape = analytics.trade_tape(snapshot(), BTC, limit=3)
+    assert tape["price"].tolist() == [106.0, 104.0, 105.0]
+    assert tape["symbol"].unique().tolist() == [BTC]
+    assert tape["latency_ms"].tolist() == [300, 100, 100]
+
+
+def test_daily_stats_of_one_day() -> None:
+    stats = analytics.daily_stats(snapshot(), PAST)
+    assert stats["symbol"].tolist() == [AAPL, BTC]
+    assert stats.set_index("symbol").loc[BTC, "vwap"] == pytest.approx(100.67)
+    assert analytics.daily_stats(snapshot(), PAST - dt.timedelta(days=1)).empty
+
+
+def test_normalized_prices() -> None:
+    prices = analytics.normalized_prices(
+        snapshot(), [BTC, BRK], resolve(WindowChoice.LAST_15_MIN, NOW)
+    )
+    by_symbol = {s: g["normalized"].tolist() for s, g in prices.groupby("symbol")}
+    assert by_symbol[BTC] == pytest.approx([100.0, 104 / 105 * 100, 106 / 105 * 100])
+    assert by_symbol[BRK] == pytest.approx([100.0])
+
+
+def test_schemas_of_the_fixture_match_the_contracts() -> None:
+    assert ohlcv_table(NOW).schema == summaries.SCHEMAS[summaries.OHLCV_1M]
+    assert latest_table(NOW).schema == summaries.SCHEMAS[summaries.LATEST_PRICES]
