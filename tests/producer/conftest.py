@@ -1,0 +1,140 @@
+"""Helpers of the producer tests: a simulator on a free port, a producer in a thread,
+unique topics, and a consumer that reads a topic back."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from finpipe.settings import Settings
+from producer.app import TradeProducer
+from producer.simulator.server import SimulatorConfig, SimulatorServer
+
+SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "MSFT")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def topics_settings(infrastructure: Settings) -> Settings:
+    """Settings with a fresh trades and DLQ topic (created) and the test's tickers."""
+    from infra.services import ensure_topics
+
+    updated = infrastructure.model_copy(
+        update={
+            "kafka_topic": unique("it-trades"),
+            "kafka_dlq_topic": unique("it-dlq"),
+            "finnhub_tickers": SYMBOLS,
+        }
+    )
+    ensure_topics(updated, [updated.kafka_topic, updated.kafka_dlq_topic])
+    return updated
+
+
+@pytest.fixture
+def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
+    servers: list[SimulatorServer] = []
+
+    def start(**options: Any) -> SimulatorServer:
+        options.setdefault("port", 0)
+        options.setdefault("seed", 42)
+        server = SimulatorServer(SimulatorConfig(**options)).start_in_thread()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class RunningProducer:
+    def __init__(self, producer: TradeProducer) -> None:
+        self.producer = producer
+        self.exit_code: int | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="producer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.exit_code = self.producer.run()
+        except BaseException as exc:
+            self.error = exc
+
+    @property
+    def counters(self):  # type: ignore[no-untyped-def]
+        return self.producer.counters
+
+    def stop(self) -> int | None:
+        self.producer.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the producer did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.exit_code
+
+
+@pytest.fixture
+def run_producer() -> Iterator[Callable[..., RunningProducer]]:
+    running: list[RunningProducer] = []
+
+    def start(settings: Settings, **kwargs: Any) -> RunningProducer:
+        handle = RunningProducer(TradeProducer(settings, **kwargs))
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        if handle.thread.is_alive():
+            handle.producer.stop()
+            handle.thread.join(60)
+
+
+def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """Every message of a topic, read to the end of each partition (high watermark)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_server,
+            "group.id": unique("test-reader"),
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assignment = [TopicPartition(topic, p, 0) for p in partitions]
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        pending = {p for p, end in ends.items() if end > 0}
+        consumer.assign(assignment)
+        out: list[tuple[str | None, dict[str, Any]]] = []
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                assert msg.error() is None, msg.error()
+                key = msg.key().decode() if msg.key() is not None else None
+                out.append((key, msgspec.json.decode(msg.value())))
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    pending.discard(msg.partition())
+        assert not pending, f"could not read {topic} to its end"
+        return out
+    finally:
+        consumer.close()
