@@ -200,7 +200,10 @@ def live_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.da
         st.caption(f"Retrying every {settings.dashboard_refresh_seconds:g} s.")
         return
     header(snapshot, settings)
-    present = analytics.symbols_present(snapshot)
+    found = analytics.symbols_present(snapshot)
+    # subscribed symbols first, in the order of FINNHUB_TICKERS, then any others found
+    present = [s for s in settings.finnhub_tickers if s in found]
+    present += [s for s in found if s not in present]
     subscribed = list(dict.fromkeys([*settings.finnhub_tickers, *present]))
     st.subheader("Latest prices")
     price_tiles(snapshot, subscribed)
@@ -247,14 +250,15 @@ def main() -> None:
         choice = st.radio("Window", list(WindowChoice), key="window")
         day: dt.date | None = None
         if choice is WindowChoice.PAST_DAY:
+            today = dt.datetime.now(dt.UTC).date()
             try:
-                days = store.available_days()
+                days = [d for d in store.available_days() if d < today]
             except StoreUnavailable:
                 days = []
             if days:
                 day = st.selectbox("Day", days, key="day")
             else:
-                st.caption("No published day yet.")
+                st.caption("No past day has published summaries yet.")
 
     run_every = None if paused else settings.dashboard_refresh_seconds
     st.fragment(run_every=run_every)(live_view)(store, settings, choice, day)

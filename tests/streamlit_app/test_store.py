@@ -1,0 +1,106 @@
+"""The dashboard's reader against the real test MinIO (unique prefixes per test)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+
+import pyarrow.parquet as pq
+import pytest
+
+from finpipe import contracts
+from finpipe.lake import s3_filesystem
+from finpipe.settings import Settings
+from streamlit_app import analytics
+from streamlit_app.store import Store, StoreUnavailable
+from streamlit_app.windows import WindowChoice, resolve
+from tests.streamlit_app.dashboard_seed import (
+    AAPL,
+    BRK,
+    BTC,
+    Trade,
+    lake_table,
+    seed_store,
+    tail_trades,
+    unique_settings,
+    write_lake,
+)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def seeded(infrastructure: Settings) -> tuple[Settings, dt.datetime]:
+    settings = unique_settings(infrastructure)
+    now = dt.datetime.now(dt.UTC)
+    seed_store(settings, now)
+    return settings, now
+
+
+def test_snapshot_reads_summaries_and_tail(seeded: tuple[Settings, dt.datetime]) -> None:
+    settings, now = seeded
+    store = Store(settings)
+    snap = store.snapshot([now.date()], now)
+    cutoff = now - dt.timedelta(minutes=settings.dashboard_tail_minutes)
+    assert snap.tail.num_rows == sum(t.ts >= cutoff for t in tail_trades(now))
+    assert snap.ohlcv.num_rows == 4 and snap.latest.num_rows == 2 and snap.daily.num_rows == 2
+    assert snap.summaries_refreshed_at is not None
+    assert analytics.symbols_present(snap) == [AAPL, BTC, BRK]
+    tiles = analytics.price_tiles(snap, [BTC]).set_index("symbol")
+    assert tiles.loc[BTC, "price"] == 106.0
+    assert store.available_days() == [now.date(), now.date() - dt.timedelta(days=3)]
+
+
+def test_tail_is_incremental_and_drops_what_left_the_window(
+    seeded: tuple[Settings, dt.datetime],
+) -> None:
+    settings, now = seeded
+    store = Store(settings)
+    first = store.snapshot([], now)
+    later = now + dt.timedelta(seconds=2)
+    write_lake(settings, [Trade(BTC, later, 107.0, 1.0, 15)], first_batch=100)
+    second = store.snapshot([], later)
+    assert second.tail.num_rows == first.tail.num_rows + 1
+    assert analytics.price_tiles(second, [BTC]).set_index("symbol").loc[BTC, "price"] == 107.0
+    # An hour later every seeded object is older than the window: nothing is kept.
+    gone = store.snapshot([], now + dt.timedelta(hours=1))
+    assert gone.tail.num_rows == 0
+    assert store.tail._tables == {}
+
+
+def test_a_compacted_partition_is_read_alone(seeded: tuple[Settings, dt.datetime]) -> None:
+    settings, now = seeded
+    store = Store(settings)
+    before = store.snapshot([], now)
+    btc = [t for t in tail_trades(now) if t.symbol == BTC]
+    folder = contracts.partition_dir(now.date().isoformat(), BTC)
+    key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{contracts.COMPACTED_FILE_NAME}"
+    with s3_filesystem(settings).open_output_stream(key) as out:
+        pq.write_table(lake_table(btc), out)
+    after = store.snapshot([], now)
+    assert after.tail.num_rows == before.tail.num_rows  # no row twice
+    tape = analytics.trade_tape(after, BTC)
+    cutoff = now - dt.timedelta(minutes=settings.dashboard_tail_minutes)
+    assert sorted(tape["kafka_offset"]) == sorted(t.offset for t in btc if t.ts >= cutoff)
+
+
+def test_unreachable_store_raises_a_message_with_the_fix(infrastructure: Settings) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    settings = infrastructure.model_copy(update={"s3_endpoint_url": endpoint})
+    with pytest.raises(StoreUnavailable) as info:
+        Store(settings).snapshot([], dt.datetime.now(dt.UTC))
+    assert endpoint in str(info.value) and "MinIO" in str(info.value)
+
+
+def test_missing_prefixes_are_empty_not_errors(infrastructure: Settings) -> None:
+    settings = unique_settings(infrastructure, "empty")
+    now = dt.datetime.now(dt.UTC)
+    store = Store(settings)
+    snap = store.snapshot(resolve(WindowChoice.LAST_HOUR, now).days, now)
+    assert snap.tail.num_rows == 0 and snap.ohlcv.num_rows == 0
+    assert analytics.lake_freshness(snap).age_seconds is None
+    assert store.available_days() == []
