@@ -1,5 +1,5 @@
-"""Helpers of the producer tests: a simulator on a free port, a producer in a thread,
-unique topics, and a consumer that reads a topic back."""
+"""Fixtures of the producer tests: a simulator on a free port, producers in threads,
+fresh topics per test, waiting, and a consumer that reads a topic back to its end."""
 
 from __future__ import annotations
 
@@ -30,6 +30,66 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(0.05)
+
+
+class RunningProducer:
+    def __init__(self, producer: TradeProducer) -> None:
+        self.producer = producer
+        self.exit_code: int | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="producer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.exit_code = self.producer.run()
+        except BaseException as exc:
+            self.error = exc
+
+    @property
+    def counters(self):  # type: ignore[no-untyped-def]
+        return self.producer.counters
+
+    def stop(self) -> int | None:
+        self.producer.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the producer did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.exit_code
+
+
+def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """Every message of a topic, read to the end of each partition (high watermark)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_server,
+            "group.id": unique("test-reader"),
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assignment = [TopicPartition(topic, p, 0) for p in partitions]
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        pending = {p for p, end in ends.items() if end > 0}
+        consumer.assign(assignment)
+        out: list[tuple[str | None, dict[str, Any]]] = []
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                assert msg.error() is None, msg.error()
+                key = msg.key().decode() if msg.key() is not None else None
+                out.append((key, msgspec.json.decode(msg.value())))
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    pending.discard(msg.partition())
+        assert not pending, f"could not read {topic} to its end"
+        return out
+    finally:
+        consumer.close()
 
 
 @pytest.fixture
@@ -64,33 +124,6 @@ def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
         server.stop()
 
 
-class RunningProducer:
-    def __init__(self, producer: TradeProducer) -> None:
-        self.producer = producer
-        self.exit_code: int | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="producer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.exit_code = self.producer.run()
-        except BaseException as exc:
-            self.error = exc
-
-    @property
-    def counters(self):  # type: ignore[no-untyped-def]
-        return self.producer.counters
-
-    def stop(self) -> int | None:
-        self.producer.stop()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the producer did not stop"
-        if self.error is not None:
-            raise self.error
-        return self.exit_code
-
-
 @pytest.fixture
 def run_producer() -> Iterator[Callable[..., RunningProducer]]:
     running: list[RunningProducer] = []
@@ -107,34 +140,11 @@ def run_producer() -> Iterator[Callable[..., RunningProducer]]:
             handle.thread.join(60)
 
 
-def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
-    """Every message of a topic, read to the end of each partition (high watermark)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_server,
-            "group.id": unique("test-reader"),
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        assignment = [TopicPartition(topic, p, 0) for p in partitions]
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        pending = {p for p, end in ends.items() if end > 0}
-        consumer.assign(assignment)
-        out: list[tuple[str | None, dict[str, Any]]] = []
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
-                assert msg.error() is None, msg.error()
-                key = msg.key().decode() if msg.key() is not None else None
-                out.append((key, msgspec.json.decode(msg.value())))
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    pending.discard(msg.partition())
-        assert not pending, f"could not read {topic} to its end"
-        return out
-    finally:
-        consumer.close()
+@pytest.fixture
+def wait() -> Callable[..., None]:
+    return wait_for
+
+
+@pytest.fixture
+def topic_reader() -> Callable[[Settings, str], list[tuple[str | None, dict[str, Any]]]]:
+    return read_topic
