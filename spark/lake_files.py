@@ -123,6 +123,8 @@ def partition_groups(table: pa.Table) -> Iterator[tuple[dt.date, str, pa.Table]]
 
 
 def write_object(table: pa.Table, path: str, filesystem: pafs.FileSystem) -> None:
+    if filesystem.type_name == "local":  # object stores need no folders (S3 would get markers)
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, path, filesystem=filesystem, compression=PARQUET_COMPRESSION)
 
 

@@ -1,0 +1,257 @@
+"""``finpipe-spark`` end to end: real Kafka, real MinIO, real Spark, read back with DuckDB.
+
+Two tests, each starting the job several times (a JVM start costs ~15 s here):
+known trades land exactly as produced, and survive a stop and a restart; then SIGKILL at
+different points while trades keep arriving, and reconcile by Kafka coordinates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from confluent_kafka import Producer
+
+from finpipe import contracts, lake
+from finpipe.contracts import TradeRecord
+from finpipe.settings import Settings, load_settings
+from infra import services
+from tests.spark.spark_job_harness import (
+    SparkJobEnv,
+    TradeFeed,
+    dumps,
+    encode,
+    end_offsets,
+    heartbeat_offsets,
+)
+
+NOW_MS = int(time.time() * 1000)
+LAST_MS_OF_MARCH_1 = int(dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp() * 1000) - 1
+ODD_SYMBOLS = ["BINANCE:BTCUSDT", "BRK.B", "COINBASE:BTC-USD"]
+
+KNOWN = [
+    TradeRecord("BINANCE:BTCUSDT", 97000.5, 0.25, NOW_MS, ["1"], NOW_MS + 3, "simulator"),
+    TradeRecord("BRK.B", 450.1, 0.0, NOW_MS - 10, None, NOW_MS + 1, "finnhub"),
+    TradeRecord("COINBASE:BTC-USD", 97001.0, 1.5, NOW_MS - 20, ["12", "37"], NOW_MS, "replay"),
+    # Two trades with identical fields are two real trades: both must land.
+    TradeRecord("AAPL", 190.0, 10.0, NOW_MS - 30, None, NOW_MS, "simulator"),
+    TradeRecord("AAPL", 190.0, 10.0, NOW_MS - 30, None, NOW_MS, "simulator"),
+    # The UTC day decides the partition, to the millisecond.
+    TradeRecord("MSFT", 410.0, 2.0, LAST_MS_OF_MARCH_1, [], LAST_MS_OF_MARCH_1 + 9, "replay"),
+    TradeRecord("MSFT", 411.0, 3.0, LAST_MS_OF_MARCH_1 + 1, None, NOW_MS, "replay"),
+]
+GARBAGE = [
+    b"not json at all",
+    b'{"symbol":"X","price":1.0,"volume":1.0,"trade_ts_ms":1,"conditions":null,'
+    b'"ingest_ts_ms":1,"source":"bloomberg"}',
+    b'{"symbol":"X","volume":1.0,"trade_ts_ms":1,"conditions":null,"ingest_ts_ms":1,'
+    b'"source":"simulator"}',
+]
+
+
+@pytest.fixture
+def job_env(infrastructure: Settings, tmp_path: Path) -> Iterator[SparkJobEnv]:
+    name = f"it-spark-{uuid.uuid4().hex[:8]}"
+    # A fresh Settings (not model_copy) so that derived paths follow the new home.
+    settings = load_settings(
+        KAFKA_TOPIC=name,
+        LAKE_PREFIX=f"tests/{name}",
+        SPARK_CHECKPOINT_DIR=tmp_path / "checkpoint",
+        SPARK_TRIGGER_SECONDS=1.0,
+        FINPIPE_HOME=tmp_path / "home",
+    )
+    services.ensure_topics(infrastructure, [name])
+    (tmp_path / "logs").mkdir()
+    env = SparkJobEnv(settings, tmp_path / "logs")
+    yield env
+    for proc in env.processes:
+        if proc.poll() is None:
+            env.kill(proc)
+
+
+def _produce(job: SparkJobEnv, values: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Produce in order; returns each record's (partition, offset)."""
+    producer = Producer({"bootstrap.servers": job.settings.kafka_server, "acks": "all"})
+    coords: dict[int, tuple[int, int]] = {}
+    for i, (key, value) in enumerate(values):
+
+        def on_delivery(err: Any, msg: Any, i: int = i) -> None:
+            assert err is None, err
+            coords[i] = (msg.partition(), msg.offset())
+
+        producer.produce(job.settings.kafka_topic, key=key, value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    return [coords[i] for i in range(len(values))]
+
+
+def _expected_row(record: TradeRecord, coords: tuple[int, int]) -> tuple[Any, ...]:
+    day = dt.datetime.fromtimestamp(record.trade_ts_ms / 1000, dt.UTC).date()
+    return (
+        record.symbol,
+        record.price,
+        record.volume,
+        record.price * record.volume,
+        record.trade_ts_ms,
+        record.ingest_ts_ms,
+        record.conditions,
+        coords[0],
+        coords[1],
+        day,
+    )
+
+
+LAKE_ROWS_SQL = """
+    SELECT symbol, price, volume, trade_value, epoch_ms(trade_ts), epoch_ms(ingest_ts),
+           conditions, kafka_partition, kafka_offset, trade_date
+    FROM processed_trades ORDER BY kafka_partition, kafka_offset
+"""
+
+
+def test_known_trades_land_exactly_and_a_restart_resumes_from_the_checkpoint(
+    job_env: SparkJobEnv,
+) -> None:
+    coords = _produce(
+        job_env,
+        [(r.symbol, encode(r)) for r in KNOWN] + [("junk", value) for value in GARBAGE],
+    )
+    expected = sorted(
+        (_expected_row(r, c) for r, c in zip(KNOWN, coords, strict=False)), key=lambda r: r[7:9]
+    )
+    job = job_env.start()
+    beat = job_env.wait_health(
+        job, lambda h: h.get("total_rows", 0) + h.get("total_rejects", 0) >= len(coords)
+    )
+    assert (beat["total_rows"], beat["total_rejects"]) == (len(KNOWN), len(GARBAGE)), dumps(beat)
+    assert beat["status"] == "running"
+    for key in ("batch_id", "rows", "max_trade_ts_ms", "batch_duration_ms", "files_written"):
+        assert key in beat, dumps(beat)
+    assert beat["max_trade_ts_ms"] == max(r.trade_ts_ms for r in KNOWN)
+
+    # What a DuckDB reader of the lake sees: exactly the produced trades, by value and type.
+    settings = job_env.settings
+    con = lake.duckdb_with_lake(settings)
+    assert con.execute(LAKE_ROWS_SQL).fetchall() == expected
+    assert con.execute(
+        "SELECT count(*) FROM processed_trades WHERE processed_ts < ingest_ts"
+    ).fetchone() == (0,)
+    files = lake.list_lake_files(settings)
+    assert {(f.trade_date, f.symbol) for f in files} == {(row[9], row[0]) for row in expected}
+    fs = lake.s3_filesystem(settings)
+    for file in files:
+        table = pq.read_table(file.path, filesystem=fs)
+        assert table.schema.equals(contracts.LAKE_SCHEMA), (file.path, table.schema)
+        assert set(table["symbol"].to_pylist()) == {file.symbol}
+        assert set(table["trade_date"].to_pylist()) == {file.trade_date}
+    assert any("symbol=BINANCE%3ABTCUSDT/" in f.path for f in files)
+
+    # Rejects are kept, with the raw value and a reason, outside the table.
+    rejects_dir = f"{settings.s3_bucket}/{settings.lake_prefix}/{contracts.LAKE_REJECTS_DIR}"
+    rejects = pq.read_table(rejects_dir, filesystem=fs).to_pylist()
+    assert sorted(r["value"].encode() for r in rejects) == sorted(GARBAGE)
+    reasons = {r["value"]: r["reason"] for r in rejects}
+    assert "bloomberg" in reasons[GARBAGE[1].decode()]
+    assert reasons[GARBAGE[2].decode()] == "price missing or invalid"
+
+    assert job_env.terminate(job) == 0, job_env.log_tail()
+    final = job_env.health()
+    assert final["final"] is True and final["status"] == "stopped", dumps(final)
+    assert heartbeat_offsets(final, settings.kafka_topic) == end_offsets(coords)
+
+    # Restart: resumes after the committed batches, re-reads and rewrites nothing.
+    before = {f.path: f.size for f in files}
+    mtimes = {i.path: i.mtime for i in fs.get_file_info(list(before))}
+    last_batch = final["batch_id"]
+    job = job_env.start()
+    job_env.wait_health(job, lambda h: h.get("status") == "running")
+    more = [TradeRecord("BRK.B", 451.0, 1.0, NOW_MS + 5, None, NOW_MS + 6, "finnhub")] * 2
+    more_coords = _produce(job_env, [(r.symbol, encode(r)) for r in more])
+    beat = job_env.wait_health(job, lambda h: h.get("total_rows", 0) >= len(more))
+    assert (beat["total_rows"], beat["total_rejects"]) == (len(more), 0), dumps(beat)
+    assert beat["batch_id"] > last_batch
+    rows = lake.duckdb_with_lake(settings).execute(LAKE_ROWS_SQL).fetchall()
+    assert rows == sorted(
+        expected + [_expected_row(r, c) for r, c in zip(more, more_coords, strict=True)],
+        key=lambda r: r[7:9],
+    )
+    assert {i.path: i.mtime for i in fs.get_file_info(list(before))} == mtimes
+    assert job_env.terminate(job) == 0, job_env.log_tail()
+
+
+def _kill_mid_batch(job_env: SparkJobEnv, job: Any, timeout: float = 60) -> str:
+    """SIGKILL while a batch's objects are in the lake but its commit is not: the worst case.
+
+    Returns where the kill landed, judged from the checkpoint after the kill.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        in_lake = job_env.lake_batch_ids()
+        uncommitted = in_lake - job_env.committed_batches()
+        if uncommitted:
+            job_env.kill(job)
+            if uncommitted - job_env.committed_batches():
+                return "mid-batch (objects written, batch not committed)"
+            return "right after a commit"
+        assert job.poll() is None, job_env.log_tail()
+        time.sleep(0.05)
+    job_env.kill(job)
+    return "at the timeout"
+
+
+def _kill_during_startup(job_env: SparkJobEnv, job: Any) -> str:
+    time.sleep(4)
+    job_env.kill(job)
+    return "during start-up (JVM starting or replaying)"
+
+
+def _kill_after_next_commit(job_env: SparkJobEnv, job: Any) -> str:
+    job_env.wait_health(job, lambda h: h.get("event") == "batch")
+    time.sleep(random.uniform(0.2, 1.0))
+    job_env.kill(job)
+    return "shortly after a committed batch"
+
+
+def test_sigkill_at_any_point_leaves_every_trade_exactly_once(job_env: SparkJobEnv) -> None:
+    settings = job_env.settings
+    snapshots: list[list[tuple[Any, ...]]] = []
+    kills: list[str] = []
+    with TradeFeed(settings, [*ODD_SYMBOLS, "AAPL"]) as feed:
+        for kill in (
+            _kill_mid_batch,
+            _kill_during_startup,
+            _kill_after_next_commit,
+            _kill_mid_batch,
+        ):
+            job = job_env.start()
+            kills.append(kill(job_env, job))
+            # Whatever a reader sees right after a crash is final: no duplicate, and
+            # (checked below) every row of it is still there at the end.
+            snapshot = job_env.lake_rows()
+            assert len(snapshot) == len(set(snapshot)), kills
+            snapshots.append(snapshot)
+        job = job_env.start()
+        job_env.wait_health(job, lambda h: h.get("event") == "batch")
+        feed.stop()
+        assert not feed.failures, feed.failures
+        ends = feed.end_offsets()
+        job_env.wait_health(job, lambda h: heartbeat_offsets(h, settings.kafka_topic) == ends)
+
+    rows = job_env.lake_rows()
+    assert len(rows) == len(set(rows)), "a trade is in the lake twice"
+    assert set(rows) == feed.delivered, (
+        f"lost {len(feed.delivered - set(rows))}, extra {len(set(rows) - feed.delivered)}"
+    )
+    for snapshot in snapshots:
+        assert set(snapshot) <= set(rows), "a reader saw a row that did not stay"
+    assert job_env.terminate(job) == 0, job_env.log_tail()
+    assert "mid-batch (objects written, batch not committed)" in kills, kills
+    print(f"kills: {kills}; trades: {len(rows)}")
+
+
+pytestmark = pytest.mark.timeout(600)
