@@ -79,7 +79,7 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
         with col:
             status = stream_status(read_health(settings, stream), settings)
             color, _ = LEVEL_BADGE[status.level]
-            st.metric(title, status.level.value if status.level.value != "ok" else "running")
+            st.metric(title, status.word)
             st.badge(status.text, color=color)
     with cols[4]:
         refreshed = snapshot.summaries_refreshed_at
@@ -129,7 +129,7 @@ def candle_chart(snapshot: Snapshot, symbol: str, window: Window) -> None:
             )
         )
         return
-    st.plotly_chart(charts.candlestick(bars, symbol), key="candles")
+    st.plotly_chart(charts.candlestick(bars, symbol, window), key="candles")
     last = bars.iloc[-1]
     st.caption(
         f"{len(bars)} one-minute bars · last close {last['close']:,.2f} · "

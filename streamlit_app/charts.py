@@ -7,11 +7,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from streamlit_app.windows import Window
+
 CANDLE_CHART_HEIGHT = 520
 
 
-def candlestick(bars: pd.DataFrame, symbol: str) -> go.Figure:
-    """1-minute candles with the session VWAP on top and volume bars beneath."""
+def candlestick(bars: pd.DataFrame, symbol: str, window: Window) -> go.Figure:
+    """1-minute candles with the session VWAP on top and volume bars beneath, over the
+    whole window (a quiet market shows as empty space, not as a stretched chart)."""
     figure = make_subplots(
         rows=2, cols=1, shared_xaxes=True, row_heights=[0.74, 0.26], vertical_spacing=0.03
     )
@@ -56,6 +59,7 @@ def candlestick(bars: pd.DataFrame, symbol: str) -> go.Figure:
         xaxis_rangeslider_visible=False,
         uirevision=symbol,  # keeps the user's zoom across auto-refreshes
     )
+    figure.update_xaxes(range=[window.start, window.end])
     figure.update_yaxes(title_text="price", row=1, col=1)
     figure.update_yaxes(title_text="volume", row=2, col=1)
     return figure

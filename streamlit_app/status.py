@@ -39,6 +39,7 @@ def freshness_level(age_seconds: float | None, settings: Settings) -> Level:
 @dataclass(frozen=True)
 class StreamStatus:
     level: Level
+    word: str
     text: str
 
 
@@ -48,13 +49,13 @@ def stream_status(
     """Running while heartbeats are recent; a final report means a clean stop."""
     age = heartbeat_age_seconds(health, now)
     if health is None or age is None:
-        return StreamStatus(Level.UNKNOWN, "never reported")
+        return StreamStatus(Level.UNKNOWN, "unknown", "never reported")
     if health.get(FINAL_KEY):
-        return StreamStatus(Level.FAIL, f"stopped {_ago(age)}")
+        return StreamStatus(Level.FAIL, "stopped", f"final report {_ago(age)}")
     alive_within = max(30.0, 3 * settings.spark_trigger_seconds)
     if age <= alive_within:
-        return StreamStatus(Level.OK, f"running, heartbeat {_ago(age)}")
-    return StreamStatus(Level.WARN, f"silent, last heartbeat {_ago(age)}")
+        return StreamStatus(Level.OK, "running", f"heartbeat {_ago(age)}")
+    return StreamStatus(Level.WARN, "silent", f"last heartbeat {_ago(age)}")
 
 
 def _ago(seconds: float) -> str:
