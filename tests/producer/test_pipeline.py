@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
+import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from finpipe.contracts import TradeRecord
 from finpipe.health import StreamReporter, read_health
 from finpipe.settings import Settings
 from producer.counters import Counters
+from producer.frames import FrameProcessor
+from producer.simulator.market import Market
 from producer.simulator.server import SimulatorServer
 
 Reader = Callable[[Settings, str], list[tuple[str | None, dict[str, Any]]]]
@@ -198,3 +202,54 @@ def test_garbage_and_error_frames_are_dead_lettered_without_a_crash(
     assert running.counters.malformed_frames == 5
     raws = {v["raw"] for _, v in letters}
     assert "}{ this is not json" in raws and "[1, 2, 3]" in raws
+
+
+def _mangled_frames(rng: random.Random, symbols: tuple[str, ...], count: int) -> list[str]:
+    """Plausible frames, many of them damaged the ways a feed or a recording can be."""
+    market = Market(trades_per_second=20, seed=rng.randrange(1000))
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000) - 60_000
+    lines = []
+    for i in range(count):
+        trades = market.tick([*symbols, "GME"], now_ms + i * 100, 0.1)
+        for trade in trades:
+            if rng.random() < 0.1:
+                field = rng.choice(["p", "s", "t", "v", "c"])
+                trade[field] = rng.choice([None, "x", -1, 0, 1.5, [], {}, True, 10**20])
+            if rng.random() < 0.03:
+                del trade[rng.choice(list(trade))]
+        text = json.dumps({"type": "trade", "data": trades})
+        roll = rng.random()
+        if roll < 0.05:
+            text = text[: rng.randrange(len(text))]
+        elif roll < 0.08:
+            text = json.dumps({"type": rng.choice(["ping", "error", "news", None])})
+        elif roll < 0.10:
+            text = "".join(rng.choice(string.printable.strip()) for _ in range(20))
+        lines.append(text)
+    return lines
+
+
+def test_mangled_frames_are_all_accounted_for_in_kafka(
+    topics_settings: Settings,
+    start_simulator: Callable[..., SimulatorServer],
+    run_producer: Callable[..., Any],
+    topic_reader: Reader,
+    wait: Wait,
+    tmp_path: Path,
+) -> None:
+    lines = _mangled_frames(random.Random(20251124), topics_settings.finnhub_tickers, 300)
+    path = tmp_path / "mangled.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    processor = FrameProcessor(topics_settings.finnhub_tickers, "replay")
+    offline = [processor.process(line) for line in lines]
+    expected_good = sum(len(r.records) for r in offline)
+    expected_bad = sum(len(r.dead_letters) for r in offline)
+    assert expected_good > 500 and expected_bad > 50
+
+    sim = start_simulator(replay_file=path, speed=0)
+    running = run_producer(_sim_settings(topics_settings, sim, replay_file=path))
+    wait(lambda: running.counters.frames == len(lines) and running.counters.in_flight == 0)
+    assert running.stop() == 0
+    c = running.counters
+    assert (c.delivered, c.dead_lettered) == (expected_good, expected_bad)
+    _reconcile(topic_reader, running.producer.settings, c)
