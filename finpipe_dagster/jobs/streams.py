@@ -5,7 +5,6 @@ heartbeats stream into the run, Terminate in the UI stops it with SIGTERM, and t
 fails unless the process exits 0 *and* sent its final report.
 """
 
-
 from dagster import JobDefinition, OpExecutionContext, job, op
 
 from finpipe_dagster.instance import STREAM_TAG

@@ -7,7 +7,7 @@ import logging
 import urllib.error
 import urllib.request
 
-from dagster import ConfigurableResource, ResourceDependency
+from dagster import ConfigurableResource
 
 from finpipe_dagster.resources.settings import FinpipeSettings
 
@@ -21,7 +21,7 @@ class AlertChannel(ConfigurableResource):
     when sending and never logged.
     """
 
-    settings: ResourceDependency[FinpipeSettings]
+    settings: FinpipeSettings
     timeout_seconds: float = 10.0
 
     def send(self, text: str, log: logging.Logger | None = None) -> bool:

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from dagster import ConfigurableResource, ResourceDependency
+from dagster import ConfigurableResource
 
 from finpipe_dagster.resources.settings import FinpipeSettings
 
@@ -21,7 +21,7 @@ class PartitionOffsets:
 class KafkaResource(ConfigurableResource):
     """Reads watermarks and time-indexed offsets; never joins a consumer group."""
 
-    settings: ResourceDependency[FinpipeSettings]
+    settings: FinpipeSettings
     timeout_seconds: float = 10.0
 
     def _consumer(self) -> Consumer:

@@ -8,7 +8,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.fs as pafs
-from dagster import ConfigurableResource, ResourceDependency
+from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 
 from finpipe import lake
@@ -22,7 +22,7 @@ class LakeS3Resource(ConfigurableResource):
     the UI never shows a key).
     """
 
-    settings: ResourceDependency[FinpipeSettings]
+    settings: FinpipeSettings
     max_attempts: int = 5
 
     def filesystem(self) -> pafs.S3FileSystem:
@@ -65,7 +65,7 @@ class DuckDBResource(ConfigurableResource):
     the dashboard would wait on.
     """
 
-    settings: ResourceDependency[FinpipeSettings]
+    settings: FinpipeSettings
     threads: int = 2
     memory_limit: str = "1GB"
 

@@ -39,15 +39,21 @@ def stream_command(stream: str) -> list[str]:
     return [found] if found else [sys.executable, "-m", STREAM_MODULES[stream]]
 
 
+_PR_SET_PDEATHSIG = 1
+# Loaded here, in the parent: the child between fork and exec only calls it.
+_prctl = (
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl if sys.platform.startswith("linux") else None
+)
+
+
 def _terminate_with_parent() -> None:
     """In the child: get SIGTERM when the run worker dies, so no stream is orphaned.
 
     Without it a killed run worker leaves its stream running and the supervisor's
     replacement would be a second copy.
     """
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class PipesStreamClient(PipesSubprocessClient):
@@ -59,9 +65,13 @@ class PipesStreamClient(PipesSubprocessClient):
     because only the final report proves the stream flushed and stopped cleanly.
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None, termination_timeout_seconds: float = 60):
+    def __init__(
+        self, env: Mapping[str, str] | None = None, termination_timeout_seconds: float = 60
+    ):
         super().__init__(
-            env=env, forward_termination=True, termination_timeout_seconds=termination_timeout_seconds
+            env=env,
+            forward_termination=True,
+            termination_timeout_seconds=termination_timeout_seconds,
         )
 
     def run(  # type: ignore[override]
@@ -88,7 +98,7 @@ class PipesStreamClient(PipesSubprocessClient):
                     **(env or {}),
                     **session.get_bootstrap_env_vars(),
                 },
-                preexec_fn=_terminate_with_parent,  # noqa: PLW1509 - no threads forked yet
+                preexec_fn=_terminate_with_parent,
             )
             context.log.info(f"[finpipe] started {command} as pid {process.pid}")
             try:

@@ -76,9 +76,7 @@ def backoff_seconds(streak: int, policy: Policy) -> float:
     return min(policy.base_backoff_seconds * 2 ** (streak - 1), policy.max_backoff_seconds)
 
 
-def decide(
-    runs: list[RunView], heartbeat_ts: float | None, now: float, policy: Policy
-) -> Decision:
+def decide(runs: list[RunView], heartbeat_ts: float | None, now: float, policy: Policy) -> Decision:
     """One supervisor tick. ``runs`` are the stream's recent runs in any order."""
     live = sorted((r for r in runs if r.is_live), key=lambda r: r.create_ts)
     if live:

@@ -14,7 +14,9 @@ NOW = 1_000_000.0
 
 
 def failed(n: int, ended: float, lived: float = 5.0) -> RunView:
-    return RunView(f"f{n}", "FAILURE", create_ts=ended - lived - n, start_ts=ended - lived, end_ts=ended)
+    return RunView(
+        f"f{n}", "FAILURE", create_ts=ended - lived - n, start_ts=ended - lived, end_ts=ended
+    )
 
 
 def test_no_run_launches() -> None:
@@ -82,7 +84,11 @@ def test_clean_end_resets_the_streak_and_cancel_by_user_restarts() -> None:
 
 def test_supervisor_termination_counts_as_failure() -> None:
     replaced = RunView(
-        "r", "CANCELED", create_ts=NOW - 50, start_ts=NOW - 40, end_ts=NOW - 1,
+        "r",
+        "CANCELED",
+        create_ts=NOW - 50,
+        start_ts=NOW - 40,
+        end_ts=NOW - 1,
         terminated_by_supervisor=True,
     )
     assert decide([replaced], None, NOW, POLICY).action == "wait"

@@ -1,0 +1,47 @@
+"""The streams' data as external assets: the Kafka topic and the lake table.
+
+Neither is materialized by Dagster: ``stock_ticks`` is written by the producer and
+``processed_trades`` by the Spark query. The lake sensor (``sensors/lake.py``) records
+their updates, which drive freshness, the summaries and the alerts.
+"""
+
+import datetime as dt
+
+from dagster import AssetKey, AssetSpec, FreshnessPolicy
+
+from finpipe import contracts
+from finpipe.settings import load_settings
+
+STOCK_TICKS = AssetKey("stock_ticks")
+PROCESSED_TRADES = AssetKey("processed_trades")
+
+_settings = load_settings()
+
+stock_ticks = AssetSpec(
+    key=STOCK_TICKS,
+    description=(
+        f"Kafka topic `{_settings.kafka_topic}` (key = symbol): one JSON trade record per "
+        "trade, written by the producer. Observations show end offsets and the Spark lag."
+    ),
+    group_name="streams",
+    kinds={"kafka"},
+    metadata={"topic": _settings.kafka_topic, "dead_letter_topic": _settings.kafka_dlq_topic},
+)
+
+processed_trades = AssetSpec(
+    key=PROCESSED_TRADES,
+    deps=[STOCK_TICKS],
+    description=(
+        f"Parquet table `s3://{_settings.s3_bucket}/{_settings.lake_prefix}/` partitioned by "
+        "trade_date and symbol, written by the Spark query one file per batch and symbol. "
+        f"Read it only through `finpipe.lake` (a partition's `{contracts.COMPACTED_FILE_NAME}`"
+        " supersedes its batch files)."
+    ),
+    group_name="streams",
+    kinds={"s3", "parquet"},
+    freshness_policy=FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(seconds=_settings.freshness_fail_seconds),
+        warn_window=dt.timedelta(seconds=_settings.freshness_warn_seconds),
+    ),
+    metadata={"columns": ", ".join(contracts.LAKE_SCHEMA.names)},
+)

@@ -1,0 +1,106 @@
+"""The DuckDB SQL of the summary tables, over a view ``processed_trades`` of one day.
+
+Pure with respect to storage: each function takes a connection in which the view exists
+(over the lake, or over an in-memory table in the unit tests) and returns an Arrow table
+in the schema of ``finpipe.summaries.SCHEMAS``.
+
+Order within a minute or a day is trade time, ties broken by Kafka offset (a symbol is
+a Kafka key, so all its trades share a partition and offsets order them as produced).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pyarrow as pa
+
+from finpipe import summaries
+
+TRADE_ORDER = "ORDER BY trade_ts, kafka_offset"
+
+OHLCV_1M_SQL = f"""
+SELECT
+    trade_date,
+    symbol,
+    date_trunc('minute', trade_ts) AS minute,
+    first(price {TRADE_ORDER}) AS open,
+    max(price) AS high,
+    min(price) AS low,
+    last(price {TRADE_ORDER}) AS close,
+    sum(volume) AS volume,
+    sum(trade_value) AS trade_value,
+    count(*) AS trade_count,
+    sum(trade_value) / nullif(sum(volume), 0) AS vwap
+FROM processed_trades
+WHERE trade_date = $day
+GROUP BY ALL
+ORDER BY symbol, minute
+"""
+
+# Realized volatility: sqrt of the sum of squared log returns between consecutive
+# 1-minute closes of the day (not annualized; NULL with fewer than two bars).
+DAILY_SYMBOL_STATS_SQL = f"""
+WITH bars AS ({OHLCV_1M_SQL}),
+returns AS (
+    SELECT symbol, ln(close / lag(close) OVER (PARTITION BY symbol ORDER BY minute)) AS r
+    FROM bars
+),
+volatility AS (
+    SELECT symbol, sqrt(sum(r * r)) AS realized_volatility FROM returns GROUP BY symbol
+)
+SELECT
+    t.trade_date,
+    t.symbol,
+    first(t.price {TRADE_ORDER}) AS open,
+    max(t.price) AS high,
+    min(t.price) AS low,
+    last(t.price {TRADE_ORDER}) AS close,
+    sum(t.volume) AS volume,
+    sum(t.trade_value) AS traded_value,
+    count(*) AS trade_count,
+    sum(t.trade_value) / nullif(sum(t.volume), 0) AS vwap,
+    max(t.price) - min(t.price) AS high_low_range,
+    any_value(v.realized_volatility) AS realized_volatility,
+    min(t.trade_ts) AS first_trade_ts,
+    max(t.trade_ts) AS last_trade_ts
+FROM processed_trades AS t JOIN volatility AS v USING (symbol)
+WHERE t.trade_date = $day
+GROUP BY t.trade_date, t.symbol
+ORDER BY t.symbol
+"""
+
+LATEST_PRICES_SQL = f"""
+SELECT
+    trade_date,
+    symbol,
+    last(price {TRADE_ORDER}) AS price,
+    last(volume {TRADE_ORDER}) AS volume,
+    max(trade_ts) AS trade_ts,
+    $computed_ts::TIMESTAMPTZ AS computed_ts
+FROM processed_trades
+WHERE trade_date = $day
+GROUP BY trade_date, symbol
+ORDER BY symbol
+"""
+
+
+def _query(con: duckdb.DuckDBPyConnection, name: str, sql: str, **params: object) -> pa.Table:
+    table = con.sql(sql, params=params).to_arrow_table()
+    schema = summaries.SCHEMAS[name]
+    return table.select(schema.names).cast(schema)
+
+
+def ohlcv_1m(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    return _query(con, summaries.OHLCV_1M, OHLCV_1M_SQL, day=day)
+
+
+def daily_symbol_stats(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    return _query(con, summaries.DAILY_SYMBOL_STATS, DAILY_SYMBOL_STATS_SQL, day=day)
+
+
+def latest_prices(
+    con: duckdb.DuckDBPyConnection, day: dt.date, computed_at: dt.datetime
+) -> pa.Table:
+    computed_ms = computed_at.replace(microsecond=computed_at.microsecond // 1000 * 1000)
+    return _query(con, summaries.LATEST_PRICES, LATEST_PRICES_SQL, day=day, computed_ts=computed_ms)

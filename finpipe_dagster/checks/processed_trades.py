@@ -1,0 +1,197 @@
+"""Quality checks of the lake table ``processed_trades``.
+
+One multi-check reads the checked days once through ``finpipe.lake`` (compaction-aware)
+and reports each rule as its own check, with counts and sample rows as metadata. By
+default it checks yesterday and today (UTC); ``days`` in the run config picks others.
+"""
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    Config,
+    MetadataValue,
+    multi_asset_check,
+)
+
+from finpipe import contracts, lake
+from finpipe.settings import Settings
+from finpipe_dagster.assets.lake import PROCESSED_TRADES
+from finpipe_dagster.assets.partitions import today_utc
+from finpipe_dagster.resources import DuckDBResource, FinpipeSettings, KafkaResource
+
+KEY_COLUMNS = ("symbol", "trade_ts", "trade_date", "kafka_partition", "kafka_offset")
+SAMPLE_ROWS = 5
+SCHEMA_FILES_LIMIT = 500
+TRADE_VALUE_TOLERANCE = 1e-9
+
+CHECKS = {
+    "schema_matches_contract": "Every data file has the contract's columns and types.",
+    "no_null_keys": f"No NULL in {', '.join(KEY_COLUMNS)}.",
+    "price_positive": "price > 0.",
+    "volume_not_negative": "volume >= 0.",
+    "trade_value_is_price_times_volume": "trade_value = price x volume (relative 1e-9).",
+    "no_duplicate_kafka_records": "No two rows share (kafka_partition, kafka_offset).",
+    "reconciles_with_kafka": (
+        "Every Kafka record older than the in-flight window is in the lake exactly once."
+    ),
+}
+WARN_ONLY = {"reconciles_with_kafka"}
+
+
+class QualityCheckConfig(Config):
+    days: list[str] | None = None
+    """ISO dates to check; default: yesterday and today (UTC)."""
+    in_flight_seconds: float = 120.0
+    """Records younger than this may still be on their way to the lake."""
+
+
+def checked_days(config: QualityCheckConfig) -> list[dt.date]:
+    if config.days:
+        return sorted(dt.date.fromisoformat(d) for d in config.days)
+    today = today_utc()
+    return [today - dt.timedelta(days=1), today]
+
+
+def schema_problems(settings: Settings, days: list[dt.date]) -> dict[str, str]:
+    """File -> what is wrong with its columns (newest files first, up to a limit)."""
+    fs = lake.s3_filesystem(settings)
+    files = sorted(lake.list_lake_files(settings, days, filesystem=fs), key=lambda f: f.path)
+    problems = {}
+    expected = {f.name: f.type for f in contracts.LAKE_SCHEMA}
+    for file in files[-SCHEMA_FILES_LIMIT:]:
+        found = {f.name: f.type for f in pq.read_schema(file.path, filesystem=fs)}
+        missing = sorted(set(expected) - set(found))
+        wrong = sorted(
+            f"{n}: {found[n]} (expected {t})"
+            for n, t in expected.items()
+            if n in found and found[n] != t
+        )
+        if missing or wrong:
+            problems[file.path] = "; ".join(
+                part for part in (f"missing {missing}" if missing else "", *wrong) if part
+            )
+    return problems
+
+
+def _count_and_sample(con: duckdb.DuckDBPyConnection, where: str) -> tuple[int, list[dict]]:
+    count = con.sql(f"SELECT count(*) FROM processed_trades WHERE {where}").fetchone()[0]  # type: ignore[index]
+    sample = (
+        con.sql(
+            "SELECT symbol, price, volume, trade_value, trade_ts, kafka_partition, kafka_offset "
+            f"FROM processed_trades WHERE {where} LIMIT {SAMPLE_ROWS}"
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    return int(count), sample
+
+
+def _result(name: str, failures: int, checked: int, **metadata: Any) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=name,
+        asset_key=PROCESSED_TRADES,
+        passed=failures == 0,
+        severity=AssetCheckSeverity.WARN if name in WARN_ONLY else AssetCheckSeverity.ERROR,
+        metadata={
+            "failing_rows": MetadataValue.int(failures),
+            "rows_checked": MetadataValue.int(checked),
+            **{
+                k: v if isinstance(v, MetadataValue) else MetadataValue.json(v)
+                for k, v in metadata.items()
+            },
+        },
+    )
+
+
+def reconciliation(
+    con: duckdb.DuckDBPyConnection, kafka: KafkaResource, in_flight_seconds: float
+) -> tuple[int, dict[str, Any]]:
+    """Per partition: Kafka records [low, cutoff) vs lake rows with offsets in that range.
+
+    ``cutoff`` is the first offset written within the in-flight window, so records
+    younger than it are not yet expected in the lake.
+    """
+    cutoff_ms = int((time.time() - in_flight_seconds) * 1000)
+    cutoffs = kafka.offsets_before(cutoff_ms)
+    lows = {w.partition: w.low for w in kafka.watermarks()}
+    detail: dict[str, Any] = {}
+    missing_total = 0
+    for partition, cutoff in sorted(cutoffs.items()):
+        low = lows.get(partition, 0)
+        expected = max(cutoff - low, 0)
+        found = con.sql(
+            "SELECT count(DISTINCT kafka_offset) FROM processed_trades "
+            "WHERE kafka_partition = $p AND kafka_offset >= $low AND kafka_offset < $cutoff",
+            params={"p": partition, "low": low, "cutoff": cutoff},
+        ).fetchone()[0]  # type: ignore[index]
+        missing_total += expected - int(found)
+        detail[str(partition)] = {"kafka": expected, "lake": int(found), "from": low, "to": cutoff}
+    return missing_total, detail
+
+
+@multi_asset_check(
+    specs=[
+        AssetCheckSpec(name, asset=PROCESSED_TRADES, description=description)
+        for name, description in CHECKS.items()
+    ],
+    can_subset=True,
+)
+def processed_trades_quality(
+    context: AssetCheckExecutionContext,
+    config: QualityCheckConfig,
+    finpipe: FinpipeSettings,
+    lake_duckdb: DuckDBResource,
+    kafka: KafkaResource,
+) -> Iterator[AssetCheckResult]:
+    settings = finpipe.load()
+    days = checked_days(config)
+    selected = {key.name for key in context.selected_asset_check_keys}
+    con = lake_duckdb.with_lake(days)
+    rows = int(con.sql("SELECT count(*) FROM processed_trades").fetchone()[0])  # type: ignore[index]
+    day_meta = {"days": MetadataValue.text(", ".join(d.isoformat() for d in days))}
+    rules = {
+        "no_null_keys": " OR ".join(f"{c} IS NULL" for c in KEY_COLUMNS),
+        "price_positive": "price IS NULL OR NOT price > 0",
+        "volume_not_negative": "volume IS NULL OR volume < 0",
+        "trade_value_is_price_times_volume": (
+            "trade_value IS NULL OR abs(trade_value - price * volume) > "
+            f"{TRADE_VALUE_TOLERANCE} * greatest(1, abs(price * volume))"
+        ),
+    }
+    if "schema_matches_contract" in selected:
+        problems = schema_problems(settings, days)
+        yield _result(
+            "schema_matches_contract", len(problems), rows, bad_files=problems, **day_meta
+        )
+    for name, where in rules.items():
+        if name in selected:
+            failures, sample = _count_and_sample(con, where)
+            yield _result(name, failures, rows, sample=sample, **day_meta)
+    if "no_duplicate_kafka_records" in selected:
+        duplicates = (
+            con.sql(
+                "SELECT kafka_partition, kafka_offset, count(*) AS copies FROM processed_trades "
+                "GROUP BY ALL HAVING count(*) > 1 ORDER BY copies DESC LIMIT 1000"
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+        extra = sum(d["copies"] - 1 for d in duplicates)
+        yield _result(
+            "no_duplicate_kafka_records", extra, rows, sample=duplicates[:SAMPLE_ROWS], **day_meta
+        )
+    if "reconciles_with_kafka" in selected:
+        con.close()
+        con = lake_duckdb.with_lake(None)  # Kafka's retained range may span any day
+        missing, detail = reconciliation(con, kafka, config.in_flight_seconds)
+        yield _result("reconciles_with_kafka", missing, rows, partitions=detail)
+    con.close()

@@ -1,0 +1,32 @@
+"""Asset jobs over the summaries, the compaction and the lake checks."""
+
+from dagster import AssetSelection, define_asset_job
+
+from finpipe import summaries
+from finpipe_dagster.assets.lake import PROCESSED_TRADES
+from finpipe_dagster.assets.partitions import daily_partitions
+
+REFRESH_TAG = "finpipe/summaries"
+SUMMARY_KEYS = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATEST_PRICES)
+
+summaries_job = define_asset_job(
+    "summaries_job",
+    selection=AssetSelection.assets(*SUMMARY_KEYS),
+    partitions_def=daily_partitions,
+    tags={REFRESH_TAG: "refresh"},
+    description="Rebuilds the summaries of the chosen day(s); today's runs every minute.",
+)
+
+close_day_job = define_asset_job(
+    "close_day_job",
+    selection=AssetSelection.assets(*SUMMARY_KEYS, "compacted_trades"),
+    partitions_def=daily_partitions,
+    tags={REFRESH_TAG: "close"},
+    description="Finalizes a closed day: its summaries, then compacts its lake files.",
+)
+
+quality_checks_job = define_asset_job(
+    "processed_trades_checks_job",
+    selection=AssetSelection.checks_for_assets(PROCESSED_TRADES),
+    description="Runs the lake's quality checks on yesterday and today.",
+)

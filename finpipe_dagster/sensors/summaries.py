@@ -1,0 +1,50 @@
+"""Refreshes today's summaries about every minute while the lake receives data."""
+
+import json
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from finpipe_dagster.assets.lake import PROCESSED_TRADES
+from finpipe_dagster.assets.partitions import today_utc
+from finpipe_dagster.jobs.summaries import REFRESH_TAG, summaries_job
+
+IN_PROGRESS = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+@sensor(
+    job=summaries_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Rebuilds today's summaries when processed_trades got new data (one at a time).",
+)
+def summaries_refresh_sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+    event = context.instance.get_latest_materialization_event(PROCESSED_TRADES)
+    if event is None or event.storage_id is None:
+        return SkipReason("processed_trades has no recorded update yet")
+    cursor = json.loads(context.cursor or "{}")
+    if event.storage_id == cursor.get("storage_id"):
+        return SkipReason("no new lake data since the last refresh")
+    running = context.instance.get_run_records(
+        RunsFilter(
+            job_name=summaries_job.name, statuses=IN_PROGRESS, tags={REFRESH_TAG: "refresh"}
+        ),
+        limit=1,
+    )
+    if running:
+        return SkipReason(f"refresh {running[0].dagster_run.run_id} still in progress")
+    day = today_utc().isoformat()
+    context.update_cursor(json.dumps({"storage_id": event.storage_id, "day": day}))
+    return RunRequest(run_key=f"refresh-{day}-{event.storage_id}", partition_key=day)
