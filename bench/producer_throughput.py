@@ -17,8 +17,10 @@ FINPIPE_KEEP_SERVICES=1) or KAFKA_SERVER; topics are unique per run.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -79,7 +81,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_producer(trades: int, port: int, run_id: str) -> dict[str, float]:
+def run_producer(trades: int, port: int, run_id: str, profile: bool = False) -> dict[str, float]:
     settings = load_settings(
         SIMULATOR_PORT=port,
         KAFKA_TOPIC=f"bench-trades-{run_id}",
@@ -88,7 +90,15 @@ def run_producer(trades: int, port: int, run_id: str) -> dict[str, float]:
     )
     ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
     producer = TradeProducer(settings)
-    thread = threading.Thread(target=producer.run, name="producer")
+    profiler = cProfile.Profile() if profile else None
+
+    def run() -> None:
+        if profiler is None:
+            producer.run()
+        else:
+            profiler.runcall(producer.run)
+
+    thread = threading.Thread(target=run, name="producer")
     thread.start()
     c = producer.counters
     while c.delivered + c.dead_lettered < trades and thread.is_alive():
@@ -98,6 +108,8 @@ def run_producer(trades: int, port: int, run_id: str) -> dict[str, float]:
     assert c.balanced() and c.delivered == trades, c.snapshot()
     assert c.first_frame_ts_ms is not None and c.last_delivery_ts_ms is not None
     seconds = (c.last_delivery_ts_ms - c.first_frame_ts_ms) / 1000
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
     return {"trades": c.delivered, "seconds": seconds, "rate": c.delivered / seconds}
 
 
@@ -138,6 +150,7 @@ def main() -> None:
     parser.add_argument("--per-frame", type=int, default=100)
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=18890)
+    parser.add_argument("--profile", action="store_true", help="cProfile the producer thread")
     args = parser.parse_args()
     configure_logging("WARNING")
     run_id = uuid.uuid4().hex[:8]
@@ -152,7 +165,7 @@ def main() -> None:
         rss_before = peak_rss_mb()
         sim = start_simulator(replay, args.port)
         try:
-            fast = run_producer(args.trades, args.port, run_id)
+            fast = run_producer(args.trades, args.port, run_id, args.profile)
         finally:
             sim.terminate()
             sim.wait()
