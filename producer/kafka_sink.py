@@ -77,12 +77,19 @@ class KafkaSink:
         for letter in result.dead_letters:
             self.dead_letter(letter)
 
-    def dead_letter(self, letter: DeadLetter, *, key: bytes | None = None) -> None:
+    def dead_letter(
+        self, letter: DeadLetter, *, key: bytes | None = None, may_wait: bool = True
+    ) -> None:
         self.counters.in_flight += 1
         value = encode_dead_letter(letter)
         try:
             self._producer.produce(self.dlq_topic, value, key)
         except BufferError:
+            if not may_wait:  # inside a delivery report: poll() must not re-enter
+                self.counters.in_flight -= 1
+                self.counters.delivery_failed += 1
+                log.error("local queue full; a refused record could not be dead-lettered")
+                return
             self._wait_for_room()
             self._producer.produce(self.dlq_topic, value, key)
         self.counters.dead_letters_produced += 1
@@ -149,6 +156,7 @@ class KafkaSink:
                     source=self._source,
                 ),
                 key=msg.key(),
+                may_wait=False,
             )
         else:
             c.delivery_failed += 1
