@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,3 +89,48 @@ def test_replay_sends_the_file_verbatim_once(
         ws.recv()
     assert sim.replay_finished
     ws.close()
+
+
+SIMULATOR = str(Path(sys.executable).parent / "finpipe-simulator")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_console_script_replays_a_file_and_stops_on_sigterm(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"type":"trade","data":[{"p":1.5,"s":"AAPL","t":1546300800000,"v":1}]}\n')
+    port = _free_port()
+    proc = subprocess.Popen(
+        [SIMULATOR, "--port", str(port), "--replay", str(path), "--speed", "0"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ws = websocket.create_connection(f"ws://127.0.0.1:{port}", timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the simulator did not start"
+                time.sleep(0.1)
+        ws.send(json.dumps({"type": "subscribe", "symbol": "AAPL"}))
+        assert json.loads(ws.recv())["data"][0]["p"] == 1.5
+        ws.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert b'"event": "simulator listening"' in stderr
+
+
+def test_the_console_script_names_a_missing_replay_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jsonl"
+    result = subprocess.run(
+        [SIMULATOR, "--port", "0", "--replay", str(missing)], capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert b"FINPIPE_REPLAY_FILE" in result.stderr and str(missing).encode() in result.stderr
