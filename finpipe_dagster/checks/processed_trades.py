@@ -6,6 +6,7 @@ default it checks yesterday and today (UTC); ``days`` in the run config picks ot
 """
 
 import datetime as dt
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -82,8 +83,13 @@ def schema_problems(settings: Settings, days: list[dt.date]) -> dict[str, str]:
     return problems
 
 
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:
+    rows = con.execute(sql, params or {}).fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
 def _count_and_sample(con: duckdb.DuckDBPyConnection, where: str) -> tuple[int, list[dict]]:
-    count = con.sql(f"SELECT count(*) FROM processed_trades WHERE {where}").fetchone()[0]  # type: ignore[index]
+    count = _scalar(con, f"SELECT count(*) FROM processed_trades WHERE {where}")
     sample = (
         con.sql(
             "SELECT symbol, price, volume, trade_value, trade_ts, kafka_partition, kafka_offset "
@@ -93,6 +99,11 @@ def _count_and_sample(con: duckdb.DuckDBPyConnection, where: str) -> tuple[int, 
         .to_pylist()
     )
     return int(count), sample
+
+
+def _jsonable(value: Any) -> Any:
+    """Sample rows hold timestamps; metadata must be plain JSON."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _result(name: str, failures: int, checked: int, **metadata: Any) -> AssetCheckResult:
@@ -105,7 +116,7 @@ def _result(name: str, failures: int, checked: int, **metadata: Any) -> AssetChe
             "failing_rows": MetadataValue.int(failures),
             "rows_checked": MetadataValue.int(checked),
             **{
-                k: v if isinstance(v, MetadataValue) else MetadataValue.json(v)
+                k: v if isinstance(v, MetadataValue) else MetadataValue.json(_jsonable(v))
                 for k, v in metadata.items()
             },
         },
@@ -128,11 +139,12 @@ def reconciliation(
     for partition, cutoff in sorted(cutoffs.items()):
         low = lows.get(partition, 0)
         expected = max(cutoff - low, 0)
-        found = con.sql(
+        found = _scalar(
+            con,
             "SELECT count(DISTINCT kafka_offset) FROM processed_trades "
             "WHERE kafka_partition = $p AND kafka_offset >= $low AND kafka_offset < $cutoff",
-            params={"p": partition, "low": low, "cutoff": cutoff},
-        ).fetchone()[0]  # type: ignore[index]
+            {"p": partition, "low": low, "cutoff": cutoff},
+        )
         missing_total += expected - int(found)
         detail[str(partition)] = {"kafka": expected, "lake": int(found), "from": low, "to": cutoff}
     return missing_total, detail
@@ -156,7 +168,7 @@ def processed_trades_quality(
     days = checked_days(config)
     selected = {key.name for key in context.selected_asset_check_keys}
     con = lake_duckdb.with_lake(days)
-    rows = int(con.sql("SELECT count(*) FROM processed_trades").fetchone()[0])  # type: ignore[index]
+    rows = _scalar(con, "SELECT count(*) FROM processed_trades")
     day_meta = {"days": MetadataValue.text(", ".join(d.isoformat() for d in days))}
     rules = {
         "no_null_keys": " OR ".join(f"{c} IS NULL" for c in KEY_COLUMNS),

@@ -4,7 +4,6 @@ from dagster import AssetSelection, define_asset_job
 
 from finpipe import summaries
 from finpipe_dagster.assets.lake import PROCESSED_TRADES
-from finpipe_dagster.assets.partitions import daily_partitions
 
 REFRESH_TAG = "finpipe/summaries"
 SUMMARY_KEYS = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATEST_PRICES)
@@ -12,7 +11,6 @@ SUMMARY_KEYS = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATE
 summaries_job = define_asset_job(
     "summaries_job",
     selection=AssetSelection.assets(*SUMMARY_KEYS),
-    partitions_def=daily_partitions,
     tags={REFRESH_TAG: "refresh"},
     description="Rebuilds the summaries of the chosen day(s); today's runs every minute.",
 )
@@ -20,7 +18,6 @@ summaries_job = define_asset_job(
 close_day_job = define_asset_job(
     "close_day_job",
     selection=AssetSelection.assets(*SUMMARY_KEYS, "compacted_trades"),
-    partitions_def=daily_partitions,
     tags={REFRESH_TAG: "close"},
     description="Finalizes a closed day: its summaries, then compacts its lake files.",
 )

@@ -1,0 +1,94 @@
+"""Quality checks of processed_trades on a seeded lake and a real Kafka topic."""
+
+import datetime as dt
+
+import pyarrow as pa
+from confluent_kafka import Producer
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from finpipe import contracts
+from finpipe_dagster.assets.lake import PROCESSED_TRADES, processed_trades
+from finpipe_dagster.checks.processed_trades import processed_trades_quality
+from infra import services
+
+from .conftest import DAY, SeededLake
+
+
+def run_checks(seeded: SeededLake) -> dict[str, object]:
+    defs = Definitions(
+        assets=[processed_trades],
+        asset_checks=[processed_trades_quality],
+        jobs=[define_asset_job("checks", AssetSelection.checks_for_assets(PROCESSED_TRADES))],
+        resources=seeded.resources,
+    )
+    result = defs.resolve_job_def("checks").execute_in_process(
+        run_config={"ops": {"processed_trades_quality": {"config": {"days": [DAY.isoformat()]}}}},
+        raise_on_error=False,
+    )
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def produce_matching_records(seeded: SeededLake, extra: dict[int, int] | None = None) -> None:
+    """The Kafka side of the seeded rows (plus ``extra`` records per partition that the lake
+    lacks), with record times well outside the in-flight window."""
+    services.ensure_topics(seeded.settings, [seeded.settings.kafka_topic])
+    producer = Producer({"bootstrap.servers": seeded.settings.kafka_server, "acks": "all"})
+    old = int((dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).timestamp() * 1000)
+    for partition, count in {**seeded.next_offset, **(extra or {})}.items():
+        for _ in range(count):
+            producer.produce(seeded.settings.kafka_topic, b"{}", partition=partition, timestamp=old)
+    assert producer.flush(30) == 0
+
+
+def test_checks_pass_on_good_data(seeded: SeededLake) -> None:
+    seeded.write(seeded.trades(DAY, 80, seed=5))
+    seeded.write(seeded.trades(DAY, 40, seed=6))
+    produce_matching_records(seeded)
+    evaluations = run_checks(seeded)
+    assert len(evaluations) == 7
+    failed = {n: e.metadata for n, e in evaluations.items() if not e.passed}
+    assert failed == {}
+    assert evaluations["no_null_keys"].metadata["rows_checked"].value == 120
+    partitions = evaluations["reconciles_with_kafka"].metadata["partitions"].value
+    assert sum(p["kafka"] for p in partitions.values()) == 120
+
+
+def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
+    good = seeded.trades(DAY, 30, seed=7)
+    seeded.write(good)
+    produce_matching_records(seeded, extra={2: 3})  # 3 records the lake never got
+    seeded.write([good[0]])  # the same Kafka record again, in another batch file
+    negative = seeded.trades(DAY, 1, seed=8)[0] | {"price": -1.5}
+    negative["trade_value"] = negative["price"] * negative["volume"]
+    seeded.write([negative])
+    without_trade_value = pa.schema([f for f in contracts.LAKE_SCHEMA if f.name != "trade_value"])
+    seeded.write(seeded.trades(DAY, 1, seed=9), schema=without_trade_value)
+
+    evaluations = run_checks(seeded)
+    failed = {n for n, e in evaluations.items() if not e.passed}
+    assert failed == {
+        "schema_matches_contract",
+        "price_positive",
+        "no_duplicate_kafka_records",
+        "trade_value_is_price_times_volume",  # the file without the column reads as NULL
+        "reconciles_with_kafka",
+    }
+    reconcile = evaluations["reconciles_with_kafka"]
+    assert reconcile.severity.value == "WARN"
+    assert reconcile.metadata["failing_rows"].value == 3
+    assert reconcile.metadata["partitions"].value["2"] == {
+        "kafka": 3,
+        "lake": 0,
+        "from": 0,
+        "to": 3,
+    }
+    schema = evaluations["schema_matches_contract"].metadata["bad_files"].value
+    assert len(schema) == 1
+    assert "missing ['trade_value']" in next(iter(schema.values()))
+    price = evaluations["price_positive"].metadata
+    assert price["failing_rows"].value == 1
+    assert price["sample"].value[0]["price"] == -1.5
+    duplicates = evaluations["no_duplicate_kafka_records"].metadata
+    assert duplicates["failing_rows"].value == 1
+    assert duplicates["sample"].value[0]["kafka_offset"] == good[0]["kafka_offset"]
+    assert evaluations["no_null_keys"].passed
