@@ -54,7 +54,6 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
-        populate_by_name=True,
     )
 
     # --- feed -------------------------------------------------------------------------
@@ -246,7 +245,11 @@ def load_settings(**overrides: object) -> Settings:
     """
     try:
         env_file = os.environ.get("FINPIPE_ENV_FILE", ".env")
-        return Settings(_env_file=env_file or None, **overrides)  # type: ignore[call-arg]
+        # Overrides may use field names or variable names. (Letting pydantic match field
+        # names itself would also read them from the environment: HOME -> `home`.)
+        aliases = {name: f.alias for name, f in Settings.model_fields.items() if f.alias}
+        by_alias = {aliases.get(key, key): value for key, value in overrides.items()}
+        return Settings(_env_file=env_file or None, **by_alias)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -70,3 +70,11 @@ def test_env_file_is_read_and_environment_wins(tmp_path, monkeypatch) -> None:  
     settings = load_settings()
     assert settings.finnhub_tickers == ("TSLA", "BINANCE:ETHUSDT")
     assert settings.kafka_topic == "from-env"
+
+
+def test_field_names_are_not_read_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HOME", "/nonexistent-home")
+    monkeypatch.delenv("FINPIPE_HOME", raising=False)
+    settings = load_settings()
+    assert settings.home.parts[-3:] == (".local", "share", "finpipe")
+    assert load_settings(home="/x", kafka_topic="t").kafka_topic == "t"
