@@ -5,6 +5,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,9 +83,10 @@ class SeededLake:
 
 
 @pytest.fixture
-def seeded(infrastructure: Settings) -> Iterator[SeededLake]:
+def seeded(infrastructure: Settings, tmp_path: Path) -> Iterator[SeededLake]:
     run = uuid.uuid4().hex[:10]
     resource = FinpipeSettings(
+        finpipe_home=str(tmp_path / "finpipe-home"),  # its own heartbeat files
         lake_prefix=f"test-dagster/{run}/processed_trades",
         summaries_prefix=f"test-dagster/{run}/summaries",
         kafka_topic=f"test-dagster-{run}",

@@ -1,0 +1,52 @@
+"""Compaction of a closed day on the real MinIO."""
+
+import pytest
+from dagster import Failure, materialize
+
+from finpipe import contracts, lake
+from finpipe_dagster.assets.compaction import compacted_trades, partition_files
+from finpipe_dagster.assets.partitions import today_utc
+
+from .conftest import DAY, SeededLake
+
+
+def test_compaction_keeps_rows_and_reduces_files(seeded: SeededLake) -> None:
+    for seed in range(3):
+        seeded.write(seeded.trades(DAY, 40, seed=20 + seed))
+    seeded.write(seeded.rows[:5])  # a replayed batch: the same Kafka records again
+    fs = lake.s3_filesystem(seeded.settings)
+    files_before = sum(len(p) for p in partition_files(fs, seeded.settings, DAY).values())
+    assert files_before == 8  # 4 batches x 2 symbols
+
+    result = materialize(
+        [compacted_trades], partition_key=DAY.isoformat(), resources=seeded.resources
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("compacted_trades")[0].metadata
+    assert (metadata["files_before"].value, metadata["files_after"].value) == (8, 2)
+    assert metadata["duplicates_dropped"].value == 5
+    assert metadata["rows"].value == 120
+
+    folders = partition_files(fs, seeded.settings, DAY)
+    assert all(
+        [p.rsplit("/", 1)[1] for p in paths] == [contracts.COMPACTED_FILE_NAME]
+        for paths in folders.values()
+    )
+    table = lake.lake_dataset(seeded.settings, [DAY]).to_table()
+    assert table.num_rows == 120
+    keys = {(r["kafka_partition"], r["kafka_offset"]) for r in table.to_pylist()}
+    assert len(keys) == 120
+
+    # a late batch after compaction is merged by the next run
+    seeded.write(seeded.trades(DAY, 7, seed=30))
+    assert materialize(
+        [compacted_trades], partition_key=DAY.isoformat(), resources=seeded.resources
+    ).success
+    assert lake.lake_dataset(seeded.settings, [DAY]).to_table().num_rows == 127
+
+
+def test_compaction_refuses_the_open_day(seeded: SeededLake) -> None:
+    with pytest.raises(Failure, match="open day"):
+        materialize(
+            [compacted_trades], partition_key=today_utc().isoformat(), resources=seeded.resources
+        )

@@ -1,0 +1,127 @@
+"""The lake sensor and the alerts sensor over a temporary instance and the real MinIO."""
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    SensorResult,
+    build_sensor_context,
+    instance_for_test,
+)
+
+from finpipe_dagster.assets.lake import PROCESSED_TRADES
+from finpipe_dagster.assets.partitions import today_utc
+from finpipe_dagster.definitions import build_resources
+from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.sensors.alerts import alerts_sensor
+from finpipe_dagster.sensors.lake import processed_trades_sensor
+
+from .conftest import SeededLake
+
+
+class Receiver:
+    """A Slack-like webhook on loopback that records every JSON body."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with instance_for_test() as test_instance:
+        yield test_instance
+
+
+def lake_tick(instance: DagsterInstance, seeded: SeededLake, cursor: str | None) -> SensorResult:
+    with build_sensor_context(
+        instance=instance, cursor=cursor, resources=seeded.resources
+    ) as context:
+        result = processed_trades_sensor(context)
+    assert isinstance(result, SensorResult)
+    for event in result.asset_events:  # what the daemon does with a sensor's events
+        instance.report_runless_asset_event(event)
+    return result
+
+
+def lake_events(result: SensorResult) -> list[AssetMaterialization]:
+    return [e for e in result.asset_events if isinstance(e, AssetMaterialization)]
+
+
+def test_lake_sensor_records_new_files_once(instance: DagsterInstance, seeded: SeededLake) -> None:
+    seeded.write(seeded.trades(today_utc(), 30, seed=40))
+    first = lake_tick(instance, seeded, None)
+    [event] = lake_events(first)
+    assert event.asset_key == PROCESSED_TRADES
+    assert event.metadata["rows"].value == 30
+    assert event.metadata["files"].value == len({r["symbol"] for r in seeded.rows})
+    assert "max_trade_ts" in event.metadata
+    assert lake_events(lake_tick(instance, seeded, first.cursor)) == []
+    assert instance.get_latest_materialization_event(PROCESSED_TRADES) is not None
+
+
+def test_stale_lake_alerts_once_then_recovers_once(
+    instance: DagsterInstance,
+    seeded: SeededLake,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", receiver.url)
+    fast = FinpipeSettings(
+        **seeded.resource.model_dump(exclude={"freshness_warn_seconds", "freshness_fail_seconds"}),
+        freshness_warn_seconds=1,
+        freshness_fail_seconds=2,
+    )
+    resources = build_resources(fast)
+    alert_cursor: list[str | None] = [None]
+
+    def alert_tick() -> str:
+        with build_sensor_context(
+            instance=instance, cursor=alert_cursor[0], resources=resources
+        ) as context:
+            skip = alerts_sensor(context)
+            alert_cursor[0] = context.cursor
+        return skip.skip_message  # type: ignore[union-attr]
+
+    seeded.write(seeded.trades(today_utc(), 10, seed=41))
+    lake_cursor = lake_tick(instance, seeded, None).cursor
+    assert "no change" in alert_tick()  # fresh
+    time.sleep(2.5)  # the feed stopped: nothing new lands
+    assert "opened lake_stale" in alert_tick()
+    assert "no change" in alert_tick()  # still stale: no second alert
+    assert len(receiver.received) == 1
+    assert "processed_trades is stale" in receiver.received[0]["text"]
+
+    seeded.write(seeded.trades(today_utc(), 10, seed=42))  # the feed resumed
+    lake_tick(instance, seeded, lake_cursor)
+    assert "closed lake_stale" in alert_tick()
+    assert "no change" in alert_tick()
+    assert len(receiver.received) == 2
+    assert "recovered" in receiver.received[1]["text"]
