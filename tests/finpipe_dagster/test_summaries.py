@@ -1,6 +1,7 @@
 """Summary assets materialized from a seeded lake on the real MinIO."""
 
 import datetime as dt
+import itertools
 import math
 from collections import defaultdict
 
@@ -67,7 +68,7 @@ def test_summaries_match_independent_computation(seeded: SeededLake) -> None:
             key=lambda r: (r["trade_ts"], r["kafka_offset"]),
         )
         closes = [b["close"] for (s, _), b in sorted(bars.items()) if s == symbol]
-        returns = [math.log(b / a) for a, b in zip(closes, closes[1:], strict=False)]
+        returns = [math.log(b / a) for a, b in itertools.pairwise(closes)]
         s = stats[symbol]
         assert (s["open"], s["close"]) == (trades[0]["price"], trades[-1]["price"])
         assert s["high"] == max(t["price"] for t in trades)
