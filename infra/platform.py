@@ -127,6 +127,8 @@ def streamlit_process(settings: Settings) -> ManagedProcess:
             "true",
             "--browser.gatherUsageStats",
             "false",
+            "--client.toolbarMode",
+            "viewer",
         ],
         home=settings.home,
         ports=[("127.0.0.1", port)],

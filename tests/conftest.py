@@ -24,6 +24,8 @@ TEST_ENV = {
     "S3_ENDPOINT_URL": "http://127.0.0.1:19000",
     "MINIO_CONSOLE_PORT": "19001",
     "SIMULATOR_PORT": "18765",
+    "DAGSTER_PORT": "13000",
+    "STREAMLIT_PORT": "18501",
     "FINNHUB_API_TOKEN": "",
     "S3_ACCESS_KEY": "",
     "S3_SECRET_KEY": "",
@@ -63,8 +65,9 @@ def infrastructure(settings: Settings) -> Iterator[Settings]:
     processes = services.infrastructure_processes(settings)
     running_before = {p.name for p in processes if p.pid() is not None}
     if not running_before:
-        for data in ("kafka", "minio"):
-            shutil.rmtree(settings.home / data, ignore_errors=True)
+        # A fresh broker and bucket: nothing may refer to the old ones (Spark checkpoints
+        # hold Kafka offsets, Dagster's history holds runs and heartbeats).
+        shutil.rmtree(settings.home, ignore_errors=True)
     services.start_infrastructure(settings)
     yield settings
     if os.environ.get("FINPIPE_KEEP_SERVICES") != "1":
