@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from pyspark.sql import DataFrame
 
 from finpipe.lake import s3_filesystem
@@ -40,6 +41,17 @@ class BatchWrite:
     write_ms: int
 
 
+_FILESYSTEMS: dict[tuple[str, str], pafs.S3FileSystem] = {}
+
+
+def _filesystem(settings: Settings) -> pafs.S3FileSystem:
+    """One S3 client per Python worker (workers are reused across tasks and batches)."""
+    key = (settings.s3_endpoint_url, settings.s3_credentials[0])
+    if key not in _FILESYSTEMS:
+        _FILESYSTEMS[key] = s3_filesystem(settings)
+    return _FILESYSTEMS[key]
+
+
 def _task_writer(settings: Settings, location: LakeLocation, batch_id: int, processed_ts_ms: int):  # type: ignore[no-untyped-def]
     """The function ``mapInArrow`` ships to the executors (a closure over plain values)."""
 
@@ -49,7 +61,7 @@ def _task_writer(settings: Settings, location: LakeLocation, batch_id: int, proc
             location=location,
             batch_id=batch_id,
             processed_ts_ms=processed_ts_ms,
-            filesystem=s3_filesystem(settings),
+            filesystem=_filesystem(settings),
         )
         yield from report.to_batches()
 

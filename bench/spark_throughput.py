@@ -1,0 +1,263 @@
+"""Benchmark of ``finpipe-spark``: sustained throughput and end-to-end latency.
+
+Runs the real job (a ``finpipe-spark`` subprocess) against the Kafka and MinIO named by
+the settings, on its own topic, lake prefix and checkpoint. A producer process writes
+``TradeRecord``s at a fixed rate with ``ingest_ts_ms`` = the moment it creates them (the
+producer's receive time); a reader thread lists the lake the way ``finpipe.lake`` does
+and reads each new object's ``ingest_ts`` as soon as the object is listable, so
+latency = first moment a lake reader can see the row - ingest time.
+
+Keeping up means: every batch's duration below the trigger (p95 reported) and the lag
+(produced - committed) not growing over the run.
+
+    .venv/bin/python bench/spark_throughput.py --rate 20000 --duration 600
+
+Prints a JSON summary on stdout; progress lines on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from finpipe import lake
+from finpipe.contracts import TradeRecord
+from finpipe.settings import DEFAULT_TICKERS, Settings, load_settings
+from infra import services
+
+JOB_BIN = Path(sys.executable).with_name("finpipe-spark")
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def produce(settings: Settings, rate: int, duration: float, counter: Any, started: Any) -> None:
+    """Producer process: ``rate`` trades/s in 100 slices per second, for ``duration``."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_server,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 2_000_000,
+        }
+    )
+    encoder = msgspec.json.Encoder()
+    symbols = list(DEFAULT_TICKERS)
+    slice_s = 0.01
+    begin = time.monotonic()
+    started.value = time.time()
+    sent = 0
+    while (elapsed := time.monotonic() - begin) < duration:
+        due = int(rate * elapsed) - sent
+        now_ms = int(time.time() * 1000)
+        for i in range(due):
+            n = sent + i
+            symbol = symbols[n % len(symbols)]
+            record = TradeRecord(symbol, 100 + n % 97, 1.0 + n % 5, now_ms, None, now_ms, "replay")
+            producer.produce(settings.kafka_topic, key=symbol, value=encoder.encode(record))
+        sent += due
+        counter.value = sent
+        producer.poll(0)
+        time.sleep(slice_s)
+    producer.flush(60)
+    counter.value = sent
+
+
+class LakeWatcher(threading.Thread):
+    """Lists the lake every ``poll`` seconds; latency of each row when its object appears."""
+
+    def __init__(self, settings: Settings, poll: float) -> None:
+        super().__init__(name="lake-watcher", daemon=True)
+        self.settings = settings
+        self.poll = poll
+        self.seen: set[str] = set()
+        self.latencies_ms: list[np.ndarray] = []
+        self.rows = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        fs = lake.s3_filesystem(self.settings)
+        while not self.stop.is_set():
+            for file in lake.list_lake_files(self.settings, filesystem=fs):
+                if file.path in self.seen:
+                    continue
+                visible_ms = time.time() * 1000
+                self.seen.add(file.path)
+                table = pq.read_table(file.path, columns=["ingest_ts"], filesystem=fs)
+                ingest = pc.cast(table["ingest_ts"], "int64").to_numpy()
+                self.latencies_ms.append(visible_ms - ingest)
+                self.rows += len(ingest)
+            self.stop.wait(self.poll)
+
+    def percentiles(self) -> dict[str, float]:
+        if not self.latencies_ms:
+            return {}
+        values = np.concatenate(self.latencies_ms) / 1000
+        p50, p95, p99, top = np.percentile(values, [50, 95, 99, 100])
+        return {"p50_s": p50, "p95_s": p95, "p99_s": p99, "max_s": top, "rows": len(values)}
+
+
+def committed_batches(log_path: Path) -> list[dict[str, Any]]:
+    batches = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"spark_batch_committed"' in line:
+            batches.append(json.loads(line))
+    return batches
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    name = f"bench-spark-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    settings = load_settings(
+        KAFKA_TOPIC=name,
+        LAKE_PREFIX=f"bench/{name}",
+        SPARK_CHECKPOINT_DIR=work / "checkpoint",
+        SPARK_TRIGGER_SECONDS=args.trigger,
+        FINPIPE_HOME=work / "home",
+    )
+    services.ensure_topics(settings, [name])
+    env = {
+        **os.environ,
+        "FINPIPE_HOME": str(settings.home),
+        "KAFKA_TOPIC": name,
+        "LAKE_PREFIX": settings.lake_prefix,
+        "SPARK_CHECKPOINT_DIR": str(settings.checkpoint_dir),
+        "SPARK_TRIGGER_SECONDS": str(args.trigger),
+    }
+    log_path = work / "spark.log"
+    say(f"topic {name}, lake s3://{settings.s3_bucket}/{settings.lake_prefix}, log {log_path}")
+    with log_path.open("wb") as log:
+        job = subprocess.Popen(
+            [str(JOB_BIN)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        return _measure(args, settings, job, log_path)
+    finally:
+        if job.poll() is None:
+            job.send_signal(signal.SIGTERM)
+            job.wait(120)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _wait_running(settings: Settings, job: subprocess.Popen[bytes]) -> None:
+    from finpipe.health import read_health
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        beat = read_health(settings, "spark") or {}
+        if beat.get("pid") == job.pid and beat.get("status") == "running":
+            return
+        if job.poll() is not None:
+            raise SystemExit(f"finpipe-spark exited with {job.returncode}")
+        time.sleep(0.5)
+    raise SystemExit("finpipe-spark did not start in 180 s")
+
+
+def _measure(
+    args: argparse.Namespace, settings: Settings, job: subprocess.Popen[bytes], log_path: Path
+) -> dict[str, Any]:
+    from finpipe.health import read_health
+
+    _wait_running(settings, job)
+    say("job running; producing")
+    load_before = os.getloadavg()
+    counter = mp.Value("q", 0)
+    started = mp.Value("d", 0.0)
+    producer = mp.Process(
+        target=produce, args=(settings, args.rate, args.duration, counter, started), daemon=True
+    )
+    watcher = LakeWatcher(settings, args.poll)
+    producer.start()
+    watcher.start()
+    lag_samples: list[tuple[float, int]] = []
+    begin = time.monotonic()
+    while producer.is_alive():
+        time.sleep(5)
+        beat = read_health(settings, "spark") or {}
+        lag = counter.value - int(beat.get("total_rows", 0))
+        lag_samples.append((time.monotonic() - begin, lag))
+        say(f"t={time.monotonic() - begin:5.0f}s produced={counter.value} lag={lag}")
+    producer.join()
+    produced = counter.value
+    drain_begin = time.monotonic()
+    while time.monotonic() - drain_begin < args.drain:
+        beat = read_health(settings, "spark") or {}
+        if int(beat.get("total_rows", 0)) >= produced and watcher.rows >= produced:
+            break
+        time.sleep(0.5)
+    drained_after = time.monotonic() - drain_begin
+    watcher.stop.set()
+    watcher.join(30)
+    beat = read_health(settings, "spark") or {}
+    batches = committed_batches(log_path)
+    steady = [b for b in batches if b["rows"] > 0][args.skip_batches :]
+    durations = [b["batch_duration_ms"] / 1000 for b in steady]
+    thirds = max(1, len(lag_samples) // 3)
+    return {
+        "rate_target": args.rate,
+        "duration_s": args.duration,
+        "trigger_s": args.trigger,
+        "produced": produced,
+        "produced_rate": produced / args.duration,
+        "committed_rows": beat.get("total_rows"),
+        "lake_rows_seen_by_reader": watcher.rows,
+        "drained_after_s": round(drained_after, 1),
+        "batches": len(steady),
+        "rows_per_batch_mean": statistics.fmean(b["rows"] for b in steady) if steady else 0,
+        "batch_duration_s": {
+            "p50": float(np.percentile(durations, 50)) if durations else None,
+            "p95": float(np.percentile(durations, 95)) if durations else None,
+            "max": max(durations) if durations else None,
+        },
+        "lag_records": {
+            "first_third_mean": statistics.fmean(lag for _, lag in lag_samples[:thirds]),
+            "last_third_mean": statistics.fmean(lag for _, lag in lag_samples[-thirds:]),
+            "max": max(lag for _, lag in lag_samples),
+        },
+        "latency": watcher.percentiles(),
+        # The machine is shared: its load says how much of the 2 cores the job really had.
+        "loadavg_1m_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=int, default=20_000, help="trades per second")
+    parser.add_argument("--duration", type=float, default=600, help="seconds of production")
+    parser.add_argument("--trigger", type=float, default=5.0, help="SPARK_TRIGGER_SECONDS")
+    parser.add_argument("--poll", type=float, default=0.5, help="lake reader's listing period")
+    parser.add_argument("--drain", type=float, default=120, help="max seconds to drain")
+    parser.add_argument("--skip-batches", type=int, default=1, help="warm-up batches ignored")
+    parser.add_argument("--keep", action="store_true", help="keep checkpoint and logs")
+    args = parser.parse_args()
+    print(json.dumps(run(args), indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
