@@ -1,0 +1,453 @@
+"""Benchmark of the dashboard's reads over one day of 10 million trades.
+
+Generates 24 hours of trades ending now (7 symbols, vectorized), writes them to the
+object store twice under a unique prefix: compacted (one ``compacted.parquet`` per
+partition) and raw (one ``batch-<id>.parquet`` per symbol and 5 s micro-batch, as the
+Spark sink writes them), builds the summaries with DuckDB, then times:
+
+* every query the page runs (``streamlit_app.analytics``), p50/p95 over repeats;
+* the snapshot I/O (summaries + lake tail, cold and warm);
+* a full page render through Streamlit's AppTest;
+* the same lake reads over the raw layout, as ratios.
+
+Usage (against the test MinIO the test suite starts):
+
+    S3_ENDPOINT_URL=http://127.0.0.1:19000 .venv/bin/python bench/dashboard_queries.py
+
+Prints one line per figure; ``--keep`` leaves the objects in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import io
+import itertools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from finpipe import contracts, summaries
+from finpipe.lake import lake_dataset
+from finpipe.settings import DEFAULT_TICKERS, Settings, load_settings
+from streamlit_app import analytics
+from streamlit_app.lake_tail import TAIL_COLUMNS, LakeTail, s3_client
+from streamlit_app.store import Store
+from streamlit_app.windows import WindowChoice, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_PRICES = (65000.0, 3400.0, 150.0, 190.0, 420.0, 180.0, 120.0)
+MS_PER_DAY = 86_400_000
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def generate(trades: int, end: dt.datetime, symbols: tuple[str, ...], seed: int = 7) -> pa.Table:
+    """``trades`` trades over the 24 h before ``end``, sorted by time, LAKE_SCHEMA."""
+    rng = np.random.default_rng(seed)
+    end_ms = int(end.timestamp() * 1000)
+    ts = np.sort(rng.integers(end_ms - MS_PER_DAY, end_ms, trades))
+    symbol_idx = rng.choice(len(symbols), trades, p=_weights(len(symbols)))
+    price = np.empty(trades)
+    for i in range(len(symbols)):
+        mask = symbol_idx == i
+        steps = rng.normal(0, 0.0004, mask.sum())
+        price[mask] = BASE_PRICES[i % len(BASE_PRICES)] * np.exp(np.cumsum(steps))
+    volume = np.round(rng.lognormal(0, 1, trades), 6)
+    ingest = ts + rng.integers(2, 40, trades)
+    batch_ms = 5_000
+    processed = (ingest // batch_ms + 1) * batch_ms + rng.integers(200, 900, trades)
+    partition = (symbol_idx % 3).astype(np.int32)
+    offset = np.zeros(trades, dtype=np.int64)
+    for p in range(3):
+        mask = partition == p
+        offset[mask] = np.arange(mask.sum())
+    names = pa.array(symbols, pa.string())
+    as_ts = lambda ms: pa.array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))  # noqa: E731
+    table = pa.table(
+        {
+            "symbol": pc.take(names, pa.array(symbol_idx)),
+            "price": price,
+            "volume": volume,
+            "trade_value": price * volume,
+            "trade_ts": as_ts(ts),
+            "ingest_ts": as_ts(ingest),
+            "processed_ts": as_ts(processed),
+            "conditions": pa.nulls(trades, pa.list_(pa.string())),
+            "kafka_partition": partition,
+            "kafka_offset": offset,
+            "trade_date": pa.array(ts, pa.int64()).cast(pa.timestamp("ms")).cast(pa.date32()),
+        }
+    )
+    return table.cast(contracts.LAKE_SCHEMA)
+
+
+def _weights(n: int) -> np.ndarray:
+    raw = np.array([3.0, 2.0, 1.5] + [1.0] * (n - 3))[:n]
+    return raw / raw.sum()
+
+
+def partitions(table: pa.Table) -> dict[tuple[dt.date, str], pa.Table]:
+    con = duckdb.connect()
+    con.register("trades", table)
+    keys = con.execute("SELECT DISTINCT trade_date, symbol FROM trades ORDER BY ALL").fetchall()
+    out = {}
+    for day, symbol in keys:
+        mask = pc.and_(
+            pc.equal(table["trade_date"], pa.scalar(day, pa.date32())),
+            pc.equal(table["symbol"], symbol),
+        )
+        out[(day, symbol)] = table.filter(mask)
+    return out
+
+
+def put_all(
+    settings: Settings,
+    objects: list[tuple[str, pa.Table]],
+    threads: int = 16,
+    local: pafs.FileSystem | None = None,
+) -> None:
+    """PUT each object on the store, or write it under ``local`` (bucket/key)."""
+    client = s3_client(settings) if local is None else None
+
+    def put(item: tuple[str, pa.Table]) -> None:
+        buffer = io.BytesIO()
+        pq.write_table(item[1], buffer, compression="zstd", row_group_size=131_072)
+        if local is not None:
+            path = f"{settings.s3_bucket}/{item[0]}"
+            local.create_dir(path.rsplit("/", 1)[0])
+            with local.open_output_stream(path) as out:
+                out.write(buffer.getvalue())
+        else:
+            client.put_object(Bucket=settings.s3_bucket, Key=item[0], Body=buffer.getvalue())
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, objects))
+
+
+def write_compacted(
+    settings: Settings,
+    parts: dict[tuple[dt.date, str], pa.Table],
+    local: pafs.FileSystem | None = None,
+) -> None:
+    put_all(
+        settings,
+        [
+            (
+                f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}/"
+                f"{contracts.COMPACTED_FILE_NAME}",
+                part,
+            )
+            for (day, symbol), part in parts.items()
+        ],
+        local=local,
+    )
+
+
+def write_raw(
+    settings: Settings,
+    parts: dict[tuple[dt.date, str], pa.Table],
+    local: pafs.FileSystem | None = None,
+) -> int:
+    """One object per 5 s micro-batch (batch id = processed_ts // 5 s) and partition."""
+    objects = []
+    for (day, symbol), part in parts.items():
+        if part.num_rows == 0:
+            continue
+        ordered = part.sort_by("processed_ts")
+        batch = pc.divide(
+            ordered["processed_ts"].cast(pa.int64()), pa.scalar(5_000, pa.int64())
+        ).to_numpy()
+        starts = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]])
+        bounds = np.r_[starts, len(batch)]
+        folder = f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}"
+        for lo, hi in itertools.pairwise(bounds):
+            name = contracts.batch_file_name(int(batch[lo]))
+            objects.append((f"{folder}/{name}", ordered.slice(lo, hi - lo)))
+    put_all(settings, objects, threads=4 if local else 24, local=local)
+    return len(objects)
+
+
+SUMMARY_SQL = {
+    summaries.OHLCV_1M: """
+        SELECT trade_date, symbol, time_bucket(INTERVAL 1 minute, trade_ts) AS minute,
+            arg_min(price, (trade_ts, kafka_partition, kafka_offset)) AS open,
+            max(price) AS high, min(price) AS low,
+            arg_max(price, (trade_ts, kafka_partition, kafka_offset)) AS close,
+            sum(volume) AS volume, sum(trade_value) AS trade_value, count(*) AS trade_count,
+            sum(trade_value) / sum(volume) AS vwap
+        FROM lake WHERE trade_date = $day GROUP BY ALL ORDER BY symbol, minute""",
+    summaries.DAILY_SYMBOL_STATS: """
+        WITH m AS (
+            SELECT symbol, time_bucket(INTERVAL 1 minute, trade_ts) AS minute,
+                   arg_max(price, trade_ts) AS close
+            FROM lake WHERE trade_date = $day GROUP BY ALL),
+        rets AS (SELECT symbol,
+                ln(close / lag(close) OVER (PARTITION BY symbol ORDER BY minute)) AS ret FROM m),
+        r AS (SELECT symbol, stddev_samp(ret) AS rv FROM rets GROUP BY symbol)
+        SELECT $day AS trade_date, symbol, arg_min(price, trade_ts) AS open, max(price) AS high,
+            min(price) AS low, arg_max(price, trade_ts) AS close, sum(volume) AS volume,
+            sum(trade_value) AS traded_value, count(*) AS trade_count,
+            sum(trade_value) / sum(volume) AS vwap, max(price) - min(price) AS high_low_range,
+            any_value(r.rv) AS realized_volatility, min(trade_ts) AS first_trade_ts,
+            max(trade_ts) AS last_trade_ts
+        FROM lake JOIN r USING (symbol) WHERE trade_date = $day GROUP BY symbol""",
+    summaries.LATEST_PRICES: """
+        SELECT $day AS trade_date, symbol, arg_max(price, trade_ts) AS price,
+            arg_max(volume, trade_ts) AS volume, max(trade_ts) AS trade_ts,
+            date_trunc('second', now()) AS computed_ts
+        FROM lake WHERE trade_date = $day GROUP BY symbol""",
+}
+
+
+def build_summaries(settings: Settings, table: pa.Table) -> None:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("lake", table)
+    days = sorted({d for d in table["trade_date"].unique().to_pylist()})
+    for day in days:
+        for name, sql in SUMMARY_SQL.items():
+            result = con.execute(sql, {"day": day}).to_arrow_table()
+            summaries.publish(settings, name, day, pa.Table.from_batches(result.to_batches()))
+
+
+# --- timing ------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(p50, p95) in milliseconds."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
+    return statistics.median(samples), p95
+
+
+def report(name: str, p50: float, p95: float, target: float | None = None) -> None:
+    verdict = "" if target is None else ("  ok" if p95 <= target else f"  OVER {target:g} ms")
+    print(f"{name:<48} p50 {p50:9.1f} ms   p95 {p95:9.1f} ms{verdict}", flush=True)
+
+
+def once(name: str, fn: Callable[[], object]) -> object:
+    start = time.perf_counter()
+    result = fn()
+    print(f"{name:<48} {(time.perf_counter() - start) * 1000:9.1f} ms", flush=True)
+    return result
+
+
+def page_queries(store: Store, now: dt.datetime, repeats: int) -> None:
+    symbols = list(DEFAULT_TICKERS)
+    windows = {c: resolve(c, now, now.date() - dt.timedelta(days=1)) for c in WindowChoice}
+    days = sorted({d for w in windows.values() for d in w.days})
+    snap = store.snapshot(days, now)
+    print(f"snapshot: tail {snap.tail.num_rows:,} rows, ohlcv {snap.ohlcv.num_rows:,} rows")
+    report("snapshot I/O, warm (summaries + tail)", *timed(lambda: store.snapshot(days, now), 10))
+
+    def connect() -> object:
+        snap.connection = None
+        return analytics.connection(snap)
+
+    # The page opens one DuckDB connection per refresh and runs all its queries on it.
+    report("DuckDB connection + register snapshot", *timed(connect, repeats))
+
+    def fresh() -> object:
+        return snap
+
+    queries: dict[str, Callable[[], object]] = {
+        "lake_freshness": lambda: analytics.lake_freshness(fresh()),
+        "end_to_end_latency": lambda: analytics.end_to_end_latency(fresh()),
+        "symbols_present": lambda: analytics.symbols_present(fresh()),
+        "price_tiles (7 symbols)": lambda: analytics.price_tiles(fresh(), symbols),
+        "trade_tape": lambda: analytics.trade_tape(fresh(), symbols[0]),
+        "daily_stats": lambda: analytics.daily_stats(fresh(), now.date()),
+    }
+    for choice, window in windows.items():
+        queries[f"candles ({choice.value})"] = lambda w=window: analytics.candles(
+            fresh(), symbols[0], w
+        )
+        queries[f"normalized_prices 4 symbols ({choice.value})"] = lambda w=window: (
+            analytics.normalized_prices(fresh(), symbols[:4], w)
+        )
+    for name, fn in queries.items():
+        report(name, *timed(fn, repeats), target=50)
+
+
+def page_render(settings: Settings, repeats: int) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    os.environ.update(
+        LAKE_PREFIX=settings.lake_prefix,
+        SUMMARIES_PREFIX=settings.summaries_prefix,
+        S3_ENDPOINT_URL=settings.s3_endpoint_url,
+    )
+
+    def render() -> None:
+        page = AppTest.from_file(str(ROOT / "streamlit_app" / "app.py"), default_timeout=120)
+        page.run()
+        assert not page.exception, page.exception
+        assert page.get("plotly_chart"), "the page rendered no chart"
+
+    once("page render via AppTest, cold process caches", render)
+    report("page render via AppTest, warm", *timed(render, repeats), target=2000)
+
+
+def lake_reads(
+    compacted: Settings, raw: Settings, now: dt.datetime, repeats: int, local: pafs.FileSystem
+) -> None:
+    """The same lake reads over both layouts (on local disk: see the module docstring)."""
+    cutoff = pa.scalar(now - dt.timedelta(minutes=15), pa.timestamp("ms", tz="UTC"))
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    for label, settings in (("compacted", compacted), ("raw", raw)):
+        fs = local
+        days = [now.date()]
+        res = results.setdefault(label, {})
+        res["list partitions + open dataset (today)"] = timed(
+            lambda s=settings, f=fs, d=days: lake_dataset(s, d, filesystem=f), 1
+        )
+        dataset = lake_dataset(settings, days, filesystem=fs)
+        res["tail via lake_dataset, 15 min pushdown"] = timed(
+            lambda d=dataset: d.to_table(
+                columns=TAIL_COLUMNS, filter=ds.field("trade_ts") >= cutoff
+            ),
+            max(1, repeats // 10) if label == "raw" else 3,
+        )
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("lake", dataset)
+        res["count(*) today"] = timed(
+            lambda c=con: c.execute("SELECT count(*) FROM lake").fetchall(), 1
+        )
+        res["1-min OHLCV of one symbol, today"] = timed(
+            lambda c=con: c.execute(
+                "SELECT time_bucket(INTERVAL 1 minute, trade_ts) m, min(price), max(price), "
+                "sum(volume) FROM lake WHERE symbol = $s GROUP BY m",
+                {"s": DEFAULT_TICKERS[0]},
+            ).fetchall(),
+            1,
+        )
+    for name in results["compacted"]:
+        c, r = results["compacted"][name], results["raw"][name]
+        print(
+            f"lake {name:<43} compacted {c[1]:9.1f} ms   raw {r[1]:9.1f} ms   "
+            f"raw/compacted {r[1] / c[1]:6.1f}x",
+            flush=True,
+        )
+
+
+def lake_tail_raw(
+    raw: Settings, parts: dict[tuple[dt.date, str], pa.Table], now: dt.datetime
+) -> None:
+    """The dashboard's incremental tail over raw micro-batches on the store: the last
+    15 minutes of the day as objects (cold read), then one new micro-batch (a refresh)."""
+    cutoff = pa.scalar(now - dt.timedelta(minutes=15), pa.timestamp("ms", tz="UTC"))
+    recent = {k: t.filter(pc.greater_equal(t["trade_ts"], cutoff)) for k, t in parts.items()}
+    count = once("write last 15 min as raw objects on the store", lambda: write_raw(raw, recent))
+    print(f"  raw objects: {count:,}")
+    tail = LakeTail(raw)
+    first = once(
+        "LakeTail cold: list + read the 15 min", lambda: tail.read(dt.datetime.now(dt.UTC))
+    )
+    print(f"  ({first.num_rows:,} rows)")
+    batch_ts = dt.datetime.now(dt.UTC)
+    rows = len(DEFAULT_TICKERS)
+    new_batch = pa.table(
+        {
+            "symbol": list(DEFAULT_TICKERS),
+            "price": BASE_PRICES[:rows],
+            "volume": [1.0] * rows,
+            "trade_value": BASE_PRICES[:rows],
+            "trade_ts": [batch_ts] * rows,
+            "ingest_ts": [batch_ts] * rows,
+            "processed_ts": [batch_ts + dt.timedelta(seconds=1)] * rows,
+            "conditions": [None] * rows,
+            "kafka_partition": [0] * rows,
+            "kafka_offset": list(range(rows)),
+            "trade_date": [batch_ts.date()] * rows,
+        },
+        schema=contracts.LAKE_SCHEMA,
+    )
+    write_raw(raw, partitions(new_batch))
+    once("LakeTail refresh: one new micro-batch", lambda: tail.read(dt.datetime.now(dt.UTC)))
+    report("LakeTail refresh, nothing new", *timed(lambda: tail.read(dt.datetime.now(dt.UTC)), 10))
+
+
+def cleanup(settings: Settings, root: str) -> None:
+    client = s3_client(settings)
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=settings.s3_bucket, Prefix=f"{root}/"):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=settings.s3_bucket, Delete={"Objects": keys})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trades", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--keep", action="store_true", help="leave the objects in place")
+    parser.add_argument("--skip-raw", action="store_true", help="compacted layout only")
+    args = parser.parse_args(argv)
+
+    base = load_settings()
+    root = f"bench-dashboard-{uuid.uuid4().hex[:8]}"
+
+    def variant(lake: str) -> Settings:
+        return base.model_copy(
+            update={"lake_prefix": f"{root}/{lake}", "summaries_prefix": f"{root}/summaries"}
+        )
+
+    compacted, raw = variant("compacted"), variant("raw")
+    local_dir = Path(tempfile.mkdtemp(prefix=f"{root}-"))
+    local = pafs.SubTreeFileSystem(str(local_dir), pafs.LocalFileSystem())
+    now = dt.datetime.now(dt.UTC)
+    print(f"store {base.s3_endpoint_url} bucket {base.s3_bucket} prefix {root}/; local {local_dir}")
+    print(f"{os.cpu_count()} cores")
+    try:
+        table = once(
+            f"generate {args.trades:,} trades (24 h to now)",
+            lambda: generate(args.trades, now, DEFAULT_TICKERS),
+        )
+        parts = once("split into partitions", lambda: partitions(table))
+        once("write compacted lake on the store", lambda: write_compacted(compacted, parts))
+        once("build + publish summaries (DuckDB)", lambda: build_summaries(compacted, table))
+        store = Store(compacted)
+        once("snapshot cold (summaries + tail)", lambda: store.snapshot([now.date()], now))
+        page_queries(store, dt.datetime.now(dt.UTC), args.repeats)
+        page_render(compacted, max(5, args.repeats // 6))
+        if not args.skip_raw:
+            once(
+                "write compacted lake on local disk",
+                lambda: write_compacted(compacted, parts, local),
+            )
+            count = once("write raw lake on local disk", lambda: write_raw(raw, parts, local))
+            print(f"  raw objects: {count:,}")
+            lake_reads(compacted, raw, now, args.repeats, local)
+            lake_tail_raw(raw, parts, now)
+    finally:
+        shutil.rmtree(local_dir, ignore_errors=True)
+        if not args.keep:
+            cleanup(base, root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
