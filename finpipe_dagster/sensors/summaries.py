@@ -31,9 +31,10 @@ IN_PROGRESS = [
     description="Rebuilds today's summaries when processed_trades got new data (one at a time).",
 )
 def summaries_refresh_sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
-    event = context.instance.get_latest_materialization_event(PROCESSED_TRADES)
-    if event is None or event.storage_id is None:
+    latest = context.instance.fetch_materializations(PROCESSED_TRADES, limit=1).records
+    if not latest:
         return SkipReason("processed_trades has no recorded update yet")
+    event = latest[0]
     cursor = json.loads(context.cursor or "{}")
     if event.storage_id == cursor.get("storage_id"):
         return SkipReason("no new lake data since the last refresh")

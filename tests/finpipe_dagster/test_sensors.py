@@ -125,3 +125,29 @@ def test_stale_lake_alerts_once_then_recovers_once(
     assert "no change" in alert_tick()
     assert len(receiver.received) == 2
     assert "recovered" in receiver.received[1]["text"]
+
+
+def test_refresh_sensor_requests_today_once_per_lake_update(instance: DagsterInstance) -> None:
+    from dagster import RunRequest, SkipReason
+
+    from finpipe_dagster.sensors.summaries import summaries_refresh_sensor
+
+    def tick(cursor: str | None) -> tuple[RunRequest | SkipReason, str | None]:
+        with build_sensor_context(instance=instance, cursor=cursor) as context:
+            result = summaries_refresh_sensor(context)
+            return result, context.cursor
+
+    result, cursor = tick(None)
+    assert isinstance(result, SkipReason) and "no recorded update" in str(result.skip_message)
+
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=PROCESSED_TRADES))
+    first, cursor = tick(cursor)
+    assert isinstance(first, RunRequest)
+    assert first.partition_key == today_utc().isoformat()
+
+    result, cursor = tick(cursor)
+    assert isinstance(result, SkipReason) and "no new lake data" in str(result.skip_message)
+
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=PROCESSED_TRADES))
+    second, _ = tick(cursor)
+    assert isinstance(second, RunRequest) and second.run_key != first.run_key
