@@ -36,7 +36,7 @@ os.environ.update(TEST_ENV)
 
 from finpipe.settings import Settings, load_settings  # noqa: E402
 
-STAGE_BY_MARKER = {"e2e": 2, "integration": 1}
+STAGE_BY_MARKER = {"drill": 3, "e2e": 2, "integration": 1}
 SERVICE_FIXTURES = {"infrastructure", "spark"}
 
 

@@ -1,0 +1,365 @@
+"""Whole-platform drills over the real stack, started by the same code as `make up`.
+
+One ordered pass (the tests share one running platform and run in file order):
+start → trades reach the lake, the summaries and the dashboard → the Dagster UI shows
+lineage and freshness → kill the producer → kill Spark → stop the broker → stop the feed
+until the stale alert, reconcile the lake with Kafka exactly, resume and recover →
+`make down` / `make up` keeps history → `make down` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from confluent_kafka import Consumer, TopicPartition
+
+from finpipe import health, lake, summaries
+from finpipe.settings import Settings, load_settings
+from infra import platform, services
+from infra.processes import pid_alive
+
+pytestmark = [pytest.mark.e2e, pytest.mark.drill]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class AlertReceiver:
+    """A Slack-compatible webhook on loopback that keeps every message."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        messages = self.messages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                messages.append(json.loads(body)["text"])
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stale_alerts(self, since: int = 0) -> list[str]:
+        return [m for m in self.messages[since:] if "incident" in m and "is stale" in m]
+
+    def stale_recoveries(self, since: int = 0) -> list[str]:
+        return [m for m in self.messages[since:] if "recovered" in m and "is stale" in m]
+
+
+@pytest.fixture(scope="module")
+def alerts() -> Iterator[AlertReceiver]:
+    receiver = AlertReceiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    infrastructure: Settings, alerts: AlertReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """The platform, up: the environment every component inherits names this run's
+    topic, lake prefix, checkpoint and Dagster home, so nothing else is disturbed."""
+    run = uuid.uuid4().hex[:8]
+    work = tmp_path_factory.mktemp("platform")
+    env = {
+        "KAFKA_TOPIC": f"drill-{run}",
+        "KAFKA_DLQ_TOPIC": f"drill-{run}-dlq",
+        "LAKE_PREFIX": f"drill-{run}/processed_trades",
+        "SUMMARIES_PREFIX": f"drill-{run}/summaries",
+        "SPARK_CHECKPOINT_DIR": str(work / "checkpoint"),
+        "DAGSTER_HOME": str(work / "dagster"),
+        "FRESHNESS_WARN_SECONDS": "60",
+        "FRESHNESS_FAIL_SECONDS": "90",
+        "ALERT_WEBHOOK_URL": alerts.url,
+        "FINNHUB_TICKERS": "BINANCE:BTCUSDT,BINANCE:ETHUSDT,AAPL,BRK.B",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    settings = load_settings()
+    for stream in platform.STREAMS:
+        health.health_path(settings, stream).unlink(missing_ok=True)
+    try:
+        platform.up(settings)
+        yield settings
+    finally:
+        platform.down(settings)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        # Later tests still need the broker and the object store.
+        services.start_infrastructure(infrastructure)
+
+
+def beat(settings: Settings, stream: str) -> dict[str, Any] | None:
+    found = health.read_health(settings, stream)
+    if found and pid_alive(int(found["pid"])) and not found.get("final"):
+        return found
+    return None
+
+
+def stream_pids(name: str) -> list[int]:
+    """Live processes of one stream's console script (this run's only: by topic)."""
+    topic = os.environ["KAFKA_TOPIC"]
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"finpipe-{name}" in cmdline and f"KAFKA_TOPIC={topic}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def kafka_end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_server, "group.id": "drill-probe"})
+    try:
+        meta = consumer.list_topics(settings.kafka_topic, timeout=10).topics[settings.kafka_topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(settings.kafka_topic, p), timeout=10)[
+                1
+            ]
+            for p in meta.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def lake_coordinates(settings: Settings) -> tuple[int, int, dict[int, int]]:
+    """(rows, distinct (partition, offset), rows per partition) of the whole lake."""
+    con = lake.duckdb_with_lake(settings)
+    rows, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM processed_trades"
+    ).fetchone()
+    per_partition = dict(
+        con.execute("SELECT kafka_partition, count(*) FROM processed_trades GROUP BY 1").fetchall()
+    )
+    return rows, distinct, per_partition
+
+
+def test_up_starts_every_component(stack: Settings) -> None:
+    rows = {row["name"]: row for row in platform.status_rows(stack)}
+    for name in ("kafka", "minio", "simulator", "dagster-webserver", "dagster-daemon", "streamlit"):
+        assert rows[name]["state"] == "running", rows[name]
+    platform.up(stack)  # a second `make up` is harmless: same processes
+    again = {row["name"]: row["pid"] for row in platform.status_rows(stack)}
+    assert all(again[name] == rows[name]["pid"] for name in again if name in rows)
+
+
+def test_trades_reach_the_lake_and_the_summaries(stack: Settings) -> None:
+    wait_for("producer deliveries", lambda: (b := beat(stack, "producer")) and b["delivered"], 300)
+    wait_for(
+        "a committed Spark batch", lambda: (b := beat(stack, "spark")) and b.get("total_rows"), 480
+    )
+    rows, distinct, _ = lake_coordinates(stack)
+    assert rows > 0 and rows == distinct
+    symbols = {r[0] for r in lake.duckdb_with_lake(stack).execute(
+        "SELECT DISTINCT symbol FROM processed_trades").fetchall()}  # fmt: skip
+    assert symbols <= set(stack.finnhub_tickers) and symbols
+
+    def bars() -> int:
+        dataset = summaries.summary_dataset(stack, summaries.OHLCV_1M)
+        return dataset.count_rows() if dataset.files else 0
+
+    assert wait_for("today's 1-minute bars from Dagster", bars, 480, every=5) > 0
+
+
+def test_dagster_shows_lineage_and_freshness(stack: Settings) -> None:
+    query = """{ assetNodes { assetKey { path } dependencyKeys { path }
+                 freshnessPolicy: internalFreshnessPolicy { __typename } } }"""
+    url = f"http://127.0.0.1:{stack.dagster_port}/graphql"
+
+    def nodes() -> dict[str, Any] | None:
+        response = requests.post(url, json={"query": query}, timeout=30).json()
+        found = (response.get("data") or {}).get("assetNodes") or []
+        return {"/".join(n["assetKey"]["path"]): n for n in found} or None
+
+    graph = wait_for("the code location", nodes, 120)
+    deps = {
+        key: {"/".join(d["path"]) for d in node["dependencyKeys"]} for key, node in graph.items()
+    }
+    assert deps["processed_trades"] == {"stock_ticks"}
+    for summary in ("ohlcv_1m", "daily_symbol_stats", "latest_prices"):
+        assert "processed_trades" in deps[summary]
+    assert graph["processed_trades"]["freshnessPolicy"] is not None
+    screenshot(f"http://127.0.0.1:{stack.dagster_port}/asset-groups", "dagster-lineage.png",
+               wait_text="processed_trades")  # fmt: skip
+
+
+def test_dashboard_shows_the_produced_symbols(stack: Settings) -> None:
+    symbols = {r[0] for r in lake.duckdb_with_lake(stack).execute(
+        "SELECT DISTINCT symbol FROM processed_trades").fetchall()}  # fmt: skip
+    text = screenshot(f"http://127.0.0.1:{stack.streamlit_port}", "dashboard-live.png",
+                      wait_text="1-minute candles", wait_selector=".js-plotly-plot")  # fmt: skip
+    for symbol in symbols:
+        assert symbol in text, f"{symbol} is not on the page"
+    assert "%3A" not in text
+
+
+def screenshot(url: str, name: str, *, wait_text: str, wait_selector: str | None = None) -> str:
+    """Load a page in headless Chromium, save a screenshot, return the page's text."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=platform.ensure_chromium(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, timeout=60_000)
+            page.get_by_text(wait_text).first.wait_for(timeout=120_000)
+            if wait_selector:
+                page.locator(wait_selector).first.wait_for(timeout=120_000)
+            skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit dialog
+            if skip.count():
+                skip.first.click()
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+            return page.inner_text("body")
+        finally:
+            browser.close()
+
+
+def _kill_and_wait_for_replacement(stack: Settings, stream: str, timeout: float) -> float:
+    before = beat(stack, stream)
+    assert before is not None, f"no live {stream}"
+    os.kill(int(before["pid"]), signal.SIGKILL)
+    killed_at = time.monotonic()
+    most_at_once = 0
+
+    def replaced() -> dict[str, Any] | None:
+        nonlocal most_at_once
+        most_at_once = max(most_at_once, len(stream_pids(stream)))
+        new = beat(stack, stream)
+        return new if new and new["pid"] != before["pid"] else None
+
+    wait_for(f"a new {stream} process", replaced, timeout, every=1)
+    assert most_at_once <= 1, f"{most_at_once} {stream} processes ran at once"
+    return time.monotonic() - killed_at
+
+
+def test_killed_producer_is_restarted_by_its_supervisor(stack: Settings) -> None:
+    took = _kill_and_wait_for_replacement(stack, "producer", 240)
+    print(f"producer replaced {took:.0f}s after SIGKILL")
+    assert len(stream_pids("producer")) == 1
+
+
+def test_killed_spark_is_restarted_by_its_supervisor(stack: Settings) -> None:
+    took = _kill_and_wait_for_replacement(stack, "spark", 300)
+    print(f"spark replaced {took:.0f}s after SIGKILL")
+    wait_for(
+        "a batch after the restart",
+        lambda: (b := beat(stack, "spark")) and b.get("event") == "batch",
+        300,
+    )
+    assert len(stream_pids("spark")) == 1
+
+
+def test_a_broker_outage_loses_nothing(stack: Settings) -> None:
+    kafka = services.kafka_process(stack)
+    delivered_before = beat(stack, "producer")["delivered"]
+    kafka.stop()
+    time.sleep(30)
+    services.prepare_kafka(stack)
+    kafka.start()
+
+    def delivering() -> bool:
+        producer = beat(stack, "producer")
+        return bool(producer) and producer["delivered"] > delivered_before + 100
+
+    wait_for("deliveries after the outage", delivering, 300)
+    producer = beat(stack, "producer")
+    assert producer["delivery_failed"] == 0
+    assert (
+        producer["received"]
+        == producer["delivered"] + producer["dead_lettered"] + producer["in_flight"]
+    )
+
+
+def test_a_stopped_feed_alerts_once_reconciles_and_recovers_once(
+    stack: Settings, alerts: AlertReceiver
+) -> None:
+    # Earlier drills may have opened and closed incidents of their own: count from here.
+    wait_for("no open stale incident", lambda: len(alerts.stale_alerts()) == len(
+        alerts.stale_recoveries()), 300, every=5)  # fmt: skip
+    since = len(alerts.messages)
+    simulator = platform.simulator_process(stack)
+    simulator.stop()
+    stale = wait_for("the stale-lake alert", lambda: alerts.stale_alerts(since), 300, every=5)
+    assert len(stale) == 1, alerts.messages[since:]
+
+    # The feed is quiet: once Spark has caught up, the lake equals Kafka exactly:
+    # per partition as many rows as records, and no (partition, offset) twice.
+    def caught_up() -> tuple[int, int] | None:
+        ends = {p: n for p, n in kafka_end_offsets(stack).items() if n}
+        rows, distinct, per_partition = lake_coordinates(stack)
+        return (rows, distinct) if per_partition == ends else None
+
+    rows, distinct = wait_for("Spark to catch up with Kafka", caught_up, 300, every=5)
+    assert rows == distinct == sum(kafka_end_offsets(stack).values())
+    print(f"reconciled: {rows} trades in Kafka and in the lake, 0 lost, 0 duplicated")
+
+    simulator.start()
+    wait_for("the recovery alert", lambda: alerts.stale_recoveries(since), 420, every=5)
+    time.sleep(35)  # one more alerts-sensor tick: nothing new may arrive
+    assert len(alerts.stale_alerts(since)) == 1, alerts.messages[since:]
+    assert len(alerts.stale_recoveries(since)) == 1, alerts.messages[since:]
+
+
+def test_down_then_up_resumes_with_history(stack: Settings) -> None:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        runs_before = instance.get_runs_count()
+    rows_before, _, _ = lake_coordinates(stack)
+    pids = [int(row["pid"]) for row in platform.status_rows(stack) if row["pid"].isdigit()]
+    platform.down(stack)
+    assert not [pid for pid in pids if pid_alive(pid)]
+    assert not stream_pids("producer") and not stream_pids("spark")
+
+    platform.up(stack)
+    with DagsterInstance.get() as instance:
+        assert instance.get_runs_count() >= runs_before
+    wait_for(
+        "the lake to grow after restart",
+        lambda: lake_coordinates(stack)[0] > rows_before,
+        480,
+        every=5,
+    )
+    rows, distinct, _ = lake_coordinates(stack)
+    assert rows == distinct
