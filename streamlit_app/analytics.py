@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from dataclasses import dataclass
 
 import duckdb
@@ -27,41 +28,81 @@ from streamlit_app.windows import Window, ceil_minute
 TRADE_TAPE_ROWS = 50
 LATENCY_MINUTES = 5
 
-_BARS = """
-WITH tail_bars AS (
+# Order of trades inside one minute, as one exact HUGEINT: (trade_ts, kafka_partition,
+# kafka_offset) packed as ms-in-minute (16 bits) | partition + 2^31 (32) | offset + 2^63
+# (64). Comparing it orders trades exactly like the struct (trade_ts, kafka_partition,
+# kafka_offset) within a minute, for every int32 partition and int64 offset, at about
+# half the cost of struct comparisons.
+_TRADE_ORDER_IN_MINUTE = """(
+    ((epoch_ms(trade_ts) % 60000)::HUGEINT << 96)
+    | ((kafka_partition::HUGEINT + 2147483648) << 64)
+    | (kafka_offset::HUGEINT + 9223372036854775808)
+)"""
+
+# The tail's 1-minute bars, computed once per snapshot (every minute the tail touches,
+# the partial first one included) and shared by all queries of the refresh. ``last_ts``
+# (newest trade of the bar) lets the latest-price and freshness queries use the bars
+# instead of the raw tail. The minute is computed on epoch milliseconds: the same as
+# time_bucket(INTERVAL 1 minute, trade_ts) in UTC, without per-row time zone arithmetic.
+_TAIL_BARS = f"""
+CREATE TEMP TABLE tail_bars AS
+SELECT
+    symbol, to_timestamp(minute_ms // 1000) AS minute,
+    open, high, low, close, volume, trade_value, trade_count, last_ts
+FROM (
     SELECT
         symbol,
-        time_bucket(INTERVAL 1 minute, trade_ts) AS minute,
-        arg_min(price, (trade_ts, kafka_partition, kafka_offset)) AS open,
+        epoch_ms(trade_ts) // 60000 * 60000 AS minute_ms,
+        arg_min(price, {_TRADE_ORDER_IN_MINUTE}) AS open,
         max(price) AS high,
         min(price) AS low,
-        arg_max(price, (trade_ts, kafka_partition, kafka_offset)) AS close,
+        arg_max(price, {_TRADE_ORDER_IN_MINUTE}) AS close,
         sum(volume) AS volume,
         sum(trade_value) AS trade_value,
-        count(*) AS trade_count
+        count(*) AS trade_count,
+        max(trade_ts) AS last_ts
     FROM tail
-    WHERE trade_ts >= $tail_floor AND list_contains($symbols, symbol)
     GROUP BY ALL
-),
-bars AS (
+)
+"""
+
+_BARS = """
+WITH bars AS (
     SELECT symbol, minute, open, high, low, close, volume, trade_value, trade_count
     FROM ohlcv
     WHERE minute < $tail_floor AND list_contains($symbols, symbol)
     UNION ALL
-    SELECT * FROM tail_bars
+    SELECT symbol, minute, open, high, low, close, volume, trade_value, trade_count
+    FROM tail_bars
+    WHERE minute >= $tail_floor AND list_contains($symbols, symbol)
 )
 """
 
+_DATABASE_LOCK = threading.Lock()
+_database: duckdb.DuckDBPyConnection | None = None
+
+
+def _process_database() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB database per process: opening one costs tens of ms, while a
+    cursor on it (a new connection with its own registrations and temp tables) is free."""
+    global _database
+    with _DATABASE_LOCK:
+        if _database is None:
+            _database = duckdb.connect()
+        return _database
+
 
 def connection(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
-    """The snapshot's DuckDB connection (one per snapshot; tables registered zero-copy)."""
+    """The snapshot's DuckDB connection: a cursor on the process database with the
+    snapshot's tables registered zero-copy and the tail's bars computed (once)."""
     if snapshot.connection is None:
-        con = duckdb.connect()
+        con = _process_database().cursor()
         con.execute("SET TimeZone = 'UTC'")
         con.register("ohlcv", snapshot.ohlcv)
         con.register("daily", snapshot.daily)
         con.register("latest", snapshot.latest)
         con.register("tail", snapshot.tail)
+        con.execute(_TAIL_BARS)
         snapshot.connection = con
     return snapshot.connection
 
@@ -119,18 +160,19 @@ def end_to_end_latency(snapshot: Snapshot, minutes: int = LATENCY_MINUTES) -> La
         connection(snapshot)
         .execute(
             """
-            SELECT
-                quantile_cont(date_diff('millisecond', ingest_ts, processed_ts), 0.5),
-                quantile_cont(date_diff('millisecond', ingest_ts, processed_ts), 0.95),
-                count(*)
-            FROM tail
-            WHERE processed_ts >= $since
+            SELECT quantile_cont(latency_ms, [0.5, 0.95]), count(*)
+            FROM (
+                SELECT epoch_ms(processed_ts) - epoch_ms(ingest_ts) AS latency_ms
+                FROM tail
+                WHERE processed_ts >= $since
+            )
             """,
             {"since": snapshot.now - dt.timedelta(minutes=minutes)},
         )
         .fetchone()
     )
-    return Latency(row[0], row[1], int(row[2]))
+    p50, p95 = row[0] if row[0] is not None else (None, None)
+    return Latency(p50, p95, int(row[1]))
 
 
 # --- symbols and tiles ------------------------------------------------------------------
@@ -144,7 +186,7 @@ def symbols_present(snapshot: Snapshot) -> list[str]:
             """
             SELECT DISTINCT symbol FROM (
                 SELECT symbol FROM ohlcv UNION ALL SELECT symbol FROM latest
-                UNION ALL SELECT symbol FROM daily UNION ALL SELECT symbol FROM tail
+                UNION ALL SELECT symbol FROM daily UNION ALL SELECT symbol FROM tail_bars
             )
             ORDER BY symbol
             """
@@ -166,13 +208,12 @@ def price_tiles(snapshot: Snapshot, symbols: list[str]) -> pd.DataFrame:
             SELECT * FROM bars WHERE minute >= $day_start AND minute < $day_end
         ),
         last_trade AS (
-            SELECT symbol, arg_max(price, (trade_ts, kafka_partition, kafka_offset)) AS price,
+            SELECT symbol, arg_max(price, (trade_ts, from_tail)) AS price,
                    max(trade_ts) AS trade_ts
             FROM (
-                SELECT symbol, price, trade_ts, -1 AS kafka_partition, -1 AS kafka_offset
-                FROM latest
+                SELECT symbol, price, trade_ts, false AS from_tail FROM latest
                 UNION ALL
-                SELECT symbol, price, trade_ts, kafka_partition, kafka_offset FROM tail
+                SELECT symbol, close, last_ts, true FROM tail_bars
             )
             WHERE trade_ts >= $day_start AND trade_ts < $day_end
             GROUP BY symbol
@@ -259,20 +300,36 @@ def normalized_prices(snapshot: Snapshot, symbols: list[str], window: Window) ->
 
 
 def trade_tape(snapshot: Snapshot, symbol: str, limit: int = TRADE_TAPE_ROWS) -> pd.DataFrame:
-    """The most recent trades of one symbol in the lake tail, newest first."""
-    return _frame(
-        snapshot,
+    """The most recent trades of one symbol in the lake tail, newest first.
+
+    The tail's bars tell from which minute on the symbol has ``limit`` trades; passing that
+    minute as a bound parameter lets DuckDB push ``trade_ts >= since`` into the Arrow scan,
+    so the top-N sort sees a few hundred rows instead of the whole tail.
+    """
+    con = connection(snapshot)
+    since = con.execute(
+        """
+        SELECT max(minute) FROM (
+            SELECT minute, sum(trade_count) OVER (ORDER BY minute DESC) AS newer_trades
+            FROM tail_bars
+            WHERE symbol = $symbol
+        )
+        WHERE newer_trades >= $limit
+        """,
+        {"symbol": symbol, "limit": limit},
+    ).fetchone()[0]
+    return con.execute(
         """
         SELECT trade_ts, symbol, price, volume, trade_value, conditions,
-               date_diff('millisecond', ingest_ts, processed_ts) AS latency_ms,
+               epoch_ms(processed_ts) - epoch_ms(ingest_ts) AS latency_ms,
                kafka_partition, kafka_offset
         FROM tail
-        WHERE symbol = $symbol
+        WHERE symbol = $symbol AND trade_ts >= coalesce($since, '-infinity'::TIMESTAMPTZ)
         ORDER BY trade_ts DESC, kafka_partition DESC, kafka_offset DESC
         LIMIT $limit
         """,
-        {"symbol": symbol, "limit": limit},
-    )
+        {"symbol": symbol, "limit": limit, "since": since},
+    ).df()
 
 
 def daily_stats(snapshot: Snapshot, day: dt.date) -> pd.DataFrame:
