@@ -6,8 +6,11 @@ tail and earlier bars from the published summary.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 
+import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -23,6 +26,7 @@ from tests.streamlit_app.dashboard_seed import (
     BTC,
     NOW,
     UTC,
+    Trade,
     daily_table,
     lake_table,
     latest_table,
@@ -186,3 +190,127 @@ def test_normalized_prices() -> None:
 def test_schemas_of_the_fixture_match_the_contracts() -> None:
     assert ohlcv_table(NOW).schema == summaries.SCHEMAS[summaries.OHLCV_1M]
     assert latest_table(NOW).schema == summaries.SCHEMAS[summaries.LATEST_PRICES]
+
+
+# --- the shared tail bars and the process-wide database ---------------------------------
+
+
+def test_trade_tape_longer_than_the_tail_returns_every_trade() -> None:
+    tape = analytics.trade_tape(snapshot(), BTC, limit=50)
+    # 14:15:30 lies before the tail's first full minute and still belongs to the tape
+    assert tape["price"].tolist() == [106.0, 104.0, 105.0, 103.0, 101.0]
+    assert tape["trade_ts"].iloc[-1] == at(14, 15, 30)
+
+
+def test_trade_tape_same_millisecond_ordered_by_offset() -> None:
+    tape = analytics.trade_tape(snapshot(), BRK, limit=1)
+    assert rows(tape, ["price", "kafka_offset"]) == [(51.0, 8)]
+
+
+def test_symbol_traded_only_before_the_tail_floor() -> None:
+    """A trade in the tail's partial first minute counts for the latest price, freshness
+    and the symbol list, but not for the bars (that minute comes from the summary)."""
+    snap = snapshot()
+    eth = "BINANCE:ETHUSDT"
+    extra = tail_trades(NOW)[:0]
+    extra.append(Trade(eth, at(14, 15, 40).to_pydatetime(), 3000.0, 2.0, 1, partition=2))
+    snap.tail = pa.concat_tables(
+        [snap.tail, lake_table(extra).select(TAIL_COLUMNS).cast(TAIL_SCHEMA)]
+    )
+    assert eth in analytics.symbols_present(snap)
+    tile = analytics.price_tiles(snap, [eth]).set_index("symbol").loc[eth]
+    assert (tile["price"], tile["trade_ts"]) == (3000.0, at(14, 15, 40))
+    assert list(tile["sparkline"]) == []  # no bar: the partial minute is not the tail's
+    assert analytics.candles(snap, eth, resolve(WindowChoice.TODAY, NOW)).empty
+
+
+def test_tail_wins_a_tie_with_the_latest_prices_summary() -> None:
+    snap = snapshot()
+    day = NOW.date()
+    tie = pa.table(
+        {
+            "trade_date": [day],
+            "symbol": [BTC],
+            "price": [999.0],
+            "volume": [1.0],
+            "trade_ts": [at(14, 30, 5).to_pydatetime()],
+            "computed_ts": [NOW],
+        }
+    ).cast(summaries.SCHEMAS[summaries.LATEST_PRICES])
+    snap.latest = pa.concat_tables([latest_table(NOW), tie])
+    tile = analytics.price_tiles(snap, [BTC]).set_index("symbol").loc[BTC]
+    assert tile["price"] == 106.0
+
+
+def test_snapshots_on_the_process_database_do_not_see_each_other() -> None:
+    with_tail, without_tail = snapshot(), snapshot(with_tail=False)
+    today = resolve(WindowChoice.TODAY, NOW)
+    first = analytics.candles(with_tail, BTC, today)
+    assert analytics.candles(without_tail, BTC, today)["close"].tolist() == [101.0, 101.0, 1.0]
+    assert analytics.candles(with_tail, BTC, today).equals(first)
+
+    def tiles(snap: Snapshot) -> list[float]:
+        return analytics.price_tiles(snap, [BTC])["price"].tolist()
+
+    snaps = [snapshot(with_tail=i % 2 == 0) for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        prices = list(pool.map(tiles, snaps))
+    assert prices == [[106.0] if i % 2 == 0 else [100.5] for i in range(8)]
+
+
+# The definition the dashboard's bars must match: per symbol and minute, open/close are
+# the first/last trade by (trade_ts, kafka_partition, kafka_offset).
+REFERENCE_BARS = """
+SELECT symbol, time_bucket(INTERVAL 1 minute, trade_ts) AS minute,
+    arg_min(price, (trade_ts, kafka_partition, kafka_offset)) AS open,
+    max(price) AS high, min(price) AS low,
+    arg_max(price, (trade_ts, kafka_partition, kafka_offset)) AS close,
+    sum(volume) AS volume, count(*) AS trade_count
+FROM tail WHERE trade_ts >= $floor GROUP BY ALL ORDER BY symbol, minute
+"""
+
+
+def test_tail_bars_match_the_reference_on_ties_and_extreme_offsets() -> None:
+    """Many trades per millisecond, partitions and offsets up to their type's limits: the
+    packed ordering key must order them exactly like (trade_ts, partition, offset)."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    start_ms = int((NOW - dt.timedelta(minutes=15)).timestamp() * 1000)
+    ts = start_ms + rng.integers(0, 15 * 60_000, n) // 997 * 997  # coarse: many ties
+    partition = rng.choice([0, 1, 7, 2**31 - 1], n).astype(np.int32)
+    offset = rng.choice([0, 1, 2**40, 2**63 - 1], n) - rng.integers(0, 3, n)
+    offset = np.maximum(offset, 0).astype(np.int64)
+    as_ts = pa.array(ts, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+    tail = pa.table(
+        {
+            "symbol": rng.choice([BTC, BRK], n),
+            "price": rng.integers(1, 1000, n).astype(float),
+            "volume": np.ones(n),
+            "trade_value": np.ones(n),
+            "trade_ts": as_ts,
+            "ingest_ts": as_ts,
+            "processed_ts": as_ts,
+            "conditions": pa.nulls(n, pa.list_(pa.string())),
+            "kafka_partition": partition,
+            "kafka_offset": offset,
+        }
+    ).cast(TAIL_SCHEMA)
+    snap = empty_snapshot(NOW)
+    snap.tail, snap.tail_cutoff = tail, NOW - dt.timedelta(minutes=15)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("tail", tail)
+    floor = dt.datetime(2026, 3, 10, 14, 16, tzinfo=UTC)
+    expected = con.execute(REFERENCE_BARS, {"floor": floor}).df()
+    window = resolve(WindowChoice.LAST_15_MIN, NOW)
+    columns = ["minute", "open", "high", "low", "close", "volume", "trade_count"]
+    for symbol in (BTC, BRK):
+        got = analytics.candles(snap, symbol, window)
+        want = expected[expected["symbol"] == symbol]
+        assert rows(got, columns) == rows(want, columns)
+    last = con.execute(
+        "SELECT symbol, arg_max(price, (trade_ts, kafka_partition, kafka_offset)) "
+        "FROM tail GROUP BY symbol ORDER BY symbol"
+    ).fetchall()
+    tiles = analytics.price_tiles(snap, [BRK, BTC])
+    assert rows(tiles, ["symbol", "price"]) == sorted(last)
