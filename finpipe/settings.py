@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     freshness_fail_seconds: int = Field(default=600, gt=0, alias="FRESHNESS_FAIL_SECONDS")
     alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
     summaries_start_date: str = Field(default="2026-01-01", alias="SUMMARIES_START_DATE")
+    # Dagster's run/event/schedule storage on PostgreSQL instead of SQLite files under
+    # DAGSTER_HOME; dagster.yaml names the variable, never the value.
+    dagster_postgres_url: SecretStr | None = Field(default=None, alias="DAGSTER_POSTGRES_URL")
 
     # --- dashboard --------------------------------------------------------------------
     dashboard_refresh_seconds: float = Field(
@@ -124,6 +127,7 @@ class Settings(BaseSettings):
         "s3_access_key",
         "s3_secret_key",
         "simulator_token",
+        "dagster_postgres_url",
         mode="before",
     )
     @classmethod
@@ -169,6 +173,34 @@ class Settings(BaseSettings):
         if parsed.scheme not in {"http", "https", "ws", "wss"} or not parsed.hostname:
             raise ValueError(f"'{value}' is not a URL like http://localhost:9000")
         return value.rstrip("/")
+
+    @field_validator("dagster_postgres_url")
+    @classmethod
+    def _check_postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        parsed = urllib.parse.urlsplit(value.get_secret_value())
+        # The error never repeats the value: it may hold a password.
+        if parsed.scheme not in {"postgresql", "postgresql+psycopg2"}:
+            raise ValueError(
+                "must start with postgresql:// (e.g. postgresql://dagster:PASSWORD@db:5432/"
+                "dagster); postgres:// is not accepted by SQLAlchemy"
+            )
+        try:
+            parsed.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(
+                "has an invalid port; use postgresql://USER:PASSWORD@HOST:PORT/DB"
+            ) from None
+        # A Unix socket is named by ?host=/run/postgresql instead of the URL's host.
+        if not (parsed.hostname or "host=" in parsed.query) or not parsed.path.strip("/"):
+            raise ValueError(
+                "must name a host and a database: postgresql://USER:PASSWORD@HOST:PORT/DB"
+            )
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed:
+        # name the driver dagster-postgres ships (psycopg2) so the URL works as written.
+        driver = "postgresql+psycopg2"
+        return SecretStr(driver + value.get_secret_value().removeprefix(parsed.scheme))
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -54,7 +54,11 @@ def _http_ok(url: str) -> bool:
 
 
 def _dagster_env(settings: Settings) -> dict[str, str]:
-    return {"DAGSTER_HOME": str(settings.dagster_home)}
+    env = {"DAGSTER_HOME": str(settings.dagster_home)}
+    if settings.dagster_postgres_url is not None:
+        # dagster.yaml reads it with `env:` and it may be set in .env only (never logged).
+        env["DAGSTER_POSTGRES_URL"] = settings.dagster_postgres_url.get_secret_value()
+    return env
 
 
 def simulator_process(settings: Settings) -> ManagedProcess:
