@@ -21,18 +21,22 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime as dt
+import importlib.util
 import io
 import itertools
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import duckdb
 import numpy as np
@@ -237,7 +241,11 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
+    return _percentiles(samples)
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    samples = sorted(samples)
     p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
     return statistics.median(samples), p95
 
@@ -254,41 +262,127 @@ def once(name: str, fn: Callable[[], object]) -> object:
     return result
 
 
-def page_queries(store: Store, now: dt.datetime, repeats: int) -> None:
+def load_baseline(rev: str) -> ModuleType:
+    """``streamlit_app/analytics.py`` as of git revision ``rev``, importable next to the
+    current one, so both are timed on the same snapshot in the same run."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:streamlit_app/analytics.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "baseline_analytics.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("baseline_analytics", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed_pair(
+    current: Callable[[], object], baseline: Callable[[], object], repeats: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(p50, p95) of both, alternating one call of each so both see the same load."""
+    samples: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, out in ((current, samples[0]), (baseline, samples[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+    return _percentiles(samples[0]), _percentiles(samples[1])
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min)"
+
+
+def page_queries(
+    store: Store, now: dt.datetime, repeats: int, baseline: ModuleType | None = None
+) -> None:
     symbols = list(DEFAULT_TICKERS)
     windows = {c: resolve(c, now, now.date() - dt.timedelta(days=1)) for c in WindowChoice}
     days = sorted({d for w in windows.values() for d in w.days})
     snap = store.snapshot(days, now)
     print(f"snapshot: tail {snap.tail.num_rows:,} rows, ohlcv {snap.ohlcv.num_rows:,} rows")
+    print(load(), flush=True)
     report("snapshot I/O, warm (summaries + tail)", *timed(lambda: store.snapshot(days, now), 10))
+    old_snap = dataclasses.replace(snap, connection=None)
+    modules = {"current": (analytics, snap)}
+    if baseline is not None:
+        modules["baseline"] = (baseline, old_snap)
 
-    def connect() -> object:
-        snap.connection = None
-        return analytics.connection(snap)
+    def connect(which: str) -> Callable[[], object]:
+        module, s = modules[which]
 
-    # The page opens one DuckDB connection per refresh and runs all its queries on it.
-    report("DuckDB connection + register snapshot", *timed(connect, repeats))
+        def run() -> object:
+            s.connection = None
+            return module.connection(s)
 
-    def fresh() -> object:
-        return snap
+        return run
 
-    queries: dict[str, Callable[[], object]] = {
-        "lake_freshness": lambda: analytics.lake_freshness(fresh()),
-        "end_to_end_latency": lambda: analytics.end_to_end_latency(fresh()),
-        "symbols_present": lambda: analytics.symbols_present(fresh()),
-        "price_tiles (7 symbols)": lambda: analytics.price_tiles(fresh(), symbols),
-        "trade_tape": lambda: analytics.trade_tape(fresh(), symbols[0]),
-        "daily_stats": lambda: analytics.daily_stats(fresh(), now.date()),
+    def refresh(which: str) -> Callable[[], object]:
+        """Everything the page queries in one refresh (window "Last 15 min"), from a new
+        snapshot connection: what a user waits for, besides the I/O and the rendering."""
+        module, s = modules[which]
+        window = windows[WindowChoice.LAST_15_MIN]
+
+        def run() -> object:
+            s.connection = None
+            module.lake_freshness(s)
+            module.end_to_end_latency(s)
+            module.symbols_present(s)
+            module.price_tiles(s, symbols)
+            module.candles(s, symbols[0], window)
+            module.trade_tape(s, symbols[0])
+            module.daily_stats(s, now.date())
+            return module.normalized_prices(s, symbols[:4], window)
+
+        return run
+
+    def query(name: str) -> Callable[[str], Callable[[], object]]:
+        def bind(which: str) -> Callable[[], object]:
+            module, s = modules[which]
+            return lambda: queries[name](module, s)
+
+        return bind
+
+    queries: dict[str, Callable[[ModuleType, object], object]] = {
+        "lake_freshness": lambda m, s: m.lake_freshness(s),
+        "end_to_end_latency": lambda m, s: m.end_to_end_latency(s),
+        "symbols_present": lambda m, s: m.symbols_present(s),
+        "price_tiles (7 symbols)": lambda m, s: m.price_tiles(s, symbols),
+        "trade_tape": lambda m, s: m.trade_tape(s, symbols[0]),
+        "daily_stats": lambda m, s: m.daily_stats(s, now.date()),
     }
     for choice, window in windows.items():
-        queries[f"candles ({choice.value})"] = lambda w=window: analytics.candles(
-            fresh(), symbols[0], w
+        queries[f"candles ({choice.value})"] = lambda m, s, w=window: m.candles(s, symbols[0], w)
+        queries[f"normalized_prices 4 symbols ({choice.value})"] = lambda m, s, w=window: (
+            m.normalized_prices(s, symbols[:4], w)
         )
-        queries[f"normalized_prices 4 symbols ({choice.value})"] = lambda w=window: (
-            analytics.normalized_prices(fresh(), symbols[:4], w)
+    # Warm both connections once: the queries below run on the snapshot's connection, as
+    # the page runs all its queries of one refresh on one connection.
+    for module, s in modules.values():
+        module.connection(s)
+    measured: list[tuple[str, Callable[[str], Callable[[], object]], float | None]] = [
+        ("snapshot connection (once per refresh)", connect, None),
+        *((name, query(name), 50.0) for name in queries),
+        ("all queries of one refresh, new connection", refresh, None),
+    ]
+    for name, make, target in measured:
+        if baseline is None:
+            report(name, *timed(make("current"), repeats), target=target)
+            continue
+        (c50, c95), (b50, b95) = timed_pair(make("current"), make("baseline"), repeats)
+        verdict = "" if target is None else ("  ok" if c95 <= target else f"  OVER {target:g} ms")
+        print(
+            f"{name:<48} p50 {c50:8.1f} ms  p95 {c95:8.1f} ms   baseline p50 {b50:8.1f} ms  "
+            f"p95 {b95:8.1f} ms   p50 x{b50 / c50:5.1f}{verdict}",
+            flush=True,
         )
-    for name, fn in queries.items():
-        report(name, *timed(fn, repeats), target=50)
+    print(load(), flush=True)
 
 
 def page_render(settings: Settings, repeats: int) -> None:
@@ -405,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="leave the objects in place")
     parser.add_argument("--skip-raw", action="store_true", help="compacted layout only")
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REV",
+        help="also time streamlit_app/analytics.py of this revision, interleaved, same snapshot",
+    )
+    parser.add_argument("--skip-render", action="store_true", help="no AppTest page render")
     args = parser.parse_args(argv)
 
     base = load_settings()
@@ -420,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     local = pafs.SubTreeFileSystem(str(local_dir), pafs.LocalFileSystem())
     now = dt.datetime.now(dt.UTC)
     print(f"store {base.s3_endpoint_url} bucket {base.s3_bucket} prefix {root}/; local {local_dir}")
-    print(f"{os.cpu_count()} cores")
+    print(f"{os.cpu_count()} cores; {load()}")
     try:
         table = once(
             f"generate {args.trades:,} trades (24 h to now)",
@@ -431,8 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         once("build + publish summaries (DuckDB)", lambda: build_summaries(compacted, table))
         store = Store(compacted)
         once("snapshot cold (summaries + tail)", lambda: store.snapshot([now.date()], now))
-        page_queries(store, dt.datetime.now(dt.UTC), args.repeats)
-        page_render(compacted, max(5, args.repeats // 6))
+        baseline = load_baseline(args.baseline) if args.baseline else None
+        page_queries(store, dt.datetime.now(dt.UTC), args.repeats, baseline)
+        if not args.skip_render:
+            page_render(compacted, max(5, args.repeats // 6))
+            print(load(), flush=True)
         if not args.skip_raw:
             once(
                 "write compacted lake on local disk",
