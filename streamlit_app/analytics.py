@@ -82,21 +82,25 @@ _DATABASE_LOCK = threading.Lock()
 _database: duckdb.DuckDBPyConnection | None = None
 
 
-def _process_database() -> duckdb.DuckDBPyConnection:
-    """One in-memory DuckDB database per process: opening one costs tens of ms, while a
-    cursor on it (a new connection with its own registrations and temp tables) is free."""
+def _cursor() -> duckdb.DuckDBPyConnection:
+    """A new connection to the process's in-memory DuckDB database.
+
+    Opening a database costs tens of ms; a cursor on an open one (a connection of its own,
+    with its own registrations, temp tables and settings, usable from another thread) costs
+    microseconds. The database is created on first use and lives as long as the process.
+    """
     global _database
     with _DATABASE_LOCK:
         if _database is None:
             _database = duckdb.connect()
-        return _database
+        return _database.cursor()
 
 
 def connection(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
     """The snapshot's DuckDB connection: a cursor on the process database with the
     snapshot's tables registered zero-copy and the tail's bars computed (once)."""
     if snapshot.connection is None:
-        con = _process_database().cursor()
+        con = _cursor()
         con.execute("SET TimeZone = 'UTC'")
         con.register("ohlcv", snapshot.ohlcv)
         con.register("daily", snapshot.daily)
