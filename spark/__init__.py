@@ -2,9 +2,9 @@
 
 Modules, in the order a record flows through them:
 
-* ``schema``     - the Spark schema and validity rules, derived from ``contracts.TradeRecord``;
-* ``transform``  - parse and enrich (trade_value, UTC timestamps, trade_date, Kafka coordinates);
-  invalid records are kept with a reason, never dropped;
+* ``parse``      - decode each Kafka value with the contract's own validator (msgspec
+  ``TradeRecord``), enrich (trade_value, trade_date, Kafka coordinates); invalid records
+  are kept with a reason, never dropped; ``transform`` runs it in Spark's Python workers;
 * ``sink``       - ``foreachBatch``: shuffle by (trade_date, symbol), executors write;
 * ``lake_files`` - pure pyarrow: one object per partition per batch, named by the batch id,
   rows sorted by Kafka coordinates, exact ``contracts.LAKE_SCHEMA``; rejects go to

@@ -12,28 +12,10 @@ import pyarrow.parquet as pq
 
 from finpipe import contracts
 from spark.lake_files import REJECTS_KIND, LakeLocation, write_batch_rows
+from spark.parse import PREPARED_SCHEMA
 
 DAY = dt.date(2026, 3, 2)
 DAY_MS = int(dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp() * 1000)
-PREPARED = pa.schema(
-    [
-        ("valid", pa.bool_()),
-        ("reject_reason", pa.string()),
-        ("symbol", pa.string()),
-        ("price", pa.float64()),
-        ("volume", pa.float64()),
-        ("trade_value", pa.float64()),
-        ("trade_ts_ms", pa.int64()),
-        ("ingest_ts_ms", pa.int64()),
-        ("conditions", pa.list_(pa.string())),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("trade_date", pa.date32()),
-        ("kafka_timestamp", pa.int64()),
-        ("key", pa.string()),
-        ("value", pa.string()),
-    ]
-)
 
 
 def _trade(symbol: str, partition: int, offset: int, day: dt.date = DAY) -> dict[str, object]:
@@ -75,7 +57,7 @@ ROWS = [
 
 
 def _write(tmp_path: Path, rows: list[dict[str, object]], batch_id: int = 7):  # type: ignore[no-untyped-def]
-    table = pa.Table.from_pylist(rows, schema=PREPARED)
+    table = pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
     return write_batch_rows(
         table.to_batches(max_chunksize=10),
         location=LakeLocation(str(tmp_path), "lake"),
