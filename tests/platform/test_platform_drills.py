@@ -133,11 +133,13 @@ def stream_pids(name: str) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"finpipe-{name}" in cmdline and f"KAFKA_TOPIC={topic}".encode() in environ:
+        # The console script itself, not the JVM or Python workers it spawns.
+        is_script = any(arg.rsplit("/", 1)[-1] == f"finpipe-{name}" for arg in argv[:2])
+        if is_script and f"KAFKA_TOPIC={topic}".encode() in environ:
             found.append(int(proc.name))
     return found
 
@@ -213,8 +215,11 @@ def test_dagster_shows_lineage_and_freshness(stack: Settings) -> None:
     for summary in ("ohlcv_1m", "daily_symbol_stats", "latest_prices"):
         assert "processed_trades" in deps[summary]
     assert graph["processed_trades"]["freshnessPolicy"] is not None
-    screenshot(f"http://127.0.0.1:{stack.dagster_port}/asset-groups", "dagster-lineage.png",
-               wait_text="processed_trades")  # fmt: skip
+    page = "assets/processed_trades?view=lineage&lineageScope=neighbors"
+    text = screenshot(f"http://127.0.0.1:{stack.dagster_port}/{page}", "dagster-lineage.png",
+                      wait_text="ohlcv_1m")  # fmt: skip
+    for key in ("stock_ticks", "processed_trades", "daily_symbol_stats", "latest_prices"):
+        assert key in text
 
 
 def test_dashboard_shows_the_produced_symbols(stack: Settings) -> None:
@@ -245,10 +250,11 @@ def screenshot(url: str, name: str, *, wait_text: str, wait_selector: str | None
             page.get_by_text(wait_text).first.wait_for(timeout=120_000)
             if wait_selector:
                 page.locator(wait_selector).first.wait_for(timeout=120_000)
+            page.wait_for_timeout(3000)
             skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit dialog
             if skip.count():
                 skip.first.click()
-            page.wait_for_timeout(3000)
+                page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / name), full_page=True)
             return page.inner_text("body")
         finally:
