@@ -34,7 +34,7 @@ class RunView:
 class Policy:
     stale_heartbeat_seconds: float = 120.0
     startup_grace_seconds: float = 240.0
-    base_backoff_seconds: float = 10.0
+    base_backoff_seconds: float = 5.0
     max_backoff_seconds: float = 600.0
     stable_run_seconds: float = 300.0
     give_up_after_failures: int = 8

@@ -85,7 +85,7 @@ def supervisor_sensor(stream: str, job: JobDefinition) -> SensorDefinition:
     @sensor(
         name=f"{stream}_supervisor",
         job=job,
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=10,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Keeps exactly one live run of {job.name}; restarts it with backoff.",
     )
