@@ -100,6 +100,7 @@ class LakeTail:
         self._fs = filesystem or s3_filesystem(settings)
         self._partitions: dict[str, _Partition] = {}
         self._tables: dict[str, pa.Table] = {}
+        self._oldest: dict[str, dt.datetime] = {}  # oldest trade_ts per table in memory
         self._lock = threading.Lock()
 
     def cutoff(self, now: dt.datetime) -> dt.datetime:
@@ -111,12 +112,34 @@ class LakeTail:
         with self._lock:
             wanted = self._refresh_listing(cutoff, now)
             self._load(wanted, cutoff)
-            tables = [self._tables[key] for key in sorted(wanted)]
+            tables = [self._since(key, cutoff) for key in sorted(wanted)]
         if not tables:
             return TAIL_SCHEMA.empty_table()
-        table = pa.concat_tables(tables)
+        return pa.concat_tables(tables)
+
+    def _since(self, key: str, cutoff: dt.datetime) -> pa.Table:
+        """The object's rows from ``cutoff`` on, trimmed in memory for the next reads.
+
+        Only objects holding rows older than the cutoff are filtered (the cutoff only moves
+        forward): filtering the whole tail on every refresh cost ~50 ms of CPU for ~1,300
+        micro-batch objects, most of which need no filtering.
+        """
+        oldest = self._oldest.get(key)
+        if oldest is None or oldest >= cutoff:
+            return self._tables[key]
+        table = self._tables[key]
         since = pa.scalar(cutoff, TAIL_SCHEMA.field("trade_ts").type)
-        return table.filter(pc.greater_equal(table["trade_ts"], since))
+        table = table.filter(pc.greater_equal(table["trade_ts"], since))
+        self._remember(key, table)
+        return table
+
+    def _remember(self, key: str, table: pa.Table) -> None:
+        self._tables[key] = table
+        oldest = pc.min(table["trade_ts"]).as_py() if table.num_rows else None
+        if oldest is None:
+            self._oldest.pop(key, None)
+        else:
+            self._oldest[key] = oldest
 
     # --- listing ------------------------------------------------------------------------
 
@@ -143,6 +166,7 @@ class LakeTail:
         for key in list(self._tables):
             if key not in wanted:
                 del self._tables[key]
+                self._oldest.pop(key, None)
         return wanted
 
     def _list_partitions(self, day_prefix: str) -> list[str]:
@@ -208,5 +232,5 @@ class LakeTail:
         for tagged in scanner.scan_batches():
             batches[tagged.fragment.path.removeprefix(bucket_prefix)].append(tagged.record_batch)
         for key, parts in batches.items():
-            self._tables[key] = pa.Table.from_batches(parts, schema=TAIL_SCHEMA)
+            self._remember(key, pa.Table.from_batches(parts, schema=TAIL_SCHEMA))
         log.debug("lake_tail.loaded", files=len(missing))

@@ -12,6 +12,7 @@ from finpipe import contracts
 from finpipe.lake import s3_filesystem
 from finpipe.settings import Settings
 from streamlit_app import analytics
+from streamlit_app.lake_tail import LakeTail
 from streamlit_app.store import Store, StoreUnavailable
 from streamlit_app.windows import WindowChoice, resolve
 from tests.streamlit_app.dashboard_seed import (
@@ -104,3 +105,28 @@ def test_missing_prefixes_are_empty_not_errors(infrastructure: Settings) -> None
     assert snap.tail.num_rows == 0 and snap.ohlcv.num_rows == 0
     assert analytics.lake_freshness(snap).age_seconds is None
     assert store.available_days() == []
+
+
+def test_an_object_straddling_the_cutoff_is_trimmed(infrastructure: Settings) -> None:
+    """One micro-batch with an old and a recent trade: once the window moves past the old
+    one, reads return the recent row only, and only that row stays in memory."""
+    settings = unique_settings(infrastructure)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    trades = [
+        Trade(BTC, now - dt.timedelta(minutes=14), 100.0, 1.0, 1),
+        Trade(BTC, now - dt.timedelta(minutes=1), 101.0, 1.0, 2),
+    ]
+    folder = contracts.partition_dir(now.date().isoformat(), BTC)
+    key = f"{settings.lake_prefix}/{folder}/{contracts.batch_file_name(1)}"
+    with s3_filesystem(settings).open_output_stream(f"{settings.s3_bucket}/{key}") as out:
+        pq.write_table(lake_table(trades), out)
+    tail = LakeTail(settings, minutes=15)
+    assert tail.read(now)["price"].to_pylist() == [100.0, 101.0]
+    later = now + dt.timedelta(minutes=5)
+    assert tail.read(later)["price"].to_pylist() == [101.0]
+    assert tail.read(later)["price"].to_pylist() == [101.0]
+    assert tail._tables[key].num_rows == 1
+    # the boundary is inclusive: a trade exactly at the cutoff stays
+    edge = now - dt.timedelta(minutes=1) + dt.timedelta(minutes=15)
+    assert tail.read(edge)["price"].to_pylist() == [101.0]
+    assert tail.read(edge + dt.timedelta(milliseconds=1)).num_rows == 0
