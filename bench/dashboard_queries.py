@@ -50,7 +50,7 @@ from finpipe import contracts, summaries
 from finpipe.lake import lake_dataset
 from finpipe.settings import DEFAULT_TICKERS, Settings, load_settings
 from streamlit_app import analytics
-from streamlit_app.lake_tail import TAIL_COLUMNS, LakeTail, s3_client
+from streamlit_app.lake_tail import RELIST_SECONDS, TAIL_COLUMNS, LakeTail, s3_client
 from streamlit_app.store import Store
 from streamlit_app.windows import WindowChoice, resolve
 
@@ -262,19 +262,19 @@ def once(name: str, fn: Callable[[], object]) -> object:
     return result
 
 
-def load_baseline(rev: str) -> ModuleType:
-    """``streamlit_app/analytics.py`` as of git revision ``rev``, importable next to the
+def load_baseline(rev: str, module: str = "analytics") -> ModuleType:
+    """``streamlit_app/<module>.py`` as of git revision ``rev``, importable next to the
     current one, so both are timed on the same snapshot in the same run."""
     source = subprocess.run(
-        ["git", "show", f"{rev}:streamlit_app/analytics.py"],
+        ["git", "show", f"{rev}:streamlit_app/{module}.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    path = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "baseline_analytics.py"
+    path = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / f"baseline_{module}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("baseline_analytics", path)
+    spec = importlib.util.spec_from_file_location(f"baseline_{module}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -482,7 +482,10 @@ def lake_reads(
 
 
 def lake_tail_raw(
-    raw: Settings, parts: dict[tuple[dt.date, str], pa.Table], now: dt.datetime
+    raw: Settings,
+    parts: dict[tuple[dt.date, str], pa.Table],
+    now: dt.datetime,
+    baseline: ModuleType | None = None,
 ) -> None:
     """The dashboard's incremental tail over raw micro-batches on the store: the last
     15 minutes of the day as objects (cold read), then one new micro-batch (a refresh)."""
@@ -495,6 +498,11 @@ def lake_tail_raw(
         "LakeTail cold: list + read the 15 min", lambda: tail.read(dt.datetime.now(dt.UTC))
     )
     print(f"  ({first.num_rows:,} rows)")
+    # All objects were just written; LakeTail relists objects younger than RELIST_SECONDS
+    # on every refresh, which a steady stream never has more than ~30 s of. Let them age
+    # so the refreshes below list what a running pipeline's refresh lists.
+    time.sleep(RELIST_SECONDS + 1)
+    tail.read(dt.datetime.now(dt.UTC))
     batch_ts = dt.datetime.now(dt.UTC)
     rows = len(DEFAULT_TICKERS)
     new_batch = pa.table(
@@ -515,7 +523,16 @@ def lake_tail_raw(
     )
     write_raw(raw, partitions(new_batch))
     once("LakeTail refresh: one new micro-batch", lambda: tail.read(dt.datetime.now(dt.UTC)))
-    report("LakeTail refresh, nothing new", *timed(lambda: tail.read(dt.datetime.now(dt.UTC)), 10))
+    if baseline is None:
+        refresh = timed(lambda: tail.read(dt.datetime.now(dt.UTC)), 20)
+        report("LakeTail refresh, nothing new", *refresh)
+        return
+    old = baseline.LakeTail(raw)
+    old.read(dt.datetime.now(dt.UTC))
+    pair = timed_pair(
+        lambda: tail.read(dt.datetime.now(dt.UTC)), lambda: old.read(dt.datetime.now(dt.UTC)), 20
+    )
+    report_pair("LakeTail refresh, nothing new", *pair, target=None)
 
 
 def cleanup(settings: Settings, root: str) -> None:
@@ -539,10 +556,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also time streamlit_app/analytics.py of this revision, interleaved, same snapshot",
     )
     parser.add_argument("--skip-render", action="store_true", help="no AppTest page render")
+    parser.add_argument(
+        "--tail-only", action="store_true", help="only the LakeTail section over raw objects"
+    )
     args = parser.parse_args(argv)
 
     base = load_settings()
     baseline = load_baseline(args.baseline) if args.baseline else None
+    tail_baseline = load_baseline(args.baseline, "lake_tail") if args.baseline else None
     root = f"bench-dashboard-{uuid.uuid4().hex[:8]}"
 
     def variant(lake: str) -> Settings:
@@ -562,6 +583,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda: generate(args.trades, now, DEFAULT_TICKERS),
         )
         parts = once("split into partitions", lambda: partitions(table))
+        if args.tail_only:
+            lake_tail_raw(raw, parts, now, tail_baseline)
+            print(load(), flush=True)
+            return 0
         once("write compacted lake on the store", lambda: write_compacted(compacted, parts))
         once("build + publish summaries (DuckDB)", lambda: build_summaries(compacted, table))
         store = Store(compacted)
@@ -578,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             count = once("write raw lake on local disk", lambda: write_raw(raw, parts, local))
             print(f"  raw objects: {count:,}")
             lake_reads(compacted, raw, now, args.repeats, local)
-            lake_tail_raw(raw, parts, now)
+            lake_tail_raw(raw, parts, now, tail_baseline)
     finally:
         shutil.rmtree(local_dir, ignore_errors=True)
         if not args.keep:
