@@ -65,7 +65,7 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
         st.badge(word, color=color)
     with cols[1]:
         value = (
-            f"{latency.p50_ms:,.0f} / {latency.p95_ms:,.0f} ms"
+            f"{latency.p50_ms / 1000:,.1f} / {latency.p95_ms / 1000:,.1f} s"
             if analytics.is_number(latency.p50_ms) and analytics.is_number(latency.p95_ms)
             else "—"
         )
@@ -84,8 +84,8 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
     with cols[4]:
         refreshed = snapshot.summaries_refreshed_at
         st.metric(
-            "Last summary refresh",
-            refreshed.strftime("%H:%M:%S UTC") if refreshed else "—",
+            "Last summary refresh (UTC)",
+            refreshed.strftime("%H:%M:%S") if refreshed else "—",
             help="newest publication of today's summary partitions",
         )
         if refreshed:

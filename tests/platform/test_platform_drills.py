@@ -282,6 +282,7 @@ def _kill_and_wait_for_replacement(stack: Settings, stream: str, timeout: float)
 def test_killed_producer_is_restarted_by_its_supervisor(stack: Settings) -> None:
     took = _kill_and_wait_for_replacement(stack, "producer", 240)
     print(f"producer replaced {took:.0f}s after SIGKILL")
+    assert took <= 60, f"the supervisor took {took:.0f}s to bring the producer back"
     assert len(stream_pids("producer")) == 1
 
 
