@@ -97,6 +97,7 @@ class LakeWatcher(threading.Thread):
         self.seen: set[str] = set()
         self.latencies_ms: list[np.ndarray] = []
         self.rows = 0
+        self.errors = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -104,16 +105,23 @@ class LakeWatcher(threading.Thread):
         # The warm-up's objects are not part of the measurement.
         self.seen = {f.path for f in lake.list_lake_files(self.settings, filesystem=fs)}
         while not self.stop.is_set():
-            for file in lake.list_lake_files(self.settings, filesystem=fs):
-                if file.path in self.seen:
-                    continue
-                visible_ms = time.time() * 1000
-                self.seen.add(file.path)
-                table = pq.read_table(file.path, columns=["ingest_ts"], filesystem=fs)
-                ingest = pc.cast(table["ingest_ts"], "int64").to_numpy()
-                self.latencies_ms.append(visible_ms - ingest)
-                self.rows += len(ingest)
+            try:
+                self._read_new_objects(fs)
+            except OSError as exc:  # a slow S3 answer on a loaded machine: retry, say so
+                self.errors += 1
+                say(f"lake watcher: {exc}")
             self.stop.wait(self.poll)
+
+    def _read_new_objects(self, fs: Any) -> None:
+        for file in lake.list_lake_files(self.settings, filesystem=fs):
+            if file.path in self.seen:
+                continue
+            visible_ms = time.time() * 1000
+            table = pq.read_table(file.path, columns=["ingest_ts"], filesystem=fs)
+            self.seen.add(file.path)
+            ingest = pc.cast(table["ingest_ts"], "int64").to_numpy()
+            self.latencies_ms.append(visible_ms - ingest)
+            self.rows += len(ingest)
 
     def percentiles(self) -> dict[str, float]:
         if not self.latencies_ms:
@@ -256,6 +264,7 @@ def _measure(
         "produced_rate": produced / args.duration,
         "committed_rows": int(beat.get("total_rows", 0)) - warm_rows,
         "lake_rows_seen_by_reader": watcher.rows,
+        "reader_errors": watcher.errors,
         "drained_after_s": round(drained_after, 1),
         "batches": len(steady),
         "rows_per_batch_mean": statistics.fmean(b["rows"] for b in steady) if steady else 0,
