@@ -40,10 +40,10 @@ import msgspec  # noqa: E402
 import websocket  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
+from finpipe.logs import configure_logging  # noqa: E402
 from finpipe.settings import DEFAULT_TICKERS, load_settings  # noqa: E402
 from infra.services import ensure_topics  # noqa: E402
 from producer.app import TradeProducer  # noqa: E402
-from producer.logs import configure_logging  # noqa: E402
 from producer.simulator.market import Market  # noqa: E402
 
 

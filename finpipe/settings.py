@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import urllib.parse
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -256,7 +255,7 @@ class Settings(BaseSettings):
     def lake_uri(self) -> str:
         return f"s3a://{self.s3_bucket}/{self.lake_prefix}"
 
-    @cached_property
+    @property
     def state_dir(self) -> Path:
         return self.home / "state"
 

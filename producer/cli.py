@@ -12,10 +12,10 @@ import sys
 import structlog
 
 from finpipe.health import StreamReporter
+from finpipe.logs import configure_logging
 from finpipe.settings import SettingsError, load_settings
 from producer.app import TradeProducer
 from producer.errors import FatalError
-from producer.logs import configure_logging
 
 EXIT_FATAL = 2
 

@@ -15,9 +15,9 @@ from types import FrameType
 
 import structlog
 
+from finpipe.logs import configure_logging
 from finpipe.settings import SettingsError, load_settings
 from spark.job import StreamingJob
-from spark.logs import configure_logging
 
 
 def main() -> None:

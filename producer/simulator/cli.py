@@ -12,8 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from finpipe.logs import configure_logging
 from finpipe.settings import SettingsError, load_settings
-from producer.logs import configure_logging
 from producer.simulator.faults import FAULT_KINDS
 from producer.simulator.server import SimulatorConfig, SimulatorServer
 

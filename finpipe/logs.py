@@ -1,8 +1,9 @@
-"""Structured logs for the producer and the simulator: one JSON object per line on stderr.
+"""Structured logs of finpipe's processes: one JSON object per line on stderr.
 
-stderr is what Dagster Pipes streams into the run, and JSON lines are what log tools
+stderr is what Dagster Pipes streams into a run, and JSON lines are what log tools
 read. Libraries that log through the standard library (websockets, confluent-kafka's
-Python side) go through the same renderer, so every line of the process is JSON.
+Python side, py4j) go through the same renderer, so every line of the process is JSON.
+Used by the producer, the simulator and the Spark job.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # py4j logs every Spark callback at INFO; only its problems are worth a line.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
