@@ -38,9 +38,14 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child still answers kill(0); its /proc state says it is gone.
+    # A zombie child still answers kill(0): it is gone once its thread-group leader is a
+    # zombie with no thread left. (A JVM's leader can be a zombie while its other threads,
+    # and the sockets they hold, still run.)
     with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+        if fields["State"].strip().startswith("Z") and int(fields["Threads"]) <= 1:
             return False
     return True
 
@@ -154,13 +159,22 @@ class ManagedProcess:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if pid_alive(pid):
+        if not _wait_until_dead(pid, self.stop_timeout):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # stragglers of the group
+        # SIGKILL is not instantaneous: wait, so the ports are free when stop() returns.
+        if not _wait_until_dead(pid, 15.0):
+            raise ServiceError(f"{self.name} (pid {pid}) survived SIGKILL; check `ps {pid}`")
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _wait_until_dead(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
