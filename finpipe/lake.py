@@ -15,6 +15,7 @@ import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow.dataset as ds
@@ -35,6 +36,34 @@ def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
         region=settings.s3_region,
         connect_timeout=3,
         request_timeout=10,
+    )
+
+
+def s3_client(
+    settings: Settings,
+    *,
+    max_attempts: int = 3,
+    connect_timeout: float = 5,
+    read_timeout: float = 30,
+) -> Any:
+    """A boto3 S3 client for listing and object calls (path-style, as MinIO wants).
+    Interactive readers pass short timeouts and one attempt, so they fail fast."""
+    import boto3
+    from botocore.config import Config
+
+    access, secret = settings.s3_credentials
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name=settings.s3_region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        ),
     )
 
 

@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from finpipe.lake import s3_client
 from finpipe.settings import Settings
 from infra import artifacts
 from infra.processes import ManagedProcess, ServiceError, port_open
@@ -241,21 +242,6 @@ def minio_process(settings: Settings) -> ManagedProcess:
         },
         ready=lambda: minio_ready(settings),
         ready_timeout=60,
-    )
-
-
-def s3_client(settings: Settings):  # type: ignore[no-untyped-def]
-    import boto3
-    from botocore.config import Config
-
-    access, secret = settings.s3_credentials
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        region_name=settings.s3_region,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
     )
 
 

@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import structlog
 
-from finpipe import contracts
+from finpipe import contracts, lake
 from finpipe.lake import s3_filesystem
 from finpipe.settings import Settings
 
@@ -63,24 +63,8 @@ class _Partition:
 
 
 def s3_client(settings: Settings) -> Any:
-    """A boto3 client that fails fast: a dashboard must not hang on a dead endpoint."""
-    import boto3
-    from botocore.config import Config
-
-    access, secret = settings.s3_credentials
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        region_name=settings.s3_region,
-        config=Config(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 1},
-            connect_timeout=2,
-            read_timeout=5,
-        ),
-    )
+    """A client that fails fast: a dashboard must not hang on a dead endpoint."""
+    return lake.s3_client(settings, max_attempts=1, connect_timeout=2, read_timeout=5)
 
 
 class LakeTail:
