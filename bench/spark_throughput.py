@@ -256,6 +256,8 @@ def _measure(
     steady = [b for b in batches if b["rows"] > 0][1 + args.skip_batches :]  # 1: warm-up
     durations = [b["batch_duration_ms"] / 1000 for b in steady]
     thirds = max(1, len(lag_samples) // 3)
+    if args.plot:
+        _plot(args, lag_samples, steady, watcher.latencies_ms)
     return {
         "rate_target": args.rate,
         "duration_s": args.duration,
@@ -285,6 +287,50 @@ def _measure(
     }
 
 
+def _plot(
+    args: argparse.Namespace,
+    lag_samples: list[tuple[float, int]],
+    batches: list[dict[str, Any]],
+    latencies_ms: list[np.ndarray],
+) -> None:
+    """Lag over time, batch durations against the trigger, and the latency distribution."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    from plots import save_png  # bench/plots.py, beside this script
+
+    figure = make_subplots(
+        rows=3,
+        cols=1,
+        subplot_titles=(
+            f"lag (produced - committed records) at {args.rate:,} trades/s",
+            "micro-batch duration (s) vs the trigger",
+            "end-to-end latency: producer receive → visible in the lake (s)",
+        ),
+        vertical_spacing=0.1,
+    )
+    figure.add_trace(
+        go.Scatter(x=[t for t, _ in lag_samples], y=[lag for _, lag in lag_samples], name="lag"),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Bar(y=[b["batch_duration_ms"] / 1000 for b in batches], name="batch duration"),
+        row=2,
+        col=1,
+    )
+    figure.add_hline(y=args.trigger, line_dash="dash", row=2, col=1)
+    if latencies_ms:
+        figure.add_trace(
+            go.Histogram(x=np.concatenate(latencies_ms) / 1000, nbinsx=60, name="latency"),
+            row=3,
+            col=1,
+        )
+    figure.update_xaxes(title_text="seconds since production started", row=1, col=1)
+    figure.update_xaxes(title_text="batch", row=2, col=1)
+    figure.update_layout(showlegend=False)
+    say(f"plot written to {save_png(figure, Path(args.plot))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=20_000, help="trades per second")
@@ -296,6 +342,7 @@ def main() -> None:
         "--skip-batches", type=int, default=0, help="first measured batches left out"
     )
     parser.add_argument("--keep", action="store_true", help="keep checkpoint and logs")
+    parser.add_argument("--plot", help="write lag, batch-duration and latency plots to this PNG")
     args = parser.parse_args()
     print(json.dumps(run(args), indent=1, default=float))
 
