@@ -1,8 +1,8 @@
 """Benchmark of the dashboard's reads over one day of 10 million trades.
 
 Generates 24 hours of trades ending now (7 symbols, vectorized), writes them to the
-object store twice under a unique prefix: compacted (one ``compacted.parquet`` per
-partition) and raw (one ``batch-<id>.parquet`` per symbol and 5 s micro-batch, as the
+object store twice under a unique prefix: compacted (one ``compacted-upto-<id>.parquet``
+per partition) and raw (one ``batch-<id>.parquet`` per symbol and 5 s micro-batch, as the
 Spark sink writes them), builds the summaries with DuckDB, then times:
 
 * every query the page runs (``streamlit_app.analytics``), p50/p95 over repeats;
@@ -155,13 +155,19 @@ def write_compacted(
         [
             (
                 f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}/"
-                f"{contracts.COMPACTED_FILE_NAME}",
+                f"{contracts.compacted_file_name(last_batch_id(part))}",
                 part,
             )
             for (day, symbol), part in parts.items()
         ],
         local=local,
     )
+
+
+def last_batch_id(part: pa.Table) -> int:
+    """The raw layout's batch id of the partition's last row (see ``write_raw``)."""
+    newest = pc.max(part["processed_ts"].cast(pa.int64())).as_py()
+    return (newest or 0) // 5_000
 
 
 def write_raw(

@@ -11,8 +11,10 @@ See ``docs/architecture.md`` for the guarantees behind them.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, NamedTuple
 
 import msgspec
 import pyarrow as pa
@@ -27,7 +29,6 @@ SUMMARIES_PREFIX = "summaries"
 # Objects under a `_`-prefixed name are never data: pyarrow, Spark and DuckDB skip them.
 STATUS_PREFIX = "_status"
 SPARK_PROGRESS_KEY = f"{STATUS_PREFIX}/spark_progress.json"
-COMPACTED_FILE_NAME = "compacted.parquet"
 
 TradeSource = Literal["finnhub", "simulator", "replay"]
 
@@ -119,6 +120,47 @@ def symbol_from_partition_value(value: str) -> str:
 def batch_file_name(batch_id: int) -> str:
     """Deterministic object name of one micro-batch's file: a replay overwrites it."""
     return f"batch-{batch_id:012d}.parquet"
+
+
+def compacted_file_name(upto_batch_id: int) -> str:
+    """Name of a partition's compacted file holding every batch up to ``upto_batch_id``."""
+    return f"compacted-upto-{upto_batch_id:012d}.parquet"
+
+
+_BATCH_NAME = re.compile(r"^batch-(\d{12})\.parquet$")
+_COMPACTED_NAME = re.compile(r"^compacted-upto-(\d{12})\.parquet$")
+
+
+class LakeObjectName(NamedTuple):
+    compacted: bool
+    batch_id: int  # the batch's id, or the last batch a compacted file holds
+
+
+def parse_lake_object_name(name: str) -> LakeObjectName | None:
+    """What a partition folder's object is, from its base name; None: not table data."""
+    if found := _BATCH_NAME.match(name):
+        return LakeObjectName(False, int(found[1]))
+    if found := _COMPACTED_NAME.match(name):
+        return LakeObjectName(True, int(found[1]))
+    return None
+
+
+def visible_object_names(names: Iterable[str]) -> list[str]:
+    """The objects of one partition folder that make up the table, sorted: the reading rule.
+
+    The newest compacted file (highest ``upto``) and every batch file written after the
+    batches it holds. Batch files it holds, and older compacted files, are leftovers a
+    compaction is about to delete (or was stopped before deleting): never read them. So a
+    batch that arrives after its day was compacted (late trades, a replayed session) is
+    visible at once, and the next compaction folds it in.
+    """
+    parsed = {name: parse_lake_object_name(name) for name in names}
+    upto = max((p.batch_id for p in parsed.values() if p and p.compacted), default=-1)
+    return sorted(
+        name
+        for name, p in parsed.items()
+        if p and (p.batch_id > upto or (p.compacted and p.batch_id == upto))
+    )
 
 
 # --- rejected input of the Spark query (kept, never dropped) ------------------------------

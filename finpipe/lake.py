@@ -1,9 +1,12 @@
 """The one way finpipe reads the lake table ``processed_trades``.
 
 Used by the asset checks, the DuckDB summaries and the dashboard alike. It lists the
-objects of the wanted partitions and, where a partition holds a compacted file, reads
-only that one, so a compaction that has written its file but not yet deleted the small
-ones never shows a row twice. Objects whose name starts with ``_`` or ``.`` are not data.
+objects of the wanted partitions and keeps, per partition folder, what
+``contracts.visible_object_names`` says make up the table: the newest compacted file and
+the batch files written after it. So a compaction that has written its file but not yet
+deleted the small ones never shows a row twice, and a batch that arrives after its day
+was compacted is not hidden. Any other object (``_``-prefixed status files, temporary
+uploads) is not data.
 
 Outside readers follow the same convention (see ``docs/architecture.md``).
 """
@@ -75,17 +78,15 @@ class LakeFile:
     size: int
 
     @property
-    def is_compacted(self) -> bool:
-        return posixpath.basename(self.path) == contracts.COMPACTED_FILE_NAME
+    def name(self) -> str:
+        return posixpath.basename(self.path)
 
 
 def _partition_values(relative: str) -> tuple[dt.date, str] | None:
     parts = relative.split("/")
     if len(parts) != 3 or not parts[0].startswith("trade_date="):
         return None
-    if not parts[1].startswith("symbol=") or parts[2].startswith(("_", ".")):
-        return None
-    if not parts[2].endswith(".parquet"):
+    if not parts[1].startswith("symbol=") or contracts.parse_lake_object_name(parts[2]) is None:
         return None
     try:
         day = dt.date.fromisoformat(parts[0].removeprefix("trade_date="))
@@ -118,18 +119,17 @@ def list_lake_files(
             values = _partition_values(info.path[len(root) + 1 :])
             if values is not None:
                 found.append(LakeFile(info.path, values[0], values[1], info.size or 0))
-    return _prefer_compacted(found)
+    return _visible(found)
 
 
-def _prefer_compacted(files: list[LakeFile]) -> list[LakeFile]:
-    by_partition: dict[tuple[dt.date, str], list[LakeFile]] = defaultdict(list)
+def _visible(files: list[LakeFile]) -> list[LakeFile]:
+    by_partition: dict[tuple[dt.date, str], dict[str, LakeFile]] = defaultdict(dict)
     for file in files:
-        by_partition[(file.trade_date, file.symbol)].append(file)
+        by_partition[(file.trade_date, file.symbol)][file.name] = file
     chosen: list[LakeFile] = []
     for key in sorted(by_partition):
         group = by_partition[key]
-        compacted = [f for f in group if f.is_compacted]
-        chosen.extend(compacted or sorted(group, key=lambda f: f.path))
+        chosen.extend(group[name] for name in contracts.visible_object_names(group))
     return chosen
 
 

@@ -11,8 +11,9 @@ state between refreshes instead:
 * it reads only objects written inside the tail window (a row's file cannot be older
   than the row's ``trade_ts``, so ``LastModified >= cutoff`` selects every candidate),
   keeps them in memory, and forgets them once they fall out of the window;
-* it honours the lake's compaction convention like ``finpipe.lake`` does: once a
-  partition holds ``compacted.parquet``, only that file is read.
+* it honours the lake's reading rule like ``finpipe.lake`` does
+  (``contracts.visible_object_names``): once a partition holds a compacted file, it
+  reads that file and only the batch files written after it.
 
 Objects are immutable except for a replayed micro-batch, which rewrites the same key with
 the same rows; caching by key therefore never shows a row twice.
@@ -59,7 +60,19 @@ class _Partition:
     prefix: str  # key prefix of the partition folder, ending in "/"
     start_after: str = ""  # listing watermark
     objects: dict[str, _Object] = field(default_factory=dict)
-    compacted: bool = False
+    compacted_upto: int | None = None  # last batch the partition's compacted file holds
+
+    @property
+    def compacted(self) -> bool:
+        return self.compacted_upto is not None
+
+    def compact(self, upto: int) -> None:
+        """A compacted file holding batches up to ``upto`` appeared: forget what it holds."""
+        self.compacted_upto = upto
+        for key in list(self.objects):
+            name = contracts.parse_lake_object_name(posixpath.basename(key))
+            if name is None or name.batch_id <= upto:
+                del self.objects[key]
 
 
 def s3_client(settings: Settings) -> Any:
@@ -175,15 +188,15 @@ class LakeTail:
         for page in paginator.paginate(**params):
             for item in page.get("Contents", []):
                 key: str = item["Key"]
-                name = posixpath.basename(key)
-                if not name.endswith(".parquet") or name.startswith(("_", ".")):
+                name = contracts.parse_lake_object_name(posixpath.basename(key))
+                if name is None:
                     continue
                 modified: dt.datetime = item["LastModified"]
-                if name == contracts.COMPACTED_FILE_NAME and not partition.compacted:
-                    partition.compacted = True
-                    partition.objects.clear()
-                if partition.compacted and name != contracts.COMPACTED_FILE_NAME:
-                    continue
+                upto = partition.compacted_upto
+                if name.compacted and (upto is None or name.batch_id > upto):
+                    partition.compact(name.batch_id)
+                elif upto is not None and name.batch_id <= upto:
+                    continue  # held by the compacted file, or an older compacted file
                 if modified < relist_from and key > watermark and not partition.compacted:
                     watermark = key
                 if modified >= keep_after or partition.compacted:

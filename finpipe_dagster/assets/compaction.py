@@ -1,12 +1,13 @@
 """``compacted_trades``: a closed day's small batch files rewritten as one file per symbol.
 
-For each (day, symbol) partition folder: read every Parquet file in it (batch files and
-an earlier compacted file, if a previous run or a late batch left both), drop rows seen
-twice by Kafka coordinates, sort by trade time and offset, write
-``compacted.parquet`` in one PUT, then delete the other files. ``finpipe.lake`` reads only
-the compacted file once it exists, so readers switch atomically from the small files to
-it, and a run that stops between the write and the deletes is finished by the next one.
-Open days are refused: Spark still writes to them.
+For each (day, symbol) partition folder: read the objects that make up the table there
+(``contracts.visible_object_names``: batch files, and an earlier compacted file when a
+late batch arrived after it), drop rows seen twice by Kafka coordinates, sort by trade
+time and offset, write ``compacted-upto-<last batch id>.parquet`` in one PUT, then delete
+the objects it replaces. Readers switch atomically to the new file the moment it exists
+(it names the last batch it holds, so they skip the older objects), and a run that stops
+between the write and the deletes is finished by the next one. Open days are refused:
+Spark still writes to them.
 """
 
 import datetime as dt
@@ -44,19 +45,21 @@ class CompactionReport:
 
 
 def partition_files(fs: pafs.FileSystem, settings: Settings, day: dt.date) -> dict[str, list[str]]:
-    """Every Parquet object of one day, by symbol folder (not deduplicated: all of them)."""
+    """Every table object of one day, by symbol folder (all of them, leftovers included)."""
     base = f"{settings.s3_bucket}/{settings.lake_prefix}/trade_date={day.isoformat()}"
     by_folder: dict[str, list[str]] = defaultdict(list)
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
     for info in fs.get_file_info(selector):
         name = posixpath.basename(info.path)
-        if info.type == pafs.FileType.File and name.endswith(".parquet") and name[0] not in "_.":
+        if info.type == pafs.FileType.File and contracts.parse_lake_object_name(name):
             by_folder[posixpath.dirname(info.path)].append(info.path)
     return {folder: sorted(paths) for folder, paths in sorted(by_folder.items())}
 
 
 def compact_folder(fs: pafs.FileSystem, paths: list[str]) -> tuple[str, int, int]:
-    """Write the folder's compacted file; returns (its path, rows, duplicates dropped)."""
+    """Write the compacted file of the folder's visible objects ``paths``.
+
+    Returns (its path, rows, duplicates dropped)."""
     tables = [pq.read_table(path, filesystem=fs, schema=contracts.LAKE_SCHEMA) for path in paths]
     table = pa.concat_tables(tables)
     before = table.num_rows
@@ -75,10 +78,17 @@ def compact_folder(fs: pafs.FileSystem, paths: list[str]) -> tuple[str, int, int
     table = table.filter(keep).sort_by([("trade_ts", "ascending"), ("kafka_offset", "ascending")])
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", row_group_size=1_000_000)
-    target = f"{posixpath.dirname(paths[0])}/{contracts.COMPACTED_FILE_NAME}"
+    upto = max(_parsed(path).batch_id for path in paths)
+    target = f"{posixpath.dirname(paths[0])}/{contracts.compacted_file_name(upto)}"
     with fs.open_output_stream(target) as out:
         out.write(buffer.getvalue())
     return target, table.num_rows, before - table.num_rows
+
+
+def _parsed(path: str) -> contracts.LakeObjectName:
+    found = contracts.parse_lake_object_name(posixpath.basename(path))
+    assert found is not None, path
+    return found
 
 
 def _first_of_runs(sorted_keys: pa.ChunkedArray) -> pa.Array:
@@ -96,15 +106,19 @@ def compact_day(
     before = sum(len(p) for p in folders.values())
     rows = dropped = 0
     for paths in folders.values():
-        names = [posixpath.basename(p) for p in paths]
-        if names == [contracts.COMPACTED_FILE_NAME]:
-            rows += pq.read_metadata(paths[0], filesystem=fs).num_rows
-            continue
-        target, kept, duplicates = compact_folder(fs, paths)
-        rows += kept
-        dropped += duplicates
+        by_name = {posixpath.basename(p): p for p in paths}
+        visible = [by_name[n] for n in contracts.visible_object_names(by_name)]
+        if len(visible) == 1 and _parsed(visible[0]).compacted:
+            target = visible[0]  # compacted already; a stopped run may have left leftovers
+            rows += pq.read_metadata(target, filesystem=fs).num_rows
+        else:
+            target, kept, duplicates = compact_folder(fs, visible)
+            rows += kept
+            dropped += duplicates
+        # Only objects listed above: a batch written meanwhile stays (it is newer).
         stale = [p.split("/", 1)[1] for p in paths if p != target]
-        lake_s3.delete_keys(stale)
+        if stale:
+            lake_s3.delete_keys(stale)
     return CompactionReport(before, len(folders), rows, dropped)
 
 
@@ -115,8 +129,9 @@ def compact_day(
     group_name="maintenance",
     kinds={"s3", "parquet"},
     description=(
-        "Closed days of processed_trades rewritten as one compacted.parquet per symbol "
-        "(the small batch files are deleted afterwards)."
+        "Closed days of processed_trades rewritten as one compacted-upto-<batch>.parquet per "
+        "symbol (the small batch files are deleted afterwards; a late batch is folded in "
+        "by compacting its day again)."
     ),
 )
 def compacted_trades(

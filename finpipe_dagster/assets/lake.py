@@ -34,8 +34,8 @@ processed_trades = AssetSpec(
     description=(
         f"Parquet table `s3://{_settings.s3_bucket}/{_settings.lake_prefix}/` partitioned by "
         "trade_date and symbol, written by the Spark query one file per batch and symbol. "
-        f"Read it only through `finpipe.lake` (a partition's `{contracts.COMPACTED_FILE_NAME}`"
-        " supersedes its batch files)."
+        "Read it through `finpipe.lake`, or follow its rule: a partition's newest "
+        "`compacted-upto-<N>.parquet` plus its `batch-<id>.parquet` files with id > N."
     ),
     group_name="streams",
     kinds={"s3", "parquet"},

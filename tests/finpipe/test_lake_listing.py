@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import pytest
 
 from finpipe import contracts, lake
 from finpipe.settings import load_settings
@@ -43,25 +44,51 @@ def _write(root: Path, symbol: str, name: str, offsets: list[int]) -> None:
     pq.write_table(_rows(symbol, offsets), folder / name)
 
 
-def test_reader_prefers_the_compacted_file_and_skips_non_data(tmp_path: Path) -> None:
-    _write(tmp_path, "BINANCE:BTCUSDT", contracts.batch_file_name(1), [0, 1])
-    _write(tmp_path, "BINANCE:BTCUSDT", contracts.batch_file_name(2), [2])
-    _write(tmp_path, "BINANCE:BTCUSDT", contracts.COMPACTED_FILE_NAME, [0, 1, 2])
-    _write(tmp_path, "BRK.B", contracts.batch_file_name(1), [5])
-    _write(tmp_path, "BRK.B", "_tmp-batch.parquet", [99])
+def test_reader_takes_the_compacted_file_and_later_batches_and_skips_non_data(
+    tmp_path: Path,
+) -> None:
+    btc, brk = "BINANCE:BTCUSDT", "BRK.B"
+    _write(tmp_path, btc, contracts.batch_file_name(1), [0, 1])  # held by compacted-upto-2
+    _write(tmp_path, btc, contracts.batch_file_name(2), [2])
+    _write(tmp_path, btc, contracts.compacted_file_name(1), [0, 1])  # an older compaction
+    _write(tmp_path, btc, contracts.compacted_file_name(2), [0, 1, 2])
+    _write(tmp_path, btc, contracts.batch_file_name(3), [3])  # a late batch, not yet folded in
+    _write(tmp_path, brk, contracts.batch_file_name(1), [5])
+    _write(tmp_path, brk, "_tmp-batch.parquet", [99])
+    _write(tmp_path, brk, "part-00000.parquet", [98])  # not a name the contract writes
     (tmp_path / "warehouse" / "processed_trades" / "_status").mkdir()
     (tmp_path / "warehouse" / "processed_trades" / "_status" / "x.parquet").write_text("no")
 
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     settings = load_settings()
     files = lake.list_lake_files(settings, [DAY], filesystem=fs)
-    assert [(f.symbol, f.path.rsplit("/", 1)[1]) for f in files] == [
-        ("BINANCE:BTCUSDT", contracts.COMPACTED_FILE_NAME),
-        ("BRK.B", contracts.batch_file_name(1)),
+    assert [(f.symbol, f.name) for f in files] == [
+        (btc, contracts.batch_file_name(3)),
+        (btc, contracts.compacted_file_name(2)),
+        (brk, contracts.batch_file_name(1)),
     ]
     table = lake.lake_dataset(settings, [DAY], filesystem=fs).to_table()
-    assert sorted(table.column("kafka_offset").to_pylist()) == [0, 1, 2, 5]
-    assert set(table.column("symbol").to_pylist()) == {"BINANCE:BTCUSDT", "BRK.B"}
+    assert sorted(table.column("kafka_offset").to_pylist()) == [0, 1, 2, 3, 5]
+    assert set(table.column("symbol").to_pylist()) == {btc, brk}
+
+
+@pytest.mark.parametrize(
+    ("names", "visible"),
+    [
+        ([], []),
+        (["batch-000000000002.parquet", "batch-000000000001.parquet"],
+         ["batch-000000000001.parquet", "batch-000000000002.parquet"]),
+        (["batch-000000000007.parquet", "compacted-upto-000000000007.parquet"],
+         ["compacted-upto-000000000007.parquet"]),
+        (["compacted-upto-000000000003.parquet", "compacted-upto-000000000009.parquet",
+          "batch-000000000009.parquet", "batch-000000000010.parquet"],
+         ["batch-000000000010.parquet", "compacted-upto-000000000009.parquet"]),
+        (["compacted.parquet", "batch-1.parquet", "x.parquet", "_batch-000000000001.parquet"],
+         []),
+    ],
+)  # fmt: skip
+def test_the_reading_rule_of_one_partition_folder(names: list[str], visible: list[str]) -> None:
+    assert contracts.visible_object_names(names) == visible
 
 
 def test_reader_of_a_missing_day_is_empty(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ import pytest
 from dagster import Failure, materialize
 
 from finpipe import contracts, lake
-from finpipe_dagster.assets.compaction import compacted_trades, partition_files
+from finpipe_dagster.assets.compaction import compact_folder, compacted_trades, partition_files
 from finpipe_dagster.assets.partitions import today_utc
 
 from .conftest import DAY, SeededLake
@@ -27,22 +27,48 @@ def test_compaction_keeps_rows_and_reduces_files(seeded: SeededLake) -> None:
     assert metadata["duplicates_dropped"].value == 5
     assert metadata["rows"].value == 120
 
-    folders = partition_files(fs, seeded.settings, DAY)
-    assert all(
-        [p.rsplit("/", 1)[1] for p in paths] == [contracts.COMPACTED_FILE_NAME]
-        for paths in folders.values()
-    )
+    names = _names(seeded)
+    assert all(found == [contracts.compacted_file_name(3)] for found in names.values()), names
     table = lake.lake_dataset(seeded.settings, [DAY]).to_table()
     assert table.num_rows == 120
     keys = {(r["kafka_partition"], r["kafka_offset"]) for r in table.to_pylist()}
     assert len(keys) == 120
 
-    # a late batch after compaction is merged by the next run
+    # A late batch after compaction (late trades, a replayed session) is visible at once,
+    # beside the compacted file, and the next run folds it in.
     seeded.write(seeded.trades(DAY, 7, seed=30))
+    assert lake.lake_dataset(seeded.settings, [DAY]).to_table().num_rows == 127
     assert materialize(
         [compacted_trades], partition_key=DAY.isoformat(), resources=seeded.resources
     ).success
+    assert all(found == [contracts.compacted_file_name(4)] for found in _names(seeded).values())
     assert lake.lake_dataset(seeded.settings, [DAY]).to_table().num_rows == 127
+
+
+def test_a_compaction_stopped_before_its_deletes_is_finished_by_the_next_run(
+    seeded: SeededLake,
+) -> None:
+    for seed in range(2):
+        seeded.write(seeded.trades(DAY, 30, seed=40 + seed))
+    fs = lake.s3_filesystem(seeded.settings)
+    for paths in partition_files(fs, seeded.settings, DAY).values():
+        compact_folder(fs, paths)  # the write, without the deletes
+    names = _names(seeded)
+    assert all(len(found) == 3 for found in names.values()), names
+    assert lake.lake_dataset(seeded.settings, [DAY]).to_table().num_rows == 60  # none twice
+
+    result = materialize(
+        [compacted_trades], partition_key=DAY.isoformat(), resources=seeded.resources
+    )
+    assert result.success
+    assert all(found == [contracts.compacted_file_name(1)] for found in _names(seeded).values())
+    assert lake.lake_dataset(seeded.settings, [DAY]).to_table().num_rows == 60
+
+
+def _names(seeded: SeededLake) -> dict[str, list[str]]:
+    fs = lake.s3_filesystem(seeded.settings)
+    folders = partition_files(fs, seeded.settings, DAY)
+    return {folder: [p.rsplit("/", 1)[1] for p in paths] for folder, paths in folders.items()}
 
 
 def test_compaction_refuses_the_open_day(seeded: SeededLake) -> None:

@@ -32,6 +32,8 @@ from infra.processes import pid_alive
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DRILL_TICKERS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "BRK.B")
+ADDED_TICKER = "COINBASE:BTC-USD"  # crypto trades around the clock; ':' and '-' round-trip
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
@@ -87,7 +89,11 @@ def stack(
     topic, lake prefix, checkpoint and Dagster home, so nothing else is disturbed."""
     run = uuid.uuid4().hex[:8]
     work = tmp_path_factory.mktemp("platform")
+    # The tickers live in an env file, as a user's `.env` does, so a drill can change them.
+    env_file = work / "finpipe.env"
+    env_file.write_text(f"FINNHUB_TICKERS={','.join(DRILL_TICKERS)}\n")
     env = {
+        "FINPIPE_ENV_FILE": str(env_file),
         "KAFKA_TOPIC": f"drill-{run}",
         "KAFKA_DLQ_TOPIC": f"drill-{run}-dlq",
         "LAKE_PREFIX": f"drill-{run}/processed_trades",
@@ -97,9 +103,9 @@ def stack(
         "FRESHNESS_WARN_SECONDS": "60",
         "FRESHNESS_FAIL_SECONDS": "90",
         "ALERT_WEBHOOK_URL": alerts.url,
-        "FINNHUB_TICKERS": "BINANCE:BTCUSDT,BINANCE:ETHUSDT,AAPL,BRK.B",
     }
-    saved = {key: os.environ.get(key) for key in env}
+    saved = {key: os.environ.get(key) for key in [*env, "FINNHUB_TICKERS"]}
+    os.environ.pop("FINNHUB_TICKERS", None)  # the environment would win over the file
     os.environ.update(env)
     settings = load_settings()
     for stream in platform.STREAMS:
@@ -283,6 +289,33 @@ def test_killed_producer_is_restarted_by_its_supervisor(stack: Settings) -> None
     took = _kill_and_wait_for_replacement(stack, "producer", 240)
     print(f"producer replaced {took:.0f}s after SIGKILL")
     assert took <= 60, f"the supervisor took {took:.0f}s to bring the producer back"
+    assert len(stream_pids("producer")) == 1
+
+
+def test_changed_tickers_take_effect_after_a_producer_restart(stack: Settings) -> None:
+    """README's recipe: edit FINNHUB_TICKERS in the env file, SIGTERM the producer; the
+    supervisor's next run subscribes the new list, and nothing else is restarted."""
+    producer, spark = beat(stack, "producer"), beat(stack, "spark")
+    assert producer is not None and spark is not None
+    assert ADDED_TICKER not in producer["subscribed"]
+    env_file = Path(os.environ["FINPIPE_ENV_FILE"])
+    env_file.write_text(f"FINNHUB_TICKERS={','.join([*DRILL_TICKERS, ADDED_TICKER])}\n")
+    os.kill(int(producer["pid"]), signal.SIGTERM)
+
+    def restarted() -> dict[str, Any] | None:
+        new = beat(stack, "producer")
+        return new if new and new["pid"] != producer["pid"] else None
+
+    new = wait_for("the producer to come back", restarted, 240, every=1)
+    assert new["subscribed"] == [*DRILL_TICKERS, ADDED_TICKER]
+
+    def added_symbol_rows() -> int:
+        con = lake.duckdb_with_lake(stack)
+        query = "SELECT count(*) FROM processed_trades WHERE symbol = ?"
+        return con.execute(query, [ADDED_TICKER]).fetchone()[0]
+
+    assert wait_for(f"{ADDED_TICKER} in the lake", added_symbol_rows, 300, every=5) > 0
+    assert beat(stack, "spark")["pid"] == spark["pid"], "Spark was restarted too"
     assert len(stream_pids("producer")) == 1
 
 

@@ -73,20 +73,31 @@ def test_tail_is_incremental_and_drops_what_left_the_window(
     assert store.tail._tables == {}
 
 
-def test_a_compacted_partition_is_read_alone(seeded: tuple[Settings, dt.datetime]) -> None:
+def test_a_compacted_partition_is_read_once_and_a_late_batch_after_it(
+    seeded: tuple[Settings, dt.datetime],
+) -> None:
     settings, now = seeded
     store = Store(settings)
     before = store.snapshot([], now)
     btc = [t for t in tail_trades(now) if t.symbol == BTC]
     folder = contracts.partition_dir(now.date().isoformat(), BTC)
-    key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{contracts.COMPACTED_FILE_NAME}"
-    with s3_filesystem(settings).open_output_stream(key) as out:
+    upto = len(tail_trades(now))  # write_lake numbered the batches 1..n
+    key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/"
+    with s3_filesystem(settings).open_output_stream(
+        key + contracts.compacted_file_name(upto)
+    ) as out:
         pq.write_table(lake_table(btc), out)
     after = store.snapshot([], now)
     assert after.tail.num_rows == before.tail.num_rows  # no row twice
     tape = analytics.trade_tape(after, BTC)
     cutoff = now - dt.timedelta(minutes=settings.dashboard_tail_minutes)
     assert sorted(tape["kafka_offset"]) == sorted(t.offset for t in btc if t.ts >= cutoff)
+
+    late = Trade(BTC, now - dt.timedelta(seconds=30), 101.0, 1.0, offset=9_000)
+    write_lake(settings, [late], first_batch=upto + 1)
+    tape = analytics.trade_tape(store.snapshot([], now), BTC)
+    assert 9_000 in set(tape["kafka_offset"])
+    assert len(tape) == len(set(tape["kafka_offset"]))
 
 
 def test_unreachable_store_raises_a_message_with_the_fix(infrastructure: Settings) -> None:
