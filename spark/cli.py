@@ -3,7 +3,7 @@
 Settings come from the environment (``load_settings``): KAFKA_SERVER, KAFKA_TOPIC, S3_*,
 LAKE_PREFIX, SPARK_MASTER, SPARK_TRIGGER_SECONDS, SPARK_CHECKPOINT_DIR,
 SPARK_DRIVER_MEMORY. Exit codes: 0 after a requested stop, 1 when the query failed,
-2 for invalid settings.
+2 for invalid settings or a new checkpoint over a lake that already holds batches.
 """
 
 from __future__ import annotations

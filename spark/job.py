@@ -8,6 +8,7 @@ in the checkpoint, so the next start replays it into the same objects.
 
 from __future__ import annotations
 
+import posixpath
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ import structlog
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from finpipe import contracts, lake
 from finpipe.health import StreamReporter
 from finpipe.settings import Settings
 from spark.progress import BatchProgress, ProgressListener, StreamTotals
@@ -33,6 +35,7 @@ STOP_TIMEOUT = "60s"
 # Bounds one batch after a long outage, so catching up never needs more than the
 # driver's memory; at the 5 s trigger this is far above any sustained rate.
 MAX_OFFSETS_PER_TRIGGER = 2_000_000
+EXIT_REFUSED = 2  # as for invalid settings: a restart does not help
 
 log = structlog.get_logger("spark")
 
@@ -57,6 +60,38 @@ def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) ->
         .trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
         .start()
     )
+
+
+class LakeCheckpointMismatch(Exception):
+    """The lake already holds batches, but the checkpoint is new: refuse to start."""
+
+
+def check_checkpoint_matches_lake(settings: Settings, client: Any = None) -> None:
+    """Refuse a new (or lost) checkpoint over a lake that already holds batches.
+
+    A new checkpoint reads the topic from its earliest offset again and numbers its
+    batches from 0: it would write rows the lake already holds and overwrite same-named
+    batch files of the same day. One listing call: the first keys of the table.
+    """
+    offsets = settings.checkpoint_dir.expanduser() / "offsets"
+    if offsets.is_dir() and any(offsets.iterdir()):
+        return
+    client = client or lake.s3_client(settings)
+    listing = client.list_objects_v2(
+        Bucket=settings.s3_bucket, Prefix=f"{settings.lake_prefix}/trade_date=", MaxKeys=100
+    )
+    found = [
+        item["Key"]
+        for item in listing.get("Contents", [])
+        if contracts.parse_lake_object_name(posixpath.basename(item["Key"]))
+    ]
+    if found:
+        raise LakeCheckpointMismatch(
+            f"the lake {settings.lake_uri} already holds batches (e.g. {found[0]}), but the "
+            f"checkpoint {settings.checkpoint_dir} is new: starting would read the topic "
+            "again and overwrite same-named batch files. Restore the checkpoint the lake was "
+            "written with (SPARK_CHECKPOINT_DIR), or start a new table with a new LAKE_PREFIX."
+        )
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -84,6 +119,14 @@ class StreamingJob:
         with StreamReporter(self.settings, STREAM_NAME) as reporter:
             self._beat(reporter, "starting")
             log.info("spark_job_starting", **describe(self.settings))
+            try:
+                check_checkpoint_matches_lake(self.settings)
+            except LakeCheckpointMismatch as exc:
+                log.error("spark_checkpoint_mismatch", error=str(exc))
+                reporter.heartbeat(
+                    {**self.totals.counters(), "status": "refused", "error": str(exc)}, log=True
+                )
+                return EXIT_REFUSED
             spark = build_spark_session(self.settings, app_name="finpipe-spark")
             try:
                 return self._run_query(spark, reporter)

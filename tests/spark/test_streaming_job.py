@@ -255,3 +255,20 @@ def test_sigkill_at_any_point_leaves_every_trade_exactly_once(job_env: SparkJobE
 
 
 pytestmark = pytest.mark.timeout(600)
+
+
+def test_a_new_checkpoint_over_a_written_lake_is_refused(job_env: SparkJobEnv) -> None:
+    """A lost checkpoint would re-read the topic and overwrite batch files: exit 2, and
+    say which settings to fix, before a Spark session is even built."""
+    settings = job_env.settings
+    folder = contracts.partition_dir("2026-03-01", "BRK.B")
+    key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{contracts.batch_file_name(0)}"
+    with lake.s3_filesystem(settings).open_output_stream(key) as out:
+        out.write(b"written with a checkpoint that is gone")
+    job = job_env.start()
+    assert job.wait(timeout=120) == 2, job_env.log_tail()
+    beat = job_env.health()
+    assert beat["status"] == "refused", dumps(beat)
+    for words in ("SPARK_CHECKPOINT_DIR", "LAKE_PREFIX", settings.lake_uri):
+        assert words in beat["error"]
+    assert "spark_query_started" not in job_env.log_tail(200)
