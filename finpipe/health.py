@@ -4,9 +4,11 @@ A stream reports through one ``StreamReporter``:
 
 * a heartbeat file ``<FINPIPE_HOME>/state/<stream>_health.json``, replaced atomically,
   that Dagster's supervisor sensors, ``make status`` and the dashboard read;
-* when launched by Dagster Pipes, the same counters as Pipes custom messages and log
-  lines, so they stream into the Dagster run; and a final report on clean exit, without
-  which the Dagster job counts the process as failed.
+* when launched by Dagster Pipes, the counters as log lines that stream into the
+  Dagster run (the heartbeats called with ``log=True``), and a final report on clean
+  exit as a Pipes custom message, without which the Dagster job counts the process as
+  failed. Only the final report is a custom message: the run worker keeps every custom
+  message in memory until the run ends, and a stream runs for weeks.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class StreamReporter:
         }
         write_json_atomic(self.path, payload)
         if self._pipes is not None:
-            self._pipes.report_custom_message(payload)
+            if payload.get(FINAL_KEY) is True:
+                self._pipes.report_custom_message(payload)
             if log:
                 self._pipes.log.info(json.dumps(payload, default=str))
 

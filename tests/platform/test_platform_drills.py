@@ -292,21 +292,62 @@ def test_killed_producer_is_restarted_by_its_supervisor(stack: Settings) -> None
     assert len(stream_pids("producer")) == 1
 
 
-def test_changed_tickers_take_effect_after_a_producer_restart(stack: Settings) -> None:
-    """README's recipe: edit FINNHUB_TICKERS in the env file, SIGTERM the producer; the
+def graphql(settings: Settings, query: str, **variables: Any) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{settings.dagster_port}/graphql"
+    response = requests.post(url, json={"query": query, "variables": variables}, timeout=30)
+    body = response.json()
+    assert not body.get("errors"), body
+    return body["data"]
+
+
+def live_stream_run(settings: Settings, stream: str) -> str | None:
+    query = """query($filter: RunsFilter) { runsOrError(filter: $filter) {
+                 ... on Runs { results { runId } } } }"""
+    tags = [{"key": "finpipe/stream", "value": stream}]
+    data = graphql(settings, query, filter={"tags": tags, "statuses": ["STARTED"]})
+    runs = data["runsOrError"]["results"]
+    assert len(runs) <= 1, runs
+    return runs[0]["runId"] if runs else None
+
+
+def run_status(settings: Settings, run_id: str) -> str:
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+    return graphql(settings, query, id=run_id)["runOrError"]["status"]
+
+
+def test_changed_tickers_take_effect_after_terminate_in_the_ui(stack: Settings) -> None:
+    """README's recipe: edit FINNHUB_TICKERS in the env file, Terminate the producer's run
+    (the UI's GraphQL mutation); the process stops cleanly with nothing lost, the
     supervisor's next run subscribes the new list, and nothing else is restarted."""
     producer, spark = beat(stack, "producer"), beat(stack, "spark")
     assert producer is not None and spark is not None
     assert ADDED_TICKER not in producer["subscribed"]
+    run_id = wait_for("the producer's run", lambda: live_stream_run(stack, "producer"), 60)
     env_file = Path(os.environ["FINPIPE_ENV_FILE"])
     env_file.write_text(f"FINNHUB_TICKERS={','.join([*DRILL_TICKERS, ADDED_TICKER])}\n")
-    os.kill(int(producer["pid"]), signal.SIGTERM)
+
+    mutation = """mutation($id: String!) { terminateRun(runId: $id) {
+                    __typename ... on TerminateRunFailure { message }
+                    ... on PythonError { message } } }"""
+    result = graphql(stack, mutation, id=run_id)["terminateRun"]
+    assert result["__typename"] == "TerminateRunSuccess", result
+
+    def final_report() -> dict[str, Any] | None:
+        found = health.read_health(stack, "producer")
+        return found if found and found["pid"] == producer["pid"] and found.get("final") else None
+
+    final = wait_for("the producer's final report", final_report, 60, every=0.2)
+    assert final["in_flight"] == 0 and final["delivery_failed"] == 0, final
+    assert final["received"] == final["delivered"] + final["dead_lettered"], final
+    assert wait_for("the run to end", lambda: run_status(stack, run_id) in {"CANCELED", "SUCCESS",
+                    "FAILURE"} and run_status(stack, run_id), 60) == "CANCELED"  # fmt: skip
+    assert not pid_alive(int(producer["pid"]))
 
     def restarted() -> dict[str, Any] | None:
         new = beat(stack, "producer")
         return new if new and new["pid"] != producer["pid"] else None
 
-    new = wait_for("the producer to come back", restarted, 240, every=1)
+    new = wait_for("the supervisor's new producer", restarted, 240, every=1)
     assert new["subscribed"] == [*DRILL_TICKERS, ADDED_TICKER]
 
     def added_symbol_rows() -> int:
