@@ -12,17 +12,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from infra.platform import ensure_chromium
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from infra.platform import CHROMIUM_ARGS, ensure_chromium
 
 
 def save_png(figure: go.Figure, path: Path, *, width: int = 1200, height: int = 900) -> Path:
@@ -33,7 +23,9 @@ def save_png(figure: go.Figure, path: Path, *, width: int = 1200, height: int = 
         page_path = Path(work) / "figure.html"
         figure.write_html(page_path, include_plotlyjs=True, full_html=True)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(
+                executable_path=ensure_chromium(), args=list(CHROMIUM_ARGS)
+            )
             try:
                 page = browser.new_page(viewport={"width": width, "height": height})
                 page.goto(page_path.as_uri())

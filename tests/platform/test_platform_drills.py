@@ -246,10 +246,8 @@ def screenshot(url: str, name: str, *, wait_text: str, wait_selector: str | None
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=platform.ensure_chromium(),
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
-        )  # fmt: skip
+            args=list(platform.CHROMIUM_ARGS),
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url, timeout=60_000)

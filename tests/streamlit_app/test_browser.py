@@ -21,21 +21,11 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from finpipe.settings import Settings
-from infra.platform import ensure_chromium
+from infra.platform import CHROMIUM_ARGS, ensure_chromium
 from tests.streamlit_app.dashboard_seed import BRK, BTC, seed_store, unique_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HAS_CANDLESTICK = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .some(p => (p.data || []).some(t => t.type === 'candlestick'))"""
 
@@ -100,7 +90,7 @@ def test_browser_shows_candles_and_price_tiles(dashboard: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=ensure_chromium(), args=CHROMIUM_ARGS, headless=True
+            executable_path=ensure_chromium(), args=list(CHROMIUM_ARGS), headless=True
         )
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1400})
