@@ -66,6 +66,10 @@ class LakeCheckpointMismatch(Exception):
     """The lake already holds batches, but the checkpoint is new: refuse to start."""
 
 
+class LakeUnreachable(Exception):
+    """The object store could not be listed at start-up."""
+
+
 def check_checkpoint_matches_lake(settings: Settings, client: Any = None) -> None:
     """Refuse a new (or lost) checkpoint over a lake that already holds batches.
 
@@ -76,10 +80,18 @@ def check_checkpoint_matches_lake(settings: Settings, client: Any = None) -> Non
     offsets = settings.checkpoint_dir.expanduser() / "offsets"
     if offsets.is_dir() and any(offsets.iterdir()):
         return
+    from botocore.exceptions import BotoCoreError, ClientError
+
     client = client or lake.s3_client(settings)
-    listing = client.list_objects_v2(
-        Bucket=settings.s3_bucket, Prefix=f"{settings.lake_prefix}/trade_date=", MaxKeys=100
-    )
+    try:
+        listing = client.list_objects_v2(
+            Bucket=settings.s3_bucket, Prefix=f"{settings.lake_prefix}/trade_date=", MaxKeys=100
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise LakeUnreachable(
+            f"cannot list the lake {settings.lake_uri} at {settings.s3_endpoint_url}: {exc} "
+            "(is MinIO/S3 up, and are S3_ENDPOINT_URL, S3_BUCKET and the S3 keys right?)"
+        ) from exc
     found = [
         item["Key"]
         for item in listing.get("Contents", [])
@@ -127,6 +139,12 @@ class StreamingJob:
                     {**self.totals.counters(), "status": "refused", "error": str(exc)}, log=True
                 )
                 return EXIT_REFUSED
+            except LakeUnreachable as exc:
+                log.error("spark_lake_unreachable", error=str(exc))
+                reporter.heartbeat(
+                    {**self.totals.counters(), "status": "failed", "error": str(exc)}, log=True
+                )
+                return 1
             spark = build_spark_session(self.settings, app_name="finpipe-spark")
             try:
                 return self._run_query(spark, reporter)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -272,3 +273,18 @@ def test_a_new_checkpoint_over_a_written_lake_is_refused(job_env: SparkJobEnv) -
     for words in ("SPARK_CHECKPOINT_DIR", "LAKE_PREFIX", settings.lake_uri):
         assert words in beat["error"]
     assert "spark_query_started" not in job_env.log_tail(200)
+
+
+def test_an_unreachable_lake_fails_at_start_with_the_settings_to_check(
+    job_env: SparkJobEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("S3_ENDPOINT_URL", endpoint)
+    job = job_env.start()
+    assert job.wait(timeout=120) == 1, job_env.log_tail()
+    beat = job_env.health()
+    assert beat["status"] == "failed", dumps(beat)
+    assert endpoint in beat["error"] and "S3_ENDPOINT_URL" in beat["error"]
+    assert "Traceback" not in job_env.log_tail(200)
