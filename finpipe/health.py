@@ -25,6 +25,8 @@ from finpipe.settings import Settings
 
 HEARTBEAT_KEY = "heartbeat_ts"
 FINAL_KEY = "final"
+LAST_BATCH_BY_DATE_KEY = "last_batch_by_trade_date"
+"""In the Spark stream's heartbeat: {lake day: last committed batch id that wrote to it}."""
 
 
 def health_path(settings: Settings, stream: str) -> Path:

@@ -24,6 +24,7 @@ from finpipe_dagster.resources import (
 from finpipe_dagster.schedules.daily import close_day_schedule, quality_checks_schedule
 from finpipe_dagster.sensors.alerts import alerts_sensor
 from finpipe_dagster.sensors.lake import processed_trades_sensor
+from finpipe_dagster.sensors.late_data import late_data_summaries_sensor
 from finpipe_dagster.sensors.summaries import summaries_refresh_sensor
 from finpipe_dagster.sensors.supervisors import producer_supervisor, spark_supervisor
 
@@ -51,6 +52,7 @@ defs = Definitions(
         spark_supervisor,
         processed_trades_sensor,
         summaries_refresh_sensor,
+        late_data_summaries_sensor,
         alerts_sensor,
     ],
     schedules=[close_day_schedule, quality_checks_schedule],

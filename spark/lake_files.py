@@ -38,10 +38,11 @@ REPORT_SCHEMA = pa.schema(
         pa.field("path", pa.string()),
         pa.field("rows", pa.int64()),
         pa.field("max_trade_ts_ms", pa.int64()),
+        pa.field("trade_date", pa.string()),
     ]
 )
-"""One row per written object, returned to the driver."""
-REPORT_DDL = "kind string, path string, rows long, max_trade_ts_ms long"
+"""One row per written object, returned to the driver (``trade_date`` null for rejects)."""
+REPORT_DDL = "kind string, path string, rows long, max_trade_ts_ms long, trade_date string"
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,13 @@ def write_batch_rows(
             write_object(group, path, filesystem)
             max_ts = pc.max(group["trade_ts"]).cast(pa.int64()).as_py()
             reports.append(
-                {"kind": LAKE_KIND, "path": path, "rows": group.num_rows, "max_trade_ts_ms": max_ts}
+                {
+                    "kind": LAKE_KIND,
+                    "path": path,
+                    "rows": group.num_rows,
+                    "max_trade_ts_ms": max_ts,
+                    "trade_date": trade_date.isoformat(),
+                }
             )
     bad = rows.filter(pc.invert(valid))
     if bad.num_rows:
@@ -160,6 +167,12 @@ def write_batch_rows(
         path = location.rejects_key(batch_id)
         write_object(rejects_table(bad, processed_ts_ms), path, filesystem)
         reports.append(
-            {"kind": REJECTS_KIND, "path": path, "rows": bad.num_rows, "max_trade_ts_ms": None}
+            {
+                "kind": REJECTS_KIND,
+                "path": path,
+                "rows": bad.num_rows,
+                "max_trade_ts_ms": None,
+                "trade_date": None,
+            }
         )
     return pa.Table.from_pylist(reports, schema=REPORT_SCHEMA)

@@ -48,6 +48,7 @@ def test_definitions_validate_and_are_complete() -> None:
         "spark_supervisor",
         "processed_trades_sensor",
         "summaries_refresh_sensor",
+        "late_data_summaries_sensor",
         "alerts_sensor",
     }
     assert all(s.default_status.value == "RUNNING" for s in sensors.values())
