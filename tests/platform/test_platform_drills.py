@@ -1,14 +1,17 @@
 """Whole-platform drills over the real stack, started by the same code as `make up`.
 
 One ordered pass (the tests share one running platform and run in file order):
-start → trades reach the lake, the summaries and the dashboard → the Dagster UI shows
-lineage and freshness → kill the producer → kill Spark → stop the broker → stop the feed
-until the stale alert, reconcile the lake with Kafka exactly, resume and recover →
-`make down` / `make up` keeps history → `make down` leaves no process behind.
+start → trades reach the lake and the summaries → late trades of a closed day reach that
+day's summaries → the Dagster UI shows lineage and freshness → the dashboard → kill the
+producer → change the tickers and Terminate the producer's run from the UI → kill Spark →
+stop the broker → stop the feed until the stale alert, reconcile the lake with Kafka
+exactly, resume and recover → `make down` / `make up` keeps history → `make down`
+leaves no process behind.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -20,11 +23,13 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import requests
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from finpipe import health, lake, summaries
+from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings, load_settings
 from infra import platform, services
 from infra.processes import pid_alive
@@ -206,13 +211,6 @@ def test_trades_reach_the_lake_and_the_summaries(stack: Settings) -> None:
 def test_late_trades_of_a_closed_day_are_summarized(stack: Settings) -> None:
     """Trades of a past day (as a replayed session sends them) reach that day's
     partition of the lake, and the late-data sensor rebuilds that day's summaries."""
-    import datetime as dt
-
-    import msgspec
-    from confluent_kafka import Producer
-
-    from finpipe.contracts import TradeRecord
-
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
     noon_ms = int(dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC).timestamp() * 1000)
     now_ms = int(time.time() * 1000)
@@ -370,8 +368,12 @@ def test_changed_tickers_take_effect_after_terminate_in_the_ui(stack: Settings) 
     final = wait_for("the producer's final report", final_report, 60, every=0.2)
     assert final["in_flight"] == 0 and final["delivery_failed"] == 0, final
     assert final["received"] == final["delivered"] + final["dead_lettered"], final
-    assert wait_for("the run to end", lambda: run_status(stack, run_id) in {"CANCELED", "SUCCESS",
-                    "FAILURE"} and run_status(stack, run_id), 60) == "CANCELED"  # fmt: skip
+
+    def ended() -> str | None:
+        status = run_status(stack, run_id)
+        return status if status in {"CANCELED", "SUCCESS", "FAILURE"} else None
+
+    assert wait_for("the run to end", ended, 60) == "CANCELED"
     assert not pid_alive(int(producer["pid"]))
 
     def restarted() -> dict[str, Any] | None:
