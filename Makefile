@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	@UV_PYTHON=$(PYTHON) $(UV) sync --frozen
 	@touch $@
 
-provision: $(STAMP) ## fetch/build Kafka, MinIO, Spark's jars and Chromium into the cache
-	@$(INFRA) provision --browser
+provision: $(STAMP) ## fetch/build Kafka, MinIO, Spark's jars, and the tests' Chromium and Docker Compose
+	@$(INFRA) provision --browser --compose
 
 up: $(STAMP) ## start the platform on loopback
 	@$(INFRA) up

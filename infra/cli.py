@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     prov = sub.add_parser("provision", help="fetch/build Kafka, MinIO and Spark's jars (cached)")
     prov.add_argument("--browser", action="store_true", help="also install Chromium for tests")
     prov.add_argument(
+        "--compose",
+        action="store_true",
+        help="also build Docker Compose, which the tests use to validate docker-compose.yml",
+    )
+    prov.add_argument(
         "--only",
         choices=sorted(platform.PROVISIONERS),
         action="append",
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "provision":
-            platform.provision(settings, browser=args.browser, only=args.only)
+            platform.provision(settings, browser=args.browser, compose=args.compose, only=args.only)
         elif args.command == "up":
             platform.up(settings)
             _print_status(settings)

@@ -183,11 +183,20 @@ PROVISIONERS = {
 }
 
 
-def provision(settings: Settings, *, browser: bool = False, only: list[str] | None = None) -> None:
-    """Fetch or build everything the platform and its tests need (reused when cached)."""
+def provision(
+    settings: Settings,
+    *,
+    browser: bool = False,
+    compose: bool = False,
+    only: list[str] | None = None,
+) -> None:
+    """Fetch or build everything the platform needs (reused when cached); the tests also
+    need Chromium (``browser``) and Docker Compose (``compose``)."""
     for name, ensure in PROVISIONERS.items():
         if only is None or name in only:
             ensure(settings.cache_dir)
+    if compose:
+        artifacts.ensure_compose(settings.cache_dir)
     if browser:
         ensure_chromium()
 
