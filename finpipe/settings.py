@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     spark_master: str = Field(default="local[2]", alias="SPARK_MASTER")
     spark_trigger_seconds: float = Field(default=5.0, gt=0, alias="SPARK_TRIGGER_SECONDS")
     spark_driver_memory: str = Field(default="2g", alias="SPARK_DRIVER_MEMORY")
+    spark_shuffle_partitions: int = Field(default=4, ge=1, alias="SPARK_SHUFFLE_PARTITIONS")
     spark_checkpoint_dir: Path | None = Field(default=None, alias="SPARK_CHECKPOINT_DIR")
 
     # --- control plane ----------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Settings come from the environment (``load_settings``): KAFKA_SERVER, KAFKA_TOPIC, S3_*,
 LAKE_PREFIX, SPARK_MASTER, SPARK_TRIGGER_SECONDS, SPARK_CHECKPOINT_DIR,
-SPARK_DRIVER_MEMORY. Exit codes: 0 after a requested stop, 1 when the query failed,
-2 for invalid settings or a new checkpoint over a lake that already holds batches.
+SPARK_DRIVER_MEMORY, SPARK_SHUFFLE_PARTITIONS. Exit codes: 0 after a requested stop,
+1 when the query failed (or the object store is unreachable at start), 2 for invalid
+settings or a new checkpoint over a lake that already holds batches.
 """
 
 from __future__ import annotations

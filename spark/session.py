@@ -44,7 +44,8 @@ def build_spark_session(settings: Settings, app_name: str = "finpipe") -> SparkS
         .config("spark.jars", ",".join(str(j) for j in jars))
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "4")
+        # The writer tasks of a batch: each (day, symbol) is written by one of them.
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
     )

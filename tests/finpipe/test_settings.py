@@ -78,3 +78,20 @@ def test_field_names_are_not_read_from_the_environment(monkeypatch) -> None:  # 
     settings = load_settings()
     assert settings.home.parts[-3:] == (".local", "share", "finpipe")
     assert load_settings(home="/x", kafka_topic="t").kafka_topic == "t"
+
+
+def test_the_readme_settings_table_lists_every_setting() -> None:
+    import re
+    from pathlib import Path
+
+    from finpipe.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = {
+        name for row in rows for name in re.findall(r"`([A-Z0-9_]+)`", row.split(" | ")[0])
+    }
+    aliases = {field.alias for field in Settings.model_fields.values() if field.alias}
+    assert aliases - documented == set(), "settings missing from README's table"
+    assert documented - aliases <= {"FINPIPE_ENV_FILE"}, "README documents unknown settings"
