@@ -37,6 +37,15 @@ class Trade:
     partition: int = 0
 
 
+def seed_now() -> dt.datetime:
+    """The latest hh:mm:20 UTC not after the real clock: ``tail_trades`` puts a trade 5 s
+    into ``now``'s minute, which must be in the past of ``now`` (and of the objects' write
+    times) for tests that add a newer trade a few seconds after ``now``."""
+    real = dt.datetime.now(dt.UTC)
+    now = real.replace(second=20, microsecond=0)
+    return now if now <= real else now - dt.timedelta(minutes=1)
+
+
 def minute_of(now: dt.datetime, minutes_ago: int) -> dt.datetime:
     """The start of the minute ``minutes_ago`` before ``now``'s minute."""
     return now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes_ago)

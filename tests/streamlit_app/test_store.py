@@ -21,6 +21,7 @@ from tests.streamlit_app.dashboard_seed import (
     BTC,
     Trade,
     lake_table,
+    seed_now,
     seed_store,
     tail_trades,
     unique_settings,
@@ -37,7 +38,7 @@ def closed_port() -> int:
 @pytest.fixture
 def seeded(infrastructure: Settings) -> tuple[Settings, dt.datetime]:
     settings = unique_settings(infrastructure)
-    now = dt.datetime.now(dt.UTC)
+    now = seed_now()
     seed_store(settings, now)
     return settings, now
 
