@@ -38,12 +38,17 @@ class Trade:
 
 
 def seed_now() -> dt.datetime:
-    """The latest hh:mm:20 UTC not after the real clock: ``tail_trades`` puts a trade 5 s
-    into ``now``'s minute, which must be in the past of ``now`` (and of the objects' write
-    times) for tests that add a newer trade a few seconds after ``now``."""
+    """The latest hh:mm:20 UTC not after the real clock, and at least 20 minutes into its
+    day: ``tail_trades`` puts a trade 5 s into ``now``'s minute, which must be in the past
+    of ``now`` (and of the objects' write times) for tests that add a newer trade a few
+    seconds after ``now``, and its 15 minutes of trades must fall on ``now``'s day."""
     real = dt.datetime.now(dt.UTC)
     now = real.replace(second=20, microsecond=0)
-    return now if now <= real else now - dt.timedelta(minutes=1)
+    if now > real:
+        now -= dt.timedelta(minutes=1)
+    if now.hour == 0 and now.minute < 20:
+        now = now.replace(minute=0, second=0) - dt.timedelta(seconds=40)  # 23:59:20
+    return now
 
 
 def minute_of(now: dt.datetime, minutes_ago: int) -> dt.datetime:
