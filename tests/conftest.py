@@ -16,16 +16,22 @@ from pathlib import Path
 
 import pytest
 
-TEST_HOME = Path(tempfile.gettempdir()) / f"finpipe-test-{os.getuid()}"
+# FINPIPE_TEST_SLOT=N (default 0) moves every port by N*100 and uses a home of its own, so
+# several checkouts of the project can run their suites on one machine at the same time.
+SLOT = int(os.environ.get("FINPIPE_TEST_SLOT", "0") or 0)
+_OFFSET = SLOT * 100
+TEST_HOME = Path(tempfile.gettempdir()) / (
+    f"finpipe-test-{os.getuid()}" + (f"-slot{SLOT}" if SLOT else "")
+)
 TEST_ENV = {
     "FINPIPE_HOME": str(TEST_HOME),
     "FINPIPE_ENV_FILE": "",
-    "KAFKA_SERVER": "localhost:19092",
-    "S3_ENDPOINT_URL": "http://127.0.0.1:19000",
-    "MINIO_CONSOLE_PORT": "19001",
-    "SIMULATOR_PORT": "18765",
-    "DAGSTER_PORT": "13000",
-    "STREAMLIT_PORT": "18501",
+    "KAFKA_SERVER": f"localhost:{19092 + _OFFSET}",
+    "S3_ENDPOINT_URL": f"http://127.0.0.1:{19000 + _OFFSET}",
+    "MINIO_CONSOLE_PORT": str(19001 + _OFFSET),
+    "SIMULATOR_PORT": str(18765 + _OFFSET),
+    "DAGSTER_PORT": str(13000 + _OFFSET),
+    "STREAMLIT_PORT": str(18501 + _OFFSET),
     "FINNHUB_API_TOKEN": "",
     "S3_ACCESS_KEY": "",
     "S3_SECRET_KEY": "",
