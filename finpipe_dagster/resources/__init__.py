@@ -1,17 +1,10 @@
-"""Resources: configured from the environment through finpipe's shared settings."""
+"""Resources shared by several domains, configured from the environment through finpipe's settings.
 
-from finpipe_dagster.resources.alerts import AlertChannel
+Resources that belong to one domain live in it (``streams.resources``, ``alerts.channel``).
+"""
+
 from finpipe_dagster.resources.kafka import KafkaResource
-from finpipe_dagster.resources.lake import DuckDBResource, LakeS3Resource
 from finpipe_dagster.resources.settings import FinpipeSettings
-from finpipe_dagster.resources.streams import PipesStreamClient, SupervisionPolicy
+from finpipe_dagster.resources.storage import DuckDBResource, LakeS3Resource
 
-__all__ = [
-    "AlertChannel",
-    "DuckDBResource",
-    "FinpipeSettings",
-    "KafkaResource",
-    "LakeS3Resource",
-    "PipesStreamClient",
-    "SupervisionPolicy",
-]
+__all__ = ["DuckDBResource", "FinpipeSettings", "KafkaResource", "LakeS3Resource"]

@@ -7,8 +7,8 @@ from confluent_kafka import Producer
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from finpipe import contracts
-from finpipe_dagster.assets.lake import PROCESSED_TRADES, processed_trades
-from finpipe_dagster.checks.processed_trades import processed_trades_quality
+from finpipe_dagster.lake.assets import PROCESSED_TRADES, processed_trades
+from finpipe_dagster.lake.checks import processed_trades_quality
 from infra import services
 
 from .conftest import DAY, SeededLake

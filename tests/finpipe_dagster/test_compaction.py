@@ -4,8 +4,8 @@ import pytest
 from dagster import Failure, materialize
 
 from finpipe import contracts, lake
-from finpipe_dagster.assets.compaction import compact_folder, compacted_trades, partition_files
-from finpipe_dagster.assets.partitions import today_utc
+from finpipe_dagster.lake.compaction import compact_folder, compacted_trades, partition_files
+from finpipe_dagster.partitions import today_utc
 
 from .conftest import DAY, SeededLake
 

@@ -18,12 +18,12 @@ from dagster import (
     instance_for_test,
 )
 
-from finpipe_dagster.assets.lake import PROCESSED_TRADES
-from finpipe_dagster.assets.partitions import today_utc
+from finpipe_dagster.alerts.sensors import alerts_sensor
 from finpipe_dagster.definitions import build_resources
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
+from finpipe_dagster.lake.sensors import processed_trades_sensor
+from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources import FinpipeSettings
-from finpipe_dagster.sensors.alerts import alerts_sensor
-from finpipe_dagster.sensors.lake import processed_trades_sensor
 
 from .conftest import SeededLake
 
@@ -133,7 +133,7 @@ def test_stale_lake_alerts_once_then_recovers_once(
 def test_refresh_sensor_requests_today_once_per_lake_update(instance: DagsterInstance) -> None:
     from dagster import RunRequest, SkipReason
 
-    from finpipe_dagster.sensors.summaries import summaries_refresh_sensor
+    from finpipe_dagster.summaries.sensors import summaries_refresh_sensor
 
     def tick(cursor: str | None) -> tuple[RunRequest | SkipReason, str | None]:
         with build_sensor_context(instance=instance, cursor=cursor) as context:
@@ -160,7 +160,7 @@ def test_late_trades_in_a_closed_day_refresh_its_summaries_once_per_batch(
     instance: DagsterInstance, tmp_path: Path
 ) -> None:
     from finpipe import health
-    from finpipe_dagster.sensors.late_data import late_data_summaries_sensor
+    from finpipe_dagster.summaries.late_data import late_data_summaries_sensor
 
     finpipe = FinpipeSettings(finpipe_home=str(tmp_path), lake_prefix="late-test/processed_trades")
     settings = finpipe.load()

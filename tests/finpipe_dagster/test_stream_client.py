@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dagster import Failure, OpExecutionContext, job, op
 
-from finpipe_dagster.resources import PipesStreamClient
+from finpipe_dagster.streams.resources import PipesStreamClient
 
 CHILD = textwrap.dedent(
     """

@@ -13,7 +13,7 @@ from dagster._core.storage.tags import (
 )
 
 from finpipe import summaries
-from finpipe_dagster.assets.summaries import daily_summaries
+from finpipe_dagster.summaries.assets import daily_summaries
 
 from .conftest import DAY, SeededLake
 

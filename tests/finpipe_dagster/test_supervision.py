@@ -1,6 +1,6 @@
 """The supervisor's rules on plain values (no Dagster instance)."""
 
-from finpipe_dagster.sensors.supervision import Policy, RunView, backoff_seconds, decide
+from finpipe_dagster.streams.policy import Policy, RunView, backoff_seconds, decide
 
 POLICY = Policy(
     stale_heartbeat_seconds=60,

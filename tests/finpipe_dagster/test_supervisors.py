@@ -20,9 +20,10 @@ from dagster import (
 from finpipe import health
 from finpipe.settings import load_settings
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.jobs.streams import producer_stream
-from finpipe_dagster.resources import FinpipeSettings, SupervisionPolicy
-from finpipe_dagster.sensors.supervisors import producer_supervisor
+from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.streams.jobs import producer_stream
+from finpipe_dagster.streams.resources import SupervisionPolicy
+from finpipe_dagster.streams.sensors import producer_supervisor
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from dagster import (
     sensor,
 )
 
-from finpipe_dagster.assets.lake import PROCESSED_TRADES
-from finpipe_dagster.assets.partitions import today_utc
-from finpipe_dagster.jobs.summaries import REFRESH_TAG, summaries_job
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
+from finpipe_dagster.partitions import today_utc
+from finpipe_dagster.summaries.jobs import REFRESH_TAG, summaries_job
 
 IN_PROGRESS = [
     DagsterRunStatus.QUEUED,

@@ -24,9 +24,9 @@ from dagster import (
 )
 
 from finpipe import health
-from finpipe_dagster.assets.partitions import daily_partitions, today_utc
-from finpipe_dagster.jobs.summaries import REFRESH_TAG, summaries_job
+from finpipe_dagster.partitions import daily_partitions, today_utc
 from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.summaries.jobs import REFRESH_TAG, summaries_job
 
 # Days whose refreshed batch the cursor keeps (like the heartbeat's own limit).
 CURSOR_DAYS = 64

@@ -9,7 +9,7 @@ from dagster import (
     schedule,
 )
 
-from finpipe_dagster.jobs.summaries import close_day_job, quality_checks_job
+from finpipe_dagster.summaries.jobs import close_day_job, quality_checks_job
 
 
 @schedule(

@@ -27,11 +27,13 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 from finpipe.settings import Settings
-from finpipe_dagster.assets.lake import PROCESSED_TRADES
-from finpipe_dagster.checks.processed_trades import CHECKS
-from finpipe_dagster.jobs.streams import STREAMS
-from finpipe_dagster.resources import AlertChannel, FinpipeSettings, SupervisionPolicy
-from finpipe_dagster.sensors.supervisors import current_decision
+from finpipe_dagster.alerts.channel import AlertChannel
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
+from finpipe_dagster.lake.checks import CHECKS
+from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.streams.jobs import STREAMS
+from finpipe_dagster.streams.resources import SupervisionPolicy
+from finpipe_dagster.streams.sensors import current_decision
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from dagster import (
 
 from finpipe import contracts, lake
 from finpipe.settings import Settings
-from finpipe_dagster.assets.lake import PROCESSED_TRADES
-from finpipe_dagster.assets.partitions import today_utc
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
+from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources import DuckDBResource, FinpipeSettings, KafkaResource
 
 KEY_COLUMNS = ("symbol", "trade_ts", "trade_date", "kafka_partition", "kafka_offset")

@@ -1,7 +1,7 @@
 """The streams' data as external assets: the Kafka topic and the lake table.
 
 Neither is materialized by Dagster: ``stock_ticks`` is written by the producer and
-``processed_trades`` by the Spark query. The lake sensor (``sensors/lake.py``) records
+``processed_trades`` by the Spark query. The lake sensor (``lake/sensors.py``) records
 their updates, which drive freshness, the summaries and the alerts.
 """
 

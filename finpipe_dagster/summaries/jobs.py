@@ -3,7 +3,7 @@
 from dagster import AssetSelection, define_asset_job
 
 from finpipe import summaries
-from finpipe_dagster.assets.lake import PROCESSED_TRADES
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
 
 REFRESH_TAG = "finpipe/summaries"
 SUMMARY_KEYS = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATEST_PRICES)

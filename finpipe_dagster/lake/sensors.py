@@ -26,7 +26,7 @@ from dagster import (
 
 from finpipe import health, lake
 from finpipe.settings import Settings
-from finpipe_dagster.assets.lake import PROCESSED_TRADES, STOCK_TICKS
+from finpipe_dagster.lake.assets import PROCESSED_TRADES, STOCK_TICKS
 from finpipe_dagster.resources import FinpipeSettings, KafkaResource
 
 NEW_FILE_METADATA_LIMIT = 200

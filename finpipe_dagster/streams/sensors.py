@@ -22,10 +22,9 @@ from dagster import (
 
 from finpipe import health
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.jobs.streams import STREAM_JOBS
 from finpipe_dagster.resources.settings import FinpipeSettings
-from finpipe_dagster.resources.streams import SupervisionPolicy
-from finpipe_dagster.sensors.supervision import (
+from finpipe_dagster.streams.jobs import STREAM_JOBS
+from finpipe_dagster.streams.policy import (
     SUPERVISOR,
     TERMINATED_BY_TAG,
     Decision,
@@ -33,6 +32,7 @@ from finpipe_dagster.sensors.supervision import (
     RunView,
     decide,
 )
+from finpipe_dagster.streams.resources import SupervisionPolicy
 
 RECENT_RUNS = 30
 

@@ -31,8 +31,8 @@ from dagster import (
 
 from finpipe import contracts
 from finpipe.settings import Settings
-from finpipe_dagster.assets.lake import PROCESSED_TRADES
-from finpipe_dagster.assets.partitions import daily_partitions, partition_days, today_utc
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
+from finpipe_dagster.partitions import daily_partitions, partition_days, today_utc
 from finpipe_dagster.resources import FinpipeSettings, LakeS3Resource
 
 

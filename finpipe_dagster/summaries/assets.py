@@ -21,10 +21,10 @@ from dagster import (
 )
 
 from finpipe import summaries
-from finpipe_dagster.assets import summary_sql
-from finpipe_dagster.assets.lake import PROCESSED_TRADES
-from finpipe_dagster.assets.partitions import daily_partitions, partition_days
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
+from finpipe_dagster.partitions import daily_partitions, partition_days
 from finpipe_dagster.resources import DuckDBResource, FinpipeSettings
+from finpipe_dagster.summaries import sql as summary_sql
 
 SUMMARY_SPECS = [
     AssetSpec(

@@ -24,7 +24,7 @@ from dagster import (
 from dagster_pipes import PipesExtras
 
 from finpipe.health import FINAL_KEY
-from finpipe_dagster.sensors.supervision import Policy
+from finpipe_dagster.streams.policy import Policy
 
 STREAM_SCRIPTS = {"producer": "finpipe-producer", "spark": "finpipe-spark"}
 STREAM_MODULES = {"producer": "producer.cli", "spark": "spark.cli"}
@@ -141,7 +141,7 @@ def has_final_report(messages: Sequence[Any]) -> bool:
 
 
 class SupervisionPolicy(ConfigurableResource):
-    """How the supervisor sensors keep each stream alive (see ``sensors/supervision.py``)."""
+    """How the supervisor sensors keep each stream alive (see ``streams/policy.py``)."""
 
     stale_heartbeat_seconds: float = Policy.stale_heartbeat_seconds
     """A STARTED run whose stream has not reported for this long is dead: replace it."""

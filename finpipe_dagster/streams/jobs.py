@@ -9,7 +9,7 @@ from dagster import JobDefinition, OpExecutionContext, job, op
 
 from finpipe_dagster.instance import STREAM_TAG
 from finpipe_dagster.resources.settings import FinpipeSettings, environment_overrides
-from finpipe_dagster.resources.streams import PipesStreamClient, stream_command
+from finpipe_dagster.streams.resources import PipesStreamClient, stream_command
 
 STREAMS = ("producer", "spark")
 

@@ -1,0 +1,1 @@
+"""Alerts: the webhook channel and the sensor that opens and closes incidents."""

@@ -1,0 +1,1 @@
+"""The lake: the external assets, the observation sensor, quality checks and compaction."""

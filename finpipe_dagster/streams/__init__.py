@@ -1,0 +1,1 @@
+"""The long-running streams: their Pipes jobs, the supervision policy and the supervisor sensors."""
