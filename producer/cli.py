@@ -11,13 +11,12 @@ import sys
 
 import structlog
 
+from finpipe import exit_codes
 from finpipe.health import StreamReporter
 from finpipe.logs import configure_logging
 from finpipe.settings import SettingsError, load_settings
 from producer.app import TradeProducer
 from producer.errors import FatalError
-
-EXIT_FATAL = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
-        return EXIT_FATAL
+        return exit_codes.NO_RETRY
     try:
         with StreamReporter(settings, "producer") as reporter:
             producer = TradeProducer(settings, reporter)
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except FatalError as exc:
         log.error("producer cannot run", error=str(exc))
         print(f"finpipe-producer: {exc}", file=sys.stderr)
-        return EXIT_FATAL
+        return exit_codes.NO_RETRY
 
 
 if __name__ == "__main__":

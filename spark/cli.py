@@ -16,6 +16,7 @@ from types import FrameType
 
 import structlog
 
+from finpipe import exit_codes
 from finpipe.logs import configure_logging
 from finpipe.settings import SettingsError, load_settings
 from spark.job import StreamingJob
@@ -28,7 +29,7 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exit_codes.NO_RETRY)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:

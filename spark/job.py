@@ -19,7 +19,7 @@ import structlog
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from finpipe import contracts, lake
+from finpipe import contracts, exit_codes, lake
 from finpipe.health import StreamReporter
 from finpipe.settings import Settings
 from spark.progress import BatchProgress, ProgressListener, StreamTotals
@@ -35,7 +35,6 @@ STOP_TIMEOUT = "60s"
 # Bounds one batch after a long outage, so catching up never needs more than the
 # driver's memory; at the 5 s trigger this is far above any sustained rate.
 MAX_OFFSETS_PER_TRIGGER = 2_000_000
-EXIT_REFUSED = 2  # as for invalid settings: a restart does not help
 
 log = structlog.get_logger("spark")
 
@@ -138,7 +137,7 @@ class StreamingJob:
                 reporter.heartbeat(
                     {**self.totals.counters(), "status": "refused", "error": str(exc)}, log=True
                 )
-                return EXIT_REFUSED
+                return exit_codes.NO_RETRY
             except LakeUnreachable as exc:
                 log.error("spark_lake_unreachable", error=str(exc))
                 reporter.heartbeat(
