@@ -68,6 +68,7 @@ every tick."""
 MAX_REQUESTS_PER_TICK = 8
 """Newest days first; the rest follow on later ticks (a replay of many past days, or the
 first tick after an upgrade, must not flood the run queue)."""
+IN_STEP = "all in step"
 IN_PROGRESS = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -285,7 +286,13 @@ def late_data_summaries_sensor(
         )
     ][:MAX_REQUESTS_PER_TICK]
     if not work:
-        return SkipReason(f"{len(states)} closed day(s) in the lake, all in step")
+        waiting = sum(1 for s in states if s.day.isoformat() in busy or s.day.isoformat() in failed)
+        if waiting:
+            return SkipReason(
+                f"{waiting} of {len(states)} closed day(s) wait for a run in progress or for "
+                f"the backoff after a failed one ({RETRY_BACKOFF})"
+            )
+        return SkipReason(f"{len(states)} closed day(s) in the lake: {IN_STEP}")
     context.log.info(
         "closed days behind the lake: "
         + ", ".join(
