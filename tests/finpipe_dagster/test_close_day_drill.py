@@ -21,6 +21,11 @@ from dagster import (
     SkipReason,
     build_sensor_context,
     instance_for_test,
+    materialize,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
 )
 
 from finpipe import lake, summaries
@@ -305,3 +310,30 @@ def test_a_failed_close_is_requested_again_after_the_backoff_not_before(
             failed_at=failed_at[DAY.isoformat()],
         )
         assert work == DayWork(DAY, summaries=True, compaction=True)
+
+
+def test_a_backfill_of_several_days_records_what_it_read_of_each(seeded: SeededLake) -> None:
+    days = [DAY, DAY + dt.timedelta(days=1)]
+    for day in days:
+        seeded.write(seeded.trades(day, 20, seed=400))
+    seeded.write(seeded.trades(DAY, 5, seed=401))  # one more batch for the first day
+    with instance_for_test() as instance:
+        assert materialize(
+            [daily_summaries],
+            instance=instance,
+            resources=seeded.resources,
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: days[0].isoformat(),
+                ASSET_PARTITION_RANGE_END_TAG: days[-1].isoformat(),
+            },
+        ).success
+        found = summarized_batch_ids(
+            instance, [d.isoformat() for d in days], seeded.settings.lake_uri
+        )
+        elsewhere = summarized_batch_ids(instance, [DAY.isoformat()], "s3a://warehouse/other")
+    states = {
+        s.day: s.batch_ids for s in closed_lake_days(seeded.settings, dt.datetime.now(dt.UTC))
+    }
+    assert found == {d.isoformat(): states[d] for d in days}
+    assert found[DAY.isoformat()] == {"AAPL": 2, "BINANCE:BTCUSDT": 2}
+    assert elsewhere == {DAY.isoformat(): None}  # batch ids of another lake are no evidence
