@@ -1,5 +1,6 @@
 """Closing a day while readers scan it and late batches land, on MinIO, DuckDB and a real
-Dagster instance; and the readers' retry when an object vanished under them.
+Dagster instance (the close with the multiprocess executor); and the readers' retry when
+an object vanished under them.
 
 The objects are written exactly as the Spark sink names them (``SeededLake.write``:
 ``trade_date=…/symbol=…/batch-<id>.parquet``, one per symbol and batch); no Spark runs.
@@ -20,9 +21,12 @@ from dagster import (
     SensorResult,
     SkipReason,
     build_sensor_context,
+    execute_job,
     instance_for_test,
     materialize,
 )
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.job_execution_result import JobExecutionResult
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -34,6 +38,7 @@ from finpipe_dagster.lake.assets import processed_trades, stock_ticks
 from finpipe_dagster.lake.compaction import compact_day, compacted_trades, partition_files
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources import LakeS3Resource
+from finpipe_dagster.resources.settings import environment_overrides
 from finpipe_dagster.summaries.assets import daily_summaries
 from finpipe_dagster.summaries.jobs import close_day_job, summaries_job
 from finpipe_dagster.summaries.late_data import (
@@ -212,12 +217,12 @@ def test_closing_a_day_while_a_reader_scans_it_and_late_batches_land(
                 when(lambda: exists(stats_key), lambda: seeded.write(late_1), 120),
                 when(compacted_exists, lambda: seeded.write(late_2), 120),
             ]
-            close = defs.resolve_job_def("close_day_job").execute_in_process(
-                instance=instance, partition_key=DAY.isoformat()
-            )
+            close = close_with_the_multiprocess_executor(instance, seeded, monkeypatch)
             for thread in landed:
                 thread.join(130)
             assert close.success
+            steps = step_times(instance, close.run_id)
+            assert steps["compacted_trades"][0] >= steps["daily_summaries"][1]
             [compaction] = close.asset_materializations_for_node("compacted_trades")
             assert compaction.metadata["leftovers_deleted"].value == 0  # inside their grace
             assert compaction.metadata["leftovers_kept"].value >= 24  # 12 batches x 2 symbols
@@ -243,6 +248,40 @@ def test_closing_a_day_while_a_reader_scans_it_and_late_batches_land(
         f"drill: {len(reader.reads)} reads ({reader.attempts - len(reader.reads)} re-listed), "
         f"sensor requests: {asked}"
     )
+
+
+def close_with_the_multiprocess_executor(
+    instance: DagsterInstance, seeded: SeededLake, monkeypatch: pytest.MonkeyPatch
+) -> JobExecutionResult:
+    """``close_day_job`` of the real code location, each step in its own process (as the
+    daemon runs it); the steps read the test's prefixes from the environment."""
+    for name, value in environment_overrides(seeded.resource).items():
+        monkeypatch.setenv(name, value)
+    repository = ReconstructableRepository.for_module("finpipe_dagster.definitions", "defs")
+    return execute_job(
+        repository.get_reconstructable_job("close_day_job"),
+        instance,
+        tags={"dagster/partition": DAY.isoformat()},
+        raise_on_error=True,
+    )
+
+
+def step_times(instance: DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """Step key -> (start, success) timestamps, from the run's event log."""
+    found: dict[str, list[float]] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if (
+            event is not None
+            and event.step_key
+            and event.event_type_value
+            in (
+                "STEP_START",
+                "STEP_SUCCESS",
+            )
+        ):
+            found.setdefault(event.step_key, []).append(entry.timestamp)
+    return {key: (times[0], times[-1]) for key, times in found.items()}
 
 
 def run_until_in_step(
