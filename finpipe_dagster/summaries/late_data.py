@@ -142,10 +142,10 @@ def decide(
         return None
     closes_at = dt.datetime.combine(state.day, dt.time(), dt.UTC) + dt.timedelta(days=1)
     settled = state.pending_since is not None and state.pending_since <= now - settle
-    # A day never compacted is the close schedule's until its time has passed.
-    compaction = state.expired_leftovers > 0 or (
-        settled and (state.compacted or now >= closes_at + CLOSE_DELAY)
-    )
+    # A day never compacted is the close schedule's until its run had its chance (it
+    # failed, or the platform was down at that time).
+    overdue = now >= closes_at + CLOSE_DELAY + RETRY_BACKOFF
+    compaction = state.expired_leftovers > 0 or (settled and (state.compacted or overdue))
     behind = summaries_behind(state.batch_ids, summarized)
     if not (behind or compaction):
         return None

@@ -96,9 +96,9 @@ def _state(**changes: object) -> LakeDay:
         (_state(expired_leftovers=3), {"AAPL": 9}, NOW, False, None, DayWork(CLOSED, False, True)),
         # never summarized (a replayed past day)
         (_state(), None, NOW, False, None, DayWork(CLOSED, True, False)),
-        # a day not yet compacted is the close schedule's until 00:20 of the next day...
+        # a day not yet compacted is the close schedule's (00:20) while its run may come...
         (_state(compacted=False, pending_since=dt.datetime(2026, 3, 9, 23, 59, tzinfo=dt.UTC)),
-         {"AAPL": 9}, dt.datetime(2026, 3, 10, 0, 19, tzinfo=dt.UTC), False, None, None),
+         {"AAPL": 9}, dt.datetime(2026, 3, 10, 0, 24, tzinfo=dt.UTC), False, None, None),
         # ...and the sensor's once that passed (the close run failed, or never ran)
         (_state(compacted=False, pending_since=ago(600)), {"AAPL": 9}, NOW, False, None,
          DayWork(CLOSED, False, True)),
