@@ -8,17 +8,23 @@ deleted the small ones never shows a row twice, and a batch that arrives after i
 was compacted is not hidden. Any other object (``_``-prefixed status files, temporary
 uploads) is not data.
 
+A compaction keeps the objects it replaces for ``COMPACTION_GRACE_SECONDS``, so a reader
+that listed before the switch can still read them. A reader slower than that finds an
+object gone: ``read_relisting`` runs its read once more over a fresh listing, which
+names the compacted file instead.
+
 Outside readers follow the same convention (see ``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import posixpath
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow.dataset as ds
@@ -26,6 +32,9 @@ import pyarrow.fs as pafs
 
 from finpipe import contracts
 from finpipe.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
@@ -76,10 +85,18 @@ class LakeFile:
     trade_date: dt.date
     symbol: str
     size: int
+    modified: dt.datetime | None = None  # the object store's LastModified
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.path)
+
+    @property
+    def batch_id(self) -> int:
+        """The batch id in the name: a batch file's own, a compacted file's last."""
+        parsed = contracts.parse_lake_object_name(self.name)
+        assert parsed is not None, self.path  # listings keep only the contract's names
+        return parsed.batch_id
 
 
 def _partition_values(relative: str) -> tuple[dt.date, str] | None:
@@ -103,6 +120,17 @@ def list_lake_files(
     filesystem: pafs.FileSystem | None = None,
 ) -> list[LakeFile]:
     """Every data file of the wanted days (all days when ``dates`` is None)."""
+    return _visible(list_lake_objects(settings, dates, prefix=prefix, filesystem=filesystem))
+
+
+def list_lake_objects(
+    settings: Settings,
+    dates: Iterable[dt.date] | None = None,
+    *,
+    prefix: str | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> list[LakeFile]:
+    """Every object of the wanted days with a table name, leftovers of a compaction too."""
     fs = filesystem or s3_filesystem(settings)
     root = f"{settings.s3_bucket}/{prefix or settings.lake_prefix}"
     bases = (
@@ -118,8 +146,36 @@ def list_lake_files(
                 continue
             values = _partition_values(info.path[len(root) + 1 :])
             if values is not None:
-                found.append(LakeFile(info.path, values[0], values[1], info.size or 0))
-    return _visible(found)
+                found.append(LakeFile(info.path, values[0], values[1], info.size or 0, info.mtime))
+    return found
+
+
+def lake_days(settings: Settings, *, filesystem: pafs.FileSystem | None = None) -> list[dt.date]:
+    """The days that have a partition folder in the lake (one listing of the prefix)."""
+    fs = filesystem or s3_filesystem(settings)
+    root = f"{settings.s3_bucket}/{settings.lake_prefix}"
+    days = set()
+    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        name = posixpath.basename(info.path)
+        if info.type == pafs.FileType.Directory and name.startswith("trade_date="):
+            try:
+                days.add(dt.date.fromisoformat(name.removeprefix("trade_date=")))
+            except ValueError:
+                continue
+    return sorted(days)
+
+
+def batch_ids_by_symbol(files: Iterable[LakeFile]) -> dict[str, int]:
+    """Per symbol, the newest batch the given (visible) files hold.
+
+    One micro-batch writes one object per partition folder, and batch ids only grow, so
+    a reader that recorded these ids knows exactly which batches it has seen: an object
+    that lands in a folder later carries a higher id there.
+    """
+    newest: dict[str, int] = {}
+    for file in files:
+        newest[file.symbol] = max(newest.get(file.symbol, -1), file.batch_id)
+    return dict(sorted(newest.items()))
 
 
 def _visible(files: list[LakeFile]) -> list[LakeFile]:
@@ -141,9 +197,16 @@ def lake_dataset(
 ) -> ds.Dataset:
     """A pyarrow dataset over the chosen files, with the contract's schema."""
     fs = filesystem or s3_filesystem(settings)
-    files = list_lake_files(settings, dates, filesystem=fs)
+    return files_dataset(list_lake_files(settings, dates, filesystem=fs), fs)
+
+
+def files_dataset(files: Iterable[LakeFile], filesystem: pafs.FileSystem) -> ds.Dataset:
+    """A pyarrow dataset over files already listed (``list_lake_files``)."""
     return ds.dataset(
-        [f.path for f in files], schema=contracts.LAKE_SCHEMA, format="parquet", filesystem=fs
+        [f.path for f in files],
+        schema=contracts.LAKE_SCHEMA,
+        format="parquet",
+        filesystem=filesystem,
     )
 
 
@@ -158,3 +221,45 @@ def duckdb_with_lake(
     con = connection or duckdb.connect()
     con.register(view_name, lake_dataset(settings, dates))
     return con
+
+
+# --- reading while a compaction deletes what it replaced ------------------------------
+
+# How a vanished object shows: pyarrow's own error, or its text inside another library's
+# error (DuckDB re-raises what a pyarrow scan raised as its own exception type).
+_VANISHED_TEXT = ("Path does not exist", "NoSuchKey", "NO_SUCH_KEY", "key does not exist")
+
+
+def object_vanished(error: BaseException) -> bool:
+    """True when ``error`` says an object that was listed is gone (deleted meanwhile)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, FileNotFoundError):
+            return True
+        response = getattr(current, "response", None)  # botocore's ClientError
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        if code in {"NoSuchKey", "404"}:
+            return True
+        if any(text in str(current) for text in _VANISHED_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def read_relisting(read: Callable[[], T], *, what: str = "lake read") -> T:
+    """``read()``, run once more when an object it listed vanished under it.
+
+    ``read`` must list the lake itself (``list_lake_files``, ``lake_dataset``,
+    ``duckdb_with_lake``): the second run lists again and finds the compacted file that
+    replaced the vanished objects. Only once: two vanishings in a row mean something
+    deletes objects without a grace period, which a retry would hide.
+    """
+    try:
+        return read()
+    except Exception as error:
+        if not object_vanished(error):
+            raise
+        log.warning("%s: an object vanished under the reader (%s); listing again", what, error)
+        return read()

@@ -99,6 +99,15 @@ class Settings(BaseSettings):
     freshness_fail_seconds: int = Field(default=600, gt=0, alias="FRESHNESS_FAIL_SECONDS")
     alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
     summaries_start_date: str = Field(default="2026-01-01", alias="SUMMARIES_START_DATE")
+    # How long a compaction keeps the objects it replaced, counted from the moment its
+    # compacted file hid them. A project reader holds a listing for seconds (the
+    # dashboard) to minutes (the checks over the whole lake); an hour also covers an
+    # outside reader's long query. Longer only costs storage and the listing of those
+    # objects; a reader slower than this still re-lists once (finpipe.lake).
+    compaction_grace_seconds: int = Field(default=3600, ge=0, alias="COMPACTION_GRACE_SECONDS")
+    # A closed day that got batches after its compaction is compacted again once its
+    # newest batch is this old, so a backlog that is still landing is folded in one pass.
+    late_batch_settle_seconds: int = Field(default=300, ge=0, alias="LATE_BATCH_SETTLE_SECONDS")
     # Dagster's run/event/schedule storage on PostgreSQL instead of SQLite files under
     # DAGSTER_HOME; dagster.yaml names the variable, never the value.
     dagster_postgres_url: SecretStr | None = Field(default=None, alias="DAGSTER_POSTGRES_URL")

@@ -39,6 +39,9 @@ def instance_config(settings: Settings | None = None) -> dict[str, Any]:
 
     * the run queue allows one run per value of :data:`STREAM_TAG`, so a second copy of a
       stream waits in the queue instead of running next to the first one;
+    * run retries are on for the runs that ask for them (tag ``dagster/max_retries``: the
+      close-day and late-data runs); the default stays 0, so a stream run is never
+      re-executed behind its supervisor's back;
     * sensors run in threads, so a slow lake listing never delays the supervisors;
     * run monitoring ends runs stuck while starting or cancelling (it cannot see a dead
       worker of a started run with the default launcher: the supervisors use heartbeats);
@@ -68,6 +71,7 @@ def instance_config(settings: Settings | None = None) -> dict[str, Any]:
             "cancel_timeout_seconds": 90,
             "poll_interval_seconds": 30,
         },
+        "run_retries": {"enabled": True, "max_retries": 0},
         "sensors": {"use_threads": True, "num_workers": 4},
         "schedules": {"use_threads": True, "num_workers": 2},
         "retention": {

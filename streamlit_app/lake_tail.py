@@ -13,7 +13,9 @@ state between refreshes instead:
   keeps them in memory, and forgets them once they fall out of the window;
 * it honours the lake's reading rule like ``finpipe.lake`` does
   (``contracts.visible_object_names``): once a partition holds a compacted file, it
-  reads that file and only the batch files written after it.
+  reads that file and only the batch files written after it;
+* when an object it listed vanished before it was read (a compaction deleted it after its
+  grace period), it forgets its listing and reads once more (``lake.read_relisting``).
 
 Objects are immutable except for a replayed micro-batch, which rewrites the same key with
 the same rows; caching by key therefore never shows a row twice.
@@ -107,12 +109,23 @@ class LakeTail:
         """The tail as of ``now`` (rows with ``cutoff(now) <= trade_ts``), schema TAIL_SCHEMA."""
         cutoff = self.cutoff(now)
         with self._lock:
-            wanted = self._refresh_listing(cutoff, now)
-            self._load(wanted, cutoff)
-            tables = [self._since(key, cutoff) for key in sorted(wanted)]
+            tables = lake.read_relisting(lambda: self._read_once(cutoff, now), what="lake tail")
         if not tables:
             return TAIL_SCHEMA.empty_table()
         return pa.concat_tables(tables)
+
+    def _read_once(self, cutoff: dt.datetime, now: dt.datetime) -> list[pa.Table]:
+        try:
+            wanted = self._refresh_listing(cutoff, now)
+            self._load(wanted, cutoff)
+            return [self._since(key, cutoff) for key in sorted(wanted)]
+        except Exception:
+            # Whatever failed (an object a compaction deleted after its grace period, an
+            # unreachable endpoint), the next attempt lists from scratch.
+            self._partitions.clear()
+            self._tables.clear()
+            self._oldest.clear()
+            raise
 
     def _since(self, key: str, cutoff: dt.datetime) -> pa.Table:
         """The object's rows from ``cutoff`` on, trimmed in memory for the next reads.

@@ -46,6 +46,16 @@ CHECKS = {
     ),
 }
 WARN_ONLY = {"reconciles_with_kafka"}
+RULES = {
+    "no_null_keys": " OR ".join(f"{c} IS NULL" for c in KEY_COLUMNS),
+    "price_positive": "price IS NULL OR NOT price > 0",
+    "volume_not_negative": "volume IS NULL OR volume < 0",
+    "trade_value_is_price_times_volume": (
+        "trade_value IS NULL OR abs(trade_value - price * volume) > "
+        f"{TRADE_VALUE_TOLERANCE} * greatest(1, abs(price * volume))"
+    ),
+}
+"""The row rules: a row fails when it matches the condition."""
 
 
 class QualityCheckConfig(Config):
@@ -167,43 +177,63 @@ def processed_trades_quality(
     settings = finpipe.load()
     days = checked_days(config)
     selected = {key.name for key in context.selected_asset_check_keys}
+    # Each attempt lists the lake afresh: a compaction may delete what a slow one listed.
+    yield from lake.read_relisting(
+        lambda: _evaluate(settings, days, selected, config, lake_duckdb, kafka),
+        what="lake quality checks",
+    )
+
+
+def _evaluate(
+    settings: Settings,
+    days: list[dt.date],
+    selected: set[str],
+    config: QualityCheckConfig,
+    lake_duckdb: DuckDBResource,
+    kafka: KafkaResource,
+) -> list[AssetCheckResult]:
+    results: list[AssetCheckResult] = []
     con = lake_duckdb.with_lake(days)
-    rows = _scalar(con, "SELECT count(*) FROM processed_trades")
-    day_meta = {"days": MetadataValue.text(", ".join(d.isoformat() for d in days))}
-    rules = {
-        "no_null_keys": " OR ".join(f"{c} IS NULL" for c in KEY_COLUMNS),
-        "price_positive": "price IS NULL OR NOT price > 0",
-        "volume_not_negative": "volume IS NULL OR volume < 0",
-        "trade_value_is_price_times_volume": (
-            "trade_value IS NULL OR abs(trade_value - price * volume) > "
-            f"{TRADE_VALUE_TOLERANCE} * greatest(1, abs(price * volume))"
-        ),
-    }
-    if "schema_matches_contract" in selected:
-        problems = schema_problems(settings, days)
-        yield _result(
-            "schema_matches_contract", len(problems), rows, bad_files=problems, **day_meta
-        )
-    for name, where in rules.items():
-        if name in selected:
-            failures, sample = _count_and_sample(con, where)
-            yield _result(name, failures, rows, sample=sample, **day_meta)
-    if "no_duplicate_kafka_records" in selected:
-        duplicates = (
-            con.sql(
-                "SELECT kafka_partition, kafka_offset, count(*) AS copies FROM processed_trades "
-                "GROUP BY ALL HAVING count(*) > 1 ORDER BY copies DESC LIMIT 1000"
+    try:
+        rows = _scalar(con, "SELECT count(*) FROM processed_trades")
+        day_meta = {"days": MetadataValue.text(", ".join(d.isoformat() for d in days))}
+        if "schema_matches_contract" in selected:
+            problems = schema_problems(settings, days)
+            results.append(
+                _result(
+                    "schema_matches_contract", len(problems), rows, bad_files=problems, **day_meta
+                )
             )
-            .to_arrow_table()
-            .to_pylist()
-        )
-        extra = sum(d["copies"] - 1 for d in duplicates)
-        yield _result(
-            "no_duplicate_kafka_records", extra, rows, sample=duplicates[:SAMPLE_ROWS], **day_meta
-        )
-    if "reconciles_with_kafka" in selected:
+        for name, where in RULES.items():
+            if name in selected:
+                failures, sample = _count_and_sample(con, where)
+                results.append(_result(name, failures, rows, sample=sample, **day_meta))
+        if "no_duplicate_kafka_records" in selected:
+            results.append(_duplicates(con, rows, day_meta))
+    finally:
         con.close()
+    if "reconciles_with_kafka" in selected:
         con = lake_duckdb.with_lake(None)  # Kafka's retained range may span any day
-        missing, detail = reconciliation(con, kafka, config.in_flight_seconds)
-        yield _result("reconciles_with_kafka", missing, rows, partitions=detail)
-    con.close()
+        try:
+            missing, detail = reconciliation(con, kafka, config.in_flight_seconds)
+        finally:
+            con.close()
+        results.append(_result("reconciles_with_kafka", missing, rows, partitions=detail))
+    return results
+
+
+def _duplicates(
+    con: duckdb.DuckDBPyConnection, rows: int, day_meta: dict[str, Any]
+) -> AssetCheckResult:
+    duplicates = (
+        con.sql(
+            "SELECT kafka_partition, kafka_offset, count(*) AS copies FROM processed_trades "
+            "GROUP BY ALL HAVING count(*) > 1 ORDER BY copies DESC LIMIT 1000"
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    extra = sum(d["copies"] - 1 for d in duplicates)
+    return _result(
+        "no_duplicate_kafka_records", extra, rows, sample=duplicates[:SAMPLE_ROWS], **day_meta
+    )

@@ -3,18 +3,23 @@
 For each (day, symbol) partition folder: read the objects that make up the table there
 (``contracts.visible_object_names``: batch files, and an earlier compacted file when a
 late batch arrived after it), drop rows seen twice by Kafka coordinates, sort by trade
-time and offset, write ``compacted-upto-<last batch id>.parquet`` in one PUT, then delete
-the objects it replaces. Readers switch atomically to the new file the moment it exists
-(it names the last batch it holds, so they skip the older objects), and a run that stops
-between the write and the deletes is finished by the next one. Open days are refused:
-Spark still writes to them.
+time and offset, write ``compacted-upto-<last batch id>.parquet`` in one PUT. Readers
+switch atomically to the new file the moment it exists (it names the last batch it holds,
+so they skip the older objects). The objects it replaced stay for
+``COMPACTION_GRACE_SECONDS`` after that switch, so a reader that listed before it can
+finish; a later run deletes them (``expired_leftovers``). Open days are refused: Spark
+still writes to them.
+
+The asset depends on the day's summaries, so a run that builds both (``close_day_job``)
+compacts only after the summaries were read, whatever the executor.
 """
 
 import datetime as dt
 import io
 import posixpath
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +34,7 @@ from dagster import (
     asset,
 )
 
-from finpipe import contracts
+from finpipe import contracts, lake, summaries
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.partitions import daily_partitions, partition_days, today_utc
@@ -42,17 +47,42 @@ class CompactionReport:
     files_after: int
     rows: int
     duplicates_dropped: int
+    leftovers_deleted: int = 0
+    leftovers_kept: int = 0  # replaced objects still inside their grace period
+
+
+def expired_leftovers(
+    objects: Mapping[str, dt.datetime], now: dt.datetime, grace: dt.timedelta
+) -> list[str]:
+    """The names of one partition folder that a compaction may delete now, sorted.
+
+    ``objects`` maps each object's name to its LastModified. An object the reading rule
+    no longer shows has been hidden since the oldest compacted file that hides it was
+    written (a batch file by one with ``upto >= id``, a compacted file by one with a
+    higher ``upto``); it may go once that is ``grace`` ago.
+    """
+    parsed = {n: p for n in objects if (p := contracts.parse_lake_object_name(n)) is not None}
+    compacted = [(p.batch_id, objects[n]) for n, p in parsed.items() if p.compacted]
+    visible = set(contracts.visible_object_names(parsed))
+    expired = []
+    for name, found in parsed.items():
+        if name in visible:
+            continue
+        hidden_since = min(
+            written
+            for upto, written in compacted
+            if upto > found.batch_id or (upto == found.batch_id and not found.compacted)
+        )
+        if hidden_since <= now - grace:
+            expired.append(name)
+    return sorted(expired)
 
 
 def partition_files(fs: pafs.FileSystem, settings: Settings, day: dt.date) -> dict[str, list[str]]:
     """Every table object of one day, by symbol folder (all of them, leftovers included)."""
-    base = f"{settings.s3_bucket}/{settings.lake_prefix}/trade_date={day.isoformat()}"
     by_folder: dict[str, list[str]] = defaultdict(list)
-    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-    for info in fs.get_file_info(selector):
-        name = posixpath.basename(info.path)
-        if info.type == pafs.FileType.File and contracts.parse_lake_object_name(name):
-            by_folder[posixpath.dirname(info.path)].append(info.path)
+    for file in lake.list_lake_objects(settings, [day], filesystem=fs):
+        by_folder[posixpath.dirname(file.path)].append(file.path)
     return {folder: sorted(paths) for folder, paths in sorted(by_folder.items())}
 
 
@@ -102,36 +132,82 @@ def _first_of_runs(sorted_keys: pa.ChunkedArray) -> pa.Array:
 def compact_day(
     settings: Settings, fs: pafs.FileSystem, lake_s3: LakeS3Resource, day: dt.date
 ) -> CompactionReport:
-    folders = partition_files(fs, settings, day)
-    before = sum(len(p) for p in folders.values())
-    rows = dropped = 0
-    for paths in folders.values():
-        by_name = {posixpath.basename(p): p for p in paths}
-        visible = [by_name[n] for n in contracts.visible_object_names(by_name)]
-        if len(visible) == 1 and _parsed(visible[0]).compacted:
-            target = visible[0]  # compacted already; a stopped run may have left leftovers
-            rows += pq.read_metadata(target, filesystem=fs).num_rows
-        else:
-            target, kept, duplicates = compact_folder(fs, visible)
-            rows += kept
-            dropped += duplicates
-        # Only objects listed above: a batch written meanwhile stays (it is newer).
-        stale = [p.split("/", 1)[1] for p in paths if p != target]
-        if stale:
-            lake_s3.delete_keys(stale)
-    return CompactionReport(before, len(folders), rows, dropped)
+    """Compact each symbol folder of ``day``; over a fresh listing once if an object vanished
+    (another run's deletes): each folder's result is the same whichever run writes it."""
+    return lake.read_relisting(
+        lambda: _compact_day_once(settings, fs, lake_s3, day), what=f"compaction of {day}"
+    )
+
+
+def _compact_day_once(
+    settings: Settings, fs: pafs.FileSystem, lake_s3: LakeS3Resource, day: dt.date
+) -> CompactionReport:
+    folders: dict[str, dict[str, lake.LakeFile]] = defaultdict(dict)
+    for file in lake.list_lake_objects(settings, [day], filesystem=fs):
+        folders[posixpath.dirname(file.path)][file.name] = file
+    grace = dt.timedelta(seconds=settings.compaction_grace_seconds)
+    totals = CompactionReport(sum(len(f) for f in folders.values()), len(folders), 0, 0)
+    for _, objects in sorted(folders.items()):
+        totals = _add(totals, _compact_objects(fs, lake_s3, objects, grace))
+    return totals
+
+
+def _compact_objects(
+    fs: pafs.FileSystem,
+    lake_s3: LakeS3Resource,
+    objects: dict[str, lake.LakeFile],
+    grace: dt.timedelta,
+) -> CompactionReport:
+    """One folder: write its compacted file if needed, delete the leftovers past grace."""
+    now = dt.datetime.now(dt.UTC)
+    visible = [objects[n] for n in contracts.visible_object_names(objects)]
+    written = {n: _utc(f.modified) or now for n, f in objects.items()}
+    dropped = 0
+    if len(visible) == 1 and _parsed(visible[0].path).compacted:
+        target = visible[0].path  # compacted already: only leftovers may be due
+        rows = pq.read_metadata(target, filesystem=fs).num_rows
+    else:
+        target, rows, dropped = compact_folder(fs, [f.path for f in visible])
+        name = posixpath.basename(target)
+        objects = {**objects, name: replace(visible[0], path=target)}
+        written[name] = now  # it hides the others from now on
+    # Only objects listed above: a batch written meanwhile stays (it is newer).
+    expired = [objects[n].path.split("/", 1)[1] for n in expired_leftovers(written, now, grace)]
+    if expired:
+        lake_s3.delete_keys(expired)
+    hidden = len(objects) - len(contracts.visible_object_names(objects))
+    return CompactionReport(0, 0, rows, dropped, len(expired), hidden - len(expired))
+
+
+def _add(a: CompactionReport, b: CompactionReport) -> CompactionReport:
+    return CompactionReport(
+        *(getattr(a, f) + getattr(b, f) for f in CompactionReport.__dataclass_fields__)
+    )
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=dt.UTC)
 
 
 @asset(
-    deps=[PROCESSED_TRADES],
+    # The summaries too: a run that builds both compacts after they read the day.
+    deps=[
+        PROCESSED_TRADES,
+        summaries.OHLCV_1M,
+        summaries.DAILY_SYMBOL_STATS,
+        summaries.LATEST_PRICES,
+    ],
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     group_name="maintenance",
     kinds={"s3", "parquet"},
     description=(
         "Closed days of processed_trades rewritten as one compacted-upto-<batch>.parquet per "
-        "symbol (the small batch files are deleted afterwards; a late batch is folded in "
-        "by compacting its day again)."
+        "symbol, after the day's summaries. The replaced batch files stay for "
+        "COMPACTION_GRACE_SECONDS and a later run deletes them; a late batch is folded in "
+        "by compacting its day again."
     ),
 )
 def compacted_trades(
@@ -157,6 +233,8 @@ def compacted_trades(
             "files_after": sum(r["files_after"] for r in per_day.values()),
             "rows": sum(r["rows"] for r in per_day.values()),
             "duplicates_dropped": sum(r["duplicates_dropped"] for r in per_day.values()),
+            "leftovers_deleted": sum(r["leftovers_deleted"] for r in per_day.values()),
+            "leftovers_kept": sum(r["leftovers_kept"] for r in per_day.values()),
             "per_day": MetadataValue.json(per_day),
         }
     )

@@ -4,6 +4,10 @@ One multi-asset computes the three tables of each day from one connection over t
 day's lake files; a backfill of many days is one run (``BackfillPolicy.single_run``).
 Publishing replaces a day's object in one PUT, so re-running a day is idempotent and the
 dashboard never reads a half-written table.
+
+Each materialization records, per day, the newest batch it read in each symbol folder
+(``lake_batch_ids``) and the lake it read (``lake``): durable state from which the
+late-data sensor tells which closed days received batches since (``late_data.py``).
 """
 
 import datetime as dt
@@ -20,11 +24,16 @@ from dagster import (
     multi_asset,
 )
 
-from finpipe import summaries
+from finpipe import lake, summaries
+from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.partitions import daily_partitions, partition_days
 from finpipe_dagster.resources import DuckDBResource, FinpipeSettings
 from finpipe_dagster.summaries import sql as summary_sql
+
+LAKE_KEY = "lake"
+BATCH_IDS_KEY = "lake_batch_ids"
+"""Metadata of each summary materialization: {day: {symbol: newest batch id read}}."""
 
 SUMMARY_SPECS = [
     AssetSpec(
@@ -62,19 +71,19 @@ def daily_summaries(
 ) -> Iterator[MaterializeResult]:
     settings = finpipe.load()
     days = partition_days(list(context.partition_keys))
-    wanted = {key.to_user_string() for key in context.selected_asset_keys}
+    wanted = sorted(key.to_user_string() for key in context.selected_asset_keys)
     rows_per_day: dict[str, dict[str, int]] = {name: {} for name in wanted}
+    batch_ids: dict[str, dict[str, int]] = {}
     for day in days:
-        con = lake_duckdb.with_lake([day])
-        try:
-            for name in sorted(wanted):
-                table = _build(con, name, day)
-                key = summaries.publish(settings, name, day, table)
-                rows_per_day[name][day.isoformat()] = table.num_rows
-                context.log.info(f"published {name} {day}: {table.num_rows} rows -> s3://{key}")
-        finally:
-            con.close()
-    for name in sorted(wanted):
+        tables, batch_ids[day.isoformat()] = lake.read_relisting(
+            lambda day=day: _build_day(settings, lake_duckdb, day, wanted),
+            what=f"summaries of {day}",
+        )
+        for name, table in tables.items():
+            key = summaries.publish(settings, name, day, table)
+            rows_per_day[name][day.isoformat()] = table.num_rows
+            context.log.info(f"published {name} {day}: {table.num_rows} rows -> s3://{key}")
+    for name in wanted:
         yield MaterializeResult(
             asset_key=name,
             metadata={
@@ -83,8 +92,28 @@ def daily_summaries(
                 "location": MetadataValue.text(
                     f"s3://{settings.s3_bucket}/{settings.summaries_prefix}/{name}/"
                 ),
+                LAKE_KEY: MetadataValue.text(settings.lake_uri),
+                BATCH_IDS_KEY: MetadataValue.json(batch_ids),
             },
         )
+
+
+def _build_day(
+    settings: Settings, lake_duckdb: DuckDBResource, day: dt.date, wanted: list[str]
+) -> tuple[dict[str, pa.Table], dict[str, int]]:
+    """The day's tables from one listing, and the newest batch per symbol it held.
+
+    Nothing is published here, so a second attempt over a fresh listing (an object
+    vanished under the first) publishes only tables of one consistent snapshot."""
+    fs = lake.s3_filesystem(settings)
+    files = lake.list_lake_files(settings, [day], filesystem=fs)
+    con = lake_duckdb.connect()
+    try:
+        con.register("processed_trades", lake.files_dataset(files, fs))
+        tables = {name: _build(con, name, day) for name in wanted}
+    finally:
+        con.close()
+    return tables, lake.batch_ids_by_symbol(files)
 
 
 def _build(con: duckdb.DuckDBPyConnection, name: str, day: dt.date) -> pa.Table:

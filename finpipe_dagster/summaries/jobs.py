@@ -6,6 +6,10 @@ from finpipe import summaries
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 
 REFRESH_TAG = "finpipe/summaries"
+RETRY_TAGS = {"dagster/max_retries": "3", "dagster/retry_strategy": "FROM_FAILURE"}
+"""Run retries (enabled in ``dagster.yaml``, see ``finpipe_dagster.instance``) for the runs
+that finalize a closed day: a failed one is re-executed from its failed step. Today's
+refresh runs go without: the next refresh comes a minute later anyway."""
 SUMMARY_KEYS = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATEST_PRICES)
 
 summaries_job = define_asset_job(
@@ -18,8 +22,11 @@ summaries_job = define_asset_job(
 close_day_job = define_asset_job(
     "close_day_job",
     selection=AssetSelection.assets(*SUMMARY_KEYS, "compacted_trades"),
-    tags={REFRESH_TAG: "close"},
-    description="Finalizes a closed day: its summaries, then compacts its lake files.",
+    tags={REFRESH_TAG: "close", **RETRY_TAGS},
+    description=(
+        "Finalizes a closed day: its summaries, then (an asset dependency) compacts its "
+        "lake files. Failed runs are retried."
+    ),
 )
 
 quality_checks_job = define_asset_job(

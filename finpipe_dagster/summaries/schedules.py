@@ -11,16 +11,22 @@ from dagster import (
 
 from finpipe_dagster.summaries.jobs import close_day_job, quality_checks_job
 
+CLOSE_DELAY = dt.timedelta(minutes=20)
+"""How long after midnight UTC a day is closed (the cron below says the same): batches in
+flight at midnight have landed by then."""
+
 
 @schedule(
     job=close_day_job,
     cron_schedule="20 0 * * *",
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
-    description="At 00:20 UTC: final summaries of yesterday, then its compaction.",
+    description=(
+        "At 00:20 UTC: final summaries of yesterday, then its compaction (a failed run is "
+        "retried, and late_data_summaries_sensor requests the day again if it stays behind)."
+    ),
 )
 def close_day_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    # 20 minutes after midnight, so that batches in flight at midnight have landed.
     scheduled = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     day = (scheduled.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
     return RunRequest(run_key=f"close-{day}", partition_key=day)

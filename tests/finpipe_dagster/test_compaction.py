@@ -10,6 +10,14 @@ from finpipe_dagster.partitions import today_utc
 from .conftest import DAY, SeededLake
 
 
+@pytest.fixture
+def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the rewrite: replaced objects go at once (the grace period
+    has its own tests in test_close_day_drill.py)."""
+    monkeypatch.setenv("COMPACTION_GRACE_SECONDS", "0")
+
+
+@pytest.mark.usefixtures("no_grace")
 def test_compaction_keeps_rows_and_reduces_files(seeded: SeededLake) -> None:
     for seed in range(3):
         seeded.write(seeded.trades(DAY, 40, seed=20 + seed))
@@ -45,6 +53,7 @@ def test_compaction_keeps_rows_and_reduces_files(seeded: SeededLake) -> None:
     assert lake.lake_dataset(seeded.settings, [DAY]).to_table().num_rows == 127
 
 
+@pytest.mark.usefixtures("no_grace")
 def test_a_compaction_stopped_before_its_deletes_is_finished_by_the_next_run(
     seeded: SeededLake,
 ) -> None:

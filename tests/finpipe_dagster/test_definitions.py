@@ -2,6 +2,7 @@
 
 import yaml
 from dagster import AssetKey, Definitions
+from dagster._core.execution.api import create_execution_plan
 
 from finpipe.settings import load_settings
 from finpipe_dagster.definitions import defs
@@ -28,6 +29,17 @@ def test_definitions_validate_and_are_complete() -> None:
     by_name = {k.to_user_string(): v for k, v in parents.items()}
     assert by_name["processed_trades"] == {"stock_ticks"}
     assert by_name["ohlcv_1m"] == by_name["latest_prices"] == {"processed_trades"}
+    # Compaction after the summaries: a close-day run never compacts what they still read.
+    assert by_name["compacted_trades"] == {
+        "processed_trades",
+        "ohlcv_1m",
+        "daily_symbol_stats",
+        "latest_prices",
+    }
+    plan = create_execution_plan(repo.get_job("close_day_job"))
+    assert plan.get_step_by_key("compacted_trades").get_execution_dependency_keys() == {
+        "daily_summaries"
+    }
     assert graph.get(AssetKey("ohlcv_1m")).partitions_def is not None
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {
@@ -64,3 +76,11 @@ def test_dagster_home_limits_each_stream_to_one_run(tmp_path) -> None:  # type: 
     [limit] = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert limit == {"key": STREAM_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     assert config["telemetry"] == {"enabled": False}
+    # Runs retry only when they ask for it (close-day and late-data runs), never a stream.
+    assert config["run_retries"] == {"enabled": True, "max_retries": 0}
+    assert repo_job_tags("close_day_job")["dagster/max_retries"] == "3"
+    assert "dagster/max_retries" not in repo_job_tags("spark_stream")
+
+
+def repo_job_tags(name: str) -> dict[str, str]:
+    return dict(defs.get_repository_def().get_job(name).tags)

@@ -1,13 +1,10 @@
 """The lake sensor and the alerts sensor over a temporary instance and the real MinIO."""
 
-import datetime as dt
 import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
-from typing import Any
 
 import pytest
 from dagster import (
@@ -154,59 +151,3 @@ def test_refresh_sensor_requests_today_once_per_lake_update(instance: DagsterIns
     instance.report_runless_asset_event(AssetMaterialization(asset_key=PROCESSED_TRADES))
     second, _ = tick(cursor)
     assert isinstance(second, RunRequest) and second.run_key != first.run_key
-
-
-def test_late_trades_in_a_closed_day_refresh_its_summaries_once_per_batch(
-    instance: DagsterInstance, tmp_path: Path
-) -> None:
-    from finpipe import health
-    from finpipe_dagster.summaries.late_data import late_data_summaries_sensor
-
-    finpipe = FinpipeSettings(finpipe_home=str(tmp_path), lake_prefix="late-test/processed_trades")
-    settings = finpipe.load()
-    today = today_utc()
-    yesterday, last_week = today - dt.timedelta(days=1), today - dt.timedelta(days=7)
-
-    def spark_beat(by_date: dict[dt.date, int]) -> None:
-        days = {day.isoformat(): batch for day, batch in by_date.items()}
-        health.write_json_atomic(
-            health.health_path(settings, "spark"),
-            {"stream": "spark", "pid": 1, health.LAST_BATCH_BY_DATE_KEY: days},
-        )
-
-    def tick(cursor: str | None, lake: FinpipeSettings = finpipe) -> tuple[Any, str | None]:
-        with build_sensor_context(
-            instance=instance, cursor=cursor, resources={"finpipe": lake}
-        ) as context:
-            return late_data_summaries_sensor(context), context.cursor
-
-    def requested(result: Any) -> list[str]:
-        return (
-            [r.partition_key for r in result.run_requests]
-            if isinstance(result, SensorResult)
-            else []
-        )
-
-    result, cursor = tick(None)  # no Spark heartbeat yet
-    assert requested(result) == []
-
-    spark_beat({today: 40})  # only today: the refresh sensor's
-    result, cursor = tick(cursor)
-    assert requested(result) == []
-
-    spark_beat({today: 41, yesterday: 41, last_week: 41})  # a replay wrote two closed days
-    result, cursor = tick(cursor)
-    assert requested(result) == sorted([last_week.isoformat(), yesterday.isoformat()])
-    assert all(r.tags["finpipe/summaries"] == "late" for r in result.run_requests)
-    result, cursor = tick(cursor)  # same batches: nothing new
-    assert requested(result) == []
-
-    spark_beat({today: 45, yesterday: 44, last_week: 41})  # more late trades, yesterday only
-    result, cursor = tick(cursor)
-    assert requested(result) == [yesterday.isoformat()]
-
-    # Another lake (a new checkpoint numbers batches from 0 again) starts afresh.
-    other = FinpipeSettings(finpipe_home=str(tmp_path), lake_prefix="late-test-2/processed_trades")
-    spark_beat({yesterday: 3})
-    result, _ = tick(cursor, other)
-    assert requested(result) == [yesterday.isoformat()]
