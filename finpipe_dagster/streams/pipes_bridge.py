@@ -20,7 +20,6 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dags
 
 from finpipe.health import reporting_to
 
-
 MODULE = "finpipe_dagster.streams.pipes_bridge"
 
 

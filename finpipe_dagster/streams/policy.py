@@ -1,7 +1,7 @@
 """What a supervisor does about one stream: a pure function of runs, heartbeat and time.
 
 Kept free of Dagster's instance so every rule is unit-tested on plain values; the sensor
-in ``supervisors.py`` gathers the inputs and carries out the decision.
+in ``sensors.py`` gathers the inputs and carries out the decision.
 """
 
 from __future__ import annotations
