@@ -10,7 +10,6 @@ reverse start order.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import signal
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from finpipe import health
 from finpipe.settings import Settings
+from finpipe_dagster.instance import ensure_dagster_home
 from infra import artifacts, services
 from infra.artifacts import say
 from infra.processes import ManagedProcess, pid_alive
@@ -245,9 +245,7 @@ def ensure_chromium() -> str:
 
 def _prepare_dagster_home(settings: Settings) -> None:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(ModuleNotFoundError):
-        instance = importlib.import_module("finpipe_dagster.instance")
-        instance.ensure_dagster_home(settings)
+    ensure_dagster_home(settings)
 
 
 def up(settings: Settings) -> None:
