@@ -22,17 +22,19 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
+    AssetsDefinition,
     BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
     asset,
 )
 
 from finpipe import contracts
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
-from finpipe_dagster.partitions import daily_partitions, partition_days, today_utc
+from finpipe_dagster.partitions import partition_days, today_utc
 from finpipe_dagster.resources import FinpipeSettings, LakeS3Resource
 
 
@@ -122,18 +124,6 @@ def compact_day(
     return CompactionReport(before, len(folders), rows, dropped)
 
 
-@asset(
-    deps=[PROCESSED_TRADES],
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    group_name="maintenance",
-    kinds={"s3", "parquet"},
-    description=(
-        "Closed days of processed_trades rewritten as one compacted-upto-<batch>.parquet per "
-        "symbol (the small batch files are deleted afterwards; a late batch is folded in "
-        "by compacting its day again)."
-    ),
-)
 def compacted_trades(
     context: AssetExecutionContext, finpipe: FinpipeSettings, lake_s3: LakeS3Resource
 ) -> MaterializeResult:
@@ -160,3 +150,19 @@ def compacted_trades(
             "per_day": MetadataValue.json(per_day),
         }
     )
+
+
+def compacted_trades_asset(partitions: PartitionsDefinition) -> AssetsDefinition:
+    """The asset over the code location's daily partitions (built at load)."""
+    return asset(
+        deps=[PROCESSED_TRADES],
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name="maintenance",
+        kinds={"s3", "parquet"},
+        description=(
+            "Closed days of processed_trades rewritten as one compacted-upto-<batch>.parquet per "
+            "symbol (the small batch files are deleted afterwards; a late batch is folded in "
+            "by compacting its day again)."
+        ),
+    )(compacted_trades)

@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from finpipe import health
-from finpipe_dagster.partitions import daily_partitions, today_utc
+from finpipe_dagster.partitions import first_day, today_utc
 from finpipe_dagster.resources import FinpipeSettings
 from finpipe_dagster.summaries.jobs import REFRESH_TAG, summaries_job
 
@@ -49,7 +49,7 @@ def late_data_summaries_sensor(
     same_lake = cursor.get("lake") == settings.lake_uri
     refreshed: dict[str, int] = cursor.get("days", {}) if same_lake else {}
     today = today_utc().isoformat()
-    first = daily_partitions.start.date().isoformat()
+    first = first_day(settings)
     late = {
         day: int(batch)
         for day, batch in written.items()
