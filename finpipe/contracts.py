@@ -156,11 +156,14 @@ def visible_object_names(names: Iterable[str]) -> list[str]:
     """
     parsed = {name: parse_lake_object_name(name) for name in names}
     upto = max((p.batch_id for p in parsed.values() if p and p.compacted), default=-1)
-    return sorted(
-        name
-        for name, p in parsed.items()
-        if p and (p.batch_id > upto or (p.compacted and p.batch_id == upto))
-    )
+    return sorted(name for name, p in parsed.items() if p and is_visible_object(p, upto))
+
+
+def is_visible_object(name: LakeObjectName, compacted_upto: int) -> bool:
+    """The reading rule for one object of a partition whose newest compacted file holds
+    the batches up to ``compacted_upto`` (-1: none): that file, and batches after it.
+    Incremental readers (the dashboard's tail) apply it as they list."""
+    return name.batch_id > compacted_upto or (name.compacted and name.batch_id == compacted_upto)
 
 
 # --- rejected input of the Spark query (kept, never dropped) ------------------------------

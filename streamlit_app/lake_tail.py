@@ -71,7 +71,7 @@ class _Partition:
         self.compacted_upto = upto
         for key in list(self.objects):
             name = contracts.parse_lake_object_name(posixpath.basename(key))
-            if name is None or name.batch_id <= upto:
+            if name is None or not contracts.is_visible_object(name, upto):
                 del self.objects[key]
 
 
@@ -192,10 +192,10 @@ class LakeTail:
                 if name is None:
                     continue
                 modified: dt.datetime = item["LastModified"]
-                upto = partition.compacted_upto
-                if name.compacted and (upto is None or name.batch_id > upto):
+                upto = -1 if partition.compacted_upto is None else partition.compacted_upto
+                if name.compacted and name.batch_id > upto:
                     partition.compact(name.batch_id)
-                elif upto is not None and name.batch_id <= upto:
+                elif not contracts.is_visible_object(name, upto):
                     continue  # held by the compacted file, or an older compacted file
                 if modified < relist_from and key > watermark and not partition.compacted:
                     watermark = key
