@@ -25,6 +25,12 @@ from typing import Any, Protocol
 
 from finpipe.settings import Settings
 
+PRODUCER = "producer"
+SPARK = "spark"
+STREAMS = (PRODUCER, SPARK)
+"""The long-running streams, by the name they report health under (and their Dagster jobs,
+supervisors and run tags use)."""
+
 HEARTBEAT_KEY = "heartbeat_ts"
 FINAL_KEY = "final"
 LAST_BATCH_BY_DATE_KEY = "last_batch_by_trade_date"

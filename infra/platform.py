@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finpipe import health
-from finpipe.settings import Settings
+from finpipe.settings import Settings, is_loopback_host
 from finpipe_dagster.instance import ensure_dagster_home
 from infra import artifacts, services
 from infra.artifacts import say
 from infra.processes import ManagedProcess, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STREAMS = ("producer", "spark")
+STREAMS = health.STREAMS
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def streamlit_process(settings: Settings) -> ManagedProcess:
 def components(settings: Settings) -> list[Component]:
     """Every part of the platform in start order (stop order is the reverse)."""
     kafka_local = services.kafka_is_local(settings)
-    s3_local = services.is_loopback(services.s3_endpoint(settings)[0])
+    s3_local = is_loopback_host(services.s3_endpoint(settings)[0])
     parts = [
         Component(
             "kafka",

@@ -24,12 +24,12 @@ from dagster import (
     sensor,
 )
 
+from finpipe.health import STREAMS
 from finpipe.settings import Settings
 from finpipe_dagster.alerts.channel import AlertChannel
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.lake.checks import CHECKS
 from finpipe_dagster.resources import FinpipeSettings
-from finpipe_dagster.streams.jobs import STREAMS
 from finpipe_dagster.streams.resources import SupervisionPolicy
 from finpipe_dagster.streams.status import current_decision
 

@@ -21,11 +21,11 @@ from dagster import (
 )
 from dagster_pipes import PipesExtras
 
-from finpipe.health import FINAL_KEY
+from finpipe.health import FINAL_KEY, PRODUCER, SPARK
 from finpipe_dagster.streams.pipes_bridge import bridge_command
 from finpipe_dagster.streams.policy import Policy
 
-STREAM_MODULES = {"producer": "producer.cli", "spark": "spark.cli"}
+STREAM_MODULES = {PRODUCER: "producer.cli", SPARK: "spark.cli"}
 """The entry modules of ``finpipe-producer`` and ``finpipe-spark``."""
 
 

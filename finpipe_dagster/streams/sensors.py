@@ -19,6 +19,7 @@ from dagster import (
     sensor,
 )
 
+from finpipe.health import PRODUCER, SPARK
 from finpipe_dagster.instance import STREAM_TAG
 from finpipe_dagster.resources.settings import FinpipeSettings
 from finpipe_dagster.streams.jobs import STREAM_JOBS
@@ -79,5 +80,5 @@ def supervisor_sensor(stream: str, job: JobDefinition) -> SensorDefinition:
     return supervise
 
 
-producer_supervisor = supervisor_sensor("producer", STREAM_JOBS["producer"])
-spark_supervisor = supervisor_sensor("spark", STREAM_JOBS["spark"])
+producer_supervisor = supervisor_sensor(PRODUCER, STREAM_JOBS[PRODUCER])
+spark_supervisor = supervisor_sensor(SPARK, STREAM_JOBS[SPARK])

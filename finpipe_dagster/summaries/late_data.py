@@ -42,7 +42,7 @@ def late_data_summaries_sensor(
     context: SensorEvaluationContext, finpipe: FinpipeSettings
 ) -> SensorResult | SkipReason:
     settings = finpipe.load()
-    beat = health.read_health(settings, "spark") or {}
+    beat = health.read_health(settings, health.SPARK) or {}
     written: dict[str, int] = beat.get(health.LAST_BATCH_BY_DATE_KEY) or {}
     cursor = json.loads(context.cursor or "{}")
     # Batch ids belong to one checkpoint, and a new checkpoint means a new lake prefix.
