@@ -6,7 +6,7 @@ from finpipe import summaries
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 
 REFRESH_TAG = "finpipe/summaries"
-SUMMARY_KEYS = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATEST_PRICES)
+SUMMARY_KEYS = summaries.NAMES
 
 summaries_job = define_asset_job(
     "summaries_job",
