@@ -11,6 +11,7 @@ See ``docs/architecture.md`` for the guarantees behind them.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -115,6 +116,11 @@ def partition_dir(trade_date: str, symbol: str) -> str:
 
 def symbol_from_partition_value(value: str) -> str:
     return urllib.parse.unquote(value)
+
+
+def trade_dates(first: dt.date, last: dt.date) -> list[dt.date]:
+    """The ``trade_date`` partitions from ``first`` to ``last``, both included."""
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def batch_file_name(batch_id: int) -> str:

@@ -141,8 +141,7 @@ class LakeTail:
     # --- listing ------------------------------------------------------------------------
 
     def _days(self, cutoff: dt.datetime, now: dt.datetime) -> list[dt.date]:
-        first, last = cutoff.date(), now.date()
-        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        return contracts.trade_dates(cutoff.date(), now.date())
 
     def _refresh_listing(self, cutoff: dt.datetime, now: dt.datetime) -> set[str]:
         keep_after = cutoff - CLOCK_SLACK

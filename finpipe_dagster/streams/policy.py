@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-LIVE_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
+from finpipe_dagster.instance import LIVE_RUN_STATUSES
+
 TERMINATED_BY_TAG = "finpipe/terminated_by"
 SUPERVISOR = "supervisor"
 
@@ -27,7 +28,7 @@ class RunView:
 
     @property
     def is_live(self) -> bool:
-        return self.status in LIVE_STATUSES
+        return self.status in LIVE_RUN_STATUSES
 
 
 @dataclass(frozen=True)
