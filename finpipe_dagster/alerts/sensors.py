@@ -30,8 +30,8 @@ from finpipe_dagster.alerts.channel import AlertChannel
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.lake.checks import CHECKS
 from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.streams.decisions import current_decision
 from finpipe_dagster.streams.resources import SupervisionPolicy
-from finpipe_dagster.streams.status import current_decision
 
 
 @dataclass(frozen=True)

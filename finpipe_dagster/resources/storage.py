@@ -11,7 +11,7 @@ import pyarrow.fs as pafs
 from dagster import ConfigurableResource
 
 from finpipe import lake
-from finpipe_dagster.resources.settings import FinpipeSettings
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 
 
 class LakeS3Resource(ConfigurableResource):

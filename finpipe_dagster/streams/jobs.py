@@ -9,7 +9,7 @@ from dagster import JobDefinition, OpExecutionContext, job, op
 
 from finpipe.health import PRODUCER, SPARK, STREAMS
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.resources.settings import FinpipeSettings, environment_overrides
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings, environment_overrides
 from finpipe_dagster.streams.resources import PipesStreamClient, stream_command
 
 

@@ -21,11 +21,11 @@ from dagster import (
 
 from finpipe.health import PRODUCER, SPARK
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.resources.settings import FinpipeSettings
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
+from finpipe_dagster.streams.decisions import current_decision
 from finpipe_dagster.streams.jobs import STREAM_JOBS
 from finpipe_dagster.streams.policy import SUPERVISOR, TERMINATED_BY_TAG
 from finpipe_dagster.streams.resources import SupervisionPolicy
-from finpipe_dagster.streams.status import current_decision
 
 
 def terminate_run(instance: DagsterInstance, run_id: str, reason: str) -> str:

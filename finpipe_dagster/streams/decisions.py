@@ -10,7 +10,7 @@ from dagster import DagsterInstance, RunsFilter
 
 from finpipe import health
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.resources.settings import FinpipeSettings
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 from finpipe_dagster.streams.policy import (
     SUPERVISOR,
     TERMINATED_BY_TAG,
