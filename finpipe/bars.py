@@ -14,8 +14,8 @@ TRADE_ORDER = "trade_ts, kafka_partition, kafka_offset"
 
 # The same order inside one minute as one exact HUGEINT: ms-in-minute (16 bits) |
 # partition + 2^31 (32) | offset + 2^63 (64). Comparing it orders trades exactly like
-# TRADE_ORDER within a minute, for every int32 partition and int64 offset, and costs
-# about half as much as comparing structs (docs/benchmarks/dashboard.md).
+# TRADE_ORDER within a minute, for every int32 partition and int64 offset, and is cheaper
+# to compare than the struct (figures: docs/benchmarks/dashboard.md).
 TRADE_ORDER_IN_MINUTE = """(
     ((epoch_ms(trade_ts) % 60000)::HUGEINT << 96)
     | ((kafka_partition::HUGEINT + 2147483648) << 64)

@@ -11,7 +11,7 @@ so the chart is live between two summary refreshes. Both are the core's bar
 (``finpipe.bars``): open/close are the first/last trade by (trade_ts, kafka_partition,
 kafka_offset) and VWAP is traded value / volume.
 
-Speed (issue #6: p95 <= 50 ms per query over a day of 10 million trades; figures in
+Speed (target p95 <= 50 ms per query over a day of 10 million trades; figures in
 ``docs/benchmarks/dashboard.md``): the snapshot's connection is a cursor on one
 process-wide DuckDB database, the tail is aggregated into ``tail_bars`` once per snapshot
 and every bar, latest-price and symbol query reads those instead of the raw tail, and

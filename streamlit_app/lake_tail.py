@@ -118,8 +118,8 @@ class LakeTail:
         """The object's rows from ``cutoff`` on, trimmed in memory for the next reads.
 
         Only objects holding rows older than the cutoff are filtered (the cutoff only moves
-        forward): filtering the whole tail on every refresh cost ~50 ms of CPU for ~1,300
-        micro-batch objects, most of which need no filtering.
+        forward): filtering the whole tail on every refresh was the largest CPU cost of a
+        refresh (docs/benchmarks/dashboard.md), and most objects need no filtering.
         """
         oldest = self._oldest.get(key)
         if oldest is None or oldest >= cutoff:
