@@ -1,9 +1,8 @@
-"""Asset jobs over the summaries, the compaction and the lake checks."""
+"""Asset jobs over the summaries (and, closing a day, its compaction)."""
 
 from dagster import AssetSelection, define_asset_job
 
 from finpipe import summaries
-from finpipe_dagster.lake.assets import PROCESSED_TRADES
 
 REFRESH_TAG = "finpipe/summaries"
 SUMMARY_KEYS = summaries.NAMES
@@ -20,10 +19,4 @@ close_day_job = define_asset_job(
     selection=AssetSelection.assets(*SUMMARY_KEYS, "compacted_trades"),
     tags={REFRESH_TAG: "close"},
     description="Finalizes a closed day: its summaries, then compacts its lake files.",
-)
-
-quality_checks_job = define_asset_job(
-    "processed_trades_checks_job",
-    selection=AssetSelection.checks_for_assets(PROCESSED_TRADES),
-    description="Runs the lake's quality checks on yesterday and today.",
 )

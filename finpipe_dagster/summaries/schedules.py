@@ -1,4 +1,4 @@
-"""Time-based runs: closing yesterday after midnight UTC, and the periodic lake checks."""
+"""Time-based runs: closing yesterday after midnight UTC."""
 
 import datetime as dt
 
@@ -9,7 +9,7 @@ from dagster import (
     schedule,
 )
 
-from finpipe_dagster.summaries.jobs import close_day_job, quality_checks_job
+from finpipe_dagster.summaries.jobs import close_day_job
 
 
 @schedule(
@@ -24,15 +24,3 @@ def close_day_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     scheduled = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     day = (scheduled.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
     return RunRequest(run_key=f"close-{day}", partition_key=day)
-
-
-@schedule(
-    job=quality_checks_job,
-    cron_schedule="*/10 * * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    name="processed_trades_checks_schedule",
-    description="Every 10 minutes: the lake's quality checks (results feed the alerts).",
-)
-def quality_checks_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    return RunRequest()
