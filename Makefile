@@ -44,9 +44,10 @@ status: $(STAMP) ## show what runs, where, and its log file
 logs: $(STAMP) ## follow the logs of every component
 	@$(INFRA) logs
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff check, format check, and the dependency rule (import-linter)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/lint-imports
 
 test: provision lint ## the whole suite: unit, then integration against real services
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)

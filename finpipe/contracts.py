@@ -11,6 +11,7 @@ See ``docs/architecture.md`` for the guarantees behind them.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -117,6 +118,11 @@ def symbol_from_partition_value(value: str) -> str:
     return urllib.parse.unquote(value)
 
 
+def trade_dates(first: dt.date, last: dt.date) -> list[dt.date]:
+    """The ``trade_date`` partitions from ``first`` to ``last``, both included."""
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
 def batch_file_name(batch_id: int) -> str:
     """Deterministic object name of one micro-batch's file: a replay overwrites it."""
     return f"batch-{batch_id:012d}.parquet"
@@ -156,11 +162,14 @@ def visible_object_names(names: Iterable[str]) -> list[str]:
     """
     parsed = {name: parse_lake_object_name(name) for name in names}
     upto = max((p.batch_id for p in parsed.values() if p and p.compacted), default=-1)
-    return sorted(
-        name
-        for name, p in parsed.items()
-        if p and (p.batch_id > upto or (p.compacted and p.batch_id == upto))
-    )
+    return sorted(name for name, p in parsed.items() if p and is_visible_object(p, upto))
+
+
+def is_visible_object(name: LakeObjectName, compacted_upto: int) -> bool:
+    """The reading rule for one object of a partition whose newest compacted file holds
+    the batches up to ``compacted_upto`` (-1: none): that file, and batches after it.
+    Incremental readers (the dashboard's tail) apply it as they list."""
+    return name.batch_id > compacted_upto or (name.compacted and name.batch_id == compacted_upto)
 
 
 # --- rejected input of the Spark query (kept, never dropped) ------------------------------

@@ -4,11 +4,12 @@ A stream reports through one ``StreamReporter``:
 
 * a heartbeat file ``<FINPIPE_HOME>/state/<stream>_health.json``, replaced atomically,
   that Dagster's supervisor sensors, ``make status`` and the dashboard read;
-* when launched by Dagster Pipes, the counters as log lines that stream into the
-  Dagster run (the heartbeats called with ``log=True``), and a final report on clean
-  exit as a Pipes custom message, without which the Dagster job counts the process as
-  failed. Only the final report is a custom message: the run worker keeps every custom
-  message in memory until the run ends, and a stream runs for weeks.
+* to a ``ReportSink``, when the process that runs the stream installed one with
+  ``reporting_to``: the heartbeats called with ``log=True`` as log lines, and the final
+  report of a clean exit. Under Dagster, ``finpipe_dagster/streams/pipes_bridge.py``
+  installs a sink that speaks Dagster Pipes, so the core and the streams import nothing
+  of Dagster. Only the final report is a Pipes custom message: the run worker keeps every
+  custom message in memory until the run ends, and a stream runs for weeks.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from finpipe.settings import Settings
+
+PRODUCER = "producer"
+SPARK = "spark"
+STREAMS = (PRODUCER, SPARK)
+"""The long-running streams, by the name they report health under (and their Dagster jobs,
+supervisors and run tags use)."""
 
 HEARTBEAT_KEY = "heartbeat_ts"
 FINAL_KEY = "final"
@@ -54,20 +62,37 @@ def heartbeat_age_seconds(health: dict[str, Any] | None, now: float | None = Non
     return (now if now is not None else time.time()) - float(health[HEARTBEAT_KEY])
 
 
+class ReportSink(Protocol):
+    """Where a stream's reports go besides its heartbeat file (the process's launcher)."""
+
+    def log(self, text: str) -> None: ...
+
+    def final(self, payload: dict[str, Any]) -> None: ...
+
+
+_sinks: list[ReportSink] = []
+
+
+@contextlib.contextmanager
+def reporting_to(sink: ReportSink) -> Iterator[None]:
+    """Every ``StreamReporter`` entered inside this block also reports to ``sink``."""
+    _sinks.append(sink)
+    try:
+        yield
+    finally:
+        _sinks.remove(sink)
+
+
 class StreamReporter:
     """Use as a context manager around a stream's main loop."""
 
     def __init__(self, settings: Settings, stream: str) -> None:
         self.stream = stream
         self.path = health_path(settings, stream)
-        self._stack = contextlib.ExitStack()
-        self._pipes: Any = None
+        self._sink: ReportSink | None = None
 
     def __enter__(self) -> StreamReporter:
-        from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
-
-        if DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ:
-            self._pipes = self._stack.enter_context(open_dagster_pipes())
+        self._sink = _sinks[-1] if _sinks else None
         return self
 
     def __exit__(
@@ -76,11 +101,7 @@ class StreamReporter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stack.close()
-
-    @property
-    def under_dagster(self) -> bool:
-        return self._pipes is not None
+        self._sink = None
 
     def heartbeat(self, counters: dict[str, Any], *, log: bool = False) -> None:
         payload = {
@@ -90,11 +111,11 @@ class StreamReporter:
             **counters,
         }
         write_json_atomic(self.path, payload)
-        if self._pipes is not None:
+        if self._sink is not None:
             if payload.get(FINAL_KEY) is True:
-                self._pipes.report_custom_message(payload)
+                self._sink.final(payload)
             if log:
-                self._pipes.log.info(json.dumps(payload, default=str))
+                self._sink.log(json.dumps(payload, default=str))
 
     def final(self, counters: dict[str, Any]) -> None:
         """The last report of a clean exit."""

@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
     access, secret = settings.s3_credentials
-    scheme = "https" if settings.s3_endpoint_url.startswith("https") else "http"
+    scheme = "https" if settings.s3_uses_tls else "http"
     return pafs.S3FileSystem(
         access_key=access,
         secret_key=secret,

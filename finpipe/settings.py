@@ -32,7 +32,8 @@ FINNHUB_WS_URL = "wss://ws.finnhub.io"
 MAX_FINNHUB_SYMBOLS = 50
 
 
-def _is_loopback_host(host: str | None) -> bool:
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (the test of every "local mode" default)."""
     if not host:
         return False
     if host == "localhost":
@@ -241,7 +242,12 @@ class Settings(BaseSettings):
 
     @property
     def s3_is_local(self) -> bool:
-        return _is_loopback_host(urllib.parse.urlsplit(self.s3_endpoint_url).hostname)
+        return is_loopback_host(urllib.parse.urlsplit(self.s3_endpoint_url).hostname)
+
+    @property
+    def s3_uses_tls(self) -> bool:
+        """S3_ENDPOINT_URL is https: every S3 client (pyarrow, boto3, s3a) turns TLS on."""
+        return self.s3_endpoint_url.startswith("https")
 
     @property
     def s3_credentials(self) -> tuple[str, str]:

@@ -26,6 +26,8 @@ TS = pa.timestamp("ms", tz="UTC")
 OHLCV_1M = "ohlcv_1m"
 DAILY_SYMBOL_STATS = "daily_symbol_stats"
 LATEST_PRICES = "latest_prices"
+NAMES = (OHLCV_1M, DAILY_SYMBOL_STATS, LATEST_PRICES)
+"""Every summary table (each one a Dagster asset key too)."""
 
 SCHEMAS: dict[str, pa.Schema] = {
     OHLCV_1M: pa.schema(

@@ -2,7 +2,9 @@
 
 Loaded by ``workspace.yaml`` (``dagster dev -w workspace.yaml``, ``make up``). Each domain
 folder (``streams``, ``lake``, ``summaries``, ``alerts``) exports its own ``defs``.
-Resources read finpipe's settings from the environment and ``.env``.
+Built once when the code location loads: the settings resource reads the environment
+and ``.env``, and the same resource gives the partitions and freshness windows of the
+assets and the values the sensors and assets use when they run.
 """
 
 from dagster import Definitions
@@ -30,10 +32,16 @@ def build_resources(finpipe: FinpipeSettings | None = None) -> dict[str, object]
     }
 
 
-defs = Definitions.merge(
-    streams.defs,
-    lake.defs,
-    summaries.defs,
-    alerts.defs,
-    Definitions(resources=build_resources()),
-)
+def build_defs(finpipe: FinpipeSettings | None = None) -> Definitions:
+    finpipe = finpipe or FinpipeSettings()
+    settings = finpipe.load()
+    return Definitions.merge(
+        streams.defs,
+        lake.build_defs(settings),
+        summaries.build_defs(settings),
+        alerts.defs,
+        Definitions(resources=build_resources(finpipe)),
+    )
+
+
+defs = build_defs()

@@ -17,6 +17,9 @@ from finpipe.settings import Settings
 STREAM_TAG = "finpipe/stream"
 """Run tag naming the long-running stream a run belongs to (``producer`` / ``spark``)."""
 
+LIVE_RUN_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
+"""Run statuses (``DagsterRunStatus.value``) of a run that has not finished."""
+
 MAX_CONCURRENT_RUNS = 6
 
 POSTGRES_URL_VAR = "DAGSTER_POSTGRES_URL"

@@ -8,19 +8,19 @@ import subprocess
 import sys
 
 from finpipe.settings import SettingsError, load_settings
-from infra import platform
+from infra import stack
 from infra.artifacts import ProvisioningError
 from infra.processes import ServiceError
 
 
 def _print_status(settings) -> int:  # type: ignore[no-untyped-def]
-    rows = platform.status_rows(settings)
+    rows = stack.status_rows(settings)
     widths = {key: max(len(key), *(len(r[key]) for r in rows)) for key in rows[0]}
     header = "  ".join(key.upper().ljust(widths[key]) for key in rows[0])
     print(header)
     for row in rows:
         print("  ".join(row[key].ljust(widths[key]) for key in row))
-    for stream, beat in platform.stream_counters(settings).items():
+    for stream, beat in stack.stream_counters(settings).items():
         shown = {k: v for k, v in beat.items() if k not in {"stream", "pid"}}
         print(f"\n{stream} counters: " + json.dumps(shown, default=str, sort_keys=True))
     return 0
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     prov.add_argument(
         "--only",
-        choices=sorted(platform.PROVISIONERS),
+        choices=sorted(stack.PROVISIONERS),
         action="append",
         help="provision only these components (repeatable), e.g. --only spark in images",
     )
@@ -52,19 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "provision":
-            platform.provision(settings, browser=args.browser, compose=args.compose, only=args.only)
+            stack.provision(settings, browser=args.browser, compose=args.compose, only=args.only)
         elif args.command == "up":
-            platform.up(settings)
+            stack.up(settings)
             _print_status(settings)
         elif args.command == "down":
-            stopped = platform.down(settings)
+            stopped = stack.down(settings)
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         elif args.command == "status":
             return _print_status(settings)
         elif args.command == "logs":
             files = [
                 row["log"]
-                for row in platform.status_rows(settings)
+                for row in stack.status_rows(settings)
                 if row["log"] != "-" and (not args.names or row["name"] in args.names)
             ]
             return subprocess.call(["tail", "-n", "50", "-F", *files])

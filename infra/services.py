@@ -7,7 +7,6 @@ one that points elsewhere is external and only checked for reachability.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import shutil
 import subprocess
 import urllib.error
@@ -17,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from finpipe.lake import s3_client
-from finpipe.settings import Settings
+from finpipe.settings import Settings, is_loopback_host
 from infra import artifacts
 from infra.processes import ManagedProcess, ServiceError, port_open
 
@@ -29,15 +28,6 @@ def _host_port(server: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 # --- Kafka -------------------------------------------------------------------------------
 
 
@@ -46,7 +36,7 @@ def kafka_endpoint(settings: Settings) -> tuple[str, int]:
 
 
 def kafka_is_local(settings: Settings) -> bool:
-    return "," not in settings.kafka_server and is_loopback(kafka_endpoint(settings)[0])
+    return "," not in settings.kafka_server and is_loopback_host(kafka_endpoint(settings)[0])
 
 
 def _kafka_properties(settings: Settings, data_dir: Path) -> str:
@@ -202,7 +192,7 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> None:
 
 def s3_endpoint(settings: Settings) -> tuple[str, int]:
     parsed = urllib.parse.urlsplit(settings.s3_endpoint_url)
-    default = 443 if parsed.scheme == "https" else 80
+    default = 443 if settings.s3_uses_tls else 80
     return parsed.hostname or "localhost", parsed.port or default
 
 
@@ -275,7 +265,7 @@ def start_infrastructure(settings: Settings) -> None:
         )
     ensure_topics(settings)
     host, _ = s3_endpoint(settings)
-    if is_loopback(host):
+    if is_loopback_host(host):
         artifacts.ensure_minio(settings.cache_dir)
         minio_process(settings).start()
     elif not port_open(*s3_endpoint(settings), timeout=3):

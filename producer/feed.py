@@ -1,8 +1,8 @@
 """The WebSocket side of the producer: connect, subscribe, receive, back off.
 
 websocket-client is used with ``skip_utf8_validation=True``: its per-frame UTF-8 check is
-pure Python and caps receive near 90k trades/s here, while msgspec validates the bytes
-anyway. Frames are read as bytes (``recv_data``), so invalid UTF-8 is dead-lettered
+pure Python and would cap the receive rate (docs/benchmarks.md), while msgspec validates
+the bytes anyway. Frames are read as bytes (``recv_data``), so invalid UTF-8 is dead-lettered
 instead of breaking the loop.
 """
 

@@ -6,8 +6,9 @@ letter, and a frame that is not even a frame (garbage, truncated JSON, an unknow
 becomes one dead letter; nothing is dropped silently.
 
 The fast path decodes the whole frame straight into the typed contract structs
-(``msgspec``, ~1.6M trades/s here). Only when that fails does the slow path look at each
-trade element on its own, so one bad trade does not cost its good neighbours.
+(``msgspec``, the fastest decoder measured: docs/benchmarks.md). Only when that fails
+does the slow path look at each trade element on its own, so one bad trade does not cost
+its good neighbours.
 """
 
 from __future__ import annotations

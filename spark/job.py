@@ -20,14 +20,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from finpipe import contracts, exit_codes, lake
-from finpipe.health import StreamReporter
+from finpipe.health import SPARK, StreamReporter
 from finpipe.settings import Settings
 from spark.progress import BatchProgress, ProgressListener, StreamTotals
 from spark.session import build_spark_session
 from spark.sink import LakeBatchSink
 from spark.transform import prepare_trades
 
-STREAM_NAME = "spark"
+STREAM_NAME = SPARK
 QUERY_NAME = "processed_trades"
 IDLE_HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.5

@@ -2,9 +2,9 @@
 
 Why not Spark's ``from_json``: the contract already is a validator (the msgspec struct
 ``TradeRecord``), so using it here means one definition of "a valid record" for the
-producer and the job, with its precise error messages as reject reasons; and on this
-2-core machine ``from_json`` (Jackson) parsed ~45k records/s while msgspec decodes over
-1M/s, so it would have been the bottleneck at the 20k trades/s target.
+producer and the job, with its precise error messages as reject reasons; and ``from_json``
+(Jackson) measured many times slower than msgspec, the bottleneck of the job at its
+throughput target (docs/benchmarks.md, docs/benchmarks/spark.md).
 
 Every input row comes out: valid ones with the lake's columns, the others with
 ``valid = false``, a ``reject_reason`` and their raw key/value.

@@ -22,9 +22,7 @@ def s3a_options(settings: Settings) -> dict[str, str]:
         "spark.hadoop.fs.s3a.endpoint": settings.s3_endpoint_url,
         "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
         "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(
-            settings.s3_endpoint_url.startswith("https")
-        ).lower(),
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(settings.s3_uses_tls).lower(),
         "spark.hadoop.fs.s3a.aws.credentials.provider": (
             "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
         ),

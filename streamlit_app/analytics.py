@@ -7,11 +7,11 @@ only ever reach SQL as parameters.
 
 1-minute bars join two sources: the published ``ohlcv_1m`` summary for minutes before
 the tail starts, and bars computed here from the tail for the minutes it fully covers,
-so the chart is live between two summary refreshes. Both use the same definitions:
-open/close are the first/last trade by (trade_ts, kafka_partition, kafka_offset) and
-VWAP is traded value / volume.
+so the chart is live between two summary refreshes. Both are the core's bar
+(``finpipe.bars``): open/close are the first/last trade by (trade_ts, kafka_partition,
+kafka_offset) and VWAP is traded value / volume.
 
-Speed (issue #6: p95 <= 50 ms per query over a day of 10 million trades; figures in
+Speed (target p95 <= 50 ms per query over a day of 10 million trades; figures in
 ``docs/benchmarks/dashboard.md``): the snapshot's connection is a cursor on one
 process-wide DuckDB database, the tail is aggregated into ``tail_bars`` once per snapshot
 and every bar, latest-price and symbol query reads those instead of the raw tail, and
@@ -30,49 +30,18 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from finpipe import bars
 from streamlit_app.store import Snapshot
 from streamlit_app.windows import Window, ceil_minute
 
 TRADE_TAPE_ROWS = 50
 LATENCY_MINUTES = 5
 
-# Order of trades inside one minute, as one exact HUGEINT: (trade_ts, kafka_partition,
-# kafka_offset) packed as ms-in-minute (16 bits) | partition + 2^31 (32) | offset + 2^63
-# (64). Comparing it orders trades exactly like the struct (trade_ts, kafka_partition,
-# kafka_offset) within a minute, for every int32 partition and int64 offset, at about
-# half the cost of struct comparisons.
-_TRADE_ORDER_IN_MINUTE = """(
-    ((epoch_ms(trade_ts) % 60000)::HUGEINT << 96)
-    | ((kafka_partition::HUGEINT + 2147483648) << 64)
-    | (kafka_offset::HUGEINT + 9223372036854775808)
-)"""
-
-# The tail's 1-minute bars, computed once per snapshot (every minute the tail touches,
-# the partial first one included) and shared by all queries of the refresh. ``last_ts``
-# (newest trade of the bar) lets the latest-price and freshness queries use the bars
-# instead of the raw tail. The minute is computed on epoch milliseconds: the same as
-# time_bucket(INTERVAL 1 minute, trade_ts) in UTC, without per-row time zone arithmetic.
-_TAIL_BARS = f"""
-CREATE TEMP TABLE tail_bars AS
-SELECT
-    symbol, to_timestamp(minute_ms // 1000) AS minute,
-    open, high, low, close, volume, trade_value, trade_count, last_ts
-FROM (
-    SELECT
-        symbol,
-        epoch_ms(trade_ts) // 60000 * 60000 AS minute_ms,
-        arg_min(price, {_TRADE_ORDER_IN_MINUTE}) AS open,
-        max(price) AS high,
-        min(price) AS low,
-        arg_max(price, {_TRADE_ORDER_IN_MINUTE}) AS close,
-        sum(volume) AS volume,
-        sum(trade_value) AS trade_value,
-        count(*) AS trade_count,
-        max(trade_ts) AS last_ts
-    FROM tail
-    GROUP BY ALL
-)
-"""
+# The tail's 1-minute bars (the core's bar, finpipe.bars), computed once per snapshot
+# (every minute the tail touches, the partial first one included) and shared by all
+# queries of the refresh. ``last_ts`` (newest trade of the bar) lets the latest-price and
+# freshness queries use the bars instead of the raw tail.
+_TAIL_BARS = f"CREATE TEMP TABLE tail_bars AS {bars.ohlcv_1m_sql('tail', 'symbol')}"
 
 _BARS = """
 WITH bars AS (

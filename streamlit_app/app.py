@@ -12,7 +12,7 @@ import re
 
 import streamlit as st
 
-from finpipe.health import read_health
+from finpipe.health import PRODUCER, SPARK, read_health
 from finpipe.settings import Settings, SettingsError, load_settings
 from streamlit_app import analytics, charts
 from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_status
@@ -75,7 +75,7 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
             help="producer receive (ingest_ts) → row written to the lake (processed_ts)",
         )
         st.caption(f"{latency.trades:,} trades")
-    for col, stream, title in ((cols[2], "producer", "Producer"), (cols[3], "spark", "Spark")):
+    for col, stream, title in ((cols[2], PRODUCER, "Producer"), (cols[3], SPARK, "Spark")):
         with col:
             status = stream_status(read_health(settings, stream), settings)
             color, _ = LEVEL_BADGE[status.level]

@@ -73,7 +73,7 @@ class _Partition:
         self.compacted_upto = upto
         for key in list(self.objects):
             name = contracts.parse_lake_object_name(posixpath.basename(key))
-            if name is None or name.batch_id <= upto:
+            if name is None or not contracts.is_visible_object(name, upto):
                 del self.objects[key]
 
 
@@ -131,8 +131,8 @@ class LakeTail:
         """The object's rows from ``cutoff`` on, trimmed in memory for the next reads.
 
         Only objects holding rows older than the cutoff are filtered (the cutoff only moves
-        forward): filtering the whole tail on every refresh cost ~50 ms of CPU for ~1,300
-        micro-batch objects, most of which need no filtering.
+        forward): filtering the whole tail on every refresh was the largest CPU cost of a
+        refresh (docs/benchmarks/dashboard.md), and most objects need no filtering.
         """
         oldest = self._oldest.get(key)
         if oldest is None or oldest >= cutoff:
@@ -154,8 +154,7 @@ class LakeTail:
     # --- listing ------------------------------------------------------------------------
 
     def _days(self, cutoff: dt.datetime, now: dt.datetime) -> list[dt.date]:
-        first, last = cutoff.date(), now.date()
-        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        return contracts.trade_dates(cutoff.date(), now.date())
 
     def _refresh_listing(self, cutoff: dt.datetime, now: dt.datetime) -> set[str]:
         keep_after = cutoff - CLOCK_SLACK
@@ -205,10 +204,10 @@ class LakeTail:
                 if name is None:
                     continue
                 modified: dt.datetime = item["LastModified"]
-                upto = partition.compacted_upto
-                if name.compacted and (upto is None or name.batch_id > upto):
+                upto = -1 if partition.compacted_upto is None else partition.compacted_upto
+                if name.compacted and name.batch_id > upto:
                     partition.compact(name.batch_id)
-                elif upto is not None and name.batch_id <= upto:
+                elif not contracts.is_visible_object(name, upto):
                     continue  # held by the compacted file, or an older compacted file
                 if modified < relist_from and key > watermark and not partition.compacted:
                     watermark = key

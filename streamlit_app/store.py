@@ -78,7 +78,7 @@ def unreachable_message(settings: Settings, exc: BaseException) -> str:
 class Store:
     """One per settings and process; safe to share between Streamlit sessions."""
 
-    SUMMARY_NAMES = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATEST_PRICES)
+    SUMMARY_NAMES = summaries.NAMES
 
     def __init__(
         self,

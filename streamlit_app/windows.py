@@ -6,6 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from finpipe import contracts
+
 
 class WindowChoice(StrEnum):
     LAST_15_MIN = "Last 15 min"
@@ -32,8 +34,7 @@ class Window:
     @property
     def days(self) -> list[dt.date]:
         last = (self.end - dt.timedelta(microseconds=1)).date()
-        first = self.start.date()
-        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        return contracts.trade_dates(self.start.date(), last)
 
 
 def floor_minute(ts: dt.datetime) -> dt.datetime:

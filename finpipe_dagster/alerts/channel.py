@@ -9,7 +9,7 @@ import urllib.request
 
 from dagster import ConfigurableResource
 
-from finpipe_dagster.resources.settings import FinpipeSettings
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 
 logger = logging.getLogger("finpipe.alerts")
 

@@ -12,6 +12,7 @@ itself on every tick and keeps the open ones in its cursor:
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     AssetCheckKey,
@@ -22,18 +23,15 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.storage.asset_check_execution_record import (
-    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
-)
 
+from finpipe.health import STREAMS
 from finpipe.settings import Settings
 from finpipe_dagster.alerts.channel import AlertChannel
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.lake.checks import CHECKS
 from finpipe_dagster.resources import FinpipeSettings
-from finpipe_dagster.streams.jobs import STREAMS
+from finpipe_dagster.streams.decisions import current_decision
 from finpipe_dagster.streams.resources import SupervisionPolicy
-from finpipe_dagster.streams.sensors import current_decision
 
 
 @dataclass(frozen=True)
@@ -58,17 +56,33 @@ def lake_staleness(
     )
 
 
+COMPLETED_CHECK_STATUSES = frozenset({"SUCCEEDED", "FAILED"})
+"""Execution statuses of a check that has a result (not planned, not skipped)."""
+_HISTORY_PAGE = 10
+
+
+def latest_completed_check(instance: DagsterInstance, key: AssetCheckKey) -> Any | None:
+    """The newest execution record of ``key`` that has a result, or None."""
+    cursor = None
+    while True:
+        page = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=_HISTORY_PAGE, cursor=cursor
+        )
+        for record in page:
+            if record.status.value in COMPLETED_CHECK_STATUSES:
+                return record
+        if len(page) < _HISTORY_PAGE:
+            return None
+        cursor = page[-1].id
+
+
 def failed_checks(instance: DagsterInstance) -> list[Incident]:
     found = []
     for name in CHECKS:
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(PROCESSED_TRADES, name),
-            limit=1,
-            status=set(COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES),
-        )
-        if not history or history[0].event is None or history[0].event.dagster_event is None:
+        record = latest_completed_check(instance, AssetCheckKey(PROCESSED_TRADES, name))
+        if record is None or record.event is None or record.event.dagster_event is None:
             continue
-        evaluation = history[0].event.dagster_event.event_specific_data
+        evaluation = record.event.dagster_event.event_specific_data
         if evaluation.passed or evaluation.severity != AssetCheckSeverity.ERROR:  # type: ignore[union-attr]
             continue
         failing = evaluation.metadata.get("failing_rows")  # type: ignore[union-attr]

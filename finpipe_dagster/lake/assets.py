@@ -10,38 +10,41 @@ import datetime as dt
 from dagster import AssetKey, AssetSpec, FreshnessPolicy
 
 from finpipe import contracts
-from finpipe.settings import load_settings
+from finpipe.settings import Settings
 
 STOCK_TICKS = AssetKey("stock_ticks")
 PROCESSED_TRADES = AssetKey("processed_trades")
 
-_settings = load_settings()
 
-stock_ticks = AssetSpec(
-    key=STOCK_TICKS,
-    description=(
-        f"Kafka topic `{_settings.kafka_topic}` (key = symbol): one JSON trade record per "
-        "trade, written by the producer. Observations show end offsets and the Spark lag."
-    ),
-    group_name="streams",
-    kinds={"kafka"},
-    metadata={"topic": _settings.kafka_topic, "dead_letter_topic": _settings.kafka_dlq_topic},
-)
+def stock_ticks_spec(settings: Settings) -> AssetSpec:
+    return AssetSpec(
+        key=STOCK_TICKS,
+        description=(
+            f"Kafka topic `{settings.kafka_topic}` (key = symbol): one JSON trade record per "
+            "trade, written by the producer. Observations show end offsets and the Spark lag."
+        ),
+        group_name="streams",
+        kinds={"kafka"},
+        metadata={"topic": settings.kafka_topic, "dead_letter_topic": settings.kafka_dlq_topic},
+    )
 
-processed_trades = AssetSpec(
-    key=PROCESSED_TRADES,
-    deps=[STOCK_TICKS],
-    description=(
-        f"Parquet table `s3://{_settings.s3_bucket}/{_settings.lake_prefix}/` partitioned by "
-        "trade_date and symbol, written by the Spark query one file per batch and symbol. "
-        "Read it through `finpipe.lake`, or follow its rule: a partition's newest "
-        "`compacted-upto-<N>.parquet` plus its `batch-<id>.parquet` files with id > N."
-    ),
-    group_name="streams",
-    kinds={"s3", "parquet"},
-    freshness_policy=FreshnessPolicy.time_window(
-        fail_window=dt.timedelta(seconds=_settings.freshness_fail_seconds),
-        warn_window=dt.timedelta(seconds=_settings.freshness_warn_seconds),
-    ),
-    metadata={"columns": ", ".join(contracts.LAKE_SCHEMA.names)},
-)
+
+def processed_trades_spec(settings: Settings) -> AssetSpec:
+    """The lake table, with the freshness windows of the settings the sensors also use."""
+    return AssetSpec(
+        key=PROCESSED_TRADES,
+        deps=[STOCK_TICKS],
+        description=(
+            f"Parquet table `s3://{settings.s3_bucket}/{settings.lake_prefix}/` partitioned by "
+            "trade_date and symbol, written by the Spark query one file per batch and symbol. "
+            "Read it through `finpipe.lake`, or follow its rule: a partition's newest "
+            "`compacted-upto-<N>.parquet` plus its `batch-<id>.parquet` files with id > N."
+        ),
+        group_name="streams",
+        kinds={"s3", "parquet"},
+        freshness_policy=FreshnessPolicy.time_window(
+            fail_window=dt.timedelta(seconds=settings.freshness_fail_seconds),
+            warn_window=dt.timedelta(seconds=settings.freshness_warn_seconds),
+        ),
+        metadata={"columns": ", ".join(contracts.LAKE_SCHEMA.names)},
+    )

@@ -27,18 +27,23 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
     BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
     asset,
 )
 
 from finpipe import contracts, lake, summaries
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
-from finpipe_dagster.partitions import daily_partitions, partition_days, today_utc
+from finpipe_dagster.partitions import partition_days, today_utc
 from finpipe_dagster.resources import FinpipeSettings, LakeS3Resource
+
+COMPACTED_TRADES = AssetKey("compacted_trades")
 
 
 @dataclass(frozen=True)
@@ -191,25 +196,6 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
     return moment.replace(tzinfo=dt.UTC)
 
 
-@asset(
-    # The summaries too: a run that builds both compacts after they read the day.
-    deps=[
-        PROCESSED_TRADES,
-        summaries.OHLCV_1M,
-        summaries.DAILY_SYMBOL_STATS,
-        summaries.LATEST_PRICES,
-    ],
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    group_name="maintenance",
-    kinds={"s3", "parquet"},
-    description=(
-        "Closed days of processed_trades rewritten as one compacted-upto-<batch>.parquet per "
-        "symbol, after the day's summaries. The replaced batch files stay for "
-        "COMPACTION_GRACE_SECONDS and a later run deletes them; a late batch is folded in "
-        "by compacting its day again."
-    ),
-)
 def compacted_trades(
     context: AssetExecutionContext, finpipe: FinpipeSettings, lake_s3: LakeS3Resource
 ) -> MaterializeResult:
@@ -238,3 +224,21 @@ def compacted_trades(
             "per_day": MetadataValue.json(per_day),
         }
     )
+
+
+def compacted_trades_asset(partitions: PartitionsDefinition) -> AssetsDefinition:
+    """The asset over the code location's daily partitions (built at load)."""
+    return asset(
+        # The summaries too: a run that builds both compacts after they read the day.
+        deps=[PROCESSED_TRADES, *summaries.NAMES],
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name="maintenance",
+        kinds={"s3", "parquet"},
+        description=(
+            "Closed days of processed_trades rewritten as one compacted-upto-<batch>.parquet "
+            "per symbol, after the day's summaries. The replaced batch files stay for "
+            "COMPACTION_GRACE_SECONDS and a later run deletes them; a late batch is folded in "
+            "by compacting its day again."
+        ),
+    )(compacted_trades)

@@ -2,13 +2,25 @@
 
 from dagster import Definitions
 
-from finpipe_dagster.lake.assets import processed_trades, stock_ticks
+from finpipe.settings import Settings
+from finpipe_dagster.lake.assets import processed_trades_spec, stock_ticks_spec
 from finpipe_dagster.lake.checks import processed_trades_quality
-from finpipe_dagster.lake.compaction import compacted_trades
+from finpipe_dagster.lake.compaction import compacted_trades_asset
+from finpipe_dagster.lake.jobs import quality_checks_job
+from finpipe_dagster.lake.schedules import quality_checks_schedule
 from finpipe_dagster.lake.sensors import processed_trades_sensor
+from finpipe_dagster.partitions import daily_partitions
 
-defs = Definitions(
-    assets=[stock_ticks, processed_trades, compacted_trades],
-    asset_checks=[processed_trades_quality],
-    sensors=[processed_trades_sensor],
-)
+
+def build_defs(settings: Settings) -> Definitions:
+    return Definitions(
+        assets=[
+            stock_ticks_spec(settings),
+            processed_trades_spec(settings),
+            compacted_trades_asset(daily_partitions(settings)),
+        ],
+        asset_checks=[processed_trades_quality],
+        jobs=[quality_checks_job],
+        sensors=[processed_trades_sensor],
+        schedules=[quality_checks_schedule],
+    )

@@ -139,7 +139,7 @@ def processed_trades_sensor(
     cursor = json.loads(context.cursor or "{}")
     now = time.time()
     events: list[AssetMaterialization | AssetObservation] = []
-    beat = health.read_health(settings, "spark")
+    beat = health.read_health(settings, health.SPARK)
     if beat is not None:  # Spark reports here: its committed batches are the updates
         if "batch_id" in beat and beat["batch_id"] != cursor.get("batch_id"):
             events.append(batch_materialization(beat, now))

@@ -3,8 +3,8 @@
 Resources that belong to one domain live in it (``streams.resources``, ``alerts.channel``).
 """
 
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 from finpipe_dagster.resources.kafka import KafkaResource
-from finpipe_dagster.resources.settings import FinpipeSettings
 from finpipe_dagster.resources.storage import DuckDBResource, LakeS3Resource
 
 __all__ = ["DuckDBResource", "FinpipeSettings", "KafkaResource", "LakeS3Resource"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import ConfigurableResource
 
-from finpipe_dagster.resources.settings import FinpipeSettings
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ from typing import Any
 import duckdb
 import pyarrow.fs as pafs
 from dagster import ConfigurableResource
-from dagster_aws.s3 import S3Resource
 
 from finpipe import lake
-from finpipe_dagster.resources.settings import FinpipeSettings
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 
 
 class LakeS3Resource(ConfigurableResource):
@@ -29,16 +28,7 @@ class LakeS3Resource(ConfigurableResource):
         return lake.s3_filesystem(self.settings.load())
 
     def client(self) -> Any:
-        settings = self.settings.load()
-        access, secret = settings.s3_credentials
-        return S3Resource(
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=access,
-            aws_secret_access_key=secret,
-            max_attempts=self.max_attempts,
-            use_ssl=settings.s3_endpoint_url.startswith("https"),
-        ).get_client()
+        return lake.s3_client(self.settings.load(), max_attempts=self.max_attempts)
 
     def delete_keys(self, keys: list[str]) -> int:
         """Delete objects (keys without the bucket), 1000 per request; returns the count."""

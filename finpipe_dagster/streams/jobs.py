@@ -7,17 +7,16 @@ fails unless the process exits 0 *and* sent its final report.
 
 from dagster import JobDefinition, OpExecutionContext, job, op
 
+from finpipe.health import PRODUCER, SPARK, STREAMS
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.resources.settings import FinpipeSettings, environment_overrides
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings, environment_overrides
 from finpipe_dagster.streams.resources import PipesStreamClient, stream_command
-
-STREAMS = ("producer", "spark")
 
 
 def stream_job(stream: str) -> JobDefinition:
     description = {
-        "producer": "Finnhub (or simulator) WebSocket -> Kafka topic stock-ticks.",
-        "spark": "Spark Structured Streaming: stock-ticks -> processed_trades on the lake.",
+        PRODUCER: "Finnhub (or simulator) WebSocket -> Kafka topic stock-ticks.",
+        SPARK: "Spark Structured Streaming: stock-ticks -> processed_trades on the lake.",
     }[stream]
 
     @op(name=f"run_{stream}", description=f"Runs `{' '.join(stream_command(stream))}`.")
@@ -40,6 +39,6 @@ def stream_job(stream: str) -> JobDefinition:
     return stream_job_def
 
 
-producer_stream = stream_job("producer")
-spark_stream = stream_job("spark")
-STREAM_JOBS = {"producer": producer_stream, "spark": spark_stream}
+STREAM_JOBS = {stream: stream_job(stream) for stream in STREAMS}
+producer_stream = STREAM_JOBS[PRODUCER]
+spark_stream = STREAM_JOBS[SPARK]

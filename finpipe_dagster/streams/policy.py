@@ -1,7 +1,7 @@
 """What a supervisor does about one stream: a pure function of runs, heartbeat and time.
 
 Kept free of Dagster's instance so every rule is unit-tested on plain values; the sensor
-in ``supervisors.py`` gathers the inputs and carries out the decision.
+in ``sensors.py`` gathers the inputs and carries out the decision.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-LIVE_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
+from finpipe_dagster.instance import LIVE_RUN_STATUSES
+
 TERMINATED_BY_TAG = "finpipe/terminated_by"
 SUPERVISOR = "supervisor"
 
@@ -27,7 +28,7 @@ class RunView:
 
     @property
     def is_live(self) -> bool:
-        return self.status in LIVE_STATUSES
+        return self.status in LIVE_RUN_STATUSES
 
 
 @dataclass(frozen=True)

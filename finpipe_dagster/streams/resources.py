@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -23,20 +21,17 @@ from dagster import (
 )
 from dagster_pipes import PipesExtras
 
-from finpipe.health import FINAL_KEY
+from finpipe.health import FINAL_KEY, PRODUCER, SPARK
+from finpipe_dagster.streams.pipes_bridge import bridge_command
 from finpipe_dagster.streams.policy import Policy
 
-STREAM_SCRIPTS = {"producer": "finpipe-producer", "spark": "finpipe-spark"}
-STREAM_MODULES = {"producer": "producer.cli", "spark": "spark.cli"}
+STREAM_MODULES = {PRODUCER: "producer.cli", SPARK: "spark.cli"}
+"""The entry modules of ``finpipe-producer`` and ``finpipe-spark``."""
 
 
 def stream_command(stream: str) -> list[str]:
-    """The console script of a stream, from this interpreter's environment."""
-    script = Path(sys.executable).parent / STREAM_SCRIPTS[stream]
-    if script.exists():
-        return [str(script)]
-    found = shutil.which(STREAM_SCRIPTS[stream])
-    return [found] if found else [sys.executable, "-m", STREAM_MODULES[stream]]
+    """A stream's entry module, run by this interpreter under the Pipes bridge."""
+    return bridge_command(STREAM_MODULES[stream])
 
 
 _PR_SET_PDEATHSIG = 1
@@ -59,6 +54,7 @@ def _terminate_with_parent() -> None:
 class PipesStreamClient(PipesSubprocessClient):
     """``PipesSubprocessClient`` for processes that run until told to stop.
 
+    The command reports through the Pipes bridge (``pipes_bridge.bridge_command``).
     Differences from the stock client: termination sends SIGTERM (the streams' clean
     shutdown signal) and SIGKILL after ``termination_timeout_seconds``; the child dies
     with the run worker; and a zero exit without the child's final report is a failure,

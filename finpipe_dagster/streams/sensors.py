@@ -13,54 +13,19 @@ from dagster import (
     DefaultSensorStatus,
     JobDefinition,
     RunRequest,
-    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     sensor,
 )
 
-from finpipe import health
+from finpipe.health import PRODUCER, SPARK
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.resources.settings import FinpipeSettings
+from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
+from finpipe_dagster.streams.decisions import current_decision
 from finpipe_dagster.streams.jobs import STREAM_JOBS
-from finpipe_dagster.streams.policy import (
-    SUPERVISOR,
-    TERMINATED_BY_TAG,
-    Decision,
-    Policy,
-    RunView,
-    decide,
-)
+from finpipe_dagster.streams.policy import SUPERVISOR, TERMINATED_BY_TAG
 from finpipe_dagster.streams.resources import SupervisionPolicy
-
-RECENT_RUNS = 30
-
-
-def recent_runs(instance: DagsterInstance, stream: str) -> list[RunView]:
-    records = instance.get_run_records(
-        RunsFilter(tags={STREAM_TAG: stream}), limit=RECENT_RUNS, ascending=False
-    )
-    return [
-        RunView(
-            run_id=r.dagster_run.run_id,
-            status=r.dagster_run.status.value,
-            create_ts=r.create_timestamp.timestamp(),
-            start_ts=r.start_time,
-            end_ts=r.end_time,
-            terminated_by_supervisor=r.dagster_run.tags.get(TERMINATED_BY_TAG) == SUPERVISOR,
-        )
-        for r in records
-    ]
-
-
-def current_decision(
-    instance: DagsterInstance, settings: FinpipeSettings, policy: Policy, stream: str
-) -> Decision:
-    """What the supervisor of ``stream`` would decide now (the alert sensor asks too)."""
-    beat = health.read_health(settings.load(), stream)
-    heartbeat_ts = float(beat[health.HEARTBEAT_KEY]) if beat else None
-    return decide(recent_runs(instance, stream), heartbeat_ts, time.time(), policy)
 
 
 def terminate_run(instance: DagsterInstance, run_id: str, reason: str) -> str:
@@ -115,5 +80,5 @@ def supervisor_sensor(stream: str, job: JobDefinition) -> SensorDefinition:
     return supervise
 
 
-producer_supervisor = supervisor_sensor("producer", STREAM_JOBS["producer"])
-spark_supervisor = supervisor_sensor("spark", STREAM_JOBS["spark"])
+producer_supervisor = supervisor_sensor(PRODUCER, STREAM_JOBS[PRODUCER])
+spark_supervisor = supervisor_sensor(SPARK, STREAM_JOBS[SPARK])

@@ -17,17 +17,19 @@ import duckdb
 import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
+    AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
     multi_asset,
 )
 
 from finpipe import lake, summaries
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
-from finpipe_dagster.partitions import daily_partitions, partition_days
+from finpipe_dagster.partitions import partition_days
 from finpipe_dagster.resources import DuckDBResource, FinpipeSettings
 from finpipe_dagster.summaries import sql as summary_sql
 
@@ -57,15 +59,6 @@ SUMMARY_SPECS = [
 ]
 
 
-@multi_asset(
-    specs=[
-        spec.replace_attributes(group_name="summaries", kinds={"duckdb", "parquet"})
-        for spec in SUMMARY_SPECS
-    ],
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    can_subset=True,
-)
 def daily_summaries(
     context: AssetExecutionContext, finpipe: FinpipeSettings, lake_duckdb: DuckDBResource
 ) -> Iterator[MaterializeResult]:
@@ -122,3 +115,16 @@ def _build(con: duckdb.DuckDBPyConnection, name: str, day: dt.date) -> pa.Table:
     if name == summaries.DAILY_SYMBOL_STATS:
         return summary_sql.daily_symbol_stats(con, day)
     return summary_sql.latest_prices(con, day, dt.datetime.now(dt.UTC))
+
+
+def daily_summaries_asset(partitions: PartitionsDefinition) -> AssetsDefinition:
+    """The multi-asset over the code location's daily partitions (built at load)."""
+    return multi_asset(
+        specs=[
+            spec.replace_attributes(group_name="summaries", kinds={"duckdb", "parquet"})
+            for spec in SUMMARY_SPECS
+        ],
+        partitions_def=partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+        can_subset=True,
+    )(daily_summaries)

@@ -2,15 +2,19 @@
 
 from dagster import Definitions
 
-from finpipe_dagster.summaries.assets import daily_summaries
-from finpipe_dagster.summaries.jobs import close_day_job, quality_checks_job, summaries_job
+from finpipe.settings import Settings
+from finpipe_dagster.partitions import daily_partitions
+from finpipe_dagster.summaries.assets import daily_summaries_asset
+from finpipe_dagster.summaries.jobs import close_day_job, summaries_job
 from finpipe_dagster.summaries.late_data import late_data_summaries_sensor
-from finpipe_dagster.summaries.schedules import close_day_schedule, quality_checks_schedule
+from finpipe_dagster.summaries.schedules import close_day_schedule
 from finpipe_dagster.summaries.sensors import summaries_refresh_sensor
 
-defs = Definitions(
-    assets=[daily_summaries],
-    jobs=[summaries_job, close_day_job, quality_checks_job],
-    sensors=[summaries_refresh_sensor, late_data_summaries_sensor],
-    schedules=[close_day_schedule, quality_checks_schedule],
-)
+
+def build_defs(settings: Settings) -> Definitions:
+    return Definitions(
+        assets=[daily_summaries_asset(daily_partitions(settings))],
+        jobs=[summaries_job, close_day_job],
+        sensors=[summaries_refresh_sensor, late_data_summaries_sensor],
+        schedules=[close_day_schedule],
+    )

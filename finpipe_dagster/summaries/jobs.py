@@ -1,16 +1,15 @@
-"""Asset jobs over the summaries, the compaction and the lake checks."""
+"""Asset jobs over the summaries (and, closing a day, its compaction)."""
 
 from dagster import AssetSelection, define_asset_job
 
 from finpipe import summaries
-from finpipe_dagster.lake.assets import PROCESSED_TRADES
 
 REFRESH_TAG = "finpipe/summaries"
 RETRY_TAGS = {"dagster/max_retries": "3", "dagster/retry_strategy": "FROM_FAILURE"}
 """Run retries (enabled in ``dagster.yaml``, see ``finpipe_dagster.instance``) for the runs
 that finalize a closed day: a failed one is re-executed from its failed step. Today's
 refresh runs go without: the next refresh comes a minute later anyway."""
-SUMMARY_KEYS = (summaries.OHLCV_1M, summaries.DAILY_SYMBOL_STATS, summaries.LATEST_PRICES)
+SUMMARY_KEYS = summaries.NAMES
 
 summaries_job = define_asset_job(
     "summaries_job",
@@ -27,10 +26,4 @@ close_day_job = define_asset_job(
         "Finalizes a closed day: its summaries, then (an asset dependency) compacts its "
         "lake files. Failed runs are retried."
     ),
-)
-
-quality_checks_job = define_asset_job(
-    "processed_trades_checks_job",
-    selection=AssetSelection.checks_for_assets(PROCESSED_TRADES),
-    description="Runs the lake's quality checks on yesterday and today.",
 )

@@ -47,8 +47,8 @@ from dagster import (
 
 from finpipe import contracts, lake
 from finpipe.settings import Settings
-from finpipe_dagster.lake.compaction import compacted_trades, expired_leftovers
-from finpipe_dagster.partitions import daily_partitions
+from finpipe_dagster.lake.compaction import COMPACTED_TRADES, expired_leftovers
+from finpipe_dagster.partitions import first_day
 from finpipe_dagster.resources import FinpipeSettings
 from finpipe_dagster.summaries.assets import BATCH_IDS_KEY, LAKE_KEY
 from finpipe_dagster.summaries.jobs import (
@@ -162,7 +162,7 @@ def run_request(work: DayWork) -> RunRequest:
         return RunRequest(
             job_name=close_day_job.name,
             partition_key=day,
-            asset_selection=[compacted_trades.key],
+            asset_selection=[COMPACTED_TRADES],
             tags={REFRESH_TAG: "compact"},
         )
     return RunRequest(
@@ -174,7 +174,7 @@ def run_request(work: DayWork) -> RunRequest:
 
 
 def closed_lake_days(settings: Settings, now: dt.datetime) -> list[LakeDay]:
-    first = daily_partitions.start.date()
+    first = dt.date.fromisoformat(first_day(settings))
     today = now.date()
     days = [d for d in lake.lake_days(settings) if first <= d < today]
     grace = dt.timedelta(seconds=settings.compaction_grace_seconds)

@@ -1,4 +1,4 @@
-"""Time-based runs: closing yesterday after midnight UTC, and the periodic lake checks."""
+"""Time-based runs: closing yesterday after midnight UTC."""
 
 import datetime as dt
 
@@ -9,7 +9,7 @@ from dagster import (
     schedule,
 )
 
-from finpipe_dagster.summaries.jobs import close_day_job, quality_checks_job
+from finpipe_dagster.summaries.jobs import close_day_job
 
 CLOSE_DELAY = dt.timedelta(minutes=20)
 """How long after midnight UTC a day is closed (the cron below says the same): batches in
@@ -30,15 +30,3 @@ def close_day_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     scheduled = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     day = (scheduled.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
     return RunRequest(run_key=f"close-{day}", partition_key=day)
-
-
-@schedule(
-    job=quality_checks_job,
-    cron_schedule="*/10 * * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    name="processed_trades_checks_schedule",
-    description="Every 10 minutes: the lake's quality checks (results feed the alerts).",
-)
-def quality_checks_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    return RunRequest()

@@ -12,16 +12,12 @@ from dagster import (
     sensor,
 )
 
+from finpipe_dagster.instance import LIVE_RUN_STATUSES
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.summaries.jobs import REFRESH_TAG, summaries_job
 
-IN_PROGRESS = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
+IN_PROGRESS = [DagsterRunStatus(status) for status in sorted(LIVE_RUN_STATUSES)]
 
 
 @sensor(

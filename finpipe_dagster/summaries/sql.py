@@ -4,8 +4,8 @@ Pure with respect to storage: each function takes a connection in which the view
 (over the lake, or over an in-memory table in the unit tests) and returns an Arrow table
 in the schema of ``finpipe.summaries.SCHEMAS``.
 
-Order within a minute or a day is trade time, ties broken by Kafka offset (a symbol is
-a Kafka key, so all its trades share a partition and offsets order them as produced).
+A bar and the order of trades (trade time, then Kafka partition, then offset) are the
+core's (``finpipe.bars``), the same the dashboard uses for its live minutes.
 """
 
 from __future__ import annotations
@@ -15,26 +15,15 @@ import datetime as dt
 import duckdb
 import pyarrow as pa
 
-from finpipe import summaries
+from finpipe import bars, summaries
 
-TRADE_ORDER = "ORDER BY trade_ts, kafka_offset"
+TRADE_ORDER = f"ORDER BY {bars.TRADE_ORDER}"
 
 OHLCV_1M_SQL = f"""
 SELECT
-    trade_date,
-    symbol,
-    date_trunc('minute', trade_ts) AS minute,
-    first(price {TRADE_ORDER}) AS open,
-    max(price) AS high,
-    min(price) AS low,
-    last(price {TRADE_ORDER}) AS close,
-    sum(volume) AS volume,
-    sum(trade_value) AS trade_value,
-    count(*) AS trade_count,
-    sum(trade_value) / nullif(sum(volume), 0) AS vwap
-FROM processed_trades
-WHERE trade_date = $day
-GROUP BY ALL
+    trade_date, symbol, minute, open, high, low, close, volume, trade_value, trade_count,
+    trade_value / nullif(volume, 0) AS vwap
+FROM ({bars.ohlcv_1m_sql("processed_trades", "trade_date, symbol", "trade_date = $day")})
 ORDER BY symbol, minute
 """
 

@@ -7,7 +7,8 @@ from confluent_kafka import Producer
 from dagster import AssetSelection, Definitions, define_asset_job
 
 from finpipe import contracts
-from finpipe_dagster.lake.assets import PROCESSED_TRADES, processed_trades
+from finpipe.settings import load_settings
+from finpipe_dagster.lake.assets import PROCESSED_TRADES, processed_trades_spec
 from finpipe_dagster.lake.checks import processed_trades_quality
 from infra import services
 
@@ -16,7 +17,7 @@ from .conftest import DAY, SeededLake
 
 def run_checks(seeded: SeededLake) -> dict[str, object]:
     defs = Definitions(
-        assets=[processed_trades],
+        assets=[processed_trades_spec(load_settings())],
         asset_checks=[processed_trades_quality],
         jobs=[define_asset_job("checks", AssetSelection.checks_for_assets(PROCESSED_TRADES))],
         resources=seeded.resources,

@@ -34,12 +34,12 @@ from dagster._core.storage.tags import (
 
 from finpipe import lake, summaries
 from finpipe.settings import Settings
-from finpipe_dagster.lake.assets import processed_trades, stock_ticks
-from finpipe_dagster.lake.compaction import compact_day, compacted_trades, partition_files
-from finpipe_dagster.partitions import today_utc
+from finpipe_dagster.lake.assets import processed_trades_spec, stock_ticks_spec
+from finpipe_dagster.lake.compaction import compact_day, compacted_trades_asset, partition_files
+from finpipe_dagster.partitions import daily_partitions, today_utc
 from finpipe_dagster.resources import LakeS3Resource
-from finpipe_dagster.resources.settings import environment_overrides
-from finpipe_dagster.summaries.assets import daily_summaries
+from finpipe_dagster.resources.finpipe_settings import environment_overrides
+from finpipe_dagster.summaries.assets import daily_summaries_asset
 from finpipe_dagster.summaries.jobs import close_day_job, summaries_job
 from finpipe_dagster.summaries.late_data import (
     IN_STEP,
@@ -74,6 +74,17 @@ def scan(settings: Settings) -> list[Key]:
 
 def without_grace(seeded: SeededLake) -> Settings:
     return seeded.settings.model_copy(update={"compaction_grace_seconds": 0})
+
+
+def location_assets(settings: Settings) -> list[object]:
+    """The code location's lake and summary assets, over its daily partitions."""
+    partitions = daily_partitions(settings)
+    return [
+        stock_ticks_spec(settings),
+        processed_trades_spec(settings),
+        daily_summaries_asset(partitions),
+        compacted_trades_asset(partitions),
+    ]
 
 
 def test_a_reader_lists_again_when_a_compaction_deleted_what_it_listed(
@@ -203,7 +214,7 @@ def test_closing_a_day_while_a_reader_scans_it_and_late_batches_land(
         )
 
     defs = Definitions(
-        assets=[stock_ticks, processed_trades, daily_summaries, compacted_trades],
+        assets=location_assets(seeded.settings),
         jobs=[summaries_job, close_day_job],
         resources=seeded.resources,
     )
@@ -319,7 +330,7 @@ def test_a_failed_close_is_requested_again_after_the_backoff_not_before(
 ) -> None:
     seeded.write(seeded.trades(DAY, 20, seed=300))
     defs = Definitions(
-        assets=[stock_ticks, processed_trades, daily_summaries, compacted_trades],
+        assets=location_assets(seeded.settings),
         jobs=[close_day_job],
         resources=seeded.resources,
     )
@@ -358,7 +369,7 @@ def test_a_backfill_of_several_days_records_what_it_read_of_each(seeded: SeededL
     seeded.write(seeded.trades(DAY, 5, seed=401))  # one more batch for the first day
     with instance_for_test() as instance:
         assert materialize(
-            [daily_summaries],
+            [daily_summaries_asset(daily_partitions(seeded.settings))],
             instance=instance,
             resources=seeded.resources,
             tags={

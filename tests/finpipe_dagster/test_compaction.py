@@ -4,10 +4,13 @@ import pytest
 from dagster import Failure, materialize
 
 from finpipe import contracts, lake
-from finpipe_dagster.lake.compaction import compact_folder, compacted_trades, partition_files
+from finpipe_dagster.definitions import defs
+from finpipe_dagster.lake.compaction import compact_folder, partition_files
 from finpipe_dagster.partitions import today_utc
 
 from .conftest import DAY, SeededLake
+
+compacted_trades = defs.get_assets_def("compacted_trades")
 
 
 @pytest.fixture

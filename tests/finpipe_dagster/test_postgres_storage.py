@@ -19,7 +19,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, material
 
 from finpipe.settings import SettingsError, load_settings
 from finpipe_dagster.instance import POSTGRES_URL_VAR, STREAM_TAG, ensure_dagster_home
-from infra.platform import _dagster_env
+from infra.stack import _dagster_env
 from tests.finpipe_dagster.postgres_server import PostgresServer, start_server
 
 

@@ -1,12 +1,15 @@
-"""PipesStreamClient with real child processes that report through finpipe.health."""
+"""PipesStreamClient with real child processes that report through finpipe.health.
 
-import sys
+The child runs under the Pipes bridge, as the producer and the Spark query do.
+"""
+
 import textwrap
 from pathlib import Path
 
 import pytest
 from dagster import Failure, OpExecutionContext, job, op
 
+from finpipe_dagster.streams.pipes_bridge import bridge_command
 from finpipe_dagster.streams.resources import PipesStreamClient
 
 CHILD = textwrap.dedent(
@@ -26,11 +29,14 @@ CHILD = textwrap.dedent(
 
 
 def run_child(mode: str, home: Path) -> None:
+    script = home / "child.py"
+    script.write_text(CHILD)
+
     @op
     def stream_op(context: OpExecutionContext, pipes_stream: PipesStreamClient) -> None:
         invocation = pipes_stream.run(
             context=context,
-            command=[sys.executable, "-c", CHILD, mode],
+            command=bridge_command(str(script), mode),
             env={"FINPIPE_HOME": str(home)},
         )
         # Only the final report is kept by the run worker, not every heartbeat.

@@ -13,9 +13,11 @@ from dagster._core.storage.tags import (
 )
 
 from finpipe import summaries
-from finpipe_dagster.summaries.assets import daily_summaries
+from finpipe_dagster.definitions import defs
 
 from .conftest import DAY, SeededLake
+
+daily_summaries = defs.get_assets_def(summaries.OHLCV_1M)
 
 
 def expected_bars(rows: list[dict]) -> dict[tuple[str, dt.datetime], dict]:

@@ -74,7 +74,7 @@ def test_compose_references_files_that_exist() -> None:
         assert (ROOT / path).is_file(), path
 
 
-@pytest.mark.integration  # a real tool, built by `make provision` (once, ~4 min)
+@pytest.mark.integration  # a real tool, built by `make provision` (once, a few minutes)
 def test_docker_compose_accepts_the_file_with_every_profile() -> None:
     compose = artifacts.compose_binary(load_settings().cache_dir)
     base = [str(compose), "-f", str(ROOT / "docker-compose.yml")]

@@ -31,7 +31,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from finpipe import health, lake, summaries
 from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings, load_settings
-from infra import platform, services
+from infra import services
+from infra import stack as infra_stack
 from infra.processes import pid_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
@@ -113,13 +114,13 @@ def stack(
     os.environ.pop("FINNHUB_TICKERS", None)  # the environment would win over the file
     os.environ.update(env)
     settings = load_settings()
-    for stream in platform.STREAMS:
+    for stream in infra_stack.STREAMS:
         health.health_path(settings, stream).unlink(missing_ok=True)
     try:
-        platform.up(settings)
+        infra_stack.up(settings)
         yield settings
     finally:
-        platform.down(settings)
+        infra_stack.down(settings)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -182,11 +183,11 @@ def lake_coordinates(settings: Settings) -> tuple[int, int, dict[int, int]]:
 
 
 def test_up_starts_every_component(stack: Settings) -> None:
-    rows = {row["name"]: row for row in platform.status_rows(stack)}
+    rows = {row["name"]: row for row in infra_stack.status_rows(stack)}
     for name in ("kafka", "minio", "simulator", "dagster-webserver", "dagster-daemon", "streamlit"):
         assert rows[name]["state"] == "running", rows[name]
-    platform.up(stack)  # a second `make up` is harmless: same processes
-    again = {row["name"]: row["pid"] for row in platform.status_rows(stack)}
+    infra_stack.up(stack)  # a second `make up` is harmless: same processes
+    again = {row["name"]: row["pid"] for row in infra_stack.status_rows(stack)}
     assert all(again[name] == rows[name]["pid"] for name in again if name in rows)
 
 
@@ -276,8 +277,8 @@ def screenshot(url: str, name: str, *, wait_text: str, wait_selector: str | None
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=platform.ensure_chromium(),
-            args=list(platform.CHROMIUM_ARGS),
+            executable_path=infra_stack.ensure_chromium(),
+            args=list(infra_stack.CHROMIUM_ARGS),
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -432,7 +433,7 @@ def test_a_stopped_feed_alerts_once_reconciles_and_recovers_once(
     wait_for("no open stale incident", lambda: len(alerts.stale_alerts()) == len(
         alerts.stale_recoveries()), 300, every=5)  # fmt: skip
     since = len(alerts.messages)
-    simulator = platform.simulator_process(stack)
+    simulator = infra_stack.simulator_process(stack)
     simulator.stop()
     stale = wait_for("the stale-lake alert", lambda: alerts.stale_alerts(since), 300, every=5)
     assert len(stale) == 1, alerts.messages[since:]
@@ -461,12 +462,12 @@ def test_down_then_up_resumes_with_history(stack: Settings) -> None:
     with DagsterInstance.get() as instance:
         runs_before = instance.get_runs_count()
     rows_before, _, _ = lake_coordinates(stack)
-    pids = [int(row["pid"]) for row in platform.status_rows(stack) if row["pid"].isdigit()]
-    platform.down(stack)
+    pids = [int(row["pid"]) for row in infra_stack.status_rows(stack) if row["pid"].isdigit()]
+    infra_stack.down(stack)
     assert not [pid for pid in pids if pid_alive(pid)]
     assert not stream_pids("producer") and not stream_pids("spark")
 
-    platform.up(stack)
+    infra_stack.up(stack)
     with DagsterInstance.get() as instance:
         assert instance.get_runs_count() >= runs_before
     wait_for(

@@ -1,6 +1,6 @@
 """``finpipe-spark`` end to end: real Kafka, real MinIO, real Spark, read back with DuckDB.
 
-Two tests, each starting the job several times (a JVM start costs ~15 s here):
+Two tests, each starting the job several times (a JVM start is slow):
 known trades land exactly as produced, and survive a stop and a restart; then SIGKILL at
 different points while trades keep arriving, and reconcile by Kafka coordinates.
 """

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from finpipe.settings import Settings
-from infra.platform import CHROMIUM_ARGS, ensure_chromium
+from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from tests.streamlit_app.dashboard_seed import BRK, BTC, seed_store, unique_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,6 @@ reverse start order.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import signal
@@ -23,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finpipe import health
-from finpipe.settings import Settings
+from finpipe.settings import Settings, is_loopback_host
+from finpipe_dagster.instance import ensure_dagster_home
 from infra import artifacts, services
 from infra.artifacts import say
 from infra.processes import ManagedProcess, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STREAMS = ("producer", "spark")
+STREAMS = health.STREAMS
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,6 @@ def streamlit_process(settings: Settings) -> ManagedProcess:
             "127.0.0.1",
             "--server.port",
             str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-            "--client.toolbarMode",
-            "viewer",
         ],
         home=settings.home,
         ports=[("127.0.0.1", port)],
@@ -145,7 +139,7 @@ def streamlit_process(settings: Settings) -> ManagedProcess:
 def components(settings: Settings) -> list[Component]:
     """Every part of the platform in start order (stop order is the reverse)."""
     kafka_local = services.kafka_is_local(settings)
-    s3_local = services.is_loopback(services.s3_endpoint(settings)[0])
+    s3_local = is_loopback_host(services.s3_endpoint(settings)[0])
     parts = [
         Component(
             "kafka",
@@ -245,9 +239,7 @@ def ensure_chromium() -> str:
 
 def _prepare_dagster_home(settings: Settings) -> None:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(ModuleNotFoundError):
-        instance = importlib.import_module("finpipe_dagster.instance")
-        instance.ensure_dagster_home(settings)
+    ensure_dagster_home(settings)
 
 
 def up(settings: Settings) -> None:
