@@ -200,3 +200,46 @@ def end_offsets(coords: Iterable[tuple[int, int]]) -> dict[str, int]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, default=str, indent=1)
+
+
+def foreign_records(now_ms: int) -> dict[str, bytes]:
+    """Records finpipe's producer never writes but anyone can put on the topic, by kind.
+
+    Each is invalid under the contract's rule; the Spark job must keep each as a reject
+    (with a reason) and keep running.
+    """
+
+    def record(**fields: Any) -> bytes:
+        base: dict[str, Any] = {
+            "symbol": "AAPL",
+            "price": 190.0,
+            "volume": 1.0,
+            "trade_ts_ms": now_ms,
+            "conditions": None,
+            "ingest_ts_ms": now_ms,
+            "source": "simulator",
+        }
+        return json.dumps({**base, **fields}).encode()
+
+    return {
+        "not JSON": b"this is not JSON {",
+        "timestamp in microseconds": record(trade_ts_ms=now_ms * 1000),
+        "timestamp in nanoseconds": record(trade_ts_ms=now_ms * 1_000_000),
+        "negative price": record(price=-190.0),
+        "negative volume": record(volume=-1.0),
+        "integer above int64": record(trade_ts_ms=2**63 + 5),
+        "only symbol": b'{"symbol": "AAPL"}',
+        "empty symbol": record(symbol=""),
+        # and a few more
+        "timestamp in seconds": record(trade_ts_ms=now_ms // 1000),
+        "ingest time in nanoseconds": record(ingest_ts_ms=now_ms * 1_000_000),
+        "zero price": record(price=0),
+        "price x volume overflows": record(price=1e300, volume=1e300),
+        "symbol with a newline": record(symbol="AA\nPL"),
+        "symbol too long": record(symbol="X" * 65),
+        "JSON array": b"[1, 2, 3]",
+        "JSON null": b"null",
+        "price as a string": record(price="190.0"),
+        "unknown source": record(source="bloomberg"),
+        "not UTF-8": b"\xff\xfe\x00garbage",
+    }
