@@ -38,6 +38,7 @@ def test_definitions_validate_and_are_complete() -> None:
         "trade_value_is_price_times_volume",
         "no_duplicate_kafka_records",
         "reconciles_with_kafka",
+        "no_new_rejects",
     }
     jobs = {j.name for j in repo.get_all_jobs()}
     assert {"producer_stream", "spark_stream", "summaries_job", "close_day_job"} <= jobs

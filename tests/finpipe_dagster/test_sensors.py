@@ -23,7 +23,7 @@ from finpipe_dagster.assets.partitions import today_utc
 from finpipe_dagster.definitions import build_resources
 from finpipe_dagster.resources import FinpipeSettings
 from finpipe_dagster.sensors.alerts import alerts_sensor
-from finpipe_dagster.sensors.lake import processed_trades_sensor
+from finpipe_dagster.sensors.lake import batch_materialization, processed_trades_sensor
 
 from .conftest import SeededLake
 
@@ -210,3 +210,12 @@ def test_late_trades_in_a_closed_day_refresh_its_summaries_once_per_batch(
     spark_beat({yesterday: 3})
     result, _ = tick(cursor, other)
     assert requested(result) == [yesterday.isoformat()]
+
+
+def test_a_batch_materialization_counts_its_rejects() -> None:
+    beat = {"batch_id": 12, "rows": 40, "rejects": 3, "total_rejects": 9, "total_rows": 400}
+    event = batch_materialization(beat, now=time.time())
+    assert event.metadata["rejects"].value == 3
+    assert event.metadata["total_rejects_since_start"].value == 9
+    quiet = batch_materialization({"batch_id": 13, "rows": 5}, now=time.time())
+    assert quiet.metadata["rejects"].value == 0
