@@ -184,6 +184,21 @@ class TradeFeed:
         return end_offsets(self.delivered)
 
 
+def produce(job: SparkJobEnv, values: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Produce in order; returns each record's (partition, offset)."""
+    producer = Producer({"bootstrap.servers": job.settings.kafka_server, "acks": "all"})
+    coords: dict[int, tuple[int, int]] = {}
+    for i, (key, value) in enumerate(values):
+
+        def on_delivery(err: Any, msg: Any, i: int = i) -> None:
+            assert err is None, err
+            coords[i] = (msg.partition(), msg.offset())
+
+        producer.produce(job.settings.kafka_topic, key=key, value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    return [coords[i] for i in range(len(values))]
+
+
 def heartbeat_offsets(beat: dict[str, Any], topic: str) -> dict[str, int]:
     """Committed end offsets of the topic's non-empty partitions."""
     offsets = (beat.get("end_offsets") or {}).get(topic, {})
