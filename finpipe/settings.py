@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # The Spark driver's web UI (loopback in local mode; Spark takes the next free port
     # when this one is busy, and the heartbeat reports the one it got).
     spark_ui_port: int = Field(default=4040, ge=1, le=65535, alias="SPARK_UI_PORT")
+    # The address the UI binds to in local mode. Only a container whose host publishes
+    # the port on loopback (docker-compose.yml) needs another value (0.0.0.0).
+    spark_ui_host: str = Field(default="127.0.0.1", alias="SPARK_UI_HOST")
     # Spark's Kafka and s3a connector jars (comma-separated files or folders of jars);
     # `make up`, the Dagster stream job and the image set it, from the provisioned cache.
     spark_jars: Annotated[tuple[Path, ...], NoDecode] = Field(default=(), alias="SPARK_JARS")

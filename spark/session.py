@@ -77,7 +77,7 @@ def build_spark_session(settings: Settings, app_name: str = "finpipe") -> SparkS
         # Local mode: keep the driver and its UI on loopback. The UI ignores
         # spark.driver.bindAddress and binds to $SPARK_LOCAL_IP (else every interface),
         # which the JVM this call launches reads from our environment.
-        os.environ["SPARK_LOCAL_IP"] = LOOPBACK
+        os.environ["SPARK_LOCAL_IP"] = settings.spark_ui_host
         builder = builder.config("spark.driver.bindAddress", LOOPBACK).config(
             "spark.driver.host", LOOPBACK
         )
