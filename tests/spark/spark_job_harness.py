@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import Producer
 
-from finpipe import health, lake
+from finpipe import contracts, health, lake
 from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings
 
@@ -105,7 +105,8 @@ class SparkJobEnv:
 
     def lake_batch_ids(self) -> set[int]:
         files = lake.list_lake_files(self.settings)
-        return {int(f.path.rsplit("batch-", 1)[1].removesuffix(".parquet")) for f in files}
+        names = (contracts.parse_lake_object_name(f.path.rsplit("/", 1)[1]) for f in files)
+        return {n.batch_id for n in names if n is not None}
 
     def lake_rows(self) -> list[tuple[Any, ...]]:
         con = lake.duckdb_with_lake(self.settings)
