@@ -24,8 +24,10 @@ import pyarrow as pa
 from finpipe.validity import DEFAULT_FUTURE_TOLERANCE_MS as DEFAULT_FUTURE_TOLERANCE_MS
 from finpipe.validity import EPOCH_2000_MS as EPOCH_2000_MS
 from finpipe.validity import MAX_SYMBOL_LENGTH as MAX_SYMBOL_LENGTH
+from finpipe.validity import is_valid_symbol as is_valid_symbol
 from finpipe.validity import is_valid_trade as is_valid_trade
 from finpipe.validity import timestamp_problem, trade_problem
+from finpipe.validity import values_in_range as values_in_range
 
 # --- names -----------------------------------------------------------------------------
 

@@ -54,6 +54,30 @@ def timestamp_problem(name: str, value: int, now_ms: int, future_tolerance_ms: i
     return None
 
 
+_INF = math.inf
+
+
+def is_valid_symbol(symbol: str) -> bool:
+    return 0 < len(symbol) <= MAX_SYMBOL_LENGTH and symbol.isprintable() and " " not in symbol
+
+
+def values_in_range(
+    price: float,
+    volume: float,
+    trade_ts_ms: int,
+    now_ms: int,
+    future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS,
+) -> bool:
+    """The rule's numeric half: a caller that checks each distinct symbol once (the
+    producer, against its subscribed symbols) calls only this per trade."""
+    return (
+        0.0 < price < _INF
+        and 0.0 <= volume < _INF
+        and price * volume < _INF
+        and EPOCH_2000_MS <= trade_ts_ms <= now_ms + future_tolerance_ms
+    )
+
+
 def is_valid_trade(
     symbol: str,
     price: float,
@@ -62,15 +86,9 @@ def is_valid_trade(
     now_ms: int,
     future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS,
 ) -> bool:
-    """The rule as one cheap predicate, for hot loops; ``trade_problem`` says why not."""
-    return (
-        0.0 < price < math.inf
-        and 0.0 <= volume < math.inf
-        and price * volume < math.inf
-        and EPOCH_2000_MS <= trade_ts_ms <= now_ms + future_tolerance_ms
-        and 0 < len(symbol) <= MAX_SYMBOL_LENGTH
-        and symbol.isprintable()
-        and " " not in symbol
+    """The rule as one cheap predicate; ``trade_problem`` says why not."""
+    return is_valid_symbol(symbol) and values_in_range(
+        price, volume, trade_ts_ms, now_ms, future_tolerance_ms
     )
 
 

@@ -29,8 +29,9 @@ from finpipe.contracts import (
     TradeFrame,
     TradeRecord,
     TradeSource,
-    is_valid_trade,
+    is_valid_symbol,
     trade_problem,
+    values_in_range,
 )
 from finpipe.contracts import (
     EPOCH_2000_MS as EPOCH_2000_MS,  # re-exported: the rule's names, where tests look
@@ -79,6 +80,8 @@ class FrameProcessor:
         self.symbols = frozenset(symbols)
         self.source: TradeSource = source
         self.future_tolerance_ms = future_tolerance_ms
+        # The rule's symbol half, once per subscribed symbol instead of once per trade.
+        self._valid_symbols = frozenset(s for s in self.symbols if is_valid_symbol(s))
         self._keys = {s: s.encode() for s in self.symbols}
 
     def process(self, raw: bytes | str, now_ms: int | None = None) -> FrameResult:
@@ -106,12 +109,12 @@ class FrameProcessor:
     def _trades(self, trades: list[RawTrade], now_ms: int) -> FrameResult:
         result = FrameResult("trade", trades=len(trades))
         records, keys, encode, source = result.records, self._keys, _ENCODER.encode, self.source
-        symbols, tolerance = self.symbols, self.future_tolerance_ms
+        symbols, tolerance = self._valid_symbols, self.future_tolerance_ms
         last_ts = None
         for trade in trades:
             p, v, t = trade.p, trade.v, trade.t
             # The cheap predicate first; the exact reason is worked out only for rejects.
-            if trade.s in symbols and is_valid_trade(trade.s, p, v, t, now_ms, tolerance):
+            if trade.s in symbols and values_in_range(p, v, t, now_ms, tolerance):
                 record = TradeRecord(trade.s, p, v, t, trade.c, now_ms, source)
                 records.append((keys[trade.s], encode(record)))
                 if last_ts is None or t > last_ts:

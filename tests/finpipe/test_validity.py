@@ -91,3 +91,11 @@ def test_the_contracts_module_re_exports_the_rule() -> None:
 
     assert contracts.trade_problem is validity.trade_problem
     assert contracts.is_valid_trade is validity.is_valid_trade
+
+
+def test_the_predicate_is_its_symbol_half_and_its_numeric_half() -> None:
+    for symbol, price, volume, ts in itertools.product(SYMBOLS, PRICES, VOLUMES, TIMESTAMPS):
+        both = contracts.is_valid_symbol(symbol) and contracts.values_in_range(
+            price, volume, ts, NOW_MS
+        )
+        assert is_valid_trade(symbol, price, volume, ts, NOW_MS) is both
