@@ -22,9 +22,11 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
+# SPARK_JARS names the connector jars for every Spark session the image runs.
 RUN uv sync --frozen --no-dev \
-    && finpipe-infra provision --only spark \
+    && ln -s "$(finpipe-infra spark-jars | tail -n 1)" /opt/spark-jars \
     && rm -rf /root/.m2
+ENV SPARK_JARS=/opt/spark-jars
 
 EXPOSE 3000 8501 8765 4040
 CMD ["dagster-webserver", "-w", "workspace.yaml", "-h", "0.0.0.0", "-p", "3000"]

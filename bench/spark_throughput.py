@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from finpipe import lake
 from finpipe.contracts import TradeRecord
 from finpipe.settings import DEFAULT_TICKERS, Settings, load_settings
-from infra import services
+from infra import artifacts, services
 
 JOB_BIN = Path(sys.executable).with_name("finpipe-spark")
 
@@ -157,6 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "LAKE_PREFIX": settings.lake_prefix,
         "SPARK_CHECKPOINT_DIR": str(settings.checkpoint_dir),
         "SPARK_TRIGGER_SECONDS": str(args.trigger),
+        "SPARK_JARS": os.environ.get("SPARK_JARS")
+        or str(artifacts.spark_jars_folder(settings.cache_dir)),
     }
     log_path = work / "spark.log"
     say(f"topic {name}, lake s3://{settings.s3_bucket}/{settings.lake_prefix}, log {log_path}")

@@ -1,7 +1,8 @@
 """The data contracts of finpipe: one definition each, imported everywhere.
 
 * the raw Finnhub frame and the Kafka trade record (msgspec structs: they are the
-  validators and the (de)serializers at once),
+  type validators and the (de)serializers at once),
+* what a valid trade is beyond its types (``finpipe.validity``, re-exported here),
 * the dead-letter record,
 * the lake table ``processed_trades`` (a pyarrow schema; Spark derives its own from it),
 * the names of topics, bucket, prefixes and object keys.
@@ -19,6 +20,15 @@ from typing import Literal, NamedTuple
 
 import msgspec
 import pyarrow as pa
+
+# The validity rule, re-exported: the contracts are one import.
+from finpipe.validity import DEFAULT_FUTURE_TOLERANCE_MS as DEFAULT_FUTURE_TOLERANCE_MS
+from finpipe.validity import EPOCH_2000_MS as EPOCH_2000_MS
+from finpipe.validity import MAX_SYMBOL_LENGTH as MAX_SYMBOL_LENGTH
+from finpipe.validity import is_valid_symbol as is_valid_symbol
+from finpipe.validity import is_valid_trade as is_valid_trade
+from finpipe.validity import timestamp_problem, trade_problem
+from finpipe.validity import values_in_range as values_in_range
 
 # --- names -----------------------------------------------------------------------------
 
@@ -71,6 +81,27 @@ class TradeRecord(msgspec.Struct, frozen=True):
     conditions: list[str] | None
     ingest_ts_ms: int
     source: TradeSource
+
+
+def record_problem(
+    record: TradeRecord, now_ms: int, future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS
+) -> str | None:
+    """Why a decoded Kafka record is not a valid trade (ranges; msgspec did the types).
+
+    ``ingest_ts_ms`` must be plausible too: it becomes a lake timestamp, and a value far
+    outside the calendar breaks readers (DuckDB's timestamps end in the year 294247).
+    """
+    problem = trade_problem(
+        record.symbol,
+        record.price,
+        record.volume,
+        record.trade_ts_ms,
+        now_ms,
+        future_tolerance_ms,
+    )
+    return problem or timestamp_problem(
+        "ingest_ts_ms", record.ingest_ts_ms, now_ms, future_tolerance_ms
+    )
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

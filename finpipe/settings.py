@@ -94,6 +94,25 @@ class Settings(BaseSettings):
     spark_driver_memory: str = Field(default="2g", alias="SPARK_DRIVER_MEMORY")
     spark_shuffle_partitions: int = Field(default=4, ge=1, alias="SPARK_SHUFFLE_PARTITIONS")
     spark_checkpoint_dir: Path | None = Field(default=None, alias="SPARK_CHECKPOINT_DIR")
+    # The Spark driver's web UI (loopback in local mode; Spark takes the next free port
+    # when this one is busy, and the heartbeat reports the one it got).
+    spark_ui_port: int = Field(default=4040, ge=1, le=65535, alias="SPARK_UI_PORT")
+    # The address the UI binds to in local mode. Only a container whose host publishes
+    # the port on loopback (docker-compose.yml) needs another value (0.0.0.0).
+    spark_ui_host: str = Field(default="127.0.0.1", alias="SPARK_UI_HOST")
+    # Spark's Kafka and s3a connector jars (comma-separated files or folders of jars);
+    # `make up`, the Dagster stream job and the image set it, from the provisioned cache.
+    spark_jars: Annotated[tuple[Path, ...], NoDecode] = Field(default=(), alias="SPARK_JARS")
+    # How long a batch keeps retrying an object store that fails (outage, restart) before
+    # the query fails; past it the supervisor restarts the job.
+    s3_write_retry_seconds: float = Field(default=300.0, ge=0, alias="S3_WRITE_RETRY_SECONDS")
+
+    # --- validity of trades (producer and Spark apply the same rule) --------------------
+    trade_future_tolerance_seconds: float = Field(
+        default=contracts.DEFAULT_FUTURE_TOLERANCE_MS / 1000,
+        gt=0,
+        alias="TRADE_FUTURE_TOLERANCE_SECONDS",
+    )
 
     # --- control plane ----------------------------------------------------------------
     freshness_warn_seconds: int = Field(default=120, gt=0, alias="FRESHNESS_WARN_SECONDS")
@@ -162,6 +181,13 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"has invalid symbols {bad}: no spaces or '/'")
             return symbols
+        return value
+
+    @field_validator("spark_jars", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(part.strip()) for part in value.split(",") if part.strip())
         return value
 
     @field_validator("kafka_server")
@@ -266,6 +292,10 @@ class Settings(BaseSettings):
         if self.uses_simulator:
             return f"ws://{self.simulator_host}:{self.simulator_port}"
         return self.finnhub_ws_url
+
+    @property
+    def trade_future_tolerance_ms(self) -> int:
+        return int(self.trade_future_tolerance_seconds * 1000)
 
     @property
     def lake_uri(self) -> str:

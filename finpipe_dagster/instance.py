@@ -32,7 +32,7 @@ def postgres_storage() -> dict[str, Any]:
     It names the variable, not the URL: the password never lands in the file, and every
     Dagster process (webserver, daemon, run workers) resolves it from its environment.
     One database holds runs, the event log (asset history) and schedule/sensor state.
-    ``infra.platform`` passes the variable to the Dagster processes it starts.
+    ``infra.stack`` passes the variable to the Dagster processes it starts.
     """
     return {"storage": {"postgres": {"postgres_url": {"env": POSTGRES_URL_VAR}}}}
 

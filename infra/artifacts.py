@@ -250,6 +250,12 @@ def spark_connector_jars(cache_dir: Path) -> list[Path]:
     return sorted((ensure_spark_connectors(cache_dir).root / "libs").glob("*.jar"))
 
 
+def spark_jars_folder(cache_dir: Path) -> Path:
+    """Where provisioning puts Spark's connector jars: the value of ``SPARK_JARS`` that
+    the launchers set (nothing is fetched here; a missing folder fails in the job)."""
+    return spark_connectors_artifact(cache_dir).root / "libs"
+
+
 # --- MinIO -------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from finpipe.settings import SettingsError, load_settings
-from infra import stack
+from infra import artifacts, stack
 from infra.artifacts import ProvisioningError
 from infra.processes import ServiceError
 
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start the platform on loopback")
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="show what runs and where")
+    sub.add_parser(
+        "spark-jars", help="provision Spark's connector jars and print their folder (SPARK_JARS)"
+    )
     logs = sub.add_parser("logs", help="follow the log files")
     logs.add_argument("names", nargs="*", help="components (default: all)")
     args = parser.parse_args(argv)
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         elif args.command == "status":
             return _print_status(settings)
+        elif args.command == "spark-jars":
+            stack.provision(settings, only=["spark"])
+            print(artifacts.spark_jars_folder(settings.cache_dir))
         elif args.command == "logs":
             files = [
                 row["log"]

@@ -55,6 +55,10 @@ def _http_ok(url: str) -> bool:
 
 def _dagster_env(settings: Settings) -> dict[str, str]:
     env = {"DAGSTER_HOME": str(settings.dagster_home)}
+    # The Spark stream that the daemon's runs launch finds its connector jars here.
+    env["SPARK_JARS"] = ",".join(str(p) for p in settings.spark_jars) or str(
+        artifacts.spark_jars_folder(settings.cache_dir)
+    )
     if settings.dagster_postgres_url is not None:
         # dagster.yaml reads it with `env:` and it may be set in .env only (never logged).
         env["DAGSTER_POSTGRES_URL"] = settings.dagster_postgres_url.get_secret_value()
@@ -321,7 +325,22 @@ def status_rows(settings: Settings) -> list[dict[str, str]]:
                 "log": str(health.health_path(settings, stream)),
             }
         )
+    rows.append(spark_ui_row(settings))
     return rows
+
+
+def spark_ui_row(settings: Settings) -> dict[str, str]:
+    """The Spark driver's UI: the URL the running job reported (Spark moves to the next
+    port when SPARK_UI_PORT is taken), else where it will listen."""
+    beat = health.read_health(settings, "spark") or {}
+    pid = int(beat.get("pid", 0) or 0)
+    url = beat.get("spark_ui_url")
+    if url and pid and pid_alive(pid) and beat.get("status") in {"running", "starting"}:
+        state, shown_pid = "running", str(pid)
+    else:
+        state, shown_pid = "not running", "-"
+        url = f"http://127.0.0.1:{settings.spark_ui_port}"
+    return {"name": "spark ui", "state": state, "pid": shown_pid, "url": str(url), "log": "-"}
 
 
 def stream_counters(settings: Settings) -> dict[str, dict[str, object]]:

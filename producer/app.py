@@ -57,7 +57,9 @@ class TradeProducer:
             feed_url=feed_endpoint(settings)[1],
             source=source_of(settings),
         )
-        self.frames = FrameProcessor(settings.finnhub_tickers, source_of(settings))
+        self.frames = FrameProcessor(
+            settings.finnhub_tickers, source_of(settings), settings.trade_future_tolerance_ms
+        )
         self.sink = KafkaSink(settings, self.counters, kafka_config)
         self._stop = threading.Event()
         self._next_heartbeat = 0.0

@@ -13,7 +13,6 @@ its good neighbours.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import msgspec
 
 from finpipe.contracts import (
+    DEFAULT_FUTURE_TOLERANCE_MS,
     DeadLetter,
     ErrorFrame,
     PingFrame,
@@ -30,13 +30,16 @@ from finpipe.contracts import (
     TradeFrame,
     TradeRecord,
     TradeSource,
+    is_valid_symbol,
+    trade_problem,
+    values_in_range,
+)
+from finpipe.contracts import (
+    EPOCH_2000_MS as EPOCH_2000_MS,  # re-exported: the rule's names, where tests look
 )
 
-EPOCH_2000_MS = 946_684_800_000
-"""Trades stamped before 2000-01-01 UTC are implausible (a seconds-not-millis mistake)."""
-MAX_FUTURE_SKEW_MS = 3_600_000
-"""Trades may be stamped at most this far ahead of the producer's clock. Past days are
-fine: a recorded session replays into its own dates."""
+MAX_FUTURE_SKEW_MS = DEFAULT_FUTURE_TOLERANCE_MS
+"""The contract's default tolerance for trades stamped ahead of the producer's clock."""
 
 _FRAME_DECODER = msgspec.json.Decoder(ServerFrame)
 _ANY_DECODER = msgspec.json.Decoder()
@@ -69,9 +72,17 @@ def _text(raw: bytes | str) -> str:
 class FrameProcessor:
     """Validates frames against the subscribed symbols and stamps them with a source."""
 
-    def __init__(self, symbols: Iterable[str], source: TradeSource) -> None:
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        source: TradeSource,
+        future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS,
+    ) -> None:
         self.symbols = frozenset(symbols)
         self.source: TradeSource = source
+        self.future_tolerance_ms = future_tolerance_ms
+        # The rule's symbol half, once per subscribed symbol instead of once per trade.
+        self._valid_symbols = frozenset(s for s in self.symbols if is_valid_symbol(s))
         self._keys = {s: s.encode() for s in self.symbols}
 
     def process(self, raw: bytes | str, now_ms: int | None = None) -> FrameResult:
@@ -90,33 +101,21 @@ class FrameProcessor:
     # --- trades ---------------------------------------------------------------------
 
     def trade_problem(self, trade: RawTrade, now_ms: int) -> str | None:
-        """Why a (well-typed) trade is rejected, or None when it is valid."""
+        """Why a (well-typed) trade is rejected, or None when it is valid: the contract's
+        rule of validity, plus the producer's own "subscribed" rule."""
         if trade.s not in self.symbols:
             return f"symbol {trade.s!r} is not subscribed"
-        if not 0.0 < trade.p < math.inf:
-            return f"price {trade.p!r} is not positive and finite"
-        if not 0.0 <= trade.v < math.inf:
-            return f"volume {trade.v!r} is negative or not finite"
-        if trade.t < EPOCH_2000_MS:
-            return f"timestamp {trade.t} ms is before 2000-01-01 (seconds instead of ms?)"
-        if trade.t > now_ms + MAX_FUTURE_SKEW_MS:
-            return f"timestamp {trade.t} ms is more than 1 h ahead of the producer's clock"
-        return None
+        return trade_problem(trade.s, trade.p, trade.v, trade.t, now_ms, self.future_tolerance_ms)
 
     def _trades(self, trades: list[RawTrade], now_ms: int) -> FrameResult:
         result = FrameResult("trade", trades=len(trades))
         records, keys, encode, source = result.records, self._keys, _ENCODER.encode, self.source
-        symbols, future_limit = self.symbols, now_ms + MAX_FUTURE_SKEW_MS
+        symbols, tolerance = self._valid_symbols, self.future_tolerance_ms
         last_ts = None
         for trade in trades:
             p, v, t = trade.p, trade.v, trade.t
-            # The common case inline; the exact reason is worked out only for rejects.
-            if (
-                trade.s in symbols
-                and 0.0 < p < math.inf
-                and 0.0 <= v < math.inf
-                and EPOCH_2000_MS <= t <= future_limit
-            ):
+            # The cheap predicate first; the exact reason is worked out only for rejects.
+            if trade.s in symbols and values_in_range(p, v, t, now_ms, tolerance):
                 record = TradeRecord(trade.s, p, v, t, trade.c, now_ms, source)
                 records.append((keys[trade.s], encode(record)))
                 if last_ts is None or t > last_ts:

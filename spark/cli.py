@@ -2,9 +2,11 @@
 
 Settings come from the environment (``load_settings``): KAFKA_SERVER, KAFKA_TOPIC, S3_*,
 LAKE_PREFIX, SPARK_MASTER, SPARK_TRIGGER_SECONDS, SPARK_CHECKPOINT_DIR,
-SPARK_DRIVER_MEMORY, SPARK_SHUFFLE_PARTITIONS. Exit codes: 0 after a requested stop,
-1 when the query failed (or the object store is unreachable at start), 2 for invalid
-settings or a new checkpoint over a lake that already holds batches.
+SPARK_DRIVER_MEMORY, SPARK_SHUFFLE_PARTITIONS, SPARK_JARS, SPARK_UI_PORT,
+S3_WRITE_RETRY_SECONDS, TRADE_FUTURE_TOLERANCE_SECONDS. Exit codes: 0 after a requested
+stop, 1 when the query failed (or the object store is unreachable at start), 2 for
+invalid settings or a checkpoint that is behind the lake (new, lost or restored from an
+older copy).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,7 +22,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from finpipe import contracts, exit_codes, lake
 from finpipe.health import SPARK, StreamReporter
-from finpipe.settings import Settings
+from finpipe.settings import Settings, SettingsError
 from spark.progress import BatchProgress, ProgressListener, StreamTotals
 from spark.session import build_spark_session
 from spark.sink import LakeBatchSink
@@ -35,6 +36,7 @@ STOP_TIMEOUT = "60s"
 # Bounds one batch after a long outage, so catching up never needs more than the
 # driver's memory; at the 5 s trigger this is far above any sustained rate.
 MAX_OFFSETS_PER_TRIGGER = 2_000_000
+SPARK_UI_URL_KEY = "spark_ui_url"
 
 log = structlog.get_logger("spark")
 
@@ -52,7 +54,7 @@ def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) ->
     checkpoint = settings.checkpoint_dir.expanduser().resolve()
     checkpoint.mkdir(parents=True, exist_ok=True)
     return (
-        prepare_trades(kafka)
+        prepare_trades(kafka, settings.trade_future_tolerance_ms)
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(sink)
         .option("checkpointLocation", checkpoint.as_uri())
@@ -62,47 +64,79 @@ def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) ->
 
 
 class LakeCheckpointMismatch(Exception):
-    """The lake already holds batches, but the checkpoint is new: refuse to start."""
+    """The lake holds batches the checkpoint does not know: refuse to start."""
 
 
 class LakeUnreachable(Exception):
     """The object store could not be listed at start-up."""
 
 
-def check_checkpoint_matches_lake(settings: Settings, client: Any = None) -> None:
-    """Refuse a new (or lost) checkpoint over a lake that already holds batches.
+def last_planned_batch(checkpoint_dir: Path) -> int:
+    """The highest batch id in the checkpoint's offset log, -1 for a new checkpoint.
 
-    A new checkpoint reads the topic from its earliest offset again and numbers its
-    batches from 0: it would write rows the lake already holds and overwrite same-named
-    batch files of the same day. One listing call: the first keys of the table.
+    Planned, not committed: a batch whose objects were written but whose commit was not
+    (a crash mid-batch) is replayed with the same offsets into the same objects, so its
+    objects in the lake are expected.
     """
-    offsets = settings.checkpoint_dir.expanduser() / "offsets"
-    if offsets.is_dir() and any(offsets.iterdir()):
-        return
+    offsets = checkpoint_dir.expanduser() / "offsets"
+    if not offsets.is_dir():
+        return -1
+    return max((int(p.name) for p in offsets.iterdir() if p.name.isdigit()), default=-1)
+
+
+def highest_lake_batch(settings: Settings, client: Any) -> tuple[int, str | None]:
+    """(highest batch id any object of the table names, its key): batch files, compacted
+    files (the last batch they hold) and rejects, over the whole prefix."""
+    best, best_key = -1, None
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.s3_bucket, Prefix=f"{settings.lake_prefix}/"
+    )
+    for page in pages:
+        for item in page.get("Contents", []):
+            parsed = contracts.parse_lake_object_name(posixpath.basename(item["Key"]))
+            if parsed is not None and parsed.batch_id > best:
+                best, best_key = parsed.batch_id, item["Key"]
+    return best, best_key
+
+
+def check_checkpoint_matches_lake(settings: Settings, client: Any = None) -> None:
+    """Refuse a checkpoint that is behind the lake: new, lost, or restored from a copy.
+
+    Such a checkpoint numbers its next batches with ids the lake already holds, for other
+    Kafka offsets: same-named objects would be overwritten (committed rows lost), and on
+    a compacted day a batch id at or below the compacted file's would be hidden by it. A
+    new checkpoint would also read the topic from its earliest offset again. One listing
+    of the table's prefix, before any Spark session is built.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
+    planned = last_planned_batch(settings.checkpoint_dir)
     client = client or lake.s3_client(settings)
     try:
-        listing = client.list_objects_v2(
-            Bucket=settings.s3_bucket, Prefix=f"{settings.lake_prefix}/trade_date=", MaxKeys=100
-        )
+        highest, key = highest_lake_batch(settings, client)
     except (BotoCoreError, ClientError) as exc:
         raise LakeUnreachable(
             f"cannot list the lake {settings.lake_uri} at {settings.s3_endpoint_url}: {exc} "
             "(is MinIO/S3 up, and are S3_ENDPOINT_URL, S3_BUCKET and the S3 keys right?)"
         ) from exc
-    found = [
-        item["Key"]
-        for item in listing.get("Contents", [])
-        if contracts.parse_lake_object_name(posixpath.basename(item["Key"]))
-    ]
-    if found:
+    if highest <= planned:
+        return
+    if planned < 0:
         raise LakeCheckpointMismatch(
-            f"the lake {settings.lake_uri} already holds batches (e.g. {found[0]}), but the "
+            f"the lake {settings.lake_uri} already holds batches (e.g. {key}), but the "
             f"checkpoint {settings.checkpoint_dir} is new: starting would read the topic "
             "again and overwrite same-named batch files. Restore the checkpoint the lake was "
             "written with (SPARK_CHECKPOINT_DIR), or start a new table with a new LAKE_PREFIX."
         )
+    raise LakeCheckpointMismatch(
+        f"the lake {settings.lake_uri} holds batch {highest} ({key}), but the checkpoint "
+        f"{settings.checkpoint_dir} knows batches only up to {planned}: it is older than the "
+        "lake (restored from an older copy, or it lost its newest files). Starting would "
+        f"reuse batch ids {planned + 1}..{highest} for other Kafka offsets and overwrite or "
+        "hide rows the lake already holds. Restore the newest checkpoint the lake was "
+        "written with (SPARK_CHECKPOINT_DIR), or start a new table with a new LAKE_PREFIX; "
+        "see docs/operations.md, 'Spark refuses a checkpoint that is behind the lake'."
+    )
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -125,6 +159,7 @@ class StreamingJob:
         self.totals = StreamTotals()
         self._events: queue.Queue[BatchProgress] = queue.Queue()
         self._last_heartbeat = 0.0
+        self._ui_url: str | None = None
 
     def run(self) -> int:
         with StreamReporter(self.settings, STREAM_NAME) as reporter:
@@ -135,16 +170,24 @@ class StreamingJob:
             except LakeCheckpointMismatch as exc:
                 log.error("spark_checkpoint_mismatch", error=str(exc))
                 reporter.heartbeat(
-                    {**self.totals.counters(), "status": "refused", "error": str(exc)}, log=True
+                    {**self._counters(), "status": "refused", "error": str(exc)}, log=True
                 )
                 return exit_codes.NO_RETRY
             except LakeUnreachable as exc:
                 log.error("spark_lake_unreachable", error=str(exc))
                 reporter.heartbeat(
-                    {**self.totals.counters(), "status": "failed", "error": str(exc)}, log=True
+                    {**self._counters(), "status": "failed", "error": str(exc)}, log=True
                 )
                 return 1
-            spark = build_spark_session(self.settings, app_name="finpipe-spark")
+            try:
+                spark = build_spark_session(self.settings, app_name="finpipe-spark")
+            except SettingsError as exc:
+                log.error("spark_settings_invalid", error=str(exc))
+                reporter.heartbeat(
+                    {**self._counters(), "status": "refused", "error": str(exc)}, log=True
+                )
+                return exit_codes.NO_RETRY
+            self._ui_url = spark.sparkContext.uiWebUrl
             try:
                 return self._run_query(spark, reporter)
             finally:
@@ -163,7 +206,7 @@ class StreamingJob:
             if error is not None and not self.stop.is_set():
                 log.error("spark_query_failed", error=error)
                 reporter.heartbeat(
-                    {**self.totals.counters(), "status": "failed", "error": error}, log=True
+                    {**self._counters(), "status": "failed", "error": error}, log=True
                 )
                 return 1
             if time.monotonic() - self._last_heartbeat >= IDLE_HEARTBEAT_SECONDS:
@@ -175,8 +218,8 @@ class StreamingJob:
             # down and these calls fail; the checkpoint is consistent either way.
             _quietly("spark_query_stop_failed", query.stop)
             self._report_batches(sink, reporter)
-        reporter.final({**self.totals.counters(), "status": "stopped"})
-        log.info("spark_job_stopped", **self.totals.counters())
+        reporter.final({**self._counters(), "status": "stopped"})
+        log.info("spark_job_stopped", **self._counters())
         return 0
 
     @staticmethod
@@ -198,13 +241,21 @@ class StreamingJob:
             written = sink.pop(progress.batch_id)
             if written is None:  # a trigger without new data: nothing was committed
                 continue
-            counters = self.totals.record(progress, written)
-            reporter.heartbeat({**counters, "status": "running", "event": "batch"})
+            self.totals.record(progress, written)
+            reporter.heartbeat({**self._counters(), "status": "running", "event": "batch"})
             self._last_heartbeat = time.monotonic()
             log.info("spark_batch_committed", **self.totals.last or {})
 
+    def _counters(self) -> dict[str, Any]:
+        """The totals, and where the Spark UI listens (Spark picks the next free port
+        when SPARK_UI_PORT is busy: only the running context knows which it got)."""
+        counters = self.totals.counters()
+        if self._ui_url:
+            counters[SPARK_UI_URL_KEY] = self._ui_url
+        return counters
+
     def _beat(self, reporter: StreamReporter, status: str) -> None:
-        reporter.heartbeat({**self.totals.counters(), "status": status, "event": "idle"})
+        reporter.heartbeat({**self._counters(), "status": status, "event": "idle"})
         self._last_heartbeat = time.monotonic()
 
 

@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from finpipe import contracts
+from spark.store_retry import with_retries
 
 LAKE_SORT_KEYS = [("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
 PARQUET_COMPRESSION = "zstd"
@@ -123,10 +124,17 @@ def partition_groups(table: pa.Table) -> Iterator[tuple[dt.date, str, pa.Table]]
         yield trade_date, symbol, table.filter(mask).sort_by(LAKE_SORT_KEYS)
 
 
-def write_object(table: pa.Table, path: str, filesystem: pafs.FileSystem) -> None:
-    if filesystem.type_name == "local":  # object stores need no folders (S3 would get markers)
-        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, path, filesystem=filesystem, compression=PARQUET_COMPRESSION)
+def write_object(
+    table: pa.Table, path: str, filesystem: pafs.FileSystem, retry_seconds: float = 0.0
+) -> None:
+    """One object, written whole; transient store failures retried (``spark.store_retry``)."""
+
+    def write() -> None:
+        if filesystem.type_name == "local":  # object stores need no folders (S3: markers)
+            filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, path, filesystem=filesystem, compression=PARQUET_COMPRESSION)
+
+    with_retries(write, what=path, budget_seconds=retry_seconds)
 
 
 def write_batch_rows(
@@ -136,6 +144,7 @@ def write_batch_rows(
     batch_id: int,
     processed_ts_ms: int,
     filesystem: pafs.FileSystem,
+    retry_seconds: float = 0.0,
 ) -> pa.Table:
     """Write the rows of one Spark task; returns one ``REPORT_SCHEMA`` row per object."""
     batches = list(batches)
@@ -149,7 +158,7 @@ def write_batch_rows(
         table = lake_table(good, processed_ts_ms)
         for trade_date, symbol, group in partition_groups(table):
             path = location.data_key(trade_date, symbol, batch_id)
-            write_object(group, path, filesystem)
+            write_object(group, path, filesystem, retry_seconds)
             max_ts = pc.max(group["trade_ts"]).cast(pa.int64()).as_py()
             reports.append(
                 {
@@ -165,7 +174,7 @@ def write_batch_rows(
         # Rejects have no partition values, so the shuffle puts all of a batch's rejects
         # into one task: one deterministic object per batch.
         path = location.rejects_key(batch_id)
-        write_object(rejects_table(bad, processed_ts_ms), path, filesystem)
+        write_object(rejects_table(bad, processed_ts_ms), path, filesystem, retry_seconds)
         reports.append(
             {
                 "kind": REJECTS_KIND,

@@ -1,28 +1,40 @@
 """Parse Kafka values into trades with the contract's own validator: pure pyarrow + msgspec.
 
 Why not Spark's ``from_json``: the contract already is a validator (the msgspec struct
-``TradeRecord``), so using it here means one definition of "a valid record" for the
-producer and the job, with its precise error messages as reject reasons; and ``from_json``
-(Jackson) measured many times slower than msgspec, the bottleneck of the job at its
-throughput target (docs/benchmarks.md, docs/benchmarks/spark.md).
+``TradeRecord`` for the types, ``contracts.record_problem`` for the ranges), so using it
+here means one definition of "a valid record" for the producer and the job, with its
+precise error messages as reject reasons; and ``from_json`` (Jackson) is far slower than
+msgspec (see docs/benchmarks.md).
 
 Every input row comes out: valid ones with the lake's columns, the others with
-``valid = false``, a ``reject_reason`` and their raw key/value.
+``valid = false``, a ``reject_reason`` and their raw key/value. Nothing a record holds
+can fail the batch: undecodable, mistyped, out of range and overflowing values are all
+rejects. "Now" for the future-timestamp rule is the batch's planned time
+(``batch_ts_ms``), which Spark keeps in the checkpoint: a replayed batch splits its
+records into trades and rejects exactly as the first attempt did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 import pyarrow as pa
 
-from finpipe.contracts import TradeRecord
+from finpipe.contracts import DEFAULT_FUTURE_TOLERANCE_MS, TradeRecord, record_problem
 
 MS_PER_DAY = 86_400_000
 
-KAFKA_COLUMNS = ("key", "value", "kafka_partition", "kafka_offset", "kafka_timestamp")
-"""What the job selects from Spark's Kafka source (timestamp as epoch milliseconds)."""
+KAFKA_COLUMNS = (
+    "key",
+    "value",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "batch_ts_ms",
+)
+"""What the job selects from Spark's Kafka source (timestamps as epoch milliseconds),
+plus the batch's planned time, the same for every row of a batch."""
 
 PREPARED_SCHEMA = pa.schema(
     [
@@ -62,23 +74,34 @@ def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
-def parse_kafka_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+def judge(
+    raw: bytes | None, now_ms: int, future_tolerance_ms: int
+) -> tuple[TradeRecord | None, str | None]:
+    """(the trade, None) for a valid record, else (None, why not)."""
+    if raw is None:
+        return None, "empty Kafka value"
+    try:
+        record = _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        return None, f"not a TradeRecord: {exc}"
+    except msgspec.DecodeError as exc:
+        return None, f"not JSON: {exc}"
+    problem = record_problem(record, now_ms, future_tolerance_ms)
+    if problem is not None:
+        return None, f"out of range: {problem}"
+    return record, None
+
+
+def parse_kafka_batch(
+    batch: pa.RecordBatch, future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS
+) -> pa.RecordBatch:
     """One Arrow batch of Kafka rows -> ``PREPARED_SCHEMA`` rows, one per input row."""
     out: dict[str, list[object]] = {field.name: [] for field in PREPARED_SCHEMA}
     keys = batch.column("key").to_pylist()
     values = batch.column("value").to_pylist()
-    for key, raw in zip(keys, values, strict=True):
-        record: TradeRecord | None = None
-        reason: str | None = None
-        if raw is None:
-            reason = "empty Kafka value"
-        else:
-            try:
-                record = _DECODER.decode(raw)
-            except msgspec.ValidationError as exc:
-                reason = f"not a TradeRecord: {exc}"
-            except msgspec.DecodeError as exc:
-                reason = f"not JSON: {exc}"
+    now = batch.column("batch_ts_ms").to_pylist()
+    for key, raw, now_ms in zip(keys, values, now, strict=True):
+        record, reason = judge(raw, now_ms, future_tolerance_ms)
         out["valid"].append(record is not None)
         out["reject_reason"].append(reason)
         if record is None:
@@ -109,7 +132,13 @@ def parse_kafka_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=PREPARED_SCHEMA)
 
 
-def parse_kafka_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """For ``DataFrame.mapInArrow``."""
-    for batch in batches:
-        yield parse_kafka_batch(batch)
+def kafka_batch_parser(
+    future_tolerance_ms: int = DEFAULT_FUTURE_TOLERANCE_MS,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function ``DataFrame.mapInArrow`` ships to the executors."""
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield parse_kafka_batch(batch, future_tolerance_ms)
+
+    return parse

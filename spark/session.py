@@ -1,19 +1,41 @@
 """Build the SparkSession that reads Kafka and writes the lake through s3a.
 
-Connector jars come from the local cache (fetched from Maven Central by
-``infra.artifacts``) and are handed to Spark as local files: ``spark.jars.packages``
-would go through Ivy and ignore Maven's mirror settings.
+Connector jars are local files named by the setting ``SPARK_JARS`` (the launcher sets it
+to the cache that provisioning fetched from Maven Central) and handed to Spark as
+``spark.jars``: ``spark.jars.packages`` would go through Ivy and ignore Maven's mirror
+settings.
+
+In local mode the driver and its web UI stay on loopback, and the UI's kill links are
+off: whoever can reach it could otherwise stop the stream's jobs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from finpipe.settings import Settings
-from infra import artifacts
+from finpipe.settings import Settings, SettingsError
+
+LOOPBACK = "127.0.0.1"
+
+
+def connector_jars(settings: Settings) -> list[Path]:
+    """The jar files ``SPARK_JARS`` names (a folder stands for the jars in it)."""
+    jars: list[Path] = []
+    for entry in settings.spark_jars:
+        path = entry.expanduser()
+        jars += sorted(path.glob("*.jar")) if path.is_dir() else [path] if path.is_file() else []
+    if not any(j.name.startswith("spark-sql-kafka") for j in jars):
+        named = ",".join(str(p) for p in settings.spark_jars) or "(unset)"
+        raise SettingsError(
+            f"SPARK_JARS={named} holds no spark-sql-kafka jar: set SPARK_JARS to the "
+            "provisioned connector jars (`finpipe-infra spark-jars` prints their folder; "
+            "`make up` sets it for Dagster and the streams it launches)"
+        )
+    return jars
 
 
 def s3a_options(settings: Settings) -> dict[str, str]:
@@ -32,7 +54,7 @@ def s3a_options(settings: Settings) -> dict[str, str]:
 
 
 def build_spark_session(settings: Settings, app_name: str = "finpipe") -> SparkSession:
-    jars = artifacts.spark_connector_jars(settings.cache_dir)
+    jars = connector_jars(settings)
     # The driver and executors must run the same Python as this process.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -46,11 +68,16 @@ def build_spark_session(settings: Settings, app_name: str = "finpipe") -> SparkS
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
+        .config("spark.ui.port", str(settings.spark_ui_port))
+        .config("spark.ui.killEnabled", "false")
     )
     if settings.spark_master.startswith("local"):
-        # Local mode: keep the driver (and its UI on :4040) on loopback.
-        builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
-            "spark.driver.host", "127.0.0.1"
+        # Local mode: keep the driver and its UI on loopback. The UI ignores
+        # spark.driver.bindAddress and binds to $SPARK_LOCAL_IP (else every interface),
+        # which the JVM this call launches reads from our environment.
+        os.environ["SPARK_LOCAL_IP"] = settings.spark_ui_host
+        builder = builder.config("spark.driver.bindAddress", LOOPBACK).config(
+            "spark.driver.host", LOOPBACK
         )
     for key, value in s3a_options(settings).items():
         builder = builder.config(key, value)

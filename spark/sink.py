@@ -64,6 +64,7 @@ def _task_writer(settings: Settings, location: LakeLocation, batch_id: int, proc
             batch_id=batch_id,
             processed_ts_ms=processed_ts_ms,
             filesystem=_filesystem(settings),
+            retry_seconds=settings.s3_write_retry_seconds,
         )
         yield from report.to_batches()
 

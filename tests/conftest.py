@@ -32,6 +32,7 @@ TEST_ENV = {
     "SIMULATOR_PORT": str(18765 + _OFFSET),
     "DAGSTER_PORT": str(13000 + _OFFSET),
     "STREAMLIT_PORT": str(18501 + _OFFSET),
+    "SPARK_UI_PORT": str(14040 + _OFFSET),
     "FINNHUB_API_TOKEN": "",
     "S3_ACCESS_KEY": "",
     "S3_SECRET_KEY": "",
@@ -41,6 +42,10 @@ TEST_ENV = {
 os.environ.update(TEST_ENV)
 
 from finpipe.settings import Settings, load_settings  # noqa: E402
+from infra.artifacts import spark_jars_folder  # noqa: E402
+
+if not os.environ.get("SPARK_JARS"):  # what `make up` sets for the platform's Spark
+    os.environ["SPARK_JARS"] = str(spark_jars_folder(load_settings().cache_dir))
 
 STAGE_BY_MARKER = {"drill": 3, "e2e": 2, "integration": 1}
 SERVICE_FIXTURES = {"infrastructure", "spark"}

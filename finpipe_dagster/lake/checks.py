@@ -3,6 +3,8 @@
 One multi-check reads the checked days once through ``finpipe.lake`` (compaction-aware)
 and reports each rule as its own check, with counts and sample rows as metadata. By
 default it checks yesterday and today (UTC); ``days`` in the run config picks others.
+``no_new_rejects`` reads the table's ``_rejects`` folder: Kafka records the Spark job
+kept aside because they are not valid trades, counted by the day they were processed.
 """
 
 import datetime as dt
@@ -12,6 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from dagster import (
     AssetCheckExecutionContext,
@@ -43,6 +48,10 @@ CHECKS = {
     "no_duplicate_kafka_records": "No two rows share (kafka_partition, kafka_offset).",
     "reconciles_with_kafka": (
         "Every Kafka record older than the in-flight window is in the lake exactly once."
+    ),
+    "no_new_rejects": (
+        "No Kafka record processed in the checked days was rejected as not a valid trade "
+        "(rejects are kept in the table's _rejects folder with their reason)."
     ),
 }
 WARN_ONLY = {"reconciles_with_kafka"}
@@ -91,6 +100,65 @@ def schema_problems(settings: Settings, days: list[dt.date]) -> dict[str, str]:
                 part for part in (f"missing {missing}" if missing else "", *wrong) if part
             )
     return problems
+
+
+REJECT_SAMPLE_VALUE_CHARS = 200
+
+
+def rejects_in_days(
+    settings: Settings, days: list[dt.date], fs: pafs.FileSystem | None = None
+) -> pa.Table:
+    """Rows of ``_rejects`` processed in the checked days (objects older than the first
+    day are not even opened: a rejects object is written once, by its batch)."""
+    fs = fs or lake.s3_filesystem(settings)
+    folder = f"{settings.s3_bucket}/{settings.lake_prefix}/{contracts.LAKE_REJECTS_DIR}"
+    start = dt.datetime.combine(days[0], dt.time(), dt.UTC)
+    end = dt.datetime.combine(days[-1] + dt.timedelta(days=1), dt.time(), dt.UTC)
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    paths = [
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File
+        and contracts.parse_lake_object_name(i.base_name) is not None
+        and (i.mtime is None or i.mtime >= start)
+    ]
+    if not paths:
+        return contracts.REJECTS_SCHEMA.empty_table()
+    table = pa.concat_tables(
+        pq.read_table(path, filesystem=fs, schema=contracts.REJECTS_SCHEMA) for path in paths
+    )
+    when = table["processed_ts"]
+    in_days = pc.and_(
+        pc.greater_equal(when, pa.scalar(start, when.type)),
+        pc.less(when, pa.scalar(end, when.type)),
+    )
+    return table.filter(in_days).sort_by(
+        [("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
+    )
+
+
+def rejects_result(table: pa.Table, days_meta: dict[str, Any]) -> AssetCheckResult:
+    sample = [
+        {
+            "kafka_partition": row["kafka_partition"],
+            "kafka_offset": row["kafka_offset"],
+            "reason": row["reason"],
+            "value": (row["value"] or "")[:REJECT_SAMPLE_VALUE_CHARS],
+        }
+        for row in table.slice(0, SAMPLE_ROWS).to_pylist()
+    ]
+    reasons: dict[str, int] = {}
+    for reason in table["reason"].to_pylist():
+        kind = reason.split(":", 1)[0]  # "not JSON", "not a TradeRecord", "out of range"
+        reasons[kind] = reasons.get(kind, 0) + 1
+    return _result(
+        "no_new_rejects",
+        table.num_rows,
+        table.num_rows,
+        sample=sample,
+        reasons=reasons,
+        **days_meta,
+    )
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> int:
@@ -212,6 +280,8 @@ def _evaluate(
             results.append(_duplicates(con, rows, day_meta))
     finally:
         con.close()
+    if "no_new_rejects" in selected:
+        results.append(rejects_result(rejects_in_days(settings, days), day_meta))
     if "reconciles_with_kafka" in selected:
         con = lake_duckdb.with_lake(None)  # Kafka's retained range may span any day
         try:

@@ -41,6 +41,10 @@ def batch_materialization(beat: dict[str, Any], now: float) -> AssetMaterializat
         "rows": MetadataValue.int(int(beat.get("rows") or 0)),
         "total_rows_since_start": MetadataValue.int(int(beat.get("total_rows") or 0)),
         "files": MetadataValue.int(int(beat.get("files_written") or 0)),
+        # Records of the batch that were not valid trades (kept in _rejects, never in the
+        # table); the `no_new_rejects` check fails on them.
+        "rejects": MetadataValue.int(int(beat.get("rejects") or 0)),
+        "total_rejects_since_start": MetadataValue.int(int(beat.get("total_rejects") or 0)),
     }
     if beat.get("batch_duration_ms") is not None:
         metadata["batch_duration_ms"] = MetadataValue.int(int(beat["batch_duration_ms"]))

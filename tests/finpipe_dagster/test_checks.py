@@ -3,10 +3,11 @@
 import datetime as dt
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from confluent_kafka import Producer
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from finpipe import contracts
+from finpipe import contracts, lake
 from finpipe.settings import load_settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES, processed_trades_spec
 from finpipe_dagster.lake.checks import processed_trades_quality
@@ -41,14 +42,42 @@ def produce_matching_records(seeded: SeededLake, extra: dict[int, int] | None = 
     assert producer.flush(30) == 0
 
 
+def write_rejects(
+    seeded: SeededLake, rows: list[tuple[int, int, str]], processed: dt.date = DAY
+) -> None:
+    """A rejects object as the Spark job writes it, processed at noon of ``processed``."""
+    noon = dt.datetime.combine(processed, dt.time(12), dt.UTC)
+    table = pa.Table.from_pylist(
+        [
+            {
+                "kafka_partition": p,
+                "kafka_offset": o,
+                "kafka_timestamp": noon,
+                "key": "AAPL",
+                "value": "{not a trade",
+                "reason": reason,
+                "processed_ts": noon,
+            }
+            for p, o, reason in rows
+        ],
+        schema=contracts.REJECTS_SCHEMA,
+    )
+    settings = seeded.settings
+    name = contracts.batch_file_name(seeded.next_batch)
+    path = f"{settings.s3_bucket}/{settings.lake_prefix}/{contracts.LAKE_REJECTS_DIR}/{name}"
+    pq.write_table(table, path, filesystem=lake.s3_filesystem(settings))
+    seeded.next_batch += 1
+
+
 def test_checks_pass_on_good_data(seeded: SeededLake) -> None:
     seeded.write(seeded.trades(DAY, 80, seed=5))
     seeded.write(seeded.trades(DAY, 40, seed=6))
     produce_matching_records(seeded)
     evaluations = run_checks(seeded)
-    assert len(evaluations) == 7
+    assert len(evaluations) == 8
     failed = {n: e.metadata for n, e in evaluations.items() if not e.passed}
     assert failed == {}
+    assert evaluations["no_new_rejects"].metadata["failing_rows"].value == 0
     assert evaluations["no_null_keys"].metadata["rows_checked"].value == 120
     partitions = evaluations["reconciles_with_kafka"].metadata["partitions"].value
     assert sum(p["kafka"] for p in partitions.values()) == 120
@@ -64,6 +93,8 @@ def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
     seeded.write([negative])
     without_trade_value = pa.schema([f for f in contracts.LAKE_SCHEMA if f.name != "trade_value"])
     seeded.write(seeded.trades(DAY, 1, seed=9), schema=without_trade_value)
+    write_rejects(seeded, [(0, 41, "not JSON: truncated"), (1, 7, "out of range: price -1")])
+    write_rejects(seeded, [(0, 5, "out of range: old")], processed=DAY - dt.timedelta(days=2))
 
     evaluations = run_checks(seeded)
     failed = {n for n, e in evaluations.items() if not e.passed}
@@ -73,7 +104,13 @@ def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
         "no_duplicate_kafka_records",
         "trade_value_is_price_times_volume",  # the file without the column reads as NULL
         "reconciles_with_kafka",
+        "no_new_rejects",
     }
+    rejects = evaluations["no_new_rejects"]
+    assert rejects.severity.value == "ERROR"
+    assert rejects.metadata["failing_rows"].value == 2  # the older day's reject is not new
+    assert rejects.metadata["reasons"].value == {"not JSON": 1, "out of range": 1}
+    assert [r["kafka_offset"] for r in rejects.metadata["sample"].value] == [41, 7]
     reconcile = evaluations["reconciles_with_kafka"]
     assert reconcile.severity.value == "WARN"
     assert reconcile.metadata["failing_rows"].value == 3

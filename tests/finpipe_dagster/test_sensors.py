@@ -18,7 +18,7 @@ from dagster import (
 from finpipe_dagster.alerts.sensors import alerts_sensor
 from finpipe_dagster.definitions import build_resources
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
-from finpipe_dagster.lake.sensors import processed_trades_sensor
+from finpipe_dagster.lake.sensors import batch_materialization, processed_trades_sensor
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources import FinpipeSettings
 
@@ -151,3 +151,12 @@ def test_refresh_sensor_requests_today_once_per_lake_update(instance: DagsterIns
     instance.report_runless_asset_event(AssetMaterialization(asset_key=PROCESSED_TRADES))
     second, _ = tick(cursor)
     assert isinstance(second, RunRequest) and second.run_key != first.run_key
+
+
+def test_a_batch_materialization_counts_its_rejects() -> None:
+    beat = {"batch_id": 12, "rows": 40, "rejects": 3, "total_rejects": 9, "total_rows": 400}
+    event = batch_materialization(beat, now=time.time())
+    assert event.metadata["rejects"].value == 3
+    assert event.metadata["total_rejects_since_start"].value == 9
+    quiet = batch_materialization({"batch_id": 13, "rows": 5}, now=time.time())
+    assert quiet.metadata["rejects"].value == 0

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import Producer
 
-from finpipe import health, lake
+from finpipe import contracts, health, lake
 from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings
 
@@ -105,7 +105,8 @@ class SparkJobEnv:
 
     def lake_batch_ids(self) -> set[int]:
         files = lake.list_lake_files(self.settings)
-        return {int(f.path.rsplit("batch-", 1)[1].removesuffix(".parquet")) for f in files}
+        names = (contracts.parse_lake_object_name(f.path.rsplit("/", 1)[1]) for f in files)
+        return {n.batch_id for n in names if n is not None}
 
     def lake_rows(self) -> list[tuple[Any, ...]]:
         con = lake.duckdb_with_lake(self.settings)
@@ -184,6 +185,21 @@ class TradeFeed:
         return end_offsets(self.delivered)
 
 
+def produce(job: SparkJobEnv, values: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Produce in order; returns each record's (partition, offset)."""
+    producer = Producer({"bootstrap.servers": job.settings.kafka_server, "acks": "all"})
+    coords: dict[int, tuple[int, int]] = {}
+    for i, (key, value) in enumerate(values):
+
+        def on_delivery(err: Any, msg: Any, i: int = i) -> None:
+            assert err is None, err
+            coords[i] = (msg.partition(), msg.offset())
+
+        producer.produce(job.settings.kafka_topic, key=key, value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    return [coords[i] for i in range(len(values))]
+
+
 def heartbeat_offsets(beat: dict[str, Any], topic: str) -> dict[str, int]:
     """Committed end offsets of the topic's non-empty partitions."""
     offsets = (beat.get("end_offsets") or {}).get(topic, {})
@@ -200,3 +216,46 @@ def end_offsets(coords: Iterable[tuple[int, int]]) -> dict[str, int]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, default=str, indent=1)
+
+
+def foreign_records(now_ms: int) -> dict[str, bytes]:
+    """Records finpipe's producer never writes but anyone can put on the topic, by kind.
+
+    Each is invalid under the contract's rule; the Spark job must keep each as a reject
+    (with a reason) and keep running.
+    """
+
+    def record(**fields: Any) -> bytes:
+        base: dict[str, Any] = {
+            "symbol": "AAPL",
+            "price": 190.0,
+            "volume": 1.0,
+            "trade_ts_ms": now_ms,
+            "conditions": None,
+            "ingest_ts_ms": now_ms,
+            "source": "simulator",
+        }
+        return json.dumps({**base, **fields}).encode()
+
+    return {
+        "not JSON": b"this is not JSON {",
+        "timestamp in microseconds": record(trade_ts_ms=now_ms * 1000),
+        "timestamp in nanoseconds": record(trade_ts_ms=now_ms * 1_000_000),
+        "negative price": record(price=-190.0),
+        "negative volume": record(volume=-1.0),
+        "integer above int64": record(trade_ts_ms=2**63 + 5),
+        "only symbol": b'{"symbol": "AAPL"}',
+        "empty symbol": record(symbol=""),
+        # and a few more
+        "timestamp in seconds": record(trade_ts_ms=now_ms // 1000),
+        "ingest time in nanoseconds": record(ingest_ts_ms=now_ms * 1_000_000),
+        "zero price": record(price=0),
+        "price x volume overflows": record(price=1e300, volume=1e300),
+        "symbol with a newline": record(symbol="AA\nPL"),
+        "symbol too long": record(symbol="X" * 65),
+        "JSON array": b"[1, 2, 3]",
+        "JSON null": b"null",
+        "price as a string": record(price="190.0"),
+        "unknown source": record(source="bloomberg"),
+        "not UTF-8": b"\xff\xfe\x00garbage",
+    }

@@ -6,11 +6,14 @@ import datetime as dt
 
 import msgspec
 import pyarrow as pa
+import pytest
 
-from finpipe.contracts import TradeRecord
+from finpipe.contracts import DEFAULT_FUTURE_TOLERANCE_MS, TradeRecord
 from spark.parse import PREPARED_SCHEMA, parse_kafka_batch
+from tests.spark.spark_job_harness import foreign_records
 
 MARCH_2_MS = int(dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp() * 1000)
+BATCH_TS_MS = MARCH_2_MS + 60_000
 GOOD = [
     TradeRecord(
         "BINANCE:BTCUSDT", 97000.5, 0.25, MARCH_2_MS, ["1", "12"], MARCH_2_MS + 3, "simulator"
@@ -30,7 +33,7 @@ BAD = [
 ]
 
 
-def _kafka_batch(values: list[bytes | None]) -> pa.RecordBatch:
+def _kafka_batch(values: list[bytes | None], batch_ts_ms: int = BATCH_TS_MS) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(
         {
             "key": [b"k"] * len(values),
@@ -38,6 +41,7 @@ def _kafka_batch(values: list[bytes | None]) -> pa.RecordBatch:
             "kafka_partition": list(range(len(values))),
             "kafka_offset": [10 + i for i in range(len(values))],
             "kafka_timestamp": [MARCH_2_MS] * len(values),
+            "batch_ts_ms": [batch_ts_ms] * len(values),
         },
         schema=pa.schema(
             [
@@ -46,6 +50,7 @@ def _kafka_batch(values: list[bytes | None]) -> pa.RecordBatch:
                 ("kafka_partition", pa.int32()),
                 ("kafka_offset", pa.int64()),
                 ("kafka_timestamp", pa.int64()),
+                ("batch_ts_ms", pa.int64()),
             ]
         ),
     )
@@ -86,3 +91,51 @@ def test_invalid_records_are_kept_with_their_raw_value_and_a_reason() -> None:
 
 def test_an_empty_batch_stays_empty() -> None:
     assert parse_kafka_batch(_kafka_batch([])).num_rows == 0
+
+
+def test_foreign_records_of_every_kind_are_rejects_with_a_reason() -> None:
+    """Out of range, overflowing or mistyped: never an exception, never a lake row."""
+    kinds = foreign_records(BATCH_TS_MS)
+    good = msgspec.json.encode(GOOD[0])
+    values = [good, *kinds.values(), good]
+    out = parse_kafka_batch(_kafka_batch(values)).to_pylist()
+    assert [r["valid"] for r in out] == [True] + [False] * len(kinds) + [True]
+    reasons = dict(zip(kinds, (r["reject_reason"] for r in out[1:-1]), strict=True))
+    assert all(reasons.values()), reasons
+    assert "ahead of the clock" in reasons["timestamp in microseconds"]
+    assert "ahead of the clock" in reasons["timestamp in nanoseconds"]
+    assert "price -190.0" in reasons["negative price"]
+    assert "volume -1.0" in reasons["negative volume"]
+    assert "64-bit" in reasons["integer above int64"]
+    assert "missing required field" in reasons["only symbol"]
+    assert "symbol is empty" in reasons["empty symbol"]
+    assert "before 2000" in reasons["timestamp in seconds"]
+    assert "ingest_ts_ms" in reasons["ingest time in nanoseconds"]
+    assert "not finite" in reasons["price x volume overflows"]
+    for reject, raw in zip(out[1:-1], kinds.values(), strict=True):
+        assert reject["value"] == raw.decode("utf-8", errors="replace")
+        assert reject["trade_date"] is None
+
+
+def test_the_future_is_judged_from_the_batch_time_not_the_wall_clock() -> None:
+    """A replayed batch carries its original batch time, so it splits alike."""
+    edge = TradeRecord(
+        "AAPL", 1.0, 1.0, BATCH_TS_MS + DEFAULT_FUTURE_TOLERANCE_MS, None, BATCH_TS_MS, "replay"
+    )
+    beyond = TradeRecord(
+        "AAPL", 1.0, 1.0, BATCH_TS_MS + DEFAULT_FUTURE_TOLERANCE_MS + 1, None, 1, "replay"
+    )
+    values = [msgspec.json.encode(edge), msgspec.json.encode(beyond)]
+    first = parse_kafka_batch(_kafka_batch(values))
+    assert [r["valid"] for r in first.to_pylist()] == [True, False]
+    assert parse_kafka_batch(_kafka_batch(values)).equals(first)
+    # A later batch time accepts what an earlier one rejected: only the batch time counts.
+    later = parse_kafka_batch(_kafka_batch(values, BATCH_TS_MS + 10_000_000)).to_pylist()
+    assert [r["valid"] for r in later] == [True, False]  # ingest_ts_ms=1 is before 2000
+
+
+@pytest.mark.parametrize("tolerance_ms", [1_000, 86_400_000])
+def test_the_tolerance_is_a_parameter(tolerance_ms: int) -> None:
+    ahead = TradeRecord("AAPL", 1.0, 1.0, BATCH_TS_MS + 5_000, None, BATCH_TS_MS, "replay")
+    out = parse_kafka_batch(_kafka_batch([msgspec.json.encode(ahead)]), tolerance_ms)
+    assert out.to_pylist()[0]["valid"] is (tolerance_ms > 5_000)

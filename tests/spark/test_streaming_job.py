@@ -11,19 +11,13 @@ import datetime as dt
 import random
 import socket
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Producer
 
 from finpipe import contracts, lake
 from finpipe.contracts import TradeRecord
-from finpipe.settings import Settings, load_settings
-from infra import services
 from tests.spark.spark_job_harness import (
     SparkJobEnv,
     TradeFeed,
@@ -31,6 +25,9 @@ from tests.spark.spark_job_harness import (
     encode,
     end_offsets,
     heartbeat_offsets,
+)
+from tests.spark.spark_job_harness import (
+    produce as _produce,
 )
 
 NOW_MS = int(time.time() * 1000)
@@ -55,41 +52,6 @@ GARBAGE = [
     b'{"symbol":"X","volume":1.0,"trade_ts_ms":1,"conditions":null,"ingest_ts_ms":1,'
     b'"source":"simulator"}',
 ]
-
-
-@pytest.fixture
-def job_env(infrastructure: Settings, tmp_path: Path) -> Iterator[SparkJobEnv]:
-    name = f"it-spark-{uuid.uuid4().hex[:8]}"
-    # A fresh Settings (not model_copy) so that derived paths follow the new home.
-    settings = load_settings(
-        KAFKA_TOPIC=name,
-        LAKE_PREFIX=f"tests/{name}",
-        SPARK_CHECKPOINT_DIR=tmp_path / "checkpoint",
-        SPARK_TRIGGER_SECONDS=1.0,
-        FINPIPE_HOME=tmp_path / "home",
-    )
-    services.ensure_topics(infrastructure, [name])
-    (tmp_path / "logs").mkdir()
-    env = SparkJobEnv(settings, tmp_path / "logs")
-    yield env
-    for proc in env.processes:
-        if proc.poll() is None:
-            env.kill(proc)
-
-
-def _produce(job: SparkJobEnv, values: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
-    """Produce in order; returns each record's (partition, offset)."""
-    producer = Producer({"bootstrap.servers": job.settings.kafka_server, "acks": "all"})
-    coords: dict[int, tuple[int, int]] = {}
-    for i, (key, value) in enumerate(values):
-
-        def on_delivery(err: Any, msg: Any, i: int = i) -> None:
-            assert err is None, err
-            coords[i] = (msg.partition(), msg.offset())
-
-        producer.produce(job.settings.kafka_topic, key=key, value=value, on_delivery=on_delivery)
-    assert producer.flush(30) == 0
-    return [coords[i] for i in range(len(values))]
 
 
 def _expected_row(record: TradeRecord, coords: tuple[int, int]) -> tuple[Any, ...]:
