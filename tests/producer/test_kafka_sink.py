@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
+from producer.kafka_sink import KafkaSink, producer_config
 
 from finpipe.settings import Settings
 from producer.counters import Counters
 from producer.frames import FrameProcessor
-from producer.kafka_sink import KafkaSink, producer_config
 
 
 def test_the_producer_is_durable_and_batched(settings: Settings) -> None:
