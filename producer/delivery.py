@@ -547,9 +547,10 @@ class Delivery:
     def status(self, now_ms: int | None = None) -> dict[str, Any]:
         """The delivery part of the producer heartbeat."""
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        oldest = self.oldest_undelivered_ts_ms
+        backlog = max(0, self.journal.last_seq - self.acked_seq)
+        oldest = self.oldest_undelivered_ts_ms if backlog else None
         return {
-            "backlog_records": max(0, self.journal.last_seq - self.acked_seq),
+            "backlog_records": backlog,
             "oldest_undelivered_age_s": (
                 None if oldest is None else round(max(0, now_ms - oldest) / 1000, 3)
             ),
