@@ -52,6 +52,7 @@ MAX_PENDING_ITEMS = 200_000
 PERSIST_SECONDS = 1.0
 SCAN_TIMEOUT_SECONDS = 60.0
 METADATA_TIMEOUT_SECONDS = 5.0
+ERROR_LOG_SECONDS = 10.0
 # Refusals no resend can fix: the record is input the topic cannot hold.
 PERMANENT_REFUSALS = {
     KafkaError.MSG_SIZE_TOO_LARGE,
@@ -152,6 +153,7 @@ class Delivery:
         self._unsent: list[Record] = []
         self._cursor: JournalCursor | None = None
         self._broken = False
+        self._next_error_log = 0.0
         self._floor_caps: dict[Partition, int] = {}
         self.kafka_state = "not connected yet"
         self.oldest_undelivered_ts_ms: int | None = None
@@ -569,7 +571,16 @@ class Delivery:
     def _on_error(self, err: KafkaError) -> None:
         self.counters.kafka_errors += 1
         self.counters.last_error = f"kafka: {err.str()}"
-        log.warning("kafka client error", error=err.str(), fatal=err.fatal())
+        # librdkafka reports every failed reconnect: one line per interval is enough.
+        now = time.monotonic()
+        if now >= self._next_error_log or err.fatal():
+            self._next_error_log = now + ERROR_LOG_SECONDS
+            log.warning(
+                "kafka client error",
+                error=err.str(),
+                fatal=err.fatal(),
+                errors_so_far=self.counters.kafka_errors,
+            )
 
     def __len__(self) -> int:
         return len(self._producer)
