@@ -209,7 +209,8 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
         f"outage {4 * DELIVERY_TIMEOUT_SECONDS}s at ~2,000 trades/s; peak backlog "
         f"{max(b.get('backlog_records', 0) for b in during)} records; "
         f"peak RSS {peak_rss:.0f} MB; "
-        f"delivery errors (resent) {final['delivery_errors']}; sessions {final['delivery_sessions']}"
+        f"delivery errors (resent) {final['delivery_errors']}; "
+        f"sessions {final['delivery_sessions']}"
     )
     assert code == 0 and final["final"] is True and final["balanced"] is True
     assert final["delivery_errors"] > 0  # the timeout did expire during the outage
@@ -234,7 +235,7 @@ def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_kafk
         process.signal(signal.SIGKILL)
         process.start()
         pid = process.proc.pid  # type: ignore[union-attr]
-        _wait("the restarted producer", lambda: process.health().get("pid") == pid, 60)
+        _wait("the restarted producer", lambda p=pid: process.health().get("pid") == p, 60)
     time.sleep(3)
     _wait("the backlog delivered", lambda: _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
@@ -272,7 +273,8 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     code, took = process.signal(signal.SIGTERM)
     stopped = process.health()
     print(
-        f"SIGTERM during the outage: exit {code} after {took:.1f}s, backlog {stopped['backlog_records']}"
+        f"SIGTERM during the outage: exit {code} after {took:.1f}s, "
+        f"backlog {stopped['backlog_records']}"
     )
     assert code == 0 and took < 10
     assert stopped["backlog_records"] > 0 and stopped["final"] is True
