@@ -200,3 +200,31 @@ def test_the_cursor_follows_across_segments_as_they_become_durable(tmp_path: Pat
     assert seen == list(range(60))
     assert os.path.exists(tmp_path / "log-id")
     journal.close()
+
+
+def test_the_log_replays_and_exports_as_a_recording(tmp_path: Path) -> None:
+    from producer.simulator import cli, replay
+
+    log_dir = tmp_path / "log"
+    journal = _journal(log_dir, segment_bytes=1_000)
+    frames = [_frame(i) for i in range(40)] + [b'{"type":"ping"}', b"}{ garbage"]
+    for i, frame in enumerate(frames):
+        journal.append(frame, i)
+    journal.close()
+    expected = [f.decode() for f in frames]
+    assert replay.load_frames(log_dir) == expected
+    first = list_segments(log_dir)[0].path
+    assert replay.load_frames(first) == expected[: len(replay.load_frames(first))]
+    out = tmp_path / "day.jsonl"
+    assert cli.main(["--replay", str(log_dir), "--export-jsonl", str(out)]) == 0
+    assert replay.load_frames(out) == expected
+
+
+def test_make_up_plays_a_replay_at_finpipe_replay_speed(tmp_path: Path) -> None:
+    from finpipe.settings import load_settings
+    from infra.platform import simulator_process
+
+    settings = load_settings(FINPIPE_REPLAY_FILE=str(tmp_path / "f.jsonl"), FINPIPE_REPLAY_SPEED=0)
+    argv = simulator_process(settings).argv
+    assert argv[argv.index("--speed") + 1] == "0"
+    assert argv[argv.index("--replay") + 1] == str(tmp_path / "f.jsonl")
