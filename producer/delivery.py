@@ -9,7 +9,10 @@ then reads every partition of both topics from a persisted floor to its end and 
 which ``(seq, item)`` of this log are already there; it persists its progress and
 resends, from the first unacknowledged record on, only what is missing. Progress is
 ``acked_seq`` (every record up to it is in Kafka) and per partition a *floor*: an offset
-below which no item of a record after ``acked_seq`` can be. A failed delivery report
+below which no item of a record after ``acked_seq`` can be. Kafka keeps a partition in
+produce order, so a record's items land after every offset reported before it was
+produced: the floor is what had been reported when the oldest unacknowledged record was
+produced (or, for items a scan found, the lowest of their offsets). A failed delivery report
 (broker away longer than ``KAFKA_DELIVERY_TIMEOUT_SECONDS``) ends the session: once
 every outstanding report is in, a new session does the same scan, so a record that
 timed out but was in fact written is not sent twice. Delivery trouble never goes to the
@@ -82,7 +85,16 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 class PendingRecord:
     """One log record between produce and Kafka's last report for it (the report callback)."""
 
-    __slots__ = ("delivery", "failed", "items", "letters", "recv_ts_ms", "remaining", "seq")
+    __slots__ = (
+        "delivery",
+        "failed",
+        "floors",
+        "items",
+        "letters",
+        "recv_ts_ms",
+        "remaining",
+        "seq",
+    )
 
     def __init__(self, delivery: Delivery, seq: int, recv_ts_ms: int) -> None:
         self.delivery = delivery
@@ -92,15 +104,34 @@ class PendingRecord:
         self.letters = 0
         self.remaining = 0
         self.failed = False
+        self.floors = delivery.reported_snapshot()
+        """Per partition, the end of what Kafka had reported when this record was produced."""
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        """The delivery report of one of this record's trades."""
         self.remaining -= 1
         if err is None:
-            self.delivery.floors_seen[(msg.topic(), msg.partition())].append(
-                (self.seq, msg.offset())  # type: ignore[arg-type]
-            )
+            self.delivery.reported_trade_ends[msg.partition()] = msg.offset() + 1  # type: ignore[operator]
             return
         self.delivery.report_failed(self, err, msg)
+
+    def letter_report(self, err: KafkaError | None, msg: Message) -> None:
+        self.remaining -= 1
+        if err is None:
+            self.delivery.reported_ends[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[index, operator]
+            return
+        self.delivery.report_failed(self, err, msg)
+
+
+_SUFFIXES = [b"%d" % i for i in range(4096)]
+
+
+def _item_suffixes(count: int) -> list[bytes]:
+    """``b"0"``, ``b"1"``, ... for at least ``count`` items."""
+    global _SUFFIXES
+    if count > len(_SUFFIXES):
+        _SUFFIXES = [b"%d" % i for i in range(count)]
+    return _SUFFIXES
 
 
 def _header(msg: Message, name: str) -> bytes | None:
@@ -144,9 +175,12 @@ class Delivery:
         self.acked_seq: int = progress["acked_seq"]
         self.floors: dict[Partition, int] = progress["floors"]
         self.counted_upto = self.acked_seq
-        self.floors_seen: dict[Partition, collections.deque[tuple[int, int]]] = (
-            collections.defaultdict(collections.deque)
-        )
+        self.reported_ends: dict[Partition, int] = {}
+        """Per partition, one past the highest offset delivered (trades: see below)."""
+        self.reported_trade_ends: dict[int, int] = {}
+        """The trades topic's part of ``reported_ends``, by partition (the hot path)."""
+        self._found: list[tuple[Partition, int, int]] = []
+        """(partition, offset, seq) of items of unacknowledged records a scan found."""
         self.pending: collections.deque[PendingRecord] = collections.deque()
         self.pending_items = 0
         self._present: dict[int, set[int]] = {}
@@ -154,7 +188,6 @@ class Delivery:
         self._cursor: JournalCursor | None = None
         self._broken = False
         self._next_error_log = 0.0
-        self._floor_caps: dict[Partition, int] = {}
         self.kafka_state = "not connected yet"
         self.oldest_undelivered_ts_ms: int | None = None
         self._stop = threading.Event()
@@ -195,19 +228,26 @@ class Delivery:
             os.fsync(handle.fileno())
         os.replace(tmp, self._progress_path)
 
+    def _merge_trade_ends(self) -> None:
+        for partition, end in self.reported_trade_ends.items():
+            self.reported_ends[(self.topic, partition)] = end
+
+    def reported_snapshot(self) -> dict[Partition, int]:
+        self._merge_trade_ends()
+        return dict(self.reported_ends)
+
     def _settle_floors(self) -> None:
-        """Drop acknowledged deliveries; a partition's floor is its oldest unacknowledged one."""
+        """Each partition's floor: below every item of a record after ``acked_seq``."""
+        self._merge_trade_ends()
+        oldest = self.pending[0].floors if self.pending else self.reported_ends
         acked = self.acked_seq
-        for key, seen in self.floors_seen.items():
-            last_offset = None
-            while seen and seen[0][0] <= acked:
-                last_offset = seen.popleft()[1]
-            if seen:
-                self.floors[key] = seen[0][1]
-            elif last_offset is not None:
-                self.floors[key] = last_offset + 1
-        for key, cap in self._floor_caps.items():
-            self.floors[key] = min(self.floors.get(key, cap), cap)
+        self._found = [f for f in self._found if f[2] > acked]
+        lowest_found: dict[Partition, int] = {}
+        for key, offset, _ in self._found:
+            lowest_found[key] = min(offset, lowest_found.get(key, offset))
+        for key in self.floors:
+            candidates = [oldest.get(key, self.floors[key]), lowest_found.get(key)]
+            self.floors[key] = min(c for c in candidates if c is not None)
 
     # --- the thread -----------------------------------------------------------------------
 
@@ -299,14 +339,16 @@ class Delivery:
             self._note(f"Kafka at KAFKA_SERVER={self.settings.kafka_server} not usable: {message}")
             return False
         self._present = present
-        self._floor_caps.clear()
-        self.floors_seen.clear()
-        for topic, partition, offset, seq in found:
-            self.floors_seen[(topic, partition)].append((seq, offset))
+        self._found = [((topic, partition), offset, seq) for topic, partition, offset, seq in found]
+        # Nothing of this session is reported yet: what is produced now lands past the floors.
+        self.reported_ends = dict(self.floors)
+        self.reported_trade_ends = {p: o for (t, p), o in self.floors.items() if t == self.topic}
         self.pending.clear()
         self.pending_items = 0
         self._unsent = []
         self.persist()
+        if self._cursor is not None:
+            self._cursor.close()
         self._cursor = JournalCursor(self.journal, self.acked_seq)
         self._broken = False
         self.kafka_state = "connected"
@@ -376,15 +418,10 @@ class Delivery:
         permanent = msg.topic() == self.topic and err.code() in PERMANENT_REFUSALS
         if permanent and self._refused_to_dlq(record, err, msg):
             return
+        # The record stays pending (so the floors stay below it, in case it was written
+        # after all) until the next session's scan tells what Kafka holds.
         record.failed = True
         self._broken = True
-        key = (msg.topic(), msg.partition())
-        if key[1] is not None and key[1] >= 0:
-            # The record may have been written after all (a timeout with the request on the
-            # wire): until the next scan, the floor may not pass where it could be.
-            seen = self.floors_seen.get(key)
-            cap = seen[-1][1] + 1 if seen else self.floors.get(key, 0)
-            self._floor_caps[key] = min(cap, self._floor_caps.get(key, cap))  # type: ignore[index]
         self.counters.delivery_errors += 1
         self.counters.kafka_errors += 1
         self.counters.last_error = f"delivery to {msg.topic()} failed: {err.str()} (will resend)"
@@ -404,7 +441,7 @@ class Delivery:
                 encode_dead_letter(letter),
                 msg.key(),
                 headers=msg.headers(),
-                on_delivery=record,
+                on_delivery=record.letter_report,
             )
         except BufferError:
             return False
@@ -425,6 +462,8 @@ class Delivery:
             pending_records=len(self.pending),
         )
         self._update_oldest()
+        if self._cursor is not None:
+            self._cursor.close()
         self._cursor = None
         self.kafka_state = "resending after a failed delivery"
 
@@ -455,26 +494,32 @@ class Delivery:
         pending = PendingRecord(self, record.seq, record.recv_ts_ms)
         items = result.accounted_items
         skip = self._present.pop(record.seq, None)
-        produce, seq = self._producer.produce, record.seq
+        produce, topic = self._producer.produce, self.topic
         log_header = (SOURCE_LOG_HEADER, self._log_id)
+        # b"<seq>." once per record, the item's digits from a table: the header is per trade.
+        prefix, suffixes = source_seq_value(record.seq, 0)[:-1], _item_suffixes(items)
         sent = skipped = letters_sent = 0
         try:
             item = 0
             for key, value in result.records:
                 if skip is None or item not in skip:
-                    headers = [log_header, (SOURCE_SEQ_HEADER, source_seq_value(seq, item))]
-                    produce(self.topic, value, key, on_delivery=pending, headers=headers)
-                    pending.remaining += 1
+                    headers = [log_header, (SOURCE_SEQ_HEADER, prefix + suffixes[item])]
+                    produce(topic, value, key, on_delivery=pending, headers=headers)
                     sent += 1
                 else:
                     skipped += 1
                 item += 1
             for letter in result.dead_letters:
                 if skip is None or item not in skip:
-                    headers = [log_header, (SOURCE_SEQ_HEADER, source_seq_value(seq, item))]
+                    headers = [log_header, (SOURCE_SEQ_HEADER, prefix + suffixes[item])]
                     value = encode_dead_letter(letter)
-                    produce(self.dlq_topic, value, None, on_delivery=pending, headers=headers)
-                    pending.remaining += 1
+                    produce(
+                        self.dlq_topic,
+                        value,
+                        None,
+                        on_delivery=pending.letter_report,
+                        headers=headers,
+                    )
                     letters_sent += 1
                 else:
                     skipped += 1
@@ -483,6 +528,8 @@ class Delivery:
             # librdkafka's queue is full: the produced part stays; the rest goes by resend.
             pending.failed = True
             self._broken = True
+        # Reports are served only by poll(), never inside produce(): counting after is safe.
+        pending.remaining += sent + letters_sent
         pending.items = items
         pending.letters = len(result.dead_letters)
         self.pending.append(pending)
@@ -543,7 +590,9 @@ class Delivery:
         elif self.acked_seq >= self.journal.last_seq:
             self.oldest_undelivered_ts_ms = None
         else:
-            first = JournalCursor(self.journal, self.acked_seq).read(64 * 1024)
+            peek = JournalCursor(self.journal, self.acked_seq)
+            first = peek.read(64 * 1024)
+            peek.close()
             self.oldest_undelivered_ts_ms = first[0].recv_ts_ms if first else None
 
     def status(self, now_ms: int | None = None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -468,6 +469,13 @@ class JournalCursor:
         self._pos = len(SEGMENT_MAGIC)
         self._skip_upto = after_seq
         self.corrupt = 0
+        self._handle: BinaryIO | None = None
+        self._handle_path: Path | None = None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def read(self, max_bytes: int = READ_CHUNK) -> list[Record]:
         """The next durable records (possibly none); moves to the next segment at an end."""
@@ -498,9 +506,10 @@ class JournalCursor:
             return []
         want = max_bytes if limit is None else min(max_bytes, limit - self._pos)
         try:
-            with self._path.open("rb") as handle:
-                handle.seek(self._pos)
-                buffer = handle.read(want)
+            if self._handle is None or self._handle_path != self._path:
+                self.close()
+                self._handle, self._handle_path = self._path.open("rb"), self._path
+            buffer = os.pread(self._handle.fileno(), want, self._pos)
         except FileNotFoundError:
             return None
         records, used, bad = decode_records(buffer)
