@@ -292,3 +292,37 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
     _reconcile(topics_settings, process, headers_reader)
+
+
+def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
+    topics_settings: Settings,
+    infrastructure: Settings,
+    broker: Any,
+    start_simulator: Callable[..., SimulatorServer],
+    producer_process: Callable[[SimulatorServer], ProducerProcess],
+    headers_reader: Callable[..., list[Any]],
+) -> None:
+    sim = start_simulator(trades_per_second=500, tick_seconds=0.05, burst_probability=0.0)
+    process = producer_process(sim)
+    process.env |= {"PRODUCER_LOG_MAX_MB": "2", "PRODUCER_LOG_SEGMENT_MB": "1"}
+    process.start()
+    _wait("first deliveries", lambda: process.health().get("delivered", 0) > 1000, 60)
+    broker.stop()
+    paused = _wait(
+        "reading paused at capacity",
+        lambda: (b := process.health()).get("log_state", "").startswith("reading paused") and b,
+        120,
+    )
+    assert "PRODUCER_LOG_MAX_MB" in paused["log_state"]
+    assert paused["log_bytes"] <= 2_000_000
+    frames = paused["frames"]
+    time.sleep(6)  # a heartbeat later: still paused, nothing read meanwhile
+    assert process.health()["frames"] == frames
+    _start_broker(infrastructure, broker)
+    _wait("reading resumed", lambda: process.health().get("frames", 0) > frames + 100, 120)
+    _wait("the backlog delivered", lambda: _drained(process), 120)
+    code, _ = process.signal(signal.SIGTERM)
+    final = process.health()
+    assert code == 0 and final["frames_not_logged"] == 0 and final["backlog_records"] == 0
+    print(f"log full at {paused['log_bytes']} bytes after {frames} frames; resumed, drained")
+    _reconcile(topics_settings, process, headers_reader)
