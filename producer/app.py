@@ -34,6 +34,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 """How long a stop keeps delivering; what is left stays in the log for the next start."""
 HEALTHY_CONNECTION_SECONDS = 5.0
 """A connection that delivered frames this long resets the reconnect backoff."""
+PAUSED_RETRY_SECONDS = 0.2
+"""How often a paused reader tries the log again (Kafka's acknowledgements free space)."""
 ERROR_LOG_EVERY = 100
 """Repeated error frames are logged once per this many, so a chatty feed cannot flood."""
 
@@ -190,7 +192,7 @@ class TradeProducer:
         self._note_error(reason)
         self._maybe_heartbeat(time.monotonic(), force=True)
         while not self.stopping:
-            self._pause(1.0)
+            self._pause(PAUSED_RETRY_SECONDS)
             try:
                 self.journal.append(data, now_ms)
             except JournalError as again:

@@ -296,6 +296,12 @@ class Journal:
     def append(self, payload: bytes, recv_ts_ms: int) -> int:
         """Write one frame to the log; returns its sequence number. Raises JournalError."""
         data = encode_record(self.next_seq, recv_ts_ms, payload)
+        if len(data) > self.max_bytes // 2:
+            raise JournalError(
+                f"a received frame of {len(data) / 1e6:.1f} MB is larger than half of "
+                f"{self._capacity_setting}={self.max_bytes // 1_000_000}; reading from the feed "
+                f"is paused: raise {self._capacity_setting}"
+            )
         if self.bytes + len(data) > self.max_bytes and not self._make_room(len(data)):
             raise JournalError(
                 f"the producer log is full: {self.bytes / 1e6:.0f} MB of records not yet "
@@ -444,11 +450,18 @@ class Journal:
                 deleted.append(oldest.path.name)
         return deleted
 
+    def unacked_bytes(self) -> int:
+        """Bytes of segments holding a record Kafka has not confirmed (not reclaimable)."""
+        return sum(s.size for s in list(self.segments) if s.last_seq > self.acked_seq)
+
     def usage(self) -> dict[str, object]:
         """The log's part of the producer heartbeat."""
-        fraction = self.bytes / self.max_bytes if self.max_bytes else 0.0
+        unacked = self.unacked_bytes()
+        # Acknowledged segments are deleted as soon as room is needed: only the rest counts.
+        fraction = unacked / self.max_bytes if self.max_bytes else 0.0
         return {
             "log_bytes": self.bytes,
+            "log_unacked_bytes": unacked,
             "log_capacity_bytes": self.max_bytes,
             "log_segments": len(self.segments),
             "log_last_seq": self.last_seq,

@@ -160,9 +160,22 @@ def test_at_capacity_acknowledged_segments_go_early_then_writes_are_refused(
     assert journal.bytes <= 20_000
     journal.flush()
     # Kafka has half of it: those segments go although their retention is far away.
+    assert journal.usage()["log_near_capacity"] is True  # all of it waits for Kafka
     journal.release(acked_seq=seq // 2)
     assert journal.append(b"room again", 0) == seq + 1
-    assert journal.usage()["log_near_capacity"] is True
+    usage = journal.usage()
+    assert usage["log_unacked_bytes"] < usage["log_bytes"]  # type: ignore[operator]
+    journal.release(acked_seq=seq + 1)
+    assert journal.usage()["log_near_capacity"] is False  # full, but all of it reclaimable
+    journal.close()
+
+
+def test_a_frame_larger_than_the_log_can_hold_is_refused_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    journal = _journal(tmp_path, max_bytes=20_000, segment_bytes=2_000)
+    with pytest.raises(JournalError, match="larger than half of PRODUCER_LOG_MAX_MB"):
+        journal.append(b"x" * 10_001, 0)
     journal.close()
 
 

@@ -302,25 +302,33 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     producer_process: Callable[[SimulatorServer], ProducerProcess],
     headers_reader: Callable[..., list[Any]],
 ) -> None:
-    sim = start_simulator(trades_per_second=500, tick_seconds=0.05, burst_probability=0.0)
+    sim = start_simulator(trades_per_second=250, tick_seconds=0.05, burst_probability=0.0)
     process = producer_process(sim)
-    process.env |= {"PRODUCER_LOG_MAX_MB": "2", "PRODUCER_LOG_SEGMENT_MB": "1"}
+    # Small, but with room for the one large frame the simulator sends after a pause (it
+    # catches up on the time it could not send in a single frame).
+    process.env |= {"PRODUCER_LOG_MAX_MB": "4", "PRODUCER_LOG_SEGMENT_MB": "1"}
     process.start()
     _wait("first deliveries", lambda: process.health().get("delivered", 0) > 1000, 60)
     broker.stop()
     paused = _wait(
         "reading paused at capacity",
         lambda: (b := process.health()).get("log_state", "").startswith("reading paused") and b,
-        120,
+        180,
     )
     assert "PRODUCER_LOG_MAX_MB" in paused["log_state"]
-    assert paused["log_bytes"] <= 2_000_000
+    assert paused["log_bytes"] <= 4_000_000
     frames = paused["frames"]
     time.sleep(6)  # a heartbeat later: still paused, nothing read meanwhile
     assert process.health()["frames"] == frames
     _start_broker(infrastructure, broker)
     _wait("reading resumed", lambda: process.health().get("frames", 0) > frames + 100, 120)
-    _wait("the backlog delivered", lambda: _drained(process), 120)
+    # The feed goes quiet, so that no stop can land while the small log is full again.
+    sim.inject("stall", seconds=300)
+    _wait(
+        "the backlog delivered and the log taking frames",
+        lambda: _drained(process) and process.health().get("log_state") == "ok",
+        120,
+    )
     code, _ = process.signal(signal.SIGTERM)
     final = process.health()
     assert code == 0 and final["frames_not_logged"] == 0 and final["backlog_records"] == 0
