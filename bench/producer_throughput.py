@@ -46,6 +46,7 @@ import msgspec  # noqa: E402
 import websocket  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
+from finpipe.contracts import SOURCE_LOG_HEADER, SOURCE_SEQ_HEADER, source_seq_value  # noqa: E402
 from finpipe.logs import configure_logging  # noqa: E402
 from finpipe.settings import DEFAULT_TICKERS, load_settings  # noqa: E402
 from producer.app import TradeProducer  # noqa: E402
@@ -126,13 +127,15 @@ def run_producer(
     return {"trades": c.delivered, "seconds": seconds, "rate": c.delivered / seconds}
 
 
-def run_without_log(trades: int, port: int, run_id: str) -> dict[str, float]:
+def run_without_log(trades: int, port: int, run_id: str, headers: bool = False) -> dict[str, float]:
     """The producer's loop without the receive log: receive, validate, produce, serve
-    reports, all in one thread (what the producer did before the log)."""
+    reports, all in one thread (what the producer did before the log). ``headers``: with
+    the two source headers per record the log-fed producer writes, to split their cost
+    from the log's."""
     settings = load_settings(
         SIMULATOR_PORT=port,
-        KAFKA_TOPIC=f"bench-nolog-{run_id}",
-        KAFKA_DLQ_TOPIC=f"bench-nolog-dlq-{run_id}",
+        KAFKA_TOPIC=f"bench-nolog-{run_id}-{int(headers)}",
+        KAFKA_DLQ_TOPIC=f"bench-nolog-dlq-{run_id}-{int(headers)}",
         FINPIPE_REPLAY_FILE="bench.jsonl",
     )
     ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
@@ -146,17 +149,24 @@ def run_without_log(trades: int, port: int, run_id: str) -> dict[str, float]:
 
     producer = Producer(producer_config(settings) | {"on_delivery": on_delivery})
     ws = open_feed(settings)
-    produced, first, topic = 0, None, settings.kafka_topic
+    produced, first, topic, seq = 0, None, settings.kafka_topic, 0
+    log_header = (SOURCE_LOG_HEADER, b"0" * 32)
     while produced < trades:
         _, data = ws.recv_data()
         first = first or time.perf_counter()
-        for key, value in frames.process(data).records:
+        for item, (key, value) in enumerate(frames.process(data).records):
+            extra = (
+                {"headers": [log_header, (SOURCE_SEQ_HEADER, source_seq_value(seq, item))]}
+                if headers
+                else {}
+            )
             try:
-                producer.produce(topic, value, key)
+                producer.produce(topic, value, key, **extra)
             except BufferError:
                 producer.poll(0.05)
-                producer.produce(topic, value, key)
+                producer.produce(topic, value, key, **extra)
             produced += 1
+        seq += 1
         producer.poll(0)
     producer.flush(60)
     assert first is not None and delivered == trades, (delivered, trades)
@@ -249,10 +259,13 @@ def main() -> None:
         rss = peak_rss_mb()
         port = args.port + len(windows)
         no_log = _with_simulator(replay, port, lambda: run_without_log(args.trades, port, run_id))
+        headers_only = _with_simulator(
+            replay, port + 1, lambda: run_without_log(args.trades, port + 1, run_id, True)
+        )
         naive = _with_simulator(
             replay,
-            port + 1,
-            lambda: run_baseline(port + 1, run_id, args.baseline_seconds, server),
+            port + 2,
+            lambda: run_baseline(port + 2, run_id, args.baseline_seconds, server),
             loop=True,
         )
     print(f"load average after: {os.getloadavg()[0]:.1f} (1 min)")
@@ -265,6 +278,11 @@ def main() -> None:
     print(
         f"without the log   : {no_log['trades']:>10,.0f} trades in {no_log['seconds']:6.2f} s "
         f"= {no_log['rate']:>9,.0f} trades/s (one thread: receive, validate, produce)"
+    )
+    print(
+        f"no log, + headers : {headers_only['trades']:>10,.0f} trades in "
+        f"{headers_only['seconds']:6.2f} s = {headers_only['rate']:>9,.0f} trades/s "
+        "(the same loop, with the two source headers per record)"
     )
     fast = with_log[windows[0]]
     print(f"log on / log off  : {fast['rate'] / no_log['rate']:.2f} (window {windows[0]} ms)")
