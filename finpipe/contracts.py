@@ -104,6 +104,27 @@ def record_problem(
     )
 
 
+# Headers of every record the producer writes (trades and dead letters): where in the
+# producer's receive log it came from. (log id, seq, item) is unique per received item,
+# so a restarted producer resends exactly what Kafka lacks, and a drill can reconcile
+# the topic with the log by source sequence. Values are ASCII.
+SOURCE_LOG_HEADER = "finpipe-log-id"
+"""The receive log's identity (hex), fixed for the life of its directory."""
+SOURCE_SEQ_HEADER = "finpipe-seq"
+"""``<seq>.<item>``: the log record (one received frame) and the item's index in it
+(trades first, in order, then the frame's dead letters)."""
+
+
+def source_seq_value(seq: int, item: int) -> bytes:
+    return b"%d.%d" % (seq, item)
+
+
+def parse_source_seq(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else value
+    seq, _, item = text.partition(".")
+    return int(seq), int(item)
+
+
 class DeadLetter(msgspec.Struct, frozen=True):
     """A record of topic `stock-ticks-dlq`: what arrived, why it was rejected, when."""
 

@@ -120,3 +120,57 @@ class StreamReporter:
     def final(self, counters: dict[str, Any]) -> None:
         """The last report of a clean exit."""
         self.heartbeat({**counters, FINAL_KEY: True}, log=True)
+
+
+# --- the producer's receive log and backlog -----------------------------------------------
+
+PRODUCER_BACKLOG_KEYS = (
+    "backlog_records",
+    "oldest_undelivered_age_s",
+    "log_bytes",
+    "log_capacity_bytes",
+    "log_state",
+    "kafka_state",
+)
+"""Fields of the producer heartbeat about what is received but not yet in Kafka."""
+
+
+def producer_log_state(beat: dict[str, Any]) -> str:
+    """``ok``, ``near capacity`` or ``reading paused: <why>`` from a producer heartbeat."""
+    if beat.get("reading_paused"):
+        return f"reading paused: {beat['reading_paused']}"
+    if beat.get("log_near_capacity"):
+        return "near capacity"
+    return "ok"
+
+
+def producer_incidents(
+    beat: dict[str, Any] | None, backlog_alert_seconds: float
+) -> list[tuple[str, str]]:
+    """(key, text) of each producer problem an alert should be about, from its heartbeat."""
+    if not beat:
+        return []
+    found = []
+    age = beat.get("oldest_undelivered_age_s")
+    if age is not None and float(age) > backlog_alert_seconds:
+        found.append(
+            (
+                "producer_backlog",
+                f"the producer's oldest trade not yet in Kafka was received {float(age):.0f}s "
+                f"ago (PRODUCER_BACKLOG_ALERT_SECONDS={backlog_alert_seconds:g}); "
+                f"{beat.get('backlog_records')} records wait in the receive log. "
+                f"Kafka: {beat.get('kafka_state')}",
+            )
+        )
+    state = producer_log_state(beat)
+    if state != "ok":
+        used = int(beat.get("log_bytes") or 0) / 1e6
+        cap = int(beat.get("log_capacity_bytes") or 0) / 1e6
+        found.append(
+            (
+                "producer_log",
+                f"the producer's receive log is {state} ({used:.0f} of {cap:.0f} MB, "
+                "PRODUCER_LOG_MAX_MB); it empties as Kafka takes the backlog",
+            )
+        )
+    return found

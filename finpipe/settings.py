@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     simulator_host: str = Field(default="127.0.0.1", alias="SIMULATOR_HOST")
     simulator_port: int = Field(default=8765, ge=1, le=65535, alias="SIMULATOR_PORT")
     replay_file: Path | None = Field(default=None, alias="FINPIPE_REPLAY_FILE")
+    replay_speed: float = Field(default=1.0, ge=0, alias="FINPIPE_REPLAY_SPEED")
     silent_socket_seconds: float = Field(default=150.0, gt=0, alias="PRODUCER_SILENT_SECONDS")
     # The embedded demo runs any hour of the day: US stocks trade outside their session
     # unless this is false (then the simulator sends stock trades 9:30-16:00 New York only).
@@ -77,6 +78,25 @@ class Settings(BaseSettings):
     kafka_topic: str = Field(default=contracts.TRADES_TOPIC, alias="KAFKA_TOPIC")
     kafka_dlq_topic: str = Field(default=contracts.DLQ_TOPIC, alias="KAFKA_DLQ_TOPIC")
     kafka_partitions: int = Field(default=3, ge=1, alias="KAFKA_PARTITIONS")
+    # -1: the cluster's own default.replication.factor.
+    kafka_replication_factor: int = Field(default=-1, ge=-1, alias="KAFKA_REPLICATION_FACTOR")
+    kafka_delivery_timeout_seconds: float = Field(
+        default=300.0, ge=1, le=2_000_000, alias="KAFKA_DELIVERY_TIMEOUT_SECONDS"
+    )
+
+    # --- the producer's durable receive log --------------------------------------------
+    producer_log_dir: Path | None = Field(default=None, alias="PRODUCER_LOG_DIR")
+    # 24 h of a 50-symbol feed at 20 trades/s per symbol (~80 bytes per trade logged) is
+    # ~7 GB; the default leaves room for twice that.
+    producer_log_max_mb: int = Field(default=16_000, ge=1, alias="PRODUCER_LOG_MAX_MB")
+    producer_log_segment_mb: int = Field(default=64, ge=1, alias="PRODUCER_LOG_SEGMENT_MB")
+    producer_log_flush_ms: int = Field(default=200, ge=1, le=10_000, alias="PRODUCER_LOG_FLUSH_MS")
+    producer_log_retention_hours: float = Field(
+        default=24.0, ge=0, alias="PRODUCER_LOG_RETENTION_HOURS"
+    )
+    producer_backlog_alert_seconds: float = Field(
+        default=300.0, gt=0, alias="PRODUCER_BACKLOG_ALERT_SECONDS"
+    )
 
     # --- S3 / MinIO -------------------------------------------------------------------
     s3_endpoint_url: str = Field(default="http://localhost:9000", alias="S3_ENDPOINT_URL")
@@ -245,6 +265,15 @@ class Settings(BaseSettings):
                 "FRESHNESS_WARN_SECONDS must be smaller than FRESHNESS_FAIL_SECONDS "
                 f"(got {self.freshness_warn_seconds} >= {self.freshness_fail_seconds})"
             )
+        if self.kafka_replication_factor == 0:
+            raise ValueError(
+                "KAFKA_REPLICATION_FACTOR must be -1 (the cluster's default) or at least 1"
+            )
+        if self.producer_log_max_mb < 2 * self.producer_log_segment_mb:
+            raise ValueError(
+                f"PRODUCER_LOG_MAX_MB={self.producer_log_max_mb} must hold at least two "
+                f"segments of PRODUCER_LOG_SEGMENT_MB={self.producer_log_segment_mb}"
+            )
         keys_given = (self.s3_access_key is None, self.s3_secret_key is None)
         if keys_given[0] != keys_given[1]:
             raise ValueError("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither")
@@ -304,6 +333,10 @@ class Settings(BaseSettings):
     @property
     def state_dir(self) -> Path:
         return self.home / "state"
+
+    @property
+    def producer_log_path(self) -> Path:
+        return self.producer_log_dir or self.home / "producer-log"
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -19,6 +19,7 @@ from finpipe.lake import s3_client
 from finpipe.settings import Settings, is_loopback_host
 from infra import artifacts
 from infra.processes import ManagedProcess, ServiceError, port_open
+from producer import topics as producer_topics
 
 KAFKA_HEAP = "-Xmx768m"
 
@@ -164,27 +165,11 @@ def prepare_kafka(settings: Settings) -> None:
 
 
 def ensure_topics(settings: Settings, topics: list[str] | None = None) -> None:
-    """Create the trade and dead-letter topics if missing (idempotent)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka_server})
-    wanted = topics or [settings.kafka_topic, settings.kafka_dlq_topic]
-    existing = set(admin.list_topics(timeout=10).topics)
-    missing = [t for t in wanted if t not in existing]
-    if not missing:
-        return
-    futures = admin.create_topics(
-        [
-            NewTopic(t, num_partitions=settings.kafka_partitions, replication_factor=1)
-            for t in missing
-        ]
-    )
-    for topic, future in futures.items():
-        try:
-            future.result(timeout=30)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise ServiceError(f"could not create Kafka topic {topic}: {exc}") from exc
+    """Create the trade and dead-letter topics if missing (the producer's admin step)."""
+    try:
+        producer_topics.ensure_topics(settings, topics)
+    except producer_topics.TopicError as exc:
+        raise ServiceError(str(exc)) from exc
 
 
 # --- MinIO -------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def simulator_process(settings: Settings) -> ManagedProcess:
         str(settings.simulator_port),
     ]
     if settings.replay_file:
-        argv += ["--replay", str(settings.replay_file)]
+        argv += ["--replay", str(settings.replay_file), "--speed", f"{settings.replay_speed:g}"]
     return ManagedProcess(
         name="simulator",
         argv=argv,

@@ -1,7 +1,11 @@
-"""The producer's main loop: feed -> frames -> Kafka, with reconnects and health reports.
+"""The producer: feed -> receive log (this thread) -> Kafka (the delivery thread).
 
-One thread does everything (receive, validate, queue, serve delivery reports, report
-health), so the counters need no locks and the books balance at every heartbeat.
+The feed reader does as little as possible: receive a frame, append it to the durable
+receive log, report health. Validation and Kafka writes happen in ``producer.delivery``
+from the log, so a slow or absent broker never stops the reader, and a restart delivers
+from the log what Kafka does not have yet. When the log cannot take a frame (full, or
+the disk refuses writes) the reader stops reading, says why in its heartbeat and logs,
+and resumes when there is room again: a frame is never dropped silently.
 """
 
 from __future__ import annotations
@@ -14,17 +18,24 @@ import structlog
 import websocket
 
 from finpipe.contracts import TradeSource
+from finpipe.health import producer_log_state
 from finpipe.settings import Settings
 from producer.counters import Counters
+from producer.delivery import Delivery
 from producer.errors import FatalError
 from producer.feed import Backoff, feed_endpoint, open_feed, redact
 from producer.frames import FrameProcessor, FrameResult
-from producer.kafka_sink import KafkaSink
+from producer.journal import Journal, JournalError
 
 log = structlog.get_logger("producer")
 
 HEARTBEAT_SECONDS = 5.0
-SHUTDOWN_FLUSH_SECONDS = 30.0
+SHUTDOWN_GRACE_SECONDS = 5.0
+"""How long a stop keeps delivering; what is left stays in the log for the next start."""
+HEALTHY_CONNECTION_SECONDS = 5.0
+"""A connection that delivered frames this long resets the reconnect backoff."""
+PAUSED_RETRY_SECONDS = 0.2
+"""How often a paused reader tries the log again (Kafka's acknowledgements free space)."""
 ERROR_LOG_EVERY = 100
 """Repeated error frames are logged once per this many, so a chatty feed cannot flood."""
 
@@ -39,6 +50,20 @@ def source_of(settings: Settings) -> TradeSource:
     if not settings.uses_simulator:
         return "finnhub"
     return "replay" if settings.replay_file is not None else "simulator"
+
+
+def open_journal(settings: Settings) -> Journal:
+    """The receive log of these settings; FatalError naming the setting when unusable."""
+    try:
+        return Journal(
+            settings.producer_log_path,
+            max_bytes=settings.producer_log_max_mb * 1_000_000,
+            segment_bytes=settings.producer_log_segment_mb * 1_000_000,
+            flush_window_s=settings.producer_log_flush_ms / 1000,
+            retention_s=settings.producer_log_retention_hours * 3600,
+        )
+    except JournalError as exc:
+        raise FatalError(str(exc)) from None
 
 
 class TradeProducer:
@@ -60,7 +85,15 @@ class TradeProducer:
         self.frames = FrameProcessor(
             settings.finnhub_tickers, source_of(settings), settings.trade_future_tolerance_ms
         )
-        self.sink = KafkaSink(settings, self.counters, kafka_config)
+        self.journal = open_journal(settings)
+        self.delivery = Delivery(
+            settings,
+            self.journal,
+            self.frames,
+            self.counters,
+            kafka_config,
+            on_error_frame=self._note_error_frame,
+        )
         self._stop = threading.Event()
         self._next_heartbeat = 0.0
 
@@ -74,14 +107,18 @@ class TradeProducer:
     # --- the loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        """Returns the exit code: 0 after a clean stop with everything delivered."""
-        self.sink.check_reachable(self.settings)
+        """Returns the exit code: 0 after a clean stop (a backlog stays in the log)."""
+        self.journal.start_flusher()
+        self.delivery.start()
         log.info(
             "producer starting",
             feed=self.counters.feed_url,
             symbols=self.counters.subscribed,
-            topic=self.sink.topic,
-            dlq=self.sink.dlq_topic,
+            topic=self.delivery.topic,
+            dlq=self.delivery.dlq_topic,
+            log_dir=str(self.journal.directory),
+            log_last_seq=self.journal.last_seq,
+            log_acked_seq=self.delivery.acked_seq,
         )
         backoff = Backoff()
         clean = False
@@ -106,23 +143,21 @@ class TradeProducer:
                 if not self.stopping:
                     self.counters.reconnects += 1
                     self._pause(backoff.next_delay())
-            clean = True
+            clean = self.delivery.error is None
         finally:
-            # A fatal error still flushes what was queued, but is not a clean exit.
-            remaining = self._shutdown(final=clean)
-        return 0 if remaining == 0 else 1
+            self._shutdown(final=clean)
+        return 0 if clean else 1
 
     def _receive(self, ws: websocket.WebSocket, backoff: Backoff) -> bool:
         """Read until stopped or the socket dies; True when it died of silence."""
         silent_limit = self.settings.silent_socket_seconds
-        last_frame = time.monotonic()
-        process, write, poll = self.frames.process, self.sink.write, self.sink.poll
-        counters = self.counters
+        connected_at = last_frame = time.monotonic()
+        append, counters = self.journal.append, self.counters
+        healthy = False
         while not self.stopping:
             try:
                 opcode, data = ws.recv_data()
             except websocket.WebSocketTimeoutException:
-                poll(0)
                 now = time.monotonic()
                 self._maybe_heartbeat(now)
                 if now - last_frame > silent_limit:
@@ -134,51 +169,78 @@ class TradeProducer:
                 continue
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise ConnectionError("the server closed the connection")
+            now_ms = time.time_ns() // 1_000_000
+            try:
+                append(data, now_ms)
+            except JournalError as exc:
+                if not self._wait_for_room(data, now_ms, exc):
+                    return False
             last_frame = time.monotonic()
             counters.frames += 1
-            counters.last_frame_ts_ms = time.time_ns() // 1_000_000
+            counters.last_frame_ts_ms = now_ms
             if counters.first_frame_ts_ms is None:
-                counters.first_frame_ts_ms = counters.last_frame_ts_ms
-            result = process(data)
-            self._account(result)
-            write(result)
-            if result.kind == "trade" and result.records:
+                counters.first_frame_ts_ms = now_ms
+            if not healthy and last_frame - connected_at > HEALTHY_CONNECTION_SECONDS:
+                healthy = True
                 backoff.reset()
-            poll(0)
             if last_frame >= self._next_heartbeat:
                 self._maybe_heartbeat(last_frame)
         return False
 
-    def _account(self, result: FrameResult) -> None:
+    def _wait_for_room(self, data: bytes, now_ms: int, exc: JournalError) -> bool:
+        """Stop reading until the log takes the frame; False when stopped meanwhile."""
+        reason = str(exc)
+        self.counters.reading_paused = reason
+        self._note_error(reason)
+        self._maybe_heartbeat(time.monotonic(), force=True)
+        while not self.stopping:
+            self._pause(PAUSED_RETRY_SECONDS)
+            try:
+                self.journal.append(data, now_ms)
+            except JournalError as again:
+                self.counters.reading_paused = str(again)
+                continue
+            log.warning("the receive log takes frames again: reading resumes")
+            self.counters.reading_paused = None
+            return True
+        self.counters.frames_not_logged += 1
+        log.error(
+            "stopped while the receive log refused writes: one received frame was not logged",
+            frame_bytes=len(data),
+            reason=reason,
+        )
+        return False
+
+    def _note_error_frame(self, result: FrameResult) -> None:
+        # Called by the delivery thread with the counters' lock held.
         c = self.counters
-        c.received += result.accounted_items
-        kind = result.kind
-        if kind == "trade":
-            c.trade_frames += 1
-            c.trades_received += result.trades
-        elif kind == "ping":
-            c.pings += 1
-        elif kind == "error":
-            c.error_frames += 1
-            message = redact(result.error_message or "", self.settings)
-            c.last_error = f"feed error: {message}"
-            if c.error_frames % ERROR_LOG_EVERY == 1:
-                log.error(
-                    "the feed sent an error frame",
-                    message=message,
-                    symbols=c.subscribed,
-                    error_frames=c.error_frames,
-                )
-        else:
-            c.malformed_frames += 1
+        message = redact(result.error_message or "", self.settings)
+        c.last_error = f"feed error: {message}"
+        if c.error_frames % ERROR_LOG_EVERY == 1:
+            log.error(
+                "the feed sent an error frame",
+                message=message,
+                symbols=c.subscribed,
+                error_frames=c.error_frames,
+            )
 
     # --- health, pauses, shutdown -------------------------------------------------------
 
-    def _maybe_heartbeat(self, now: float) -> None:
-        if now < self._next_heartbeat:
+    def health(self) -> dict[str, Any]:
+        snapshot = self.counters.snapshot()
+        snapshot.update(self.journal.usage())
+        snapshot.update(self.delivery.status())
+        snapshot["log_state"] = producer_log_state(snapshot)
+        return snapshot
+
+    def _maybe_heartbeat(self, now: float, *, force: bool = False) -> None:
+        if now < self._next_heartbeat and not force:
             return
         self._next_heartbeat = now + HEARTBEAT_SECONDS
-        snapshot = self.counters.snapshot()
+        if not self.delivery.alive and self.delivery.error is not None:
+            self._note_error(f"the Kafka delivery loop failed: {self.delivery.error}")
+            self.stop()
+        snapshot = self.health()
         log.info("counters", **snapshot)
         if self.reporter is not None:
             self.reporter.heartbeat(snapshot)
@@ -190,19 +252,21 @@ class TradeProducer:
         log.warning(message)
 
     def _pause(self, seconds: float) -> None:
-        """Sleep between reconnects while still serving delivery reports and heartbeats."""
+        """Sleep between reconnects while still reporting health."""
         deadline = time.monotonic() + seconds
         while not self.stopping and (now := time.monotonic()) < deadline:
-            self.sink.poll(min(0.2, deadline - now))
+            self._stop.wait(min(0.2, deadline - now))
             self._maybe_heartbeat(time.monotonic())
 
-    def _shutdown(self, *, final: bool) -> int:
-        remaining = self.sink.flush(SHUTDOWN_FLUSH_SECONDS)
-        snapshot = self.counters.snapshot()
-        if remaining:
-            log.error(
-                "stopping with undelivered messages: Kafka did not confirm them in time",
-                undelivered=remaining,
+    def _shutdown(self, *, final: bool) -> None:
+        self.journal.flush()
+        self.delivery.stop(SHUTDOWN_GRACE_SECONDS)
+        self.journal.close()
+        snapshot = self.health()
+        if snapshot["backlog_records"]:
+            log.warning(
+                "producer stopped; records not yet in Kafka stay in the receive log and "
+                "the next start delivers them",
                 **snapshot,
             )
         else:
@@ -212,7 +276,6 @@ class TradeProducer:
                 self.reporter.final(snapshot)
             else:
                 self.reporter.heartbeat(snapshot)
-        return remaining
 
 
 def _close_quietly(ws: websocket.WebSocket) -> None:

@@ -1,7 +1,9 @@
 """`finpipe-producer`: run the producer until SIGTERM/SIGINT (settings from env and .env).
 
-Exit codes: 0 after a clean stop with everything delivered; 1 when Kafka did not confirm
-everything in time; 2 for a problem no retry fixes (bad token, bad settings).
+Exit codes: 0 after a clean stop (what Kafka has not confirmed yet stays in the receive
+log and the next start delivers it); 1 when the delivery loop failed; 2 for a problem no
+retry fixes (bad token, bad settings, an unusable PRODUCER_LOG_DIR). An unreachable
+Kafka is never fatal: the producer keeps receiving into its log.
 """
 
 from __future__ import annotations

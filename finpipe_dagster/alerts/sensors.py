@@ -6,7 +6,10 @@ itself on every tick and keeps the open ones in its cursor:
 * ``lake_stale``: processed_trades' latest materialization is older than the freshness
   fail window (or none arrived within it since the sensor started);
 * ``check_failed:<name>``: the latest result of an ERROR-severity check failed;
-* ``supervisor_gave_up:<stream>``: a stream failed too often in a row to be restarted.
+* ``supervisor_gave_up:<stream>``: a stream failed too often in a row to be restarted;
+* ``producer_backlog``: the producer's oldest trade not yet in Kafka is older than
+  ``PRODUCER_BACKLOG_ALERT_SECONDS`` (recovers when the backlog drains);
+* ``producer_log``: the producer's receive log is near capacity or reading is paused.
 """
 
 import json
@@ -24,6 +27,7 @@ from dagster import (
     sensor,
 )
 
+from finpipe import health
 from finpipe.health import STREAMS
 from finpipe.settings import Settings
 from finpipe_dagster.alerts.channel import AlertChannel
@@ -104,6 +108,10 @@ def evaluate_incidents(
     stale = lake_staleness(instance, finpipe.load(), watching_since, now)
     if stale is not None:
         incidents.append(stale)
+    settings = finpipe.load()
+    beat = health.read_health(settings, "producer")
+    for key, text in health.producer_incidents(beat, settings.producer_backlog_alert_seconds):
+        incidents.append(Incident(key, text))
     for stream in STREAMS:
         decision = current_decision(instance, finpipe, supervision.policy(), stream)
         if decision.action == "give_up":

@@ -105,15 +105,32 @@ def poll_lake(
     return AssetMaterialization(asset_key=PROCESSED_TRADES, metadata=metadata), newest
 
 
+def producer_backlog_metadata(beat: dict[str, Any] | None) -> dict[str, Any]:
+    """What the producer holds in its receive log but Kafka does not have yet."""
+    metadata: dict[str, Any] = {}
+    for key in health.PRODUCER_BACKLOG_KEYS:
+        value = (beat or {}).get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int):
+            metadata[f"producer_{key}"] = MetadataValue.int(value)
+        elif isinstance(value, float):
+            metadata[f"producer_{key}"] = MetadataValue.float(value)
+        else:
+            metadata[f"producer_{key}"] = MetadataValue.text(str(value))
+    return metadata
+
+
 def topic_observation(
-    kafka: KafkaResource, spark_offsets: dict[str, Any] | None
+    kafka: KafkaResource, spark_offsets: dict[str, Any] | None, producer_beat: dict | None = None
 ) -> tuple[AssetObservation, int]:
-    """End offsets of the topic and, from Spark's last batch, how far behind it is."""
+    """End offsets of the topic, how far behind Spark is, and the producer's backlog."""
     marks = kafka.watermarks()
     total = sum(m.high for m in marks)
     metadata: dict[str, Any] = {
         "end_offsets": MetadataValue.json({str(m.partition): m.high for m in marks}),
         "retained_records": MetadataValue.int(sum(m.high - m.low for m in marks)),
+        **producer_backlog_metadata(producer_beat),
     }
     if spark_offsets:
         processed = {str(k): int(v) for k, v in spark_offsets.items()}
@@ -153,8 +170,13 @@ def processed_trades_sensor(
         if event is not None:
             events.append(event)
     try:
-        observation, total = topic_observation(kafka, _spark_offsets(beat, settings.kafka_topic))
-        if total != cursor.get("topic_end_total"):
+        producer_beat = health.read_health(settings, "producer")
+        observation, total = topic_observation(
+            kafka, _spark_offsets(beat, settings.kafka_topic), producer_beat
+        )
+        backlog = (producer_beat or {}).get("backlog_records")
+        if total != cursor.get("topic_end_total") or backlog != cursor.get("producer_backlog"):
+            cursor["producer_backlog"] = backlog
             events.append(observation)
             cursor["topic_end_total"] = total
     except Exception as exc:  # the lake's events still count when Kafka is down

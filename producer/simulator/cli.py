@@ -1,7 +1,9 @@
 """`finpipe-simulator`: a local Finnhub-protocol WebSocket feed (the platform's default).
 
 Defaults come from the settings (SIMULATOR_HOST, SIMULATOR_PORT, FINPIPE_REPLAY_FILE,
-SIMULATOR_IGNORE_MARKET_HOURS, SIMULATOR_TOKEN); flags override them.
+FINPIPE_REPLAY_SPEED, SIMULATOR_IGNORE_MARKET_HOURS, SIMULATOR_TOKEN); flags override them.
+``--replay`` takes a JSON-lines file of raw frames, a producer log segment, or a producer
+log directory; ``--export-jsonl OUT`` writes the replay's frames as JSON lines and exits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from finpipe.logs import configure_logging
 from finpipe.settings import SettingsError, load_settings
+from producer.simulator import replay
 from producer.simulator.faults import FAULT_KINDS
 from producer.simulator.server import SimulatorConfig, SimulatorServer
 
@@ -22,8 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="finpipe-simulator", description=__doc__)
     p.add_argument("--host", help="interface to listen on (default SIMULATOR_HOST)")
     p.add_argument("--port", type=int, help="port (default SIMULATOR_PORT, 8765)")
-    p.add_argument("--replay", type=Path, metavar="FILE", help="JSON-lines file of raw frames")
-    p.add_argument("--speed", type=float, default=1.0, help="replay speed factor; 0 = max")
+    p.add_argument(
+        "--replay",
+        type=Path,
+        metavar="FILE",
+        help="JSON-lines file of raw frames, a producer log segment, or a producer log directory",
+    )
+    p.add_argument(
+        "--speed", type=float, help="replay speed factor; 0 = max (default FINPIPE_REPLAY_SPEED)"
+    )
+    p.add_argument(
+        "--export-jsonl",
+        type=Path,
+        metavar="OUT",
+        help="write the --replay source's frames to OUT as JSON lines and exit",
+    )
     p.add_argument("--loop", action="store_true", help="restart the replay when it ends")
     p.add_argument("--rate", type=float, default=10.0, help="mean trades/s per symbol")
     p.add_argument("--tick", type=float, default=0.2, help="seconds between trade frames")
@@ -56,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"--faults: unknown kinds {sorted(unknown)}; use {FAULT_KINDS}", file=sys.stderr)
         return 2
+    if args.export_jsonl is not None:
+        return _export(args.replay or settings.replay_file, args.export_jsonl)
     token = settings.simulator_token.get_secret_value() if settings.simulator_token else None
     config = SimulatorConfig(
         host=args.host or settings.simulator_host,
         port=args.port or settings.simulator_port,
         token=token,
         replay_file=args.replay or settings.replay_file,
-        speed=args.speed,
+        speed=settings.replay_speed if args.speed is None else args.speed,
         loop_replay=args.loop,
         tick_seconds=args.tick,
         trades_per_second=args.rate,
@@ -82,6 +100,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finpipe-simulator: {exc}", file=sys.stderr)
         return 2
     asyncio.run(_serve(server))
+    return 0
+
+
+def _export(source: Path | None, out: Path) -> int:
+    if source is None:
+        print("--export-jsonl needs --replay (or FINPIPE_REPLAY_FILE)", file=sys.stderr)
+        return 2
+    try:
+        frames = replay.load_frames(source)
+    except FileNotFoundError as exc:
+        print(f"finpipe-simulator: {exc}", file=sys.stderr)
+        return 2
+    with out.open("w", encoding="utf-8", errors="surrogateescape") as handle:
+        for text in frames:
+            handle.write(text.replace("\n", " ") + "\n")
+    print(f"wrote {len(frames)} frames to {out}")
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Replay of a recorded session: a JSON-lines file, one raw frame's text per line.
+"""Replay of a recorded session: a JSON-lines file, one raw frame's text per line, or the
+producer's receive log (a segment file, or the log directory for all its segments), so
+a captured feed replays through the same code path as the live one.
 
 Pacing comes from the frames themselves: a trade frame is due at its latest trade time,
 relative to the first one, divided by the speed factor; other frames (pings, errors,
@@ -13,15 +15,32 @@ from pathlib import Path
 import msgspec
 
 from finpipe.contracts import TradeFrame
+from producer.journal import SEGMENT_MAGIC, list_segments, read_segment_records
 
 _TRADE_FRAME = msgspec.json.Decoder(TradeFrame)
 
 
+def _is_segment(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(SEGMENT_MAGIC)) == SEGMENT_MAGIC
+
+
+def _text(payload: bytes) -> str:
+    return payload.decode("utf-8", errors="surrogateescape")
+
+
 def load_frames(path: Path) -> list[str]:
+    if path.is_dir() and list_segments(path):
+        return [
+            _text(r.payload) for seg in list_segments(path) for r in read_segment_records(seg.path)
+        ]
+    if path.is_file() and _is_segment(path):
+        return [_text(r.payload) for r in read_segment_records(path)]
     if not path.is_file():
         raise FileNotFoundError(
             f"replay file {path} does not exist (FINPIPE_REPLAY_FILE / --replay): "
-            "give a JSON-lines file with one raw Finnhub frame per line"
+            "give a JSON-lines file with one raw Finnhub frame per line, or a producer log "
+            "segment (PRODUCER_LOG_DIR/seg-*.log) or that directory"
         )
     with path.open(encoding="utf-8", errors="surrogateescape") as handle:
         return [line.rstrip("\r\n") for line in handle if line.strip()]

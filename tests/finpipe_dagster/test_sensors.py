@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import pytest
 from dagster import (
@@ -160,3 +161,40 @@ def test_a_batch_materialization_counts_its_rejects() -> None:
     assert event.metadata["total_rejects_since_start"].value == 9
     quiet = batch_materialization({"batch_id": 13, "rows": 5}, now=time.time())
     assert quiet.metadata["rejects"].value == 0
+
+
+def test_an_old_producer_backlog_alerts_once_then_recovers_once(
+    instance: DagsterInstance,
+    seeded: SeededLake,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from finpipe import health
+
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", receiver.url)
+    resources = build_resources(seeded.resource)
+    settings = seeded.resource.load()
+    cursor: list[str | None] = [None]
+
+    def alert_tick() -> str:
+        with build_sensor_context(instance=instance, cursor=cursor[0], resources=resources) as ctx:
+            skip = alerts_sensor(ctx)
+            cursor[0] = ctx.cursor
+        return skip.skip_message  # type: ignore[union-attr]
+
+    def producer_beat(**fields: Any) -> None:
+        beat = {"stream": "producer", "pid": 1, health.HEARTBEAT_KEY: time.time()}
+        health.write_json_atomic(health.health_path(settings, "producer"), beat | fields)
+
+    limit = settings.producer_backlog_alert_seconds
+    producer_beat(backlog_records=5, oldest_undelivered_age_s=0.3, kafka_state="connected")
+    assert "no change" in alert_tick()
+    producer_beat(backlog_records=9000, oldest_undelivered_age_s=limit + 1, kafka_state="down")
+    assert "opened producer_backlog" in alert_tick()
+    assert "no change" in alert_tick()
+    producer_beat(backlog_records=0, oldest_undelivered_age_s=None, kafka_state="connected")
+    assert "closed producer_backlog" in alert_tick()
+    texts = [m["text"] for m in receiver.received]
+    assert len(texts) == 2 and "PRODUCER_BACKLOG_ALERT_SECONDS" in texts[0]
+    assert "recovered" in texts[1]
+    health.health_path(settings, "producer").unlink()

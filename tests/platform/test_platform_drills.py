@@ -367,8 +367,12 @@ def test_changed_tickers_take_effect_after_terminate_in_the_ui(stack: Settings) 
         return found if found and found["pid"] == producer["pid"] and found.get("final") else None
 
     final = wait_for("the producer's final report", final_report, 60, every=0.2)
-    assert final["in_flight"] == 0 and final["delivery_failed"] == 0, final
-    assert final["received"] == final["delivered"] + final["dead_lettered"], final
+    # Nothing is lost at a stop: what Kafka has not confirmed yet stays in the receive log
+    # and is delivered by the next start.
+    assert final["frames_not_logged"] == 0, final
+    assert final["received"] == final["delivered"] + final["dead_lettered"] + final["in_flight"], (
+        final
+    )
 
     def ended() -> str | None:
         status = run_status(stack, run_id)
@@ -419,7 +423,7 @@ def test_a_broker_outage_loses_nothing(stack: Settings) -> None:
 
     wait_for("deliveries after the outage", delivering, 300)
     producer = beat(stack, "producer")
-    assert producer["delivery_failed"] == 0
+    assert producer["frames_not_logged"] == 0 and producer["balanced"] is True
     assert (
         producer["received"]
         == producer["delivered"] + producer["dead_lettered"] + producer["in_flight"]

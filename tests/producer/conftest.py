@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from finpipe.settings import Settings
 from producer.app import TradeProducer
 from producer.simulator.server import SimulatorConfig, SimulatorServer
+from producer.topics import ensure_topics
 
 SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "MSFT")
 
@@ -61,6 +62,13 @@ class RunningProducer:
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
     """Every message of a topic, read to the end of each partition (high watermark)."""
+    return [(key, value) for key, value, _ in read_topic_with_headers(settings, topic)]
+
+
+def read_topic_with_headers(
+    settings: Settings, topic: str
+) -> list[tuple[str | None, dict[str, Any], dict[str, bytes]]]:
+    """Every message of a topic with its headers, read to the end of each partition."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_server,
@@ -77,13 +85,14 @@ def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[st
         }
         pending = {p for p, end in ends.items() if end > 0}
         consumer.assign(assignment)
-        out: list[tuple[str | None, dict[str, Any]]] = []
+        out: list[tuple[str | None, dict[str, Any], dict[str, bytes]]] = []
         deadline = time.monotonic() + 60
         while pending and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=10_000, timeout=0.5):
                 assert msg.error() is None, msg.error()
                 key = msg.key().decode() if msg.key() is not None else None
-                out.append((key, msgspec.json.decode(msg.value())))
+                headers = dict(msg.headers() or ())
+                out.append((key, msgspec.json.decode(msg.value()), headers))
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     pending.discard(msg.partition())
         assert not pending, f"could not read {topic} to its end"
@@ -95,13 +104,13 @@ def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[st
 @pytest.fixture
 def topics_settings(infrastructure: Settings) -> Settings:
     """Settings with a fresh trades and DLQ topic (created) and the test's tickers."""
-    from infra.services import ensure_topics
-
     updated = infrastructure.model_copy(
         update={
             "kafka_topic": unique("it-trades"),
             "kafka_dlq_topic": unique("it-dlq"),
             "finnhub_tickers": SYMBOLS,
+            # Each test its own receive log: a backlog of one test never reaches another.
+            "producer_log_dir": infrastructure.home / "producer-logs" / unique("log"),
         }
     )
     ensure_topics(updated, [updated.kafka_topic, updated.kafka_dlq_topic])
@@ -148,3 +157,10 @@ def wait() -> Callable[..., None]:
 @pytest.fixture
 def topic_reader() -> Callable[[Settings, str], list[tuple[str | None, dict[str, Any]]]]:
     return read_topic
+
+
+@pytest.fixture
+def headers_reader() -> Callable[
+    [Settings, str], list[tuple[str | None, dict[str, Any], dict[str, bytes]]]
+]:
+    return read_topic_with_headers

@@ -29,7 +29,7 @@ def _reconcile(
     read_topic: Reader, settings: Settings, counters: Counters
 ) -> tuple[list[Any], list[Any]]:
     """The books balance and the topics hold exactly what the counters say."""
-    assert counters.in_flight == 0 and counters.delivery_failed == 0
+    assert counters.in_flight == 0 and counters.delivery_errors == 0
     assert counters.balanced(), counters.snapshot()
     trades = read_topic(settings, settings.kafka_topic)
     letters = read_topic(settings, settings.kafka_dlq_topic)
