@@ -107,7 +107,7 @@ def test_stale_heartbeat_terminates_and_replaces(instance: DagsterInstance, tmp_
     assert cursor["terminate"] == [run_id]
     # no worker answers for this run (as after a crash): it is marked failed and replaced
     assert status(instance, run_id) == DagsterRunStatus.FAILURE
-    assert cursor["terminated"][run_id] == "marked failed (worker unreachable)"
+    assert cursor["terminated"][run_id] == "marked failed (worker unreachable, process gone)"
     assert isinstance(result, RunRequest)
     run = instance.get_run_by_id(run_id)
     assert run is not None
