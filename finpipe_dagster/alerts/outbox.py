@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
     key TEXT PRIMARY KEY, since REAL NOT NULL, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -50,8 +51,8 @@ class AlertOutbox:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        with closing(sqlite3.connect(path, timeout=10)) as db:
+            db.executescript(SCHEMA)  # commits by itself
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -63,6 +64,13 @@ class AlertOutbox:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def watching_since(self, now: float) -> float:
+        """When alerting started here (kept, so a lost cursor or a restart changes nothing)."""
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('watching_since', ?)", (now,))
+            (since,) = db.execute("SELECT value FROM meta WHERE name = 'watching_since'").fetchone()
+        return float(since)
 
     def open_incidents(self) -> dict[str, tuple[float, str]]:
         with self._db() as db:

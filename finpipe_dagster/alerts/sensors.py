@@ -12,7 +12,6 @@ time budget:
   row) or stopped on a fault no retry fixes; it recovers once a run stays healthy.
 """
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -130,13 +129,14 @@ def alerts_sensor(
 ) -> SkipReason:
     now = time.time()
     settings = finpipe.load()
-    state = json.loads(context.cursor or "{}")
-    watching_since = float(state.get("watching_since", now))
+    # All state is in the outbox, none in the cursor: a tick cut off before its cursor was
+    # saved, or a daemon restart, finds every incident and message where it left them.
+    outbox = AlertOutbox(outbox_path(settings.state_dir))
+    watching_since = outbox.watching_since(now)
     current = {
         i.key: i.text
         for i in evaluate_incidents(context.instance, finpipe, supervision, watching_since, now)
     }
-    outbox = AlertOutbox(outbox_path(settings.state_dir))
     # Intent first: the change and its message are durable before anything is sent.
     changes = outbox.reconcile(
         current,
@@ -146,7 +146,6 @@ def alerts_sensor(
             f":large_green_circle: finpipe recovered after {lasted:.0f}s: {text}"
         ),
     )
-    context.update_cursor(json.dumps({"watching_since": watching_since}))
     for _, text in changes:
         alerts.log(text, context.log)
 
