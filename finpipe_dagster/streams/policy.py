@@ -196,10 +196,12 @@ def _decide_live(
     streak: list[RunView],
     context: dict[str, Any],
 ) -> Decision:
-    started = [r for r in live if r.status == "STARTED"]
+    # A CANCELING run still has (or had) a process: judged like a STARTED one, so a hung
+    # process whose worker cannot finish the cancel is stopped, not waited on for ever.
+    started = [r for r in live if r.status in {"STARTED", "CANCELING"}]
     keep = started[0] if started else live[0]
     extras = tuple(r.run_id for r in live if r is not keep)
-    if keep.status == "STARTED":
+    if keep.status in {"STARTED", "CANCELING"}:
         began = keep.start_ts or keep.create_ts
         own = heartbeat is not None and (
             heartbeat.run_id == keep.run_id or (heartbeat.run_id is None and heartbeat.ts >= began)
@@ -208,14 +210,19 @@ def _decide_live(
             age, limit, what = now - heartbeat.ts, policy.stale_heartbeat_seconds, "last heartbeat"
         else:
             age, limit, what = now - began, policy.startup_grace_seconds, "start without heartbeat"
-        if age > limit:
+        has_process = any(p.run_id == keep.run_id for p in processes)
+        if age > limit and (keep.status == "STARTED" or has_process):
             stale = (
-                f"run {keep.run_id} is STARTED but its {what} was {age:.0f}s ago"
+                f"run {keep.run_id} is {keep.status} but its {what} was {age:.0f}s ago"
                 f" (limit {limit:.0f}s)"
             )
             return _replace_stale(keep, extras, processes, stale, age, context)
-        healthy = what == "last heartbeat" and now - began >= policy.stable_run_seconds
-        if not extras:
+        healthy = (
+            keep.status == "STARTED"
+            and what == "last heartbeat"
+            and now - began >= policy.stable_run_seconds
+        )
+        if not extras and keep.status == "STARTED":
             return Decision(
                 "skip",
                 f"run {keep.run_id} is STARTED and reporting"

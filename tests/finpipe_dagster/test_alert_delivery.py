@@ -8,13 +8,10 @@ and ``FINPIPE_HOME``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,38 +23,7 @@ from finpipe_dagster.alerts.outbox import AlertOutbox, Message
 from finpipe_dagster.alerts.sensors import alerts_sensor
 from finpipe_dagster.definitions import build_resources
 from finpipe_dagster.resources import FinpipeSettings
-
-
-class Webhook:
-    """Records every POST; answers 500 while ``down``, and sleeps ``delay`` first."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.delay = 0.0
-        self.requests: list[dict] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                time.sleep(hook.delay)
-                status = 500 if hook.down else 200
-                hook.requests.append(
-                    {"text": body["text"], "key": self.headers["Idempotency-Key"], "status": status}
-                )
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def accepted(self) -> list[dict]:
-        return [r for r in self.requests if r["status"] == 200]
+from tests.finpipe_dagster.webhook_receiver import Webhook
 
 
 @pytest.fixture
@@ -66,7 +32,7 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
     monkeypatch.setenv("ALERT_WEBHOOK_URL", hook.url)
     monkeypatch.setenv("ALERT_RETRY_MAX_SECONDS", "0.2")  # default 300: same rule, shorter
     yield hook
-    hook.server.shutdown()
+    hook.close()
 
 
 # A tick in a process of its own: what a restarted daemon does with the same storage.

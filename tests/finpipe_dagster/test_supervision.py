@@ -189,6 +189,13 @@ def test_stale_run_whose_process_lives_is_stopped_not_replaced() -> None:
     assert gone.action == "replace"
 
 
+def test_a_canceling_run_whose_process_hangs_is_stopped_too() -> None:
+    run = RunView("a", "CANCELING", create_ts=NOW - 500, start_ts=NOW - 490)
+    decision = decide([run], beat(NOW - 61, "a"), NOW, POLICY, [process("a", "alive")])
+    assert decision.action == "stop_old"
+    assert decide([run], beat(NOW - 1, "a"), NOW, POLICY).action == "skip"
+
+
 def test_a_process_that_cannot_be_checked_is_never_replaced() -> None:
     run = RunView("a", "STARTED", create_ts=NOW - 500, start_ts=NOW - 490)
     decision = decide([run], beat(NOW - 600, "a"), NOW, POLICY, [process("a", "unknown")])
