@@ -285,7 +285,8 @@ def test_a_wrong_token_stops_the_retries_and_the_documented_resume_restarts(
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
     started_at, _ = p.stored_sensor_state()
-    assert started_at is not None and started_at > p.run(failed).end_time  # type: ignore[operator]
+    record = p.instance.get_run_record_by_id(failed)
+    assert started_at is not None and record is not None and started_at > record.end_time  # type: ignore[operator]
 
     result = p.tick()
     assert isinstance(result, RunRequest), p.cursor
