@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,9 @@ supervisors and run tags use)."""
 
 HEARTBEAT_KEY = "heartbeat_ts"
 FINAL_KEY = "final"
+RUN_ID_ENV = "FINPIPE_RUN_ID"
+"""Set by the launcher (Dagster's stream jobs) to the run the process belongs to."""
+RUN_ID_KEY = "run_id"
 LAST_BATCH_BY_DATE_KEY = "last_batch_by_trade_date"
 """In the Spark stream's heartbeat: {lake day: last committed batch id that wrote to it}."""
 
@@ -104,8 +108,12 @@ class StreamReporter:
         self._sink = None
 
     def heartbeat(self, counters: dict[str, Any], *, log: bool = False) -> None:
+        # Run id, host and pid tell a supervisor whose heartbeat this is: a stale beat of
+        # an old run never counts for its replacement, and the pid is what it must stop.
         payload = {
             "stream": self.stream,
+            RUN_ID_KEY: os.environ.get(RUN_ID_ENV),
+            "host": socket.gethostname(),
             "pid": os.getpid(),
             HEARTBEAT_KEY: time.time(),
             **counters,

@@ -28,6 +28,9 @@ DEFAULT_TICKERS = (
     "NVDA",
 )
 LOCAL_MINIO_KEY = "minioadmin"
+# Keys anyone can read in this repository (MinIO's default and docker-compose.yml's former
+# defaults): accepted on loopback, refused for any other endpoint.
+EXAMPLE_S3_KEYS = frozenset({LOCAL_MINIO_KEY, "finpipe", "finpipe-local-secret"})
 FINNHUB_WS_URL = "wss://ws.finnhub.io"
 MAX_FINNHUB_SYMBOLS = 50
 
@@ -138,6 +141,36 @@ class Settings(BaseSettings):
     freshness_warn_seconds: int = Field(default=120, gt=0, alias="FRESHNESS_WARN_SECONDS")
     freshness_fail_seconds: int = Field(default=600, gt=0, alias="FRESHNESS_FAIL_SECONDS")
     alert_webhook_url: SecretStr | None = Field(default=None, alias="ALERT_WEBHOOK_URL")
+    # Alert delivery is drained inside a sensor tick, which Dagster cuts off after its
+    # evaluation timeout (60 s): timeout x messages per tick stays well below it.
+    alert_post_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=20, alias="ALERT_POST_TIMEOUT_SECONDS"
+    )
+    alert_max_per_tick: int = Field(default=4, ge=1, le=10, alias="ALERT_MAX_PER_TICK")
+    alert_retry_max_seconds: float = Field(default=300.0, gt=0, alias="ALERT_RETRY_MAX_SECONDS")
+    # Supervision of the streams (producer, Spark): transient failures are retried for
+    # ever, waiting base x 2^(n-1) seconds, at most the cap.
+    supervisor_base_backoff_seconds: float = Field(
+        default=5.0, ge=0, alias="SUPERVISOR_BASE_BACKOFF_SECONDS"
+    )
+    supervisor_max_backoff_seconds: float = Field(
+        default=300.0, ge=0, le=3600, alias="SUPERVISOR_MAX_BACKOFF_SECONDS"
+    )
+    supervisor_alert_after_failures: int = Field(
+        default=3, ge=1, alias="SUPERVISOR_ALERT_AFTER_FAILURES"
+    )
+    supervisor_stable_run_seconds: float = Field(
+        default=300.0, gt=0, alias="SUPERVISOR_STABLE_RUN_SECONDS"
+    )
+    supervisor_stale_heartbeat_seconds: float = Field(
+        default=120.0, gt=0, alias="SUPERVISOR_STALE_HEARTBEAT_SECONDS"
+    )
+    supervisor_startup_grace_seconds: float = Field(
+        default=240.0, gt=0, alias="SUPERVISOR_STARTUP_GRACE_SECONDS"
+    )
+    supervisor_kill_grace_seconds: float = Field(
+        default=30.0, ge=0, alias="SUPERVISOR_KILL_GRACE_SECONDS"
+    )
     summaries_start_date: str = Field(default="2026-01-01", alias="SUMMARIES_START_DATE")
     # How long a compaction keeps the objects it replaced, counted from the moment its
     # compacted file hid them. A project reader holds a listing for seconds (the
@@ -282,16 +315,19 @@ class Settings(BaseSettings):
                 f"S3_ENDPOINT_URL={self.s3_endpoint_url} is not on loopback: set S3_ACCESS_KEY "
                 "and S3_SECRET_KEY (the local minioadmin default is only used on loopback)"
             )
-        if (
-            self.s3_access_key is not None
-            and self.s3_access_key.get_secret_value() == LOCAL_MINIO_KEY
-            and not self.s3_is_local
-        ):
+        if self.s3_uses_example_keys and not self.s3_is_local:
             raise ValueError(
-                "the default MinIO credentials are refused outside local mode: "
-                f"S3_ENDPOINT_URL={self.s3_endpoint_url} is not on loopback"
+                "S3_ACCESS_KEY / S3_SECRET_KEY hold default or example credentials (minioadmin,"
+                " or docker-compose.yml's examples), refused outside local mode: "
+                f"S3_ENDPOINT_URL={self.s3_endpoint_url} is not on loopback. Set both to keys "
+                "of your own in .env (for compose, also the MinIO root user they create)"
             )
         return self
+
+    @property
+    def s3_uses_example_keys(self) -> bool:
+        keys = (self.s3_access_key, self.s3_secret_key)
+        return any(k is not None and k.get_secret_value() in EXAMPLE_S3_KEYS for k in keys)
 
     # --- derived values ---------------------------------------------------------------
 

@@ -1,18 +1,20 @@
 """Alerts: one message when an incident starts and one when it recovers.
 
 Open-source Dagster has no alert policies, so this sensor evaluates the incidents
-itself on every tick and keeps the open ones in its cursor:
+itself on every tick; open incidents and their queued messages live in the durable
+outbox (``alerts/outbox.py``) under ``FINPIPE_HOME/state``, drained within the tick's
+time budget:
 
 * ``lake_stale``: processed_trades' latest materialization is older than the freshness
   fail window (or none arrived within it since the sensor started);
 * ``check_failed:<name>``: the latest result of an ERROR-severity check failed;
-* ``supervisor_gave_up:<stream>``: a stream failed too often in a row to be restarted;
+* ``stream:<stream>``: a stream keeps failing (``SUPERVISOR_ALERT_AFTER_FAILURES`` in a
+  row) or stopped on a fault no retry fixes; it recovers once a run stays healthy;
 * ``producer_backlog``: the producer's oldest trade not yet in Kafka is older than
   ``PRODUCER_BACKLOG_ALERT_SECONDS`` (recovers when the backlog drains);
 * ``producer_log``: the producer's receive log is near capacity or reading is paused.
 """
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +33,12 @@ from finpipe import health
 from finpipe.health import STREAMS
 from finpipe.settings import Settings
 from finpipe_dagster.alerts.channel import AlertChannel
+from finpipe_dagster.alerts.outbox import AlertOutbox, Message, outbox_path
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.lake.checks import CHECKS
 from finpipe_dagster.resources import FinpipeSettings
 from finpipe_dagster.streams.decisions import current_decision
+from finpipe_dagster.streams.policy import Decision
 from finpipe_dagster.streams.resources import SupervisionPolicy
 
 
@@ -104,24 +108,32 @@ def evaluate_incidents(
     watching_since: float,
     now: float,
 ) -> list[Incident]:
+    settings = finpipe.load()
     incidents = failed_checks(instance)
-    stale = lake_staleness(instance, finpipe.load(), watching_since, now)
+    stale = lake_staleness(instance, settings, watching_since, now)
     if stale is not None:
         incidents.append(stale)
-    settings = finpipe.load()
     beat = health.read_health(settings, "producer")
     for key, text in health.producer_incidents(beat, settings.producer_backlog_alert_seconds):
         incidents.append(Incident(key, text))
     for stream in STREAMS:
-        decision = current_decision(instance, finpipe, supervision.policy(), stream)
-        if decision.action == "give_up":
-            incidents.append(
-                Incident(
-                    f"supervisor_gave_up:{stream}",
-                    f"{stream} supervisor gave up: {decision.reason}",
-                )
-            )
+        decision = current_decision(instance, settings, supervision.policy(settings), stream)
+        if decision.incident is not None:
+            incidents.append(Incident(f"stream:{stream}", stream_incident_text(stream, decision)))
     return incidents
+
+
+def stream_incident_text(stream: str, decision: Decision) -> str:
+    error = decision.last_error or "see the failed runs' logs"
+    if decision.incident == "stopped":
+        return (
+            f"{stream} stopped: a fault no retry fixes: {error}. Fix it, then resume: turn "
+            f"{stream}_supervisor off and on (Automation)"
+        )
+    return (
+        f"{stream} keeps failing: {decision.failures_in_row} failures in a row; last error: "
+        f"{error}. The supervisor keeps retrying; this closes once a run stays healthy"
+    )
 
 
 @sensor(
@@ -137,28 +149,39 @@ def alerts_sensor(
     alerts: AlertChannel,
 ) -> SkipReason:
     now = time.time()
-    state = json.loads(context.cursor or "{}")
-    watching_since = float(state.get("watching_since", now))
-    open_incidents: dict[str, dict] = state.get("open", {})
+    settings = finpipe.load()
+    # All state is in the outbox, none in the cursor: a tick cut off before its cursor was
+    # saved, or a daemon restart, finds every incident and message where it left them.
+    outbox = AlertOutbox(outbox_path(settings.state_dir))
+    watching_since = outbox.watching_since(now)
     current = {
-        i.key: i
+        i.key: i.text
         for i in evaluate_incidents(context.instance, finpipe, supervision, watching_since, now)
     }
-    sent = []
-    for key, incident in current.items():
-        if key not in open_incidents:
-            alerts.send(f":red_circle: finpipe incident: {incident.text}", context.log)
-            open_incidents[key] = {"since": now, "text": incident.text}
-            sent.append(f"opened {key}")
-    for key in [k for k in open_incidents if k not in current]:
-        lasted = now - float(open_incidents[key]["since"])
-        alerts.send(
-            f":large_green_circle: finpipe recovered after {lasted:.0f}s: "
-            f"{open_incidents.pop(key)['text']}",
-            context.log,
-        )
-        sent.append(f"closed {key}")
-    context.update_cursor(json.dumps({"watching_since": watching_since, "open": open_incidents}))
+    # Intent first: the change and its message are durable before anything is sent.
+    changes = outbox.reconcile(
+        current,
+        now,
+        opened=lambda text: f":red_circle: finpipe incident: {text}",
+        recovered=lambda text, lasted: (
+            f":large_green_circle: finpipe recovered after {lasted:.0f}s: {text}"
+        ),
+    )
+    for _, text in changes:
+        alerts.log(text, context.log)
+
+    def send(message: Message) -> bool:
+        return alerts.post(message.text, message.idempotency_key, context.log)
+
+    delivery = outbox.drain(
+        send,
+        max_messages=settings.alert_max_per_tick,
+        budget_seconds=settings.alert_max_per_tick * settings.alert_post_timeout_seconds,
+        retry_max_seconds=settings.alert_retry_max_seconds,
+    )
+    waiting = len(outbox.pending())
     return SkipReason(
-        f"{', '.join(sent) or 'no change'}; open incidents: {sorted(open_incidents) or 'none'}"
+        f"{', '.join(c for c, _ in changes) or 'no change'}; open incidents: "
+        f"{sorted(outbox.open_incidents()) or 'none'}; "
+        f"delivery: {'; '.join(delivery) or 'nothing due'}; {waiting} message(s) waiting"
     )

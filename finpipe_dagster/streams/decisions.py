@@ -1,21 +1,28 @@
-"""A stream's state as its supervisor judges it: recent runs, heartbeat, the decision now.
+"""A stream's state as its supervisor judges it: recent runs, processes, heartbeat, the
+decision now.
 
 Shared by the supervisor sensors (``streams/sensors.py``), which carry the decision out,
-and the alert sensor, which reports a supervisor that gave up.
+and the alert sensor, which reports a stream that keeps failing or was stopped.
 """
+
+from __future__ import annotations
 
 import time
 
 from dagster import DagsterInstance, RunsFilter
+from dagster._core.storage.dagster_run import RunRecord
 
 from finpipe import health
+from finpipe.settings import Settings
 from finpipe_dagster.instance import STREAM_TAG
-from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
+from finpipe_dagster.streams import processes
 from finpipe_dagster.streams.policy import (
     SUPERVISOR,
     TERMINATED_BY_TAG,
     Decision,
+    Heartbeat,
     Policy,
+    ProcessView,
     RunView,
     decide,
 )
@@ -23,27 +30,67 @@ from finpipe_dagster.streams.policy import (
 RECENT_RUNS = 30
 
 
-def recent_runs(instance: DagsterInstance, stream: str) -> list[RunView]:
+def _exit_code(record: RunRecord) -> int | None:
+    value = record.dagster_run.tags.get(processes.EXITED_TAG)
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+
+def stream_runs(instance: DagsterInstance, stream: str) -> tuple[list[RunView], list[ProcessView]]:
+    """The stream's recent runs, and the processes of those whose exit no worker saw."""
     records = instance.get_run_records(
         RunsFilter(tags={STREAM_TAG: stream}), limit=RECENT_RUNS, ascending=False
     )
-    return [
-        RunView(
-            run_id=r.dagster_run.run_id,
-            status=r.dagster_run.status.value,
-            create_ts=r.create_timestamp.timestamp(),
-            start_ts=r.start_time,
-            end_ts=r.end_time,
-            terminated_by_supervisor=r.dagster_run.tags.get(TERMINATED_BY_TAG) == SUPERVISOR,
+    runs, procs = [], []
+    for r in records:
+        tags = r.dagster_run.tags
+        runs.append(
+            RunView(
+                run_id=r.dagster_run.run_id,
+                status=r.dagster_run.status.value,
+                create_ts=r.create_timestamp.timestamp(),
+                start_ts=r.start_time,
+                end_ts=r.end_time,
+                terminated_by_supervisor=tags.get(TERMINATED_BY_TAG) == SUPERVISOR,
+                exit_code=_exit_code(r),
+                last_error=tags.get(processes.LAST_ERROR_TAG),
+            )
         )
-        for r in records
-    ]
+        identity = tags.get(processes.PROCESS_TAG)
+        if identity and processes.EXITED_TAG not in tags:
+            parsed = processes.parse_identity(identity)
+            procs.append(
+                ProcessView(
+                    run_id=r.dagster_run.run_id,
+                    pid=parsed[1] if parsed else -1,
+                    state=processes.probe(identity),
+                    where=processes.describe(identity),
+                    identity=identity,
+                )
+            )
+    return runs, procs
+
+
+def read_heartbeat(settings: Settings, stream: str) -> Heartbeat | None:
+    beat = health.read_health(settings, stream)
+    if not beat or health.HEARTBEAT_KEY not in beat:
+        return None
+    pid = beat.get("pid")
+    return Heartbeat(
+        ts=float(beat[health.HEARTBEAT_KEY]),
+        run_id=beat.get(health.RUN_ID_KEY),
+        pid=int(pid) if isinstance(pid, int) else None,
+    )
 
 
 def current_decision(
-    instance: DagsterInstance, settings: FinpipeSettings, policy: Policy, stream: str
+    instance: DagsterInstance,
+    settings: Settings,
+    policy: Policy,
+    stream: str,
+    resumed_at: float | None = None,
 ) -> Decision:
-    """What the supervisor of ``stream`` would decide now."""
-    beat = health.read_health(settings.load(), stream)
-    heartbeat_ts = float(beat[health.HEARTBEAT_KEY]) if beat else None
-    return decide(recent_runs(instance, stream), heartbeat_ts, time.time(), policy)
+    """What the supervisor of ``stream`` would decide now (the alert sensor asks too)."""
+    runs, procs = stream_runs(instance, stream)
+    return decide(
+        runs, read_heartbeat(settings, stream), time.time(), policy, procs, resumed_at=resumed_at
+    )

@@ -46,6 +46,38 @@ def test_default_minio_keys_are_refused_outside_loopback() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("access", "secret"),
+    [
+        ("minioadmin", "minioadmin"),
+        ("finpipe", "finpipe-local-secret"),  # docker-compose.yml's former defaults
+        ("own-key", "finpipe-local-secret"),
+        ("minioadmin", "own-secret"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["http://minio:9000", "https://s3.example.com"])
+def test_example_keys_are_refused_for_any_non_loopback_endpoint(
+    access: str, secret: str, endpoint: str
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(S3_ENDPOINT_URL=endpoint, S3_ACCESS_KEY=access, S3_SECRET_KEY=secret)
+    message = str(err.value)
+    assert "S3_ACCESS_KEY / S3_SECRET_KEY" in message and "S3_ENDPOINT_URL" in message
+    assert "own-secret" not in message and "own-key" not in message  # keys never echoed
+
+
+def test_example_keys_are_fine_on_loopback_and_own_keys_anywhere() -> None:
+    local = load_settings(
+        S3_ENDPOINT_URL="http://127.0.0.1:9000", S3_ACCESS_KEY="finpipe",
+        S3_SECRET_KEY="finpipe-local-secret",
+    )  # fmt: skip
+    assert local.s3_is_local
+    remote = load_settings(
+        S3_ENDPOINT_URL="http://minio:9000", S3_ACCESS_KEY="k1", S3_SECRET_KEY="s3cret-own"
+    )
+    assert remote.s3_credentials == ("k1", "s3cret-own")
+
+
 def test_secrets_never_appear_in_reprs_or_errors() -> None:
     token = "tok-secret-123456"
     settings = load_settings(FINNHUB_API_TOKEN=token, ALERT_WEBHOOK_URL="http://h/x-secret")

@@ -1,6 +1,8 @@
 """Supervisor sensors over a real (temporary) Dagster instance."""
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from finpipe import health
 from finpipe.settings import load_settings
 from finpipe_dagster.instance import STREAM_TAG
 from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.streams import processes
 from finpipe_dagster.streams.jobs import producer_stream
 from finpipe_dagster.streams.resources import SupervisionPolicy
 from finpipe_dagster.streams.sensors import producer_supervisor
@@ -107,8 +110,66 @@ def test_stale_heartbeat_terminates_and_replaces(instance: DagsterInstance, tmp_
     assert cursor["terminate"] == [run_id]
     # no worker answers for this run (as after a crash): it is marked failed and replaced
     assert status(instance, run_id) == DagsterRunStatus.FAILURE
-    assert cursor["terminated"][run_id] == "marked failed (worker unreachable)"
+    assert cursor["terminated"][run_id] == "marked failed (worker unreachable, process gone)"
     assert isinstance(result, RunRequest)
     run = instance.get_run_by_id(run_id)
     assert run is not None
     assert run.tags["finpipe/terminated_by"] == "supervisor"
+
+
+def failed_run_with_process(instance: DagsterInstance, identity: str) -> str:
+    """A run marked failed although nobody saw its process exit (a lost worker)."""
+    run_id = started_run(instance)
+    instance.add_run_tags(run_id, {processes.PROCESS_TAG: identity})
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    instance.report_run_failed(run, message="worker lost")
+    return run_id
+
+
+def test_a_lingering_process_is_stopped_before_any_relaunch(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    # a real process that ignores SIGTERM: only SIGKILL, after the grace, ends it
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+         "signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        failed_run_with_process(instance, processes.identity(child.pid))
+        policy = {"base_backoff_seconds": 0.0, "kill_grace_seconds": 3.0}
+        result, cursor = tick(instance, tmp_path, **policy)
+        assert isinstance(result, SkipReason) and "waiting for old process" in result.skip_message
+        assert cursor["action"] == "stop_old"
+        assert child.poll() is None  # SIGTERM was ignored; the grace has not passed
+        time.sleep(1.1)
+        context_cursor = json.dumps(cursor)
+        context = build_sensor_context(
+            instance=instance,
+            cursor=context_cursor,
+            resources={
+                "finpipe": FinpipeSettings(finpipe_home=str(tmp_path)),
+                "supervision": SupervisionPolicy(**policy),
+            },
+        )
+        result = producer_supervisor(context)
+        assert isinstance(result, SkipReason)
+        assert "SIGKILL sent; confirmed gone" in context.cursor  # type: ignore[operator]
+        assert child.wait(5) == -9
+        result, cursor = tick(instance, tmp_path, **policy)
+        assert isinstance(result, RunRequest) and cursor["action"] == "launch"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_process_on_another_host_blocks_the_relaunch(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    failed_run_with_process(instance, "elsewhere.example:4242:777")
+    result, cursor = tick(instance, tmp_path, base_backoff_seconds=0.0)
+    assert isinstance(result, SkipReason)
+    assert cursor["action"] == "wait_old"
+    assert "pid 4242 on host elsewhere.example" in cursor["reason"]

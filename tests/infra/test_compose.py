@@ -7,6 +7,7 @@ and cross-checked against the settings module.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from finpipe import contracts
-from finpipe.settings import Settings, load_settings
+from finpipe.settings import Settings, SettingsError, load_settings
 from infra import artifacts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,12 +60,16 @@ def test_finpipe_services_get_settings_that_load() -> None:
         env = _env(name)
         assert env["KAFKA_SERVER"] == "kafka:9092"
         assert env["S3_ENDPOINT_URL"] == "http://minio:9000"
-        # The compose defaults must pass the settings' own validation (non-loopback S3
-        # needs explicit keys, and the minioadmin default is refused there).
-        resolved = {k: v.split(":-", 1)[1].rstrip("}") if v.startswith("${") else v
-                    for k, v in env.items()}  # fmt: skip
-        settings = load_settings(**resolved)
+        # The object-store keys have no default (minio:9000 is not loopback, where example
+        # keys are refused): with keys of one's own the services' settings load.
+        assert env["S3_ACCESS_KEY"].startswith("${S3_ACCESS_KEY:?")
+        assert env["S3_SECRET_KEY"].startswith("${S3_SECRET_KEY:?")
+        own = {**env, "S3_ACCESS_KEY": "own-access-key", "S3_SECRET_KEY": "own-secret-key-42"}
+        settings = load_settings(**own)
         assert settings.s3_bucket == contracts.LAKE_BUCKET
+        for example in ("finpipe", "finpipe-local-secret", "minioadmin"):
+            with pytest.raises(SettingsError, match="S3_ACCESS_KEY / S3_SECRET_KEY"):
+                load_settings(**{**own, "S3_SECRET_KEY": example})
     assert "workspace.yaml" in SERVICES["dagster-daemon"]["command"]
     assert "streamlit_app/app.py" in SERVICES["streamlit"]["command"]
 
@@ -78,9 +83,19 @@ def test_compose_references_files_that_exist() -> None:
 def test_docker_compose_accepts_the_file_with_every_profile() -> None:
     compose = artifacts.compose_binary(load_settings().cache_dir)
     base = [str(compose), "-f", str(ROOT / "docker-compose.yml")]
+    keyless = {k: v for k, v in os.environ.items() if not k.startswith("S3_")}
+    refused = subprocess.run(
+        [*base, "config", "--quiet"], capture_output=True, text=True, cwd=ROOT, env=keyless
+    )
+    assert refused.returncode != 0 and "S3_ACCESS_KEY" in refused.stderr
+    keyed = {**keyless, "S3_ACCESS_KEY": "own-access-key", "S3_SECRET_KEY": "own-secret-key"}
     for profiles in ([], ["--profile", "*"]):
         result = subprocess.run(
-            [*base, *profiles, "config", "--quiet"], capture_output=True, text=True, cwd=ROOT
+            [*base, *profiles, "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=keyed,
         )
         assert result.returncode == 0, result.stderr
     listed = subprocess.run(
@@ -88,6 +103,7 @@ def test_docker_compose_accepts_the_file_with_every_profile() -> None:
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=keyed,
         check=True,
     )
     assert set(listed.stdout.split()) == set(SERVICES)
