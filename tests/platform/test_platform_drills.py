@@ -31,6 +31,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from finpipe import health, lake, summaries
 from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings, load_settings
+from finpipe_dagster.streams import pipes_bridge
+from finpipe_dagster.streams.resources import STREAM_MODULES
 from infra import services
 from infra import stack as infra_stack
 from infra.processes import pid_alive
@@ -138,7 +140,7 @@ def beat(settings: Settings, stream: str) -> dict[str, Any] | None:
 
 
 def stream_pids(name: str) -> list[int]:
-    """Live processes of one stream's console script (this run's only: by topic)."""
+    """Live processes of one stream (this run's only: by topic)."""
     topic = os.environ["KAFKA_TOPIC"]
     found = []
     for proc in Path("/proc").iterdir():
@@ -149,8 +151,11 @@ def stream_pids(name: str) -> list[int]:
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        # The console script itself, not the JVM or Python workers it spawns.
-        is_script = any(arg.rsplit("/", 1)[-1] == f"finpipe-{name}" for arg in argv[:2])
+        # The console script itself, or its module under Dagster's Pipes bridge; not the
+        # JVM or Python workers it spawns.
+        is_script = any(arg.rsplit("/", 1)[-1] == f"finpipe-{name}" for arg in argv[:2]) or (
+            argv[1:4] == ["-m", pipes_bridge.MODULE, STREAM_MODULES[name]]
+        )
         if is_script and f"KAFKA_TOPIC={topic}".encode() in environ:
             found.append(int(proc.name))
     return found
