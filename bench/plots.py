@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
-
 from infra.platform import CHROMIUM_ARGS, ensure_chromium
 
 
