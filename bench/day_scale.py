@@ -196,10 +196,14 @@ def full_rebuild_old(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> N
     con.close()
 
 
-def row_checks(settings: Settings, fs: pafs.FileSystem, files: list[lake.LakeFile]) -> int:
-    """The checks' reads (schema, row rules, duplicates) over ``files``; returns the rows."""
+def row_checks(
+    settings: Settings, fs: pafs.FileSystem, files: list[lake.LakeFile], *, read_once: bool
+) -> int:
+    """The checks' reads (schema, row rules, duplicates) over ``files``; returns the rows.
+    ``read_once``: as the bounded run does (its share read into memory once)."""
     con = duckdb.connect()
-    con.register("processed_trades", lake.files_dataset(files, fs))
+    dataset = lake.files_dataset(files, fs)
+    con.register("processed_trades", dataset.to_table() if read_once else dataset)
     rows = checks._scalar(con, "SELECT count(*) FROM processed_trades")
     checks.schema_problems(settings, [], files)
     for where in checks.RULES.values():
@@ -213,7 +217,7 @@ def bounded_checks(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> tup
     span = checked_span.day_to_check(settings, fs, day, day)
     if span is None:
         return 0, 0
-    rows = row_checks(settings, fs, span.files)
+    rows = row_checks(settings, fs, span.files, read_once=True)
     checked_span.save_span(settings, fs, day, span.span)
     return len(span.files), rows
 
@@ -239,17 +243,8 @@ def measure_point(base: Settings, point: str, names: list[str], args: argparse.N
     span = base.rolling_compaction_segment_batches
     # the state of 10 minutes ago for the checks, then of 1 minute ago for the refresh
     folded_10 = max(now_batches - young - 120, 0)
-    put_s = write_all(fs, segment_jobs(settings, day, names, folded_10, span, args.rows))
-    put_s += write_all(
-        fs,
-        batch_jobs(
-            settings,
-            day,
-            names,
-            range(FIRST_BATCH + folded_10, FIRST_BATCH + folded_10 + 1),
-            args.rows,
-        ),
-    )
+    earlier = segment_jobs(settings, day, names, folded_10, span, args.rows)
+    put_s = write_all(fs, earlier)
     checked_span.save_span(
         settings,
         fs,
@@ -257,7 +252,15 @@ def measure_point(base: Settings, point: str, names: list[str], args: argparse.N
         checked_span.day_to_check(settings, fs, day, day).span,  # type: ignore[union-attr]
     )
     folded = max(now_batches - young, 0)
-    put_s += write_all(fs, segment_jobs(settings, day, names, folded, span, args.rows))
+    written = {path for path, _ in earlier}  # full hours are the same 10 minutes later
+    put_s += write_all(
+        fs,
+        [
+            j
+            for j in segment_jobs(settings, day, names, folded, span, args.rows)
+            if j[0] not in written
+        ],
+    )
     put_s += write_all(
         fs,
         batch_jobs(
@@ -333,7 +336,9 @@ def measure_baseline(base: Settings, names: list[str], args: argparse.Namespace)
         full_rebuild_old(settings, fs, args.day)
         refresh_s = time.perf_counter() - started
         started = time.perf_counter()
-        row_checks(settings, fs, lake.list_lake_files(settings, [args.day], filesystem=fs))
+        row_checks(
+            settings, fs, lake.list_lake_files(settings, [args.day], filesystem=fs), read_once=False
+        )
         checks_s = time.perf_counter() - started
         results.append(
             {
@@ -369,14 +374,16 @@ def main(argv: list[str] | None = None) -> int:
             f"baseline 00:{b['minutes']:02d}  objects={b['objects']:>6}  "
             f"refresh={b['refresh_s']:.2f}s  checks={b['checks_s']:.2f}s  (put {b['put_s']:.1f}s)"
         )
-    last = baseline[-1]
-    per_object_refresh = last["refresh_s"] / last["objects"]
-    per_object_checks = last["checks_s"] / last["objects"]
+    # a straight line through the first and last baseline points: fixed cost + per object
+    first, last = baseline[0], baseline[-1]
+    spread = max(last["objects"] - first["objects"], 1)
+    per_object_refresh = max(last["refresh_s"] - first["refresh_s"], 0) / spread
+    per_object_checks = max(last["checks_s"] - first["checks_s"], 0) / spread
     for point in args.points:
         r = measure_point(base, point, names, args)
         old_objects = point_seconds(point) // TRIGGER_S * len(names)
-        old_refresh = per_object_refresh * old_objects
-        old_checks = per_object_checks * old_objects
+        old_refresh = last["refresh_s"] + per_object_refresh * (old_objects - last["objects"])
+        old_checks = last["checks_s"] + per_object_checks * (old_objects - last["objects"])
         print(
             f"{point}  objects={r['objects']:>5} (baseline {old_objects:>6})  "
             f"refresh={r['refresh_s']:.2f}s read {r['refresh_objects_read']} "
