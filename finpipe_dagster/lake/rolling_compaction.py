@@ -47,6 +47,7 @@ from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources import FinpipeSettings, LakeS3Resource
 
 FOLDERS_AT_ONCE = 4
+CLOSED_PREFIX = "compacted-upto-"  # the close's form: never grown further
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def rolling_runs(
         run_first = parsed[current[0]].first if current else found.first
         if found.compacted:
             runs.append(current)
-            open_segment = found.first > 0 and found.batch_id - found.first + 1 < segment_batches
+            spans = found.batch_id - found.first + 1
+            open_segment = not name.startswith(CLOSED_PREFIX) and spans < segment_batches
             current = [name] if open_segment else []
         elif modified[name] > now - min_age:
             break  # everything from here on stays batch files for now

@@ -114,12 +114,7 @@ def lake_day(
         pending += [f.modified or now for f in visible if f.name.startswith("batch-")]
         # Closed by its compaction (``compacted-upto-<N>``, the range 0..N); the rolling
         # compaction's segments of the open day do not count: the close still has to run.
-        compacted = compacted or any(
-            (p := contracts.parse_lake_object_name(f.name)) is not None
-            and p.compacted
-            and p.first == 0
-            for f in visible
-        )
+        compacted = compacted or any(f.name.startswith("compacted-upto-") for f in visible)
         expired += len(
             expired_leftovers({n: f.modified or now for n, f in files.items()}, now, grace)
         )
