@@ -5,8 +5,8 @@ objects of the wanted partitions and keeps, per partition folder, what
 ``contracts.visible_object_names`` says make up the table: the compacted objects no other
 covers and the batch files they do not cover. So a compaction that has written its
 object but not yet deleted the ones it replaced never shows a row twice, and a batch that
-arrives after its range was compacted is not hidden. Any other object (``_``-prefixed status files, temporary
-uploads) is not data.
+arrives after its range was compacted is not hidden. Any other object (``_``-prefixed
+status files, temporary uploads) is not data.
 
 A compaction keeps the objects it replaces for ``COMPACTION_GRACE_SECONDS``, so a reader
 that listed before the switch can still read them. A reader slower than that finds an
