@@ -23,7 +23,14 @@ TRADE_ORDER_IN_MINUTE = """(
 )"""
 
 
-def ohlcv_1m_sql(source: str, keys: str, where: str = "TRUE") -> str:
+def ohlcv_1m_sql(
+    source: str,
+    keys: str,
+    where: str = "TRUE",
+    *,
+    exact_sums: bool = False,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> str:
     """1-minute bars of the trades in ``source``, grouped by ``keys`` and the minute.
 
     Columns: ``keys``, ``minute`` (UTC), open, high, low, close, volume, trade_value,
@@ -31,11 +38,19 @@ def ohlcv_1m_sql(source: str, keys: str, where: str = "TRUE") -> str:
     milliseconds: the same as ``time_bucket(INTERVAL 1 minute, trade_ts)`` in UTC, without
     per-row time zone arithmetic. ``source`` and ``keys`` are SQL written by the caller,
     never user input; values go in ``where`` as bound parameters.
+
+    ``exact_sums`` adds the volumes and values in trade order: a parallel sum of doubles
+    depends on how rows reach the threads (its last bits vary between runs), a sum in a
+    fixed order does not, so a bar rebuilt from the same trades is bit-for-bit the same.
+    ``extra`` adds ``(aggregate SQL, column name)`` pairs to each bar.
     """
+    order = f" ORDER BY {TRADE_ORDER}" if exact_sums else ""
+    extra_inner = "".join(f"\n        {sql} AS {name}," for sql, name in extra)
+    extra_outer = "".join(f", {name}" for _, name in extra)
     return f"""
 SELECT
     {keys}, to_timestamp(minute_ms // 1000) AS minute,
-    open, high, low, close, volume, trade_value, trade_count, last_ts
+    open, high, low, close, volume, trade_value, trade_count, last_ts{extra_outer}
 FROM (
     SELECT
         {keys},
@@ -44,9 +59,9 @@ FROM (
         max(price) AS high,
         min(price) AS low,
         arg_max(price, {TRADE_ORDER_IN_MINUTE}) AS close,
-        sum(volume) AS volume,
-        sum(trade_value) AS trade_value,
-        count(*) AS trade_count,
+        sum(volume{order}) AS volume,
+        sum(trade_value{order}) AS trade_value,
+        count(*) AS trade_count,{extra_inner}
         max(trade_ts) AS last_ts
     FROM {source}
     WHERE {where}

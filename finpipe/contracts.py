@@ -181,17 +181,36 @@ def batch_file_name(batch_id: int) -> str:
 
 
 def compacted_file_name(upto_batch_id: int) -> str:
-    """Name of a partition's compacted file holding every batch up to ``upto_batch_id``."""
+    """Name of a partition's compacted file holding every batch up to ``upto_batch_id``
+    (the first form of compacted data; read as the segment ``0..upto_batch_id``)."""
     return f"compacted-upto-{upto_batch_id:012d}.parquet"
+
+
+def compacted_segment_name(first_batch_id: int, last_batch_id: int) -> str:
+    """Name of a compacted segment: the rows of the folder's batches ``first..last``."""
+    if first_batch_id > last_batch_id:
+        raise ValueError(f"segment {first_batch_id}..{last_batch_id} is empty")
+    return f"compacted-{first_batch_id:012d}-{last_batch_id:012d}.parquet"
 
 
 _BATCH_NAME = re.compile(r"^batch-(\d{12})\.parquet$")
 _COMPACTED_NAME = re.compile(r"^compacted-upto-(\d{12})\.parquet$")
+_SEGMENT_NAME = re.compile(r"^compacted-(\d{12})-(\d{12})\.parquet$")
 
 
 class LakeObjectName(NamedTuple):
     compacted: bool
     batch_id: int  # the batch's id, or the last batch a compacted file holds
+    first_batch_id: int = -1  # the first batch a compacted file holds (-1: batch_id)
+
+    @property
+    def first(self) -> int:
+        """The first batch id this object covers (a batch covers only its own)."""
+        return self.batch_id if self.first_batch_id < 0 else self.first_batch_id
+
+    def covers(self, other: LakeObjectName) -> bool:
+        """True when every batch ``other`` holds is also in this object."""
+        return self.first <= other.first and other.batch_id <= self.batch_id
 
 
 def parse_lake_object_name(name: str) -> LakeObjectName | None:
@@ -199,28 +218,68 @@ def parse_lake_object_name(name: str) -> LakeObjectName | None:
     if found := _BATCH_NAME.match(name):
         return LakeObjectName(False, int(found[1]))
     if found := _COMPACTED_NAME.match(name):
-        return LakeObjectName(True, int(found[1]))
+        return LakeObjectName(True, int(found[1]), 0)
+    if found := _SEGMENT_NAME.match(name):
+        first, last = int(found[1]), int(found[2])
+        return LakeObjectName(True, last, first) if first <= last else None
     return None
 
 
 def visible_object_names(names: Iterable[str]) -> list[str]:
     """The objects of one partition folder that make up the table, sorted: the reading rule.
 
-    The newest compacted file (highest ``upto``) and every batch file written after the
-    batches it holds. Batch files it holds, and older compacted files, are leftovers a
-    compaction is about to delete (or was stopped before deleting): never read them. So a
-    batch that arrives after its day was compacted (late trades, a replayed session) is
-    visible at once, and the next compaction folds it in.
+    Every compacted object covers a range of batch ids: ``compacted-<first>-<last>``
+    holds the rows of the folder's batches ``first..last`` (``compacted-upto-<N>``, the
+    older form, the range ``0..N``). The table is
+
+    * the compacted objects no other compacted object covers (the *maximal* ones), taken
+      newest ``last`` first and skipping any that overlaps one already taken, and
+    * every batch file no taken compacted object covers.
+
+    Writers keep the ranges nested or disjoint (a compaction folds whole visible objects
+    into one new segment, one compaction of a folder at a time), so the overlap rule only
+    decides what a broken writer left. Covered objects are leftovers a compaction is
+    about to delete (or was stopped before deleting): never read them. An interrupted
+    compaction leaves its inputs visible (its segment was not written) or hidden (it
+    was: one PUT), never both, so every batch is read exactly once at any moment. A batch
+    that arrives after its range was compacted (late trades, a replayed session) carries
+    a higher id: it is visible at once, and the next compaction folds it in.
     """
-    parsed = {name: parse_lake_object_name(name) for name in names}
-    upto = max((p.batch_id for p in parsed.values() if p and p.compacted), default=-1)
-    return sorted(name for name, p in parsed.items() if p and is_visible_object(p, upto))
+    parsed = {name: p for name in names if (p := parse_lake_object_name(name)) is not None}
+    taken = taken_segments(parsed)
+    segments = [parsed[name] for name in taken]
+    return sorted(
+        taken
+        + [
+            n
+            for n, p in parsed.items()
+            if not p.compacted and not any(s.covers(p) for s in segments)
+        ]
+    )
+
+
+def taken_segments(parsed: dict[str, LakeObjectName]) -> list[str]:
+    """The compacted objects the reading rule reads: newest ``last`` first, the widest
+    first among equals (then by name, so two names of one range never both count)."""
+    segments = sorted(
+        (name for name, p in parsed.items() if p.compacted),
+        key=lambda n: (-parsed[n].batch_id, parsed[n].first, n),
+    )
+    taken: list[LakeObjectName] = []
+    names: list[str] = []
+    for name in segments:
+        segment = parsed[name]
+        if not any(t.first <= segment.batch_id and segment.first <= t.batch_id for t in taken):
+            taken.append(segment)
+            names.append(name)
+    return names
 
 
 def is_visible_object(name: LakeObjectName, compacted_upto: int) -> bool:
-    """The reading rule for one object of a partition whose newest compacted file holds
-    the batches up to ``compacted_upto`` (-1: none): that file, and batches after it.
-    Incremental readers (the dashboard's tail) apply it as they list."""
+    """The reading rule for an incremental reader that follows only a folder's newest
+    compacted object, which holds the batches up to ``compacted_upto`` (-1: none): that
+    object, and batches after it. (It skips older segments; readers of whole days use
+    ``visible_object_names``.) The dashboard's tail applies it as it lists."""
     return name.batch_id > compacted_upto or (name.compacted and name.batch_id == compacted_upto)
 
 

@@ -2,11 +2,11 @@
 
 Used by the asset checks, the DuckDB summaries and the dashboard alike. It lists the
 objects of the wanted partitions and keeps, per partition folder, what
-``contracts.visible_object_names`` says make up the table: the newest compacted file and
-the batch files written after it. So a compaction that has written its file but not yet
-deleted the small ones never shows a row twice, and a batch that arrives after its day
-was compacted is not hidden. Any other object (``_``-prefixed status files, temporary
-uploads) is not data.
+``contracts.visible_object_names`` says make up the table: the compacted objects no other
+covers and the batch files they do not cover. So a compaction that has written its
+object but not yet deleted the ones it replaced never shows a row twice, and a batch that
+arrives after its range was compacted is not hidden. Any other object (``_``-prefixed
+status files, temporary uploads) is not data.
 
 A compaction keeps the objects it replaces for ``COMPACTION_GRACE_SECONDS``, so a reader
 that listed before the switch can still read them. A reader slower than that finds an

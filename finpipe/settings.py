@@ -181,6 +181,19 @@ class Settings(BaseSettings):
     # A closed day that got batches after its compaction is compacted again once its
     # newest batch is this old, so a backlog that is still landing is folded in one pass.
     late_batch_settle_seconds: int = Field(default=300, ge=0, alias="LATE_BATCH_SETTLE_SECONDS")
+    # The open day's rolling compaction folds batch files at least this old into the
+    # folder's compacted segments; younger ones stay, so Spark's newest objects and a
+    # replay of the newest batch never race a rewrite. With the one-minute cadence the
+    # open day holds about (this + 60 s) / trigger batch files per symbol.
+    rolling_compaction_min_age_seconds: int = Field(
+        default=120, ge=0, alias="ROLLING_COMPACTION_MIN_AGE_SECONDS"
+    )
+    # A segment grows by rolling compaction until it spans this many batch ids (720 is
+    # an hour at the 5 s trigger); then the next one starts, so no run rewrites more
+    # than one segment per symbol, whatever the hour of day.
+    rolling_compaction_segment_batches: int = Field(
+        default=720, ge=1, alias="ROLLING_COMPACTION_SEGMENT_BATCHES"
+    )
     # Dagster's run/event/schedule storage on PostgreSQL instead of SQLite files under
     # DAGSTER_HOME; dagster.yaml names the variable, never the value.
     dagster_postgres_url: SecretStr | None = Field(default=None, alias="DAGSTER_POSTGRES_URL")

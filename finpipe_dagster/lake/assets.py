@@ -37,8 +37,9 @@ def processed_trades_spec(settings: Settings) -> AssetSpec:
         description=(
             f"Parquet table `s3://{settings.s3_bucket}/{settings.lake_prefix}/` partitioned by "
             "trade_date and symbol, written by the Spark query one file per batch and symbol. "
-            "Read it through `finpipe.lake`, or follow its rule: a partition's newest "
-            "`compacted-upto-<N>.parquet` plus its `batch-<id>.parquet` files with id > N."
+            "Read it through `finpipe.lake`, or follow its rule (docs/architecture.md): a "
+            "partition's compacted objects that no other covers (`compacted-<first>-<last>`, "
+            "`compacted-upto-<N>` = 0..N) plus its `batch-<id>.parquet` files they do not cover."
         ),
         group_name="streams",
         kinds={"s3", "parquet"},

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from dagster import (
@@ -67,18 +68,15 @@ def expired_leftovers(
     higher ``upto``); it may go once that is ``grace`` ago.
     """
     parsed = {n: p for n in objects if (p := contracts.parse_lake_object_name(n)) is not None}
-    compacted = [(p.batch_id, objects[n]) for n, p in parsed.items() if p.compacted]
+    compacted = [(p, objects[n]) for n, p in parsed.items() if p.compacted]
     visible = set(contracts.visible_object_names(parsed))
     expired = []
     for name, found in parsed.items():
         if name in visible:
             continue
-        hidden_since = min(
-            written
-            for upto, written in compacted
-            if upto > found.batch_id or (upto == found.batch_id and not found.compacted)
-        )
-        if hidden_since <= now - grace:
+        covering = [w for seg, w in compacted if seg != found and seg.covers(found)]
+        # Hidden only by the overlap rule (no object holds its rows): never delete it.
+        if covering and min(covering) <= now - grace:
             expired.append(name)
     return sorted(expired)
 
@@ -91,12 +89,16 @@ def partition_files(fs: pafs.FileSystem, settings: Settings, day: dt.date) -> di
     return {folder: sorted(paths) for folder, paths in sorted(by_folder.items())}
 
 
-def compact_folder(fs: pafs.FileSystem, paths: list[str]) -> tuple[str, int, int]:
-    """Write the compacted file of the folder's visible objects ``paths``.
+def compact_folder(
+    fs: pafs.FileSystem, paths: list[str], name: str | None = None
+) -> tuple[str, int, int]:
+    """Write the compacted file ``name`` of the folder's visible objects ``paths``
+    (default: ``compacted-upto-<last>``, for a run over all of them).
 
     Returns (its path, rows, duplicates dropped)."""
-    tables = [pq.read_table(path, filesystem=fs, schema=contracts.LAKE_SCHEMA) for path in paths]
-    table = pa.concat_tables(tables)
+    # One dataset over the objects: pyarrow reads them in parallel.
+    table = ds.dataset(paths, schema=contracts.LAKE_SCHEMA, format="parquet", filesystem=fs)
+    table = table.to_table()
     before = table.num_rows
     table = table.sort_by(
         [
@@ -114,7 +116,7 @@ def compact_folder(fs: pafs.FileSystem, paths: list[str]) -> tuple[str, int, int
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", row_group_size=1_000_000)
     upto = max(_parsed(path).batch_id for path in paths)
-    target = f"{posixpath.dirname(paths[0])}/{contracts.compacted_file_name(upto)}"
+    target = f"{posixpath.dirname(paths[0])}/{name or contracts.compacted_file_name(upto)}"
     with fs.open_output_stream(target) as out:
         out.write(buffer.getvalue())
     return target, table.num_rows, before - table.num_rows

@@ -7,6 +7,10 @@ from finpipe_dagster.lake.assets import processed_trades_spec, stock_ticks_spec
 from finpipe_dagster.lake.checks import processed_trades_quality
 from finpipe_dagster.lake.compaction import compacted_trades_asset
 from finpipe_dagster.lake.jobs import quality_checks_job
+from finpipe_dagster.lake.rolling_compaction import (
+    rolling_compaction_job,
+    rolling_compaction_sensor,
+)
 from finpipe_dagster.lake.schedules import quality_checks_schedule
 from finpipe_dagster.lake.sensors import processed_trades_sensor
 from finpipe_dagster.partitions import daily_partitions
@@ -20,7 +24,7 @@ def build_defs(settings: Settings) -> Definitions:
             compacted_trades_asset(daily_partitions(settings)),
         ],
         asset_checks=[processed_trades_quality],
-        jobs=[quality_checks_job],
-        sensors=[processed_trades_sensor],
+        jobs=[quality_checks_job, rolling_compaction_job],
+        sensors=[processed_trades_sensor, rolling_compaction_sensor],
         schedules=[quality_checks_schedule],
     )

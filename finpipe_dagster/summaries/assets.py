@@ -13,7 +13,6 @@ late-data sensor tells which closed days received batches since (``late_data.py`
 import datetime as dt
 from collections.abc import Iterator
 
-import duckdb
 import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
@@ -29,9 +28,9 @@ from dagster import (
 from finpipe import lake, summaries
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
-from finpipe_dagster.partitions import partition_days
+from finpipe_dagster.partitions import partition_days, today_utc
 from finpipe_dagster.resources import DuckDBResource, FinpipeSettings
-from finpipe_dagster.summaries import sql as summary_sql
+from finpipe_dagster.summaries import incremental
 
 LAKE_KEY = "lake"
 BATCH_IDS_KEY = "lake_batch_ids"
@@ -68,7 +67,7 @@ def daily_summaries(
     rows_per_day: dict[str, dict[str, int]] = {name: {} for name in wanted}
     batch_ids: dict[str, dict[str, int]] = {}
     for day in days:
-        tables, batch_ids[day.isoformat()] = lake.read_relisting(
+        tables, batch_ids[day.isoformat()], state, report = lake.read_relisting(
             lambda day=day: _build_day(settings, lake_duckdb, day, wanted),
             what=f"summaries of {day}",
         )
@@ -76,6 +75,10 @@ def daily_summaries(
             key = summaries.publish(settings, name, day, table)
             rows_per_day[name][day.isoformat()] = table.num_rows
             context.log.info(f"published {name} {day}: {table.num_rows} rows -> s3://{key}")
+        # After the tables: a run stopped in between leaves the older state, whose next
+        # refresh reads the same new objects again.
+        incremental.save_state(settings, lake.s3_filesystem(settings), day, state)
+        context.log.info(f"summaries of {day}: {report}")
     for name in wanted:
         yield MaterializeResult(
             asset_key=name,
@@ -93,28 +96,24 @@ def daily_summaries(
 
 def _build_day(
     settings: Settings, lake_duckdb: DuckDBResource, day: dt.date, wanted: list[str]
-) -> tuple[dict[str, pa.Table], dict[str, int]]:
-    """The day's tables from one listing, and the newest batch per symbol it held.
+) -> tuple[dict[str, pa.Table], dict[str, int], incremental.DayState, incremental.RefreshReport]:
+    """The day's tables from one listing, the newest batch per symbol it held, the state.
 
+    Today's partition is refreshed from its previous state (what changed since); any
+    other day is built from all its files (the close, a backfill, a late-data rebuild).
     Nothing is published here, so a second attempt over a fresh listing (an object
     vanished under the first) publishes only tables of one consistent snapshot."""
     fs = lake.s3_filesystem(settings)
+    previous = incremental.load_state(settings, fs, day) if day >= today_utc() else None
     files = lake.list_lake_files(settings, [day], filesystem=fs)
     con = lake_duckdb.connect()
     try:
-        con.register("processed_trades", lake.files_dataset(files, fs))
-        tables = {name: _build(con, name, day) for name in wanted}
+        state, report = incremental.refresh(con, settings, fs, files, previous)
+        tables = incremental.published_tables(con, state, dt.datetime.now(dt.UTC))
     finally:
         con.close()
-    return tables, lake.batch_ids_by_symbol(files)
-
-
-def _build(con: duckdb.DuckDBPyConnection, name: str, day: dt.date) -> pa.Table:
-    if name == summaries.OHLCV_1M:
-        return summary_sql.ohlcv_1m(con, day)
-    if name == summaries.DAILY_SYMBOL_STATS:
-        return summary_sql.daily_symbol_stats(con, day)
-    return summary_sql.latest_prices(con, day, dt.datetime.now(dt.UTC))
+    chosen = {name: tables[name] for name in wanted}
+    return chosen, lake.batch_ids_by_symbol(files), state, report
 
 
 def daily_summaries_asset(partitions: PartitionsDefinition) -> AssetsDefinition:

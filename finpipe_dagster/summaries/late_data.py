@@ -87,7 +87,7 @@ class LakeDay:
     day: dt.date
     batch_ids: dict[str, int]  # newest batch per symbol the reading rule shows
     pending_since: dt.datetime | None  # LastModified of the newest visible batch file
-    compacted: bool  # a folder of the day holds a compacted file
+    compacted: bool  # a folder of the day holds the close's compacted file
     expired_leftovers: int  # replaced objects past the grace period
 
 
@@ -112,7 +112,9 @@ def lake_day(
         visible = [files[n] for n in contracts.visible_object_names(files)]
         batch_ids[symbol] = max(f.batch_id for f in visible)
         pending += [f.modified or now for f in visible if f.name.startswith("batch-")]
-        compacted = compacted or any(not f.name.startswith("batch-") for f in visible)
+        # Closed by its compaction (``compacted-upto-<N>``, the range 0..N); the rolling
+        # compaction's segments of the open day do not count: the close still has to run.
+        compacted = compacted or any(f.name.startswith("compacted-upto-") for f in visible)
         expired += len(
             expired_leftovers({n: f.modified or now for n, f in files.items()}, now, grace)
         )

@@ -93,3 +93,112 @@ def latest_prices(
 ) -> pa.Table:
     computed_ms = computed_at.replace(microsecond=computed_at.microsecond // 1000 * 1000)
     return _query(con, summaries.LATEST_PRICES, LATEST_PRICES_SQL, day=day, computed_ts=computed_ms)
+
+
+# --- the incremental path: a day's bars as state, the published tables derived from it ---
+
+STATE_BAR_EXTRA = (
+    ("min(trade_ts)", "first_ts"),
+    (f"arg_max(volume, {bars.TRADE_ORDER_IN_MINUTE})", "last_volume"),
+    ("min(src_first)", "min_batch"),
+    ("max(src_last)", "max_batch"),
+)
+"""Beyond a published bar, what the state keeps per minute: the first trade's time and the
+last trade's volume (for the day's statistics and latest price), and the range of batch
+ids of the objects its trades came from (so a refresh finds the older trades of a minute
+that new trades joined, without reading the rest of the day)."""
+
+STATE_SCHEMA = pa.schema(
+    [
+        *(
+            summaries.SCHEMAS[summaries.OHLCV_1M].field(n)
+            for n in (
+                "trade_date",
+                "symbol",
+                "minute",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "trade_value",
+                "trade_count",
+            )
+        ),
+        ("last_ts", summaries.TS),
+        ("first_ts", summaries.TS),
+        ("last_volume", pa.float64()),
+        ("min_batch", pa.int64()),
+        ("max_batch", pa.int64()),
+    ]
+)
+
+STATE_BARS_SQL = f"""
+SELECT * FROM ({
+    bars.ohlcv_1m_sql("day_rows", "trade_date, symbol", exact_sums=True, extra=STATE_BAR_EXTRA)
+}) ORDER BY symbol, minute
+"""
+"""State bars of the rows in view ``day_rows`` (lake columns plus src_first, src_last)."""
+
+OHLCV_FROM_STATE_SQL = """
+SELECT trade_date, symbol, minute, open, high, low, close, volume, trade_value, trade_count,
+       trade_value / nullif(volume, 0) AS vwap
+FROM state_bars ORDER BY symbol, minute
+"""
+
+# The day from its bars, every sum in minute order (see bars.ohlcv_1m_sql: exact_sums), so
+# the same bars always give the same statistics. Realized volatility as in
+# DAILY_SYMBOL_STATS_SQL.
+STATS_FROM_STATE_SQL = """
+WITH returns AS (
+    SELECT symbol, minute,
+           ln(close / lag(close) OVER (PARTITION BY symbol ORDER BY minute)) AS r
+    FROM state_bars
+),
+volatility AS (
+    SELECT symbol, sqrt(sum(r * r ORDER BY minute)) AS realized_volatility
+    FROM returns GROUP BY symbol
+)
+SELECT
+    b.trade_date, b.symbol,
+    arg_min(b.open, b.minute) AS open,
+    max(b.high) AS high,
+    min(b.low) AS low,
+    arg_max(b.close, b.minute) AS close,
+    sum(b.volume ORDER BY b.minute) AS volume,
+    sum(b.trade_value ORDER BY b.minute) AS traded_value,
+    sum(b.trade_count) AS trade_count,
+    sum(b.trade_value ORDER BY b.minute) / nullif(sum(b.volume ORDER BY b.minute), 0) AS vwap,
+    max(b.high) - min(b.low) AS high_low_range,
+    any_value(v.realized_volatility) AS realized_volatility,
+    min(b.first_ts) AS first_trade_ts,
+    max(b.last_ts) AS last_trade_ts
+FROM state_bars AS b JOIN volatility AS v USING (symbol)
+GROUP BY b.trade_date, b.symbol
+ORDER BY b.symbol
+"""
+
+LATEST_FROM_STATE_SQL = """
+SELECT trade_date, symbol,
+       arg_max(close, minute) AS price,
+       arg_max(last_volume, minute) AS volume,
+       max(last_ts) AS trade_ts,
+       $computed_ts::TIMESTAMPTZ AS computed_ts
+FROM state_bars GROUP BY trade_date, symbol ORDER BY symbol
+"""
+
+
+def tables_from_state(
+    con: duckdb.DuckDBPyConnection, computed_at: dt.datetime
+) -> dict[str, pa.Table]:
+    """The three published tables of a day from the view ``state_bars``."""
+    computed_ms = computed_at.replace(microsecond=computed_at.microsecond // 1000 * 1000)
+    return {
+        summaries.OHLCV_1M: _query(con, summaries.OHLCV_1M, OHLCV_FROM_STATE_SQL),
+        summaries.DAILY_SYMBOL_STATS: _query(
+            con, summaries.DAILY_SYMBOL_STATS, STATS_FROM_STATE_SQL
+        ),
+        summaries.LATEST_PRICES: _query(
+            con, summaries.LATEST_PRICES, LATEST_FROM_STATE_SQL, computed_ts=computed_ms
+        ),
+    }

@@ -130,3 +130,52 @@ def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
     assert duplicates["failing_rows"].value == 1
     assert duplicates["sample"].value[0]["kafka_offset"] == good[0]["kafka_offset"]
     assert evaluations["no_null_keys"].passed
+
+
+def run_scheduled_checks(seeded: SeededLake) -> dict[str, object]:
+    """The scheduled run: no ``days``, so yesterday and today, bounded by what passed."""
+    defs = Definitions(
+        assets=[processed_trades_spec(load_settings())],
+        asset_checks=[processed_trades_quality],
+        jobs=[define_asset_job("checks", AssetSelection.checks_for_assets(PROCESSED_TRADES))],
+        resources=seeded.resources,
+    )
+    result = defs.resolve_job_def("checks").execute_in_process(raise_on_error=False)
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_scheduled_checks_read_only_what_arrived_since_they_last_passed(
+    seeded: SeededLake,
+) -> None:
+    from finpipe_dagster.partitions import today_utc
+
+    services.ensure_topics(seeded.settings, [seeded.settings.kafka_topic])
+    today = today_utc()
+    yesterday = today - dt.timedelta(days=1)
+    seeded.write(seeded.trades(yesterday, 30, seed=11))
+    seeded.write(seeded.trades(today, 50, seed=12))
+    first = run_scheduled_checks(seeded)
+    assert first["no_null_keys"].passed
+    assert first["no_null_keys"].metadata["rows_checked"].value == 80  # both days in full
+
+    seeded.write(seeded.trades(today, 20, seed=13))
+    second = run_scheduled_checks(seeded)
+    assert second["no_null_keys"].metadata["rows_checked"].value == 20  # only the new batch
+    assert second["no_null_keys"].metadata["checked_spans"].value == {
+        today.isoformat(): "new objects"
+    }
+
+    bad = seeded.trades(today, 5, seed=14)
+    bad[0]["price"] = -1.0
+    seeded.write(bad)
+    for _ in range(2):  # a failure stays failing: its rows are read again
+        failing = run_scheduled_checks(seeded)
+        assert not failing["price_positive"].passed
+        assert failing["price_positive"].metadata["failing_rows"].value == 1
+
+    # a record written twice (a later batch repeats an offset already checked): the day
+    # is read in full, so both copies are in view
+    seeded.write([r for r in seeded.rows if r["trade_date"] == today][:1])
+    again = run_scheduled_checks(seeded)
+    assert not again["no_duplicate_kafka_records"].passed
+    assert again["no_null_keys"].metadata["rows_checked"].value == 76

@@ -181,3 +181,18 @@ def test_a_read_is_retried_once_when_an_object_vanished_and_never_otherwise() ->
     with pytest.raises(PermissionError):
         lake.read_relisting(refused)
     assert len(calls) == 1
+
+
+def test_rolling_segments_do_not_make_a_day_closed() -> None:
+    """A closed day that holds only the rolling compaction's segments is the close
+    schedule's until its run had its chance, like a day of batch files."""
+    now = dt.datetime(2026, 3, 5, 0, 10, tzinfo=dt.UTC)
+    day = dt.date(2026, 3, 4)
+    old = now - dt.timedelta(hours=1)
+    names = [contracts.compacted_segment_name(10, 20), B(21)]
+    files = [
+        lake.LakeFile(f"warehouse/p/trade_date={day}/symbol=X/{n}", day, "X", 1, old) for n in names
+    ]
+    state = lake_day(day, files, now, dt.timedelta(hours=1))
+    assert not state.compacted
+    assert state.batch_ids == {"X": 21}
