@@ -173,3 +173,16 @@ def seed_store(settings: Settings, now: dt.datetime) -> None:
     past = day - dt.timedelta(days=3)
     summaries.publish(settings, summaries.OHLCV_1M, past, past_ohlcv_table(past))
     summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, past, daily_table(past))
+
+
+def many_trades(now: dt.datetime, symbols: list[str]) -> list[Trade]:
+    """Two trades per symbol in the tail, 9 minutes apart: symbol ``i`` opens at
+    ``10 + i`` and moves by ``(i - 25) / 10`` percent (so the first half falls)."""
+    trades = []
+    for i, symbol in enumerate(symbols):
+        first = 10.0 + i
+        trades.append(Trade(symbol, minute_of(now, 10), first, 1.0, 2 * i, partition=i % 3))
+        last = first * (1 + (i - 25) / 1000)
+        ts = minute_of(now, 1) + dt.timedelta(seconds=30)
+        trades.append(Trade(symbol, ts, last, 2.0, 2 * i + 1, partition=i % 3))
+    return trades

@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from finpipe.settings import Settings
-from streamlit_app.app import plain
-from tests.streamlit_app.dashboard_seed import BRK, BTC, seed_store, unique_settings
+from producer.simulator.market import DEMO_50_TICKERS
+from tests.streamlit_app.dashboard_seed import (
+    BRK,
+    BTC,
+    many_trades,
+    seed_now,
+    seed_store,
+    unique_settings,
+    write_lake,
+)
 from tests.streamlit_app.test_store import closed_port
 
 APP = Path(__file__).resolve().parents[2] / "streamlit_app" / "app.py"
 
 
-def run_page(monkeypatch: pytest.MonkeyPatch, settings: Settings, **env: str) -> AppTest:
+def run_page(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, page: AppTest | None = None, **env: str
+) -> AppTest:
     monkeypatch.setenv("LAKE_PREFIX", settings.lake_prefix)
     monkeypatch.setenv("SUMMARIES_PREFIX", settings.summaries_prefix)
     monkeypatch.setenv("FINNHUB_TICKERS", f"{BTC},{BRK},MSFT")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    page = AppTest.from_file(str(APP), default_timeout=60)
+    if page is None:
+        page = AppTest.from_file(str(APP), default_timeout=60)
     page.run()
     assert not page.exception, [e.value for e in page.exception]
     return page
+
+
+def market_table(page: AppTest) -> pd.DataFrame:
+    (table,) = [d.value for d in page.dataframe if "sparkline" in d.value.columns]
+    return table
 
 
 def texts(page: AppTest) -> str:
@@ -36,14 +54,16 @@ def texts(page: AppTest) -> str:
 
 def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Settings) -> None:
     settings = unique_settings(infrastructure)
-    seed_store(settings, dt.datetime.now(dt.UTC))
+    seed_store(settings, seed_now())  # 20 minutes into the day: the first bar is today's
     page = run_page(monkeypatch, settings)
-    labels = [m.label for m in page.metric]
-    assert {plain(BTC), plain(BRK), "MSFT"} <= set(labels)
-    tile = next(m for m in page.metric if m.label == plain(BTC))
-    assert tile.value == "106.00"
+    markets = market_table(page)
+    assert list(markets["symbol"]) == sorted([BTC, BRK, "MSFT", "AAPL"])  # subscribed + found
+    row = markets.set_index("symbol").loc[BTC]
+    assert row["price"] == 106.0
+    assert row["change_pct"] == pytest.approx((106.0 / 100.0 - 1) * 100)  # first bar's open
     assert page.selectbox(key="symbol").options == [BTC, BRK, "AAPL"]
-    assert len(page.get("plotly_chart")) == 2  # candles and comparison
+    assert len(page.get("plotly_chart")) == 3  # heatmap, candles and comparison
+    assert page.query_params["symbol"] == BTC
     assert not page.error
 
     page.radio(key="window").set_value("A past day").run()
@@ -51,6 +71,37 @@ def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Setting
     past = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()
     assert page.selectbox(key="day").value.isoformat() == past
     assert f"Daily statistics · {past}" in [s.value for s in page.subheader]
+
+
+def test_fifty_symbols_read_as_one_table_a_heatmap_and_a_shared_symbol(
+    monkeypatch: pytest.MonkeyPatch, infrastructure: Settings
+) -> None:
+    """Finnhub's limit, odd spellings included: one sortable table row per symbol with its
+    sparkline, one heatmap cell each, no tiles; the detailed symbol comes from the URL and
+    goes back into it."""
+    settings = unique_settings(infrastructure, "fifty")
+    now = seed_now()
+    symbols = list(DEMO_50_TICKERS)
+    trades = many_trades(now, symbols)
+    write_lake(settings, trades)
+    page = AppTest.from_file(str(APP), default_timeout=60)
+    page.query_params["symbol"] = "OANDA:EUR_USD"
+    page = run_page(monkeypatch, settings, page=page, FINNHUB_TICKERS=",".join(symbols).lower())
+    markets = market_table(page).set_index("symbol")
+    assert sorted(markets.index) == sorted(symbols)
+    for i, symbol in enumerate(symbols):
+        assert markets.loc[symbol, "change_pct"] == pytest.approx((i - 25) / 10)
+        assert list(markets.loc[symbol, "sparkline"]) == pytest.approx(
+            [10.0 + i, (10.0 + i) * (1 + (i - 25) / 1000)]
+        )
+    assert not page.metric or all(m.label not in symbols for m in page.metric)  # no tiles
+    heatmap = next(c for c in page.get("plotly_chart") if '"heatmap"' in c.proto.spec)
+    cells = json.loads(heatmap.proto.spec)["data"][0]["text"]
+    assert sum(bool(cell) for row in cells for cell in row) == len(symbols)
+    assert page.selectbox(key="symbol").value == "OANDA:EUR_USD"
+    page.selectbox(key="symbol").set_value("BINANCE:1000PEPEUSDT").run()
+    assert not page.exception
+    assert page.query_params["symbol"] == "BINANCE:1000PEPEUSDT"
 
 
 def test_page_without_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Settings) -> None:
