@@ -121,13 +121,17 @@ def markets(snapshot: Snapshot, symbols: list[str]) -> None:
 
 
 def chosen_symbol(present: list[str]) -> str:
-    """The symbol of the detailed charts, shared in the URL (``?symbol=...``) so a view can
-    be sent as a link; a symbol in the URL that has no data falls back to the first."""
+    """The symbol of the detailed charts, kept in the URL (``?symbol=...``) so a view can
+    be shared as a link; a symbol in the URL without data falls back to the first.
+
+    The URL is the only state: the selector starts at the URL's symbol and writes its
+    choice back (a keyed widget set from session state lost the choice on the live
+    fragment's next rerun).
+    """
     wanted = st.query_params.get("symbol")
-    if "symbol" not in st.session_state or st.session_state["symbol"] not in present:
-        st.session_state["symbol"] = wanted if wanted in present else present[0]
-    symbol = st.selectbox("Symbol", present, key="symbol")
-    if st.query_params.get("symbol") != symbol:
+    index = present.index(wanted) if wanted in present else 0
+    symbol = st.selectbox("Symbol", present, index=index)
+    if wanted != symbol:
         st.query_params["symbol"] = symbol
     return symbol
 

@@ -46,6 +46,10 @@ def market_table(page: AppTest) -> pd.DataFrame:
     return table
 
 
+def symbol_box(page: AppTest):  # type: ignore[no-untyped-def]
+    return next(box for box in page.selectbox if box.label == "Symbol")
+
+
 def texts(page: AppTest) -> str:
     parts = [m.value for m in page.markdown] + [i.value for i in page.info]
     parts += [e.value for e in page.error] + [c.value for c in page.caption]
@@ -61,7 +65,7 @@ def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Setting
     row = markets.set_index("symbol").loc[BTC]
     assert row["price"] == 106.0
     assert row["change_pct"] == pytest.approx((106.0 / 100.0 - 1) * 100)  # first bar's open
-    assert page.selectbox(key="symbol").options == [BTC, BRK, "AAPL"]
+    assert symbol_box(page).options == [BTC, BRK, "AAPL"]
     assert len(page.get("plotly_chart")) == 3  # heatmap, candles and comparison
     assert page.query_params["symbol"] == BTC
     assert not page.error
@@ -98,10 +102,12 @@ def test_fifty_symbols_read_as_one_table_a_heatmap_and_a_shared_symbol(
     heatmap = next(c for c in page.get("plotly_chart") if '"heatmap"' in c.proto.spec)
     cells = json.loads(heatmap.proto.spec)["data"][0]["text"]
     assert sum(bool(cell) for row in cells for cell in row) == len(symbols)
-    assert page.selectbox(key="symbol").value == "OANDA:EUR_USD"
-    page.selectbox(key="symbol").set_value("BINANCE:1000PEPEUSDT").run()
+    assert symbol_box(page).value == "OANDA:EUR_USD"
+    symbol_box(page).set_value("BINANCE:1000PEPEUSDT").run()
     assert not page.exception
     assert page.query_params["symbol"] == "BINANCE:1000PEPEUSDT"
+    page.run()  # the next refresh keeps the choice
+    assert symbol_box(page).value == "BINANCE:1000PEPEUSDT"
 
 
 def test_page_without_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Settings) -> None:
