@@ -12,7 +12,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from infra.platform import CHROMIUM_ARGS, ensure_chromium
+from infra.stack import CHROMIUM_ARGS, ensure_chromium
 
 
 def save_png(figure: go.Figure, path: Path, *, width: int = 1200, height: int = 900) -> Path:

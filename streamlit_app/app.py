@@ -20,6 +20,7 @@ from streamlit_app.store import Snapshot, Store, StoreUnavailable
 from streamlit_app.windows import Window, WindowChoice, resolve
 
 MARKET_TABLE_MAX_HEIGHT = 540
+SYMBOL_WIDTH = 190  # px: the longest Finnhub spellings (BINANCE:1000PEPEUSDT) in full
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!:$~|<>])")
 
 
@@ -107,7 +108,7 @@ def markets(snapshot: Snapshot, symbols: list[str]) -> None:
         height=min(MARKET_TABLE_MAX_HEIGHT, 38 + 35 * len(tiles)),
         key="markets",
         column_config={
-            "symbol": st.column_config.TextColumn("symbol", pinned=True),
+            "symbol": st.column_config.TextColumn("symbol", pinned=True, width=SYMBOL_WIDTH),
             "price": st.column_config.NumberColumn("last price", format="localized"),
             "change_pct": st.column_config.NumberColumn(
                 "change today", format="%+.2f %%", help="since the session's first trade (UTC day)"

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 from streamlit_app.windows import Window
 
 CANDLE_CHART_HEIGHT = 520
-HEATMAP_COLUMNS = 10
+HEATMAP_COLUMNS = 8  # cells wide enough for BINANCE:1000PEPEUSDT on a laptop screen
 HEATMAP_ROW_HEIGHT = 46
 
 
@@ -102,7 +102,7 @@ def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> go.F
             z=grid,
             text=text,
             texttemplate="%{text}",
-            textfont={"size": 11},
+            textfont={"size": 10},
             hovertemplate="%{text}<extra></extra>",
             colorscale="RdYlGn",
             zmid=0,

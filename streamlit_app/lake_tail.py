@@ -28,6 +28,7 @@ the same rows; caching by key therefore never shows a row twice.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import posixpath
 import threading
@@ -58,6 +59,8 @@ RECENT_SLACK = dt.timedelta(minutes=5)
 # Partitions probed for the first listing's start before settling for the best found (a
 # day of quiet partitions only costs a longer first listing, never a missed row).
 PROBED_PARTITIONS = 4
+# Listings in flight at once (the partitions of a refresh, the probes of a search).
+LIST_THREADS = 8
 # Batch ids are 12 digits (contracts.batch_file_name).
 _MAX_BATCH_ID = 10**12 - 1
 TAIL_COLUMNS = [name for name in contracts.LAKE_SCHEMA.names if name != "trade_date"]
@@ -115,6 +118,7 @@ class LakeTail:
         self._tables: dict[str, pa.Table] = {}
         self._oldest: dict[str, dt.datetime] = {}  # oldest trade_ts per table in memory
         self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(LIST_THREADS, "lake-tail-list")
 
     def cutoff(self, now: dt.datetime) -> dt.datetime:
         return now - self.window
@@ -184,8 +188,9 @@ class LakeTail:
                 start = self._recent_start(new, keep_after - RECENT_SLACK)
                 for prefix in new:
                     self._partitions[prefix] = _Partition(prefix, start and prefix + start)
-            for partition_prefix in found:
-                self._list_new_objects(self._partitions[partition_prefix], keep_after, now)
+            # one LIST per partition and refresh: in parallel, as a refresh waits for all
+            partitions = [self._partitions[prefix] for prefix in found]
+            list(self._pool.map(lambda p: self._list_new_objects(p, keep_after, now), partitions))
         wanted: set[str] = set()
         for partition in self._partitions.values():
             wanted.update(partition.objects)
@@ -212,8 +217,8 @@ class LakeTail:
 
         Probes up to PROBED_PARTITIONS partitions in turn until one has an object written
         since ``before`` (a partition that went quiet says little about the others), each a binary
-        search over batch ids with one-key listings: about 40 requests, however many
-        objects the day holds.
+        search over batch ids with one-key listings: about 13 rounds of LIST_THREADS requests,
+        however many objects the day holds.
         """
         old = -1  # newest batch id known to be written before ``before``
         for prefix in prefixes[:PROBED_PARTITIONS]:
@@ -230,13 +235,18 @@ class LakeTail:
             return old, first is not None
         low, high, recent = first[0], _MAX_BATCH_ID, False
         while high - low > 1:
-            middle = (low + high) // 2
-            found = self._first_batch_after(prefix, middle)
-            if found is not None and found[1] < before:
-                low = found[0]
-            else:
-                high = middle
-                recent = recent or found is not None
+            # LIST_THREADS probes at once split the range into LIST_THREADS + 1 parts, so a
+            # round costs one round trip and the search ~13 rounds instead of ~40.
+            step = (high - low) / (LIST_THREADS + 1)
+            points = sorted({low + max(1, int(step * k)) for k in range(1, LIST_THREADS + 1)})
+            points = [x for x in points if x < high]
+            probes = self._pool.map(lambda x: (x, self._first_batch_after(prefix, x)), points)
+            for point, found in probes:  # old, then recent or none: the answers are monotone
+                if found is not None and found[1] < before:
+                    low = max(low, found[0])
+                else:
+                    high, recent = point, recent or found is not None
+                    break
         return low, recent
 
     def _first_batch_after(self, prefix: str, batch_id: int) -> tuple[int, dt.datetime] | None:
