@@ -59,12 +59,26 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -
     raise AssertionError(f"streamlit did not answer on {url} within {timeout:.0f} s")
 
 
+def wait_for_a_trading_day() -> None:
+    """Sleep past midnight when the test would straddle it: "Markets today" shows the
+    trades of the UTC day, and a market seeded just before midnight has none on the day
+    the page loads (the page is right; the test would see an empty heatmap)."""
+    now = dt.datetime.now(dt.UTC)
+    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    ready = start_of_day + dt.timedelta(minutes=2)
+    if now >= start_of_day + dt.timedelta(hours=23, minutes=55):
+        ready += dt.timedelta(days=1)
+    if now < ready and ready - now <= dt.timedelta(minutes=7):
+        time.sleep((ready - now).total_seconds())
+
+
 @pytest.fixture(params=[DEFAULT_TICKERS, DEMO_50_TICKERS], ids=["7-symbols", "50-symbols"])
 def dashboard(
     request: pytest.FixtureRequest, infrastructure: Settings, tmp_path: Path
 ) -> Iterator[tuple[str, list[str]]]:
     """``streamlit run`` over three hours of the simulator's market in 7 or 50 symbols."""
     symbols = list(request.param)
+    wait_for_a_trading_day()
     settings = unique_settings(infrastructure, "browser")
     seed_market(settings, dt.datetime.now(dt.UTC), symbols)
     port = free_port()
