@@ -177,15 +177,18 @@ def seed_store(settings: Settings, now: dt.datetime) -> None:
 
 
 def many_trades(now: dt.datetime, symbols: list[str]) -> list[Trade]:
-    """Two trades per symbol in the tail, 9 minutes apart: symbol ``i`` opens at
-    ``10 + i`` and moves by ``(i - 25) / 10`` percent (so the first half falls)."""
+    """Two trades per symbol in the tail, 9 minutes apart (both on ``now``'s day: close to
+    midnight they move up to its start): symbol ``i`` opens at ``10 + i`` and moves by
+    ``(i - 25) / 10`` percent (so the first half falls)."""
+    day_start = dt.datetime.combine(now.date(), dt.time(), UTC)
+    first_ts = max(minute_of(now, 10), day_start)
+    last_ts = max(minute_of(now, 1) + dt.timedelta(seconds=30), first_ts + dt.timedelta(seconds=1))
     trades = []
     for i, symbol in enumerate(symbols):
         first = 10.0 + i
-        trades.append(Trade(symbol, minute_of(now, 10), first, 1.0, 2 * i, partition=i % 3))
+        trades.append(Trade(symbol, first_ts, first, 1.0, 2 * i, partition=i % 3))
         last = first * (1 + (i - 25) / 1000)
-        ts = minute_of(now, 1) + dt.timedelta(seconds=30)
-        trades.append(Trade(symbol, ts, last, 2.0, 2 * i + 1, partition=i % 3))
+        trades.append(Trade(symbol, last_ts, last, 2.0, 2 * i + 1, partition=i % 3))
     return trades
 
 

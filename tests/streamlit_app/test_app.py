@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ from tests.streamlit_app.dashboard_seed import (
     BRK,
     BTC,
     many_trades,
-    seed_now,
+    minute_of,
     seed_store,
     unique_settings,
     write_lake,
@@ -41,6 +42,17 @@ def run_page(
     return page
 
 
+def past_midnight() -> dt.datetime:
+    """Now, at least 15 s into the UTC day (the page shows the day's session; the seeds
+    put trades up to 5 s into now's minute and clamp the others to the day)."""
+    now = dt.datetime.now(dt.UTC)
+    into_day = now - dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    if into_day < dt.timedelta(seconds=15):
+        time.sleep((dt.timedelta(seconds=15) - into_day).total_seconds())
+        now = dt.datetime.now(dt.UTC)
+    return now
+
+
 def market_table(page: AppTest) -> pd.DataFrame:
     (table,) = [d.value for d in page.dataframe if "sparkline" in d.value.columns]
     return table
@@ -58,13 +70,19 @@ def texts(page: AppTest) -> str:
 
 def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Settings) -> None:
     settings = unique_settings(infrastructure)
-    seed_store(settings, seed_now())  # 20 minutes into the day: the first bar is today's
+    now = past_midnight()
+    seed_store(settings, now)
     page = run_page(monkeypatch, settings)
     markets = market_table(page)
     assert list(markets["symbol"]) == sorted([BTC, BRK, "MSFT", "AAPL"])  # subscribed + found
     row = markets.set_index("symbol").loc[BTC]
     assert row["price"] == 106.0
-    assert row["change_pct"] == pytest.approx((106.0 / 100.0 - 1) * 100)  # first bar's open
+    # the session opens with the symbol's first bar of the UTC day: the published bars of
+    # 20 and 15 minutes ago, then the tail's (its 14-minute bar replaces the stale one)
+    opens = [(20, 100.0), (15, 101.0), (14, 103.0), (1, 104.0), (0, 106.0)]
+    day_start = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    session_open = next(o for ago, o in opens if minute_of(now, ago) >= day_start)
+    assert row["change_pct"] == pytest.approx((106.0 / session_open - 1) * 100)
     assert symbol_box(page).options == [BTC, BRK, "AAPL"]
     assert len(page.get("plotly_chart")) == 3  # heatmap, candles and comparison
     assert page.query_params["symbol"] == BTC
@@ -84,7 +102,7 @@ def test_fifty_symbols_read_as_one_table_a_heatmap_and_a_shared_symbol(
     sparkline, one heatmap cell each, no tiles; the detailed symbol comes from the URL and
     goes back into it."""
     settings = unique_settings(infrastructure, "fifty")
-    now = seed_now()
+    now = past_midnight()
     symbols = list(DEMO_50_TICKERS)
     trades = many_trades(now, symbols)
     write_lake(settings, trades)
@@ -95,9 +113,9 @@ def test_fifty_symbols_read_as_one_table_a_heatmap_and_a_shared_symbol(
     assert sorted(markets.index) == sorted(symbols)
     for i, symbol in enumerate(symbols):
         assert markets.loc[symbol, "change_pct"] == pytest.approx((i - 25) / 10)
-        assert list(markets.loc[symbol, "sparkline"]) == pytest.approx(
-            [10.0 + i, (10.0 + i) * (1 + (i - 25) / 1000)]
-        )
+        first, last = (t for t in trades if t.symbol == symbol)
+        closes = [first.price, last.price] if first.ts.minute != last.ts.minute else [last.price]
+        assert list(markets.loc[symbol, "sparkline"]) == pytest.approx(closes)
     assert not page.metric or all(m.label not in symbols for m in page.metric)  # no tiles
     heatmap = next(c for c in page.get("plotly_chart") if '"heatmap"' in c.proto.spec)
     cells = json.loads(heatmap.proto.spec)["data"][0]["text"]
