@@ -330,9 +330,13 @@ def load() -> str:
 
 
 def page_queries(
-    store: Store, now: dt.datetime, repeats: int, baseline: ModuleType | None = None
+    store: Store,
+    now: dt.datetime,
+    repeats: int,
+    baseline: ModuleType | None = None,
+    symbols: tuple[str, ...] = DEFAULT_TICKERS,
 ) -> None:
-    symbols = list(DEFAULT_TICKERS)
+    symbols = list(symbols)
     windows = {c: resolve(c, now, now.date() - dt.timedelta(days=1)) for c in WindowChoice}
     days = sorted({d for w in windows.values() for d in w.days})
     snap = store.snapshot(days, now)
@@ -383,7 +387,7 @@ def page_queries(
         "lake_freshness": lambda m, s: m.lake_freshness(s),
         "end_to_end_latency": lambda m, s: m.end_to_end_latency(s),
         "symbols_present": lambda m, s: m.symbols_present(s),
-        "price_tiles (7 symbols)": lambda m, s: m.price_tiles(s, symbols),
+        f"price_tiles ({len(symbols)} symbols)": lambda m, s: m.price_tiles(s, symbols),
         "trade_tape": lambda m, s: m.trade_tape(s, symbols[0]),
         "daily_stats": lambda m, s: m.daily_stats(s, now.date()),
     }
@@ -541,6 +545,143 @@ def lake_tail_raw(
     report_pair("LakeTail refresh, nothing new", *pair, target=None)
 
 
+# --- 50 symbols at the end of a busy day: the first load of a fresh process -------------
+
+
+def put_batches(
+    settings: Settings, symbols: tuple[str, ...], batch_ids: range, now: dt.datetime
+) -> int:
+    """One small object per symbol and batch id, in today's folders, as the Spark sink
+    names them (rows: one trade each, ``now``-relative times)."""
+    day = now.date()
+    objects = []
+    for batch_id in batch_ids:
+        rows = len(symbols)
+        ts = now - dt.timedelta(seconds=30)
+        table = pa.table(
+            {
+                "symbol": list(symbols),
+                "price": [BASE_PRICES[i % len(BASE_PRICES)] for i in range(rows)],
+                "volume": [1.0] * rows,
+                "trade_value": [BASE_PRICES[i % len(BASE_PRICES)] for i in range(rows)],
+                "trade_ts": [ts] * rows,
+                "ingest_ts": [ts] * rows,
+                "processed_ts": [ts + dt.timedelta(seconds=1)] * rows,
+                "conditions": [None] * rows,
+                "kafka_partition": [i % 3 for i in range(rows)],
+                "kafka_offset": [batch_id * rows + i for i in range(rows)],
+                "trade_date": [day] * rows,
+            },
+            schema=contracts.LAKE_SCHEMA,
+        )
+        for i, symbol in enumerate(symbols):
+            folder = f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}"
+            objects.append((f"{folder}/{contracts.batch_file_name(batch_id)}", table.slice(i, 1)))
+    put_all(settings, objects, threads=24)
+    return len(objects)
+
+
+def first_load_fifty(
+    base: Settings,
+    root: str,
+    old_batches: int,
+    recent_batches: int,
+    trades: int,
+    repeats: int,
+    tail_baseline: ModuleType | None,
+) -> None:
+    """A fresh process's first page load and the warm refreshes with 50 symbols, over an
+    open day holding ``old_batches`` batch objects per symbol before the tail's window
+    and ``recent_batches`` inside it; the baseline's LakeTail on the same objects.
+
+    The objects' LastModified is the store's clock, so "old" objects are made old by
+    reading at a later ``now``: the window is 1 minute (DASHBOARD_TAIL_MINUTES' least)
+    and the tail's RECENT_SLACK is 0 here (the bench cannot wait minutes); with the
+    default 5 minutes the first listing names 5 more minutes of objects per partition.
+    """
+    from producer.simulator.market import DEMO_50_TICKERS
+    from streamlit_app import lake_tail
+
+    symbols = DEMO_50_TICKERS
+    settings = base.model_copy(
+        update={
+            "lake_prefix": f"{root}/fifty",
+            "summaries_prefix": f"{root}/fifty-summaries",
+            "dashboard_tail_minutes": 1,
+        }
+    )
+    lake_tail.RECENT_SLACK = dt.timedelta(0)
+    start = dt.datetime.now(dt.UTC)
+    table = once(
+        f"generate {trades:,} trades of 50 symbols (24 h)", lambda: generate(trades, start, symbols)
+    )
+    once(
+        "build + publish summaries of 50 symbols (DuckDB)", lambda: build_summaries(settings, table)
+    )
+    count = once(
+        f"PUT {old_batches} old batches x 50 symbols",
+        lambda: put_batches(settings, symbols, range(1, old_batches + 1), start),
+    )
+    print(f"  old objects: {count:,} (a full day at 5 s: {50 * 17_280:,}; {count / 864_000:.2%})")
+    time.sleep(1.5)
+    between = dt.datetime.now(dt.UTC)
+    time.sleep(1.5)
+    now = between + dt.timedelta(minutes=1) + lake_tail.CLOCK_SLACK
+    recent = range(old_batches + 1, old_batches + 1 + recent_batches)
+    count = once(
+        f"PUT {recent_batches} recent batches x 50 symbols",
+        lambda: put_batches(settings, symbols, recent, now),
+    )
+    print(f"  recent objects: {count:,}")
+    print(load(), flush=True)
+    listed = {"keys": 0, "requests": 0}
+
+    def count_listing(parsed: dict, **_: object) -> None:
+        listed["requests"] += 1
+        listed["keys"] += len(parsed.get("Contents", []))
+
+    def fresh(module: ModuleType) -> Store:
+        tail = module.LakeTail(settings)
+        tail._client.meta.events.register("after-call.s3.ListObjectsV2", count_listing)
+        return Store(settings, tail=tail)
+
+    def first_load(store: Store) -> object:
+        snap = store.snapshot([now.date()], now)
+        return page_refresh(snap, symbols, now)
+
+    variants = [("current", lake_tail)] + ([("baseline", tail_baseline)] if tail_baseline else [])
+    for label, module in variants:
+        listed.update(keys=0, requests=0)
+        store = fresh(module)
+        start_ms = time.perf_counter()
+        first_load(store)
+        took = (time.perf_counter() - start_ms) * 1000
+        print(
+            f"first load, fresh store ({label}){'':<14} {took:9.1f} ms   listed {listed['keys']:,} "
+            f"keys in {listed['requests']:,} requests",
+            flush=True,
+        )
+        report(
+            f"warm refresh ({label})", *timed(lambda s=store: first_load(s), repeats), target=3000
+        )
+    store = fresh(lake_tail)
+    store.snapshot([now.date()], now)
+    page_queries(store, now, repeats, symbols=symbols)
+
+
+def page_refresh(snap: object, symbols: tuple[str, ...], now: dt.datetime) -> object:
+    """Every query one refresh of the page runs, as the page runs them."""
+    window = resolve(WindowChoice.LAST_15_MIN, now)
+    analytics.lake_freshness(snap)
+    analytics.end_to_end_latency(snap)
+    analytics.symbols_present(snap)
+    analytics.price_tiles(snap, list(symbols))
+    analytics.candles(snap, symbols[0], window)
+    analytics.trade_tape(snap, symbols[0])
+    analytics.daily_stats(snap, now.date())
+    return analytics.normalized_prices(snap, list(symbols[:4]), window)
+
+
 def cleanup(settings: Settings, root: str) -> None:
     client = s3_client(settings)
     paginator = client.get_paginator("list_objects_v2")
@@ -565,6 +706,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tail-only", action="store_true", help="only the LakeTail section over raw objects"
     )
+    parser.add_argument(
+        "--fifty",
+        action="store_true",
+        help="only the first load of a fresh process and warm refreshes with 50 symbols",
+    )
+    parser.add_argument("--old-batches", type=int, default=40, help="with --fifty")
+    parser.add_argument("--recent-batches", type=int, default=6, help="with --fifty")
     args = parser.parse_args(argv)
 
     base = load_settings()
@@ -584,6 +732,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store {base.s3_endpoint_url} bucket {base.s3_bucket} prefix {root}/; local {local_dir}")
     print(f"{os.cpu_count()} cores; {load()}")
     try:
+        if args.fifty:
+            first_load_fifty(
+                base,
+                root,
+                args.old_batches,
+                args.recent_batches,
+                args.trades,
+                args.repeats,
+                tail_baseline,
+            )
+            print(load(), flush=True)
+            return 0
         table = once(
             f"generate {args.trades:,} trades (24 h to now)",
             lambda: generate(args.trades, now, DEFAULT_TICKERS),

@@ -235,7 +235,9 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",")]
         if isinstance(value, list | tuple):
-            symbols = tuple(dict.fromkeys(s for s in value if s))
+            # Finnhub's symbols are upper case (``BINANCE:BTCUSDT``, ``OANDA:EUR_USD``,
+            # ``BRK.B``); ``aapl`` in .env means AAPL, not a second symbol with no trades.
+            symbols = tuple(dict.fromkeys(s.strip().upper() for s in value if s.strip()))
             if not symbols:
                 raise ValueError("must name at least one symbol, e.g. BINANCE:BTCUSDT,AAPL")
             if len(symbols) > MAX_FINNHUB_SYMBOLS:

@@ -19,7 +19,8 @@ from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_
 from streamlit_app.store import Snapshot, Store, StoreUnavailable
 from streamlit_app.windows import Window, WindowChoice, resolve
 
-TILES_PER_ROW = 4
+MARKET_TABLE_MAX_HEIGHT = 540
+SYMBOL_WIDTH = 190  # px: the longest Finnhub spellings (BINANCE:1000PEPEUSDT) in full
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!:$~|<>])")
 
 
@@ -94,27 +95,46 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
             st.caption("no summary for today yet: are the Dagster assets running?")
 
 
-def price_tiles(snapshot: Snapshot, symbols: list[str]) -> None:
+def markets(snapshot: Snapshot, symbols: list[str]) -> None:
+    """Every subscribed symbol at a glance, readable at 50: a heatmap of today's change and
+    a sortable table with a sparkline per symbol (tiles would fill screens)."""
     tiles = analytics.price_tiles(snapshot, symbols)
-    for start in range(0, len(tiles), TILES_PER_ROW):
-        cols = st.columns(TILES_PER_ROW)
-        for col, tile in zip(
-            cols, tiles.iloc[start : start + TILES_PER_ROW].itertuples(), strict=False
-        ):
-            with col:
-                if not analytics.is_number(tile.price):
-                    st.metric(plain(tile.symbol), "—", border=True, help="no trade today yet")
-                    continue
-                change = tile.change_pct if analytics.is_number(tile.change_pct) else None
-                st.metric(
-                    plain(tile.symbol),
-                    f"{tile.price:,.4g}" if tile.price < 1 else f"{tile.price:,.2f}",
-                    delta=f"{change:+.2f} %" if change is not None else None,
-                    chart_data=list(tile.sparkline) or None,
-                    border=True,
-                    help=f"last trade {tile.trade_ts:%H:%M:%S} UTC; change since the "
-                    "session's first trade (UTC day)",
-                )
+    traded = tiles[tiles["price"].notna()]
+    if not traded.empty:
+        st.plotly_chart(charts.returns_heatmap(traded), key="heatmap")
+    st.dataframe(
+        tiles[["symbol", "price", "change_pct", "sparkline", "trade_ts"]],
+        hide_index=True,
+        height=min(MARKET_TABLE_MAX_HEIGHT, 38 + 35 * len(tiles)),
+        key="markets",
+        column_config={
+            "symbol": st.column_config.TextColumn("symbol", pinned=True, width=SYMBOL_WIDTH),
+            "price": st.column_config.NumberColumn("last price", format="localized"),
+            "change_pct": st.column_config.NumberColumn(
+                "change today", format="%+.2f %%", help="since the session's first trade (UTC day)"
+            ),
+            "sparkline": st.column_config.LineChartColumn(
+                "today (1-min closes)", width="large", color="auto"
+            ),
+            "trade_ts": st.column_config.DatetimeColumn("last trade (UTC)", format="HH:mm:ss"),
+        },
+    )
+
+
+def chosen_symbol(present: list[str]) -> str:
+    """The symbol of the detailed charts, kept in the URL (``?symbol=...``) so a view can
+    be shared as a link; a symbol in the URL without data falls back to the first.
+
+    The URL is the only state: the selector starts at the URL's symbol and writes its
+    choice back (a keyed widget set from session state lost the choice on the live
+    fragment's next rerun).
+    """
+    wanted = st.query_params.get("symbol")
+    index = present.index(wanted) if wanted in present else 0
+    symbol = st.selectbox("Symbol", present, index=index)
+    if wanted != symbol:
+        st.query_params["symbol"] = symbol
+    return symbol
 
 
 def candle_chart(snapshot: Snapshot, symbol: str, window: Window) -> None:
@@ -205,8 +225,8 @@ def live_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.da
     present = [s for s in settings.finnhub_tickers if s in found]
     present += [s for s in found if s not in present]
     subscribed = list(dict.fromkeys([*settings.finnhub_tickers, *present]))
-    st.subheader("Latest prices")
-    price_tiles(snapshot, subscribed)
+    st.subheader("Markets today")
+    markets(snapshot, subscribed)
     if not present:
         st.info(
             "Waiting for the first trades — is the producer running? "
@@ -216,7 +236,7 @@ def live_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.da
         )
         return
     st.subheader(f"1-minute candles · {window.label}")
-    symbol = st.selectbox("Symbol", present, key="symbol")
+    symbol = chosen_symbol(present)
     candle_chart(snapshot, symbol, window)
     tape_col, stats_col = st.columns([2, 3])
     with tape_col:

@@ -10,6 +10,8 @@ from plotly.subplots import make_subplots
 from streamlit_app.windows import Window
 
 CANDLE_CHART_HEIGHT = 520
+HEATMAP_COLUMNS = 8  # cells wide enough for BINANCE:1000PEPEUSDT on a laptop screen
+HEATMAP_ROW_HEIGHT = 46
 
 
 def candlestick(bars: pd.DataFrame, symbol: str, window: Window) -> go.Figure:
@@ -76,5 +78,46 @@ def comparison(prices: pd.DataFrame) -> go.Figure:
         xaxis_title=None,
         legend_title_text=None,
         uirevision="comparison",
+    )
+    return figure
+
+
+def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> go.Figure:
+    """Today's change of every symbol as a grid of cells, biggest gain first, red to green
+    around zero (one colour scale for all, so 50 symbols read at a glance)."""
+    ordered = tiles.sort_values("change_pct", ascending=False, na_position="last")
+    columns = max(1, min(columns, len(ordered)))
+    rows = -(-len(ordered) // columns)
+    cells = rows * columns
+    change = list(ordered["change_pct"]) + [None] * (cells - len(ordered))
+    labels = [
+        f"{symbol}<br>{pct:+.2f} %" if pct == pct else f"{symbol}<br>—"  # NaN: no session open
+        for symbol, pct in zip(ordered["symbol"], ordered["change_pct"], strict=True)
+    ] + [""] * (cells - len(ordered))
+    grid = [change[r * columns : (r + 1) * columns] for r in range(rows)]
+    text = [labels[r * columns : (r + 1) * columns] for r in range(rows)]
+    span = max((abs(v) for v in change if v is not None and v == v), default=1.0) or 1.0
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid,
+            text=text,
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            hovertemplate="%{text}<extra></extra>",
+            colorscale="RdYlGn",
+            zmid=0,
+            zmin=-span,
+            zmax=span,
+            xgap=3,
+            ygap=3,
+            showscale=False,
+        )
+    )
+    figure.update_layout(
+        height=HEATMAP_ROW_HEIGHT * rows + 10,
+        margin={"l": 0, "r": 0, "t": 0, "b": 0},
+        xaxis={"visible": False},
+        yaxis={"visible": False, "autorange": "reversed"},
+        uirevision="heatmap",
     )
     return figure

@@ -8,6 +8,11 @@ state between refreshes instead:
 * it lists each partition of the tail's days with S3's ``StartAfter``, so a refresh
   lists only the objects written since the previous one (micro-batch objects are named
   ``batch-<zero-padded id>.parquet`` and sort in the order they are written);
+* its first listing of a day is bounded too: a binary search over batch ids, with
+  one-key listings of one partition, finds the newest batch written before the window
+  (``RECENT_SLACK`` earlier still), and every partition of the day is listed after it.
+  One micro-batch writes all partitions, so batch ids mean the same time in every folder;
+  a fresh process at the end of a busy day lists minutes of objects, not the whole day;
 * it reads only objects written inside the tail window (a row's file cannot be older
   than the row's ``trade_ts``, so ``LastModified >= cutoff`` selects every candidate),
   keeps them in memory, and forgets them once they fall out of the window;
@@ -23,6 +28,7 @@ the same rows; caching by key therefore never shows a row twice.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import posixpath
 import threading
@@ -46,6 +52,17 @@ log = structlog.get_logger(__name__)
 RELIST_SECONDS = 30.0
 # Tolerated clock difference between the object store and the writers.
 CLOCK_SLACK = dt.timedelta(seconds=60)
+# The first listing of a day starts after the newest batch written this long before the
+# window (and CLOCK_SLACK): the objects of one micro-batch are written within its run
+# time, so a batch seen written earlier cannot hold a row of the window in any folder.
+RECENT_SLACK = dt.timedelta(minutes=5)
+# Partitions probed for the first listing's start before settling for the best found (a
+# day of quiet partitions only costs a longer first listing, never a missed row).
+PROBED_PARTITIONS = 4
+# Listings in flight at once (the partitions of a refresh, the probes of a search).
+LIST_THREADS = 8
+# Batch ids are 12 digits (contracts.batch_file_name).
+_MAX_BATCH_ID = 10**12 - 1
 TAIL_COLUMNS = [name for name in contracts.LAKE_SCHEMA.names if name != "trade_date"]
 TAIL_SCHEMA = pa.schema([contracts.LAKE_SCHEMA.field(name) for name in TAIL_COLUMNS])
 
@@ -101,6 +118,7 @@ class LakeTail:
         self._tables: dict[str, pa.Table] = {}
         self._oldest: dict[str, dt.datetime] = {}  # oldest trade_ts per table in memory
         self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(LIST_THREADS, "lake-tail-list")
 
     def cutoff(self, now: dt.datetime) -> dt.datetime:
         return now - self.window
@@ -164,11 +182,15 @@ class LakeTail:
             if not prefix.startswith(tuple(day_prefixes)):
                 del self._partitions[prefix]
         for day_prefix in day_prefixes:
-            for partition_prefix in self._list_partitions(day_prefix):
-                partition = self._partitions.setdefault(
-                    partition_prefix, _Partition(partition_prefix)
-                )
-                self._list_new_objects(partition, keep_after, now)
+            found = self._list_partitions(day_prefix)
+            new = [prefix for prefix in found if prefix not in self._partitions]
+            if new:
+                start = self._recent_start(new, keep_after - RECENT_SLACK)
+                for prefix in new:
+                    self._partitions[prefix] = _Partition(prefix, start and prefix + start)
+            # one LIST per partition and refresh: in parallel, as a refresh waits for all
+            partitions = [self._partitions[prefix] for prefix in found]
+            list(self._pool.map(lambda p: self._list_new_objects(p, keep_after, now), partitions))
         wanted: set[str] = set()
         for partition in self._partitions.values():
             wanted.update(partition.objects)
@@ -187,6 +209,59 @@ class LakeTail:
                 if common["Prefix"][len(day_prefix) :].startswith("symbol="):
                     found.append(common["Prefix"])
         return found
+
+    def _recent_start(self, prefixes: list[str], before: dt.datetime) -> str:
+        """Where the first listing of these partitions of one day starts (an object name;
+        "" = list all): after the newest batch object of a probed partition written before
+        ``before``.
+
+        Probes up to PROBED_PARTITIONS partitions in turn until one has an object written
+        since ``before`` (a partition that went quiet says little about the others), each a binary
+        search over batch ids with one-key listings: about 13 rounds of LIST_THREADS requests,
+        however many objects the day holds.
+        """
+        old = -1  # newest batch id known to be written before ``before``
+        for prefix in prefixes[:PROBED_PARTITIONS]:
+            old, recent = self._search_partition(prefix, before, old)
+            if recent:
+                break
+        return contracts.batch_file_name(old) if old >= 0 else ""
+
+    def _search_partition(self, prefix: str, before: dt.datetime, old: int) -> tuple[int, bool]:
+        """(newest batch id written before ``before``, found in this partition or known,
+        whether the partition holds a batch written since)."""
+        first = self._first_batch_after(prefix, old)
+        if first is None or first[1] >= before:  # a small day costs one request
+            return old, first is not None
+        low, high, recent = first[0], _MAX_BATCH_ID, False
+        while high - low > 1:
+            # LIST_THREADS probes at once split the range into LIST_THREADS + 1 parts, so a
+            # round costs one round trip and the search ~13 rounds instead of ~40.
+            step = (high - low) / (LIST_THREADS + 1)
+            points = sorted({low + max(1, int(step * k)) for k in range(1, LIST_THREADS + 1)})
+            points = [x for x in points if x < high]
+            probes = self._pool.map(lambda x: (x, self._first_batch_after(prefix, x)), points)
+            for point, found in probes:  # old, then recent or none: the answers are monotone
+                if found is not None and found[1] < before:
+                    low = max(low, found[0])
+                else:
+                    high, recent = point, recent or found is not None
+                    break
+        return low, recent
+
+    def _first_batch_after(self, prefix: str, batch_id: int) -> tuple[int, dt.datetime] | None:
+        """(id, LastModified) of the partition's first batch object after ``batch_id``."""
+        page = self._client.list_objects_v2(
+            Bucket=self.settings.s3_bucket,
+            Prefix=prefix,
+            StartAfter=prefix + contracts.batch_file_name(batch_id),
+            MaxKeys=1,
+        )
+        for item in page.get("Contents", []):
+            name = contracts.parse_lake_object_name(posixpath.basename(item["Key"]))
+            if name is not None and not name.compacted:
+                return name.batch_id, item["LastModified"]
+        return None
 
     def _list_new_objects(
         self, partition: _Partition, keep_after: dt.datetime, now: dt.datetime

@@ -21,7 +21,9 @@ MARKET_OPEN = dt.time(9, 30)
 MARKET_CLOSE = dt.time(16, 0)
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 
-# Realistic levels (late 2025) and annualized volatilities.
+# Realistic levels (late 2025) and annualized volatilities: 50 symbols, Finnhub's limit
+# per connection, in the spellings of its exchanges (Binance, Coinbase, Kraken, OANDA
+# forex, US share classes with a dot).
 KNOWN_SYMBOLS: dict[str, tuple[float, float]] = {
     "BINANCE:BTCUSDT": (95_000.0, 0.55),
     "BINANCE:ETHUSDT": (3_300.0, 0.70),
@@ -29,6 +31,18 @@ KNOWN_SYMBOLS: dict[str, tuple[float, float]] = {
     "BINANCE:BNBUSDT": (650.0, 0.60),
     "BINANCE:XRPUSDT": (2.2, 0.90),
     "BINANCE:DOGEUSDT": (0.35, 1.00),
+    "BINANCE:ADAUSDT": (0.95, 0.95),
+    "BINANCE:AVAXUSDT": (38.0, 1.00),
+    "BINANCE:LINKUSDT": (22.0, 0.95),
+    "BINANCE:LTCUSDT": (105.0, 0.80),
+    "BINANCE:1000PEPEUSDT": (0.018, 1.40),
+    "BINANCE:1000SHIBUSDT": (0.022, 1.20),
+    "COINBASE:BTC-USD": (95_000.0, 0.55),
+    "COINBASE:ETH-USD": (3_300.0, 0.70),
+    "KRAKEN:XXBTZUSD": (95_000.0, 0.55),
+    "OANDA:EUR_USD": (1.08, 0.08),
+    "OANDA:GBP_USD": (1.27, 0.08),
+    "OANDA:USD_JPY": (151.0, 0.10),
     "AAPL": (230.0, 0.25),
     "MSFT": (420.0, 0.25),
     "AMZN": (210.0, 0.32),
@@ -36,8 +50,34 @@ KNOWN_SYMBOLS: dict[str, tuple[float, float]] = {
     "GOOGL": (175.0, 0.30),
     "META": (580.0, 0.35),
     "TSLA": (330.0, 0.60),
-    "OANDA:EUR_USD": (1.08, 0.08),
+    "BRK.B": (470.0, 0.18),
+    "BF.B": (42.0, 0.30),
+    "JPM": (240.0, 0.25),
+    "V": (310.0, 0.20),
+    "MA": (520.0, 0.22),
+    "UNH": (560.0, 0.30),
+    "XOM": (118.0, 0.25),
+    "JNJ": (155.0, 0.18),
+    "WMT": (90.0, 0.20),
+    "PG": (170.0, 0.16),
+    "HD": (410.0, 0.24),
+    "COST": (920.0, 0.22),
+    "AVGO": (170.0, 0.45),
+    "AMD": (140.0, 0.50),
+    "NFLX": (880.0, 0.35),
+    "ADBE": (520.0, 0.32),
+    "CRM": (330.0, 0.33),
+    "ORCL": (180.0, 0.32),
+    "INTC": (23.0, 0.45),
+    "CSCO": (58.0, 0.22),
+    "PEP": (155.0, 0.18),
+    "KO": (63.0, 0.15),
+    "DIS": (112.0, 0.28),
+    "BA": (170.0, 0.40),
+    "IBM": (225.0, 0.24),
 }
+DEMO_50_TICKERS = tuple(KNOWN_SYMBOLS)
+"""A full connection's worth of symbols with realistic levels (``FINNHUB_TICKERS``)."""
 STOCK_CONDITIONS: tuple[tuple[str, ...] | None, ...] = (
     ("1",),
     ("1",),
@@ -97,8 +137,13 @@ class SymbolProcess:
         return self.price
 
     def quote(self) -> float:
-        tick = 0.01 if self.price >= 1 else 0.00001
-        return max(tick, round(round(self.price / tick) * tick, 8))
+        """The price on the symbol's tick: cents for shares over a dollar, six significant
+        digits elsewhere (BTC 0.1, EUR/USD 0.00001, a 1000PEPE contract 0.0000001)."""
+        if self.stock and self.price >= 1:
+            tick = 0.01
+        else:
+            tick = 10.0 ** (math.floor(math.log10(self.price)) - 5)
+        return max(tick, round(round(self.price / tick) * tick, 10))
 
     def volume(self, rng: random.Random) -> float:
         if self.stock:

@@ -18,6 +18,15 @@ def test_tickers_are_split_trimmed_and_deduplicated() -> None:
     assert settings.finnhub_tickers == ("AAPL", "BRK.B", "BINANCE:BTCUSDT")
 
 
+def test_tickers_are_upper_cased_like_finnhub_spells_them() -> None:
+    settings = load_settings(
+        FINNHUB_TICKERS="binance:1000pepeusdt,Coinbase:BTC-USD,oanda:eur_usd,brk.b,AAPL,aapl"
+    )
+    assert settings.finnhub_tickers == (
+        "BINANCE:1000PEPEUSDT", "COINBASE:BTC-USD", "OANDA:EUR_USD", "BRK.B", "AAPL"
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [

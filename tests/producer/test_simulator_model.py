@@ -8,10 +8,17 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from finpipe import contracts
 from finpipe.contracts import RawTrade
 from producer.frames import FrameProcessor
 from producer.simulator import faults, protocol, replay
-from producer.simulator.market import KNOWN_SYMBOLS, Market, is_valid_symbol, us_market_open
+from producer.simulator.market import (
+    DEMO_50_TICKERS,
+    KNOWN_SYMBOLS,
+    Market,
+    is_valid_symbol,
+    us_market_open,
+)
 
 NY = dt.timezone(dt.timedelta(hours=-5))  # New York in winter (EST)
 SYMBOLS = ["BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "MSFT"]
@@ -135,3 +142,44 @@ def test_each_garbage_frame_is_one_dead_letter() -> None:
     results = [processor.process(f) for f in faults.garbage_frames("AAPL", 1_764_000_000_000)]
     assert [len(r.dead_letters) for r in results] == [1] * 6
     assert not any(r.records for r in results)
+
+
+def test_fifty_symbols_in_odd_spellings_trade_and_make_safe_lake_folders() -> None:
+    """A full connection (Finnhub's 50) of the demo list: every symbol subscribes, trades,
+    passes the producer's validation and gets a partition folder that round-trips; the
+    51st is refused as Finnhub refuses it."""
+    symbols = list(DEMO_50_TICKERS)
+    assert len(symbols) == protocol.MAX_SYMBOLS
+    assert {"BINANCE:1000PEPEUSDT", "COINBASE:BTC-USD", "OANDA:EUR_USD", "BRK.B"} <= set(symbols)
+    session = protocol.Session()
+    for symbol in symbols:
+        assert session.handle(msgspec.json.encode({"type": "subscribe", "symbol": symbol})) == []
+    (error,) = session.handle('{"type":"subscribe","symbol":"IBMX"}')
+    assert protocol.TOO_MANY_SYMBOLS in error
+    now = _ms(dt.datetime(2025, 11, 24, 12, tzinfo=NY))
+    market = Market(trades_per_second=20, seed=11)
+    trades = [t for i in range(10) for t in market.tick(session.symbols, now + i * 500, 0.5)]
+    assert {t["s"] for t in trades} == set(symbols)
+    result = FrameProcessor(symbols, "simulator").process(protocol.trade_frame(trades), now_ms=now)
+    assert not result.dead_letters and len(result.records) == len(trades)
+    for t in trades:
+        start, _ = KNOWN_SYMBOLS[t["s"]]
+        assert start / 2 < t["p"] < start * 2
+    folders = {contracts.partition_dir("2026-01-02", s).split("/")[1] for s in symbols}
+    assert len(folders) == len(symbols)
+    for folder in folders:
+        value = folder.removeprefix("symbol=")
+        assert value and value.isascii() and not set(value) & set("/:\\ ?#*")
+        assert contracts.symbol_from_partition_value(value) in symbols
+
+
+def test_sub_dollar_and_forex_prices_move_on_a_fine_tick() -> None:
+    now = _ms(dt.datetime(2025, 11, 24, 12, tzinfo=NY))
+    market = Market(trades_per_second=50, seed=2)
+    trades = [
+        t
+        for i in range(20)
+        for t in market.tick(["OANDA:EUR_USD", "BINANCE:1000PEPEUSDT"], now + i * 500, 0.5)
+    ]
+    for symbol in ("OANDA:EUR_USD", "BINANCE:1000PEPEUSDT"):
+        assert len({t["p"] for t in trades if t["s"] == symbol}) > 5

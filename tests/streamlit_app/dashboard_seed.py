@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from finpipe import contracts, summaries
 from finpipe.lake import s3_filesystem
@@ -173,3 +174,114 @@ def seed_store(settings: Settings, now: dt.datetime) -> None:
     past = day - dt.timedelta(days=3)
     summaries.publish(settings, summaries.OHLCV_1M, past, past_ohlcv_table(past))
     summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, past, daily_table(past))
+
+
+def many_trades(now: dt.datetime, symbols: list[str]) -> list[Trade]:
+    """Two trades per symbol in the tail, 9 minutes apart (both on ``now``'s day: close to
+    midnight they move up to its start): symbol ``i`` opens at ``10 + i`` and moves by
+    ``(i - 25) / 10`` percent (so the first half falls)."""
+    day_start = dt.datetime.combine(now.date(), dt.time(), UTC)
+    first_ts = max(minute_of(now, 10), day_start)
+    last_ts = max(minute_of(now, 1) + dt.timedelta(seconds=30), first_ts + dt.timedelta(seconds=1))
+    trades = []
+    for i, symbol in enumerate(symbols):
+        first = 10.0 + i
+        trades.append(Trade(symbol, first_ts, first, 1.0, 2 * i, partition=i % 3))
+        last = first * (1 + (i - 25) / 1000)
+        trades.append(Trade(symbol, last_ts, last, 2.0, 2 * i + 1, partition=i % 3))
+    return trades
+
+
+# --- a realistic market for the browser and the screenshots ------------------------------
+
+
+def market_trades(now: dt.datetime, symbols: list[str], hours: float) -> pa.Table:
+    """The simulator's market (realistic levels, GBM, bursts) over the ``hours`` before
+    ``now``, one tick every 10 s, as lake rows (LAKE_SCHEMA)."""
+    from producer.simulator.market import Market
+
+    market = Market(trades_per_second=0.3, seed=42)
+    end_ms = int(now.timestamp() * 1000)
+    step_ms = 10_000
+    rows: list[dict[str, object]] = []
+    for tick_ms in range(end_ms - int(hours * 3600_000), end_ms, step_ms):
+        rows.extend(market.tick(symbols, tick_ms, step_ms / 1000))
+    index = {symbol: i for i, symbol in enumerate(symbols)}
+    ts = pa.array([r["t"] for r in rows], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+    price = pa.array([r["p"] for r in rows], pa.float64())
+    volume = pa.array([r["v"] for r in rows], pa.float64())
+    table = pa.table(
+        {
+            "symbol": [r["s"] for r in rows],
+            "price": price,
+            "volume": volume,
+            "trade_value": pc.multiply(price, volume),
+            "trade_ts": ts,
+            "ingest_ts": ts,
+            "processed_ts": pc.add(ts.cast(pa.int64()), 900).cast(ts.type),
+            "conditions": [r["c"] for r in rows],
+            "kafka_partition": [index[r["s"]] % 3 for r in rows],
+            "kafka_offset": list(range(len(rows))),
+            "trade_date": ts.cast(pa.timestamp("ms")).cast(pa.date32()),
+        }
+    )
+    return table.cast(contracts.LAKE_SCHEMA).sort_by("trade_ts")
+
+
+def seed_market(settings: Settings, now: dt.datetime, symbols: list[str], hours: float = 3) -> int:
+    """``hours`` of the simulator's market before ``now``: summaries published by the
+    summaries' own SQL up to a minute ago (as the refresh leaves them), and the last 16
+    minutes in the lake as one micro-batch object per symbol and minute. Returns the
+    number of lake objects."""
+    import concurrent.futures
+
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from finpipe_dagster.summaries import sql
+
+    trades = market_trades(now, symbols, hours)
+    published = trades.filter(
+        pc.less(
+            trades["trade_ts"], pa.scalar(now - dt.timedelta(minutes=1), trades["trade_ts"].type)
+        )
+    )
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("processed_trades", published)
+    for day in sorted(set(published["trade_date"].to_pylist())):
+        summaries.publish(settings, summaries.OHLCV_1M, day, sql.ohlcv_1m(con, day))
+        summaries.publish(
+            settings, summaries.DAILY_SYMBOL_STATS, day, sql.daily_symbol_stats(con, day)
+        )
+        summaries.publish(settings, summaries.LATEST_PRICES, day, sql.latest_prices(con, day, now))
+    recent = trades.filter(
+        pc.greater_equal(
+            trades["trade_ts"], pa.scalar(now - dt.timedelta(minutes=16), trades["trade_ts"].type)
+        )
+    )
+    con.register("recent", recent)
+    groups = con.execute(
+        "SELECT DISTINCT trade_date, symbol, epoch_ms(trade_ts) // 60000 AS batch FROM recent"
+    ).fetchall()
+    fs = s3_filesystem(settings)
+
+    def part(group: tuple[dt.date, str, int]) -> tuple[str, pa.Table]:
+        day, symbol, batch = group
+        rows = con.execute(
+            "SELECT * FROM recent WHERE trade_date = $d AND symbol = $s "
+            "AND epoch_ms(trade_ts) // 60000 = $b ORDER BY trade_ts, kafka_offset",
+            {"d": day, "s": symbol, "b": batch},
+        ).to_arrow_table()
+        folder = contracts.partition_dir(day.isoformat(), symbol)
+        name = contracts.batch_file_name(batch)
+        key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{name}"
+        return key, rows.select(contracts.LAKE_SCHEMA.names).cast(contracts.LAKE_SCHEMA)
+
+    def put(item: tuple[str, pa.Table]) -> None:
+        with fs.open_output_stream(item[0]) as out:
+            pq.write_table(item[1], out)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, [part(group) for group in groups]))
+    return len(groups)

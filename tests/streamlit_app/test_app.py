@@ -3,29 +3,63 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from finpipe.settings import Settings
-from streamlit_app.app import plain
-from tests.streamlit_app.dashboard_seed import BRK, BTC, seed_store, unique_settings
+from producer.simulator.market import DEMO_50_TICKERS
+from tests.streamlit_app.dashboard_seed import (
+    BRK,
+    BTC,
+    many_trades,
+    minute_of,
+    seed_store,
+    unique_settings,
+    write_lake,
+)
 from tests.streamlit_app.test_store import closed_port
 
 APP = Path(__file__).resolve().parents[2] / "streamlit_app" / "app.py"
 
 
-def run_page(monkeypatch: pytest.MonkeyPatch, settings: Settings, **env: str) -> AppTest:
+def run_page(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, page: AppTest | None = None, **env: str
+) -> AppTest:
     monkeypatch.setenv("LAKE_PREFIX", settings.lake_prefix)
     monkeypatch.setenv("SUMMARIES_PREFIX", settings.summaries_prefix)
     monkeypatch.setenv("FINNHUB_TICKERS", f"{BTC},{BRK},MSFT")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    page = AppTest.from_file(str(APP), default_timeout=60)
+    if page is None:
+        page = AppTest.from_file(str(APP), default_timeout=60)
     page.run()
     assert not page.exception, [e.value for e in page.exception]
     return page
+
+
+def past_midnight() -> dt.datetime:
+    """Now, at least 15 s into the UTC day (the page shows the day's session; the seeds
+    put trades up to 5 s into now's minute and clamp the others to the day)."""
+    now = dt.datetime.now(dt.UTC)
+    into_day = now - dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    if into_day < dt.timedelta(seconds=15):
+        time.sleep((dt.timedelta(seconds=15) - into_day).total_seconds())
+        now = dt.datetime.now(dt.UTC)
+    return now
+
+
+def market_table(page: AppTest) -> pd.DataFrame:
+    (table,) = [d.value for d in page.dataframe if "sparkline" in d.value.columns]
+    return table
+
+
+def symbol_box(page: AppTest):  # type: ignore[no-untyped-def]
+    return next(box for box in page.selectbox if box.label == "Symbol")
 
 
 def texts(page: AppTest) -> str:
@@ -36,14 +70,22 @@ def texts(page: AppTest) -> str:
 
 def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Settings) -> None:
     settings = unique_settings(infrastructure)
-    seed_store(settings, dt.datetime.now(dt.UTC))
+    now = past_midnight()
+    seed_store(settings, now)
     page = run_page(monkeypatch, settings)
-    labels = [m.label for m in page.metric]
-    assert {plain(BTC), plain(BRK), "MSFT"} <= set(labels)
-    tile = next(m for m in page.metric if m.label == plain(BTC))
-    assert tile.value == "106.00"
-    assert page.selectbox(key="symbol").options == [BTC, BRK, "AAPL"]
-    assert len(page.get("plotly_chart")) == 2  # candles and comparison
+    markets = market_table(page)
+    assert list(markets["symbol"]) == sorted([BTC, BRK, "MSFT", "AAPL"])  # subscribed + found
+    row = markets.set_index("symbol").loc[BTC]
+    assert row["price"] == 106.0
+    # the session opens with the symbol's first bar of the UTC day: the published bars of
+    # 20 and 15 minutes ago, then the tail's (its 14-minute bar replaces the stale one)
+    opens = [(20, 100.0), (15, 101.0), (14, 103.0), (1, 104.0), (0, 106.0)]
+    day_start = dt.datetime.combine(now.date(), dt.time(), dt.UTC)
+    session_open = next(o for ago, o in opens if minute_of(now, ago) >= day_start)
+    assert row["change_pct"] == pytest.approx((106.0 / session_open - 1) * 100)
+    assert symbol_box(page).options == [BTC, BRK, "AAPL"]
+    assert len(page.get("plotly_chart")) == 3  # heatmap, candles and comparison
+    assert page.query_params["symbol"] == BTC
     assert not page.error
 
     page.radio(key="window").set_value("A past day").run()
@@ -51,6 +93,39 @@ def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Setting
     past = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)).isoformat()
     assert page.selectbox(key="day").value.isoformat() == past
     assert f"Daily statistics · {past}" in [s.value for s in page.subheader]
+
+
+def test_fifty_symbols_read_as_one_table_a_heatmap_and_a_shared_symbol(
+    monkeypatch: pytest.MonkeyPatch, infrastructure: Settings
+) -> None:
+    """Finnhub's limit, odd spellings included: one sortable table row per symbol with its
+    sparkline, one heatmap cell each, no tiles; the detailed symbol comes from the URL and
+    goes back into it."""
+    settings = unique_settings(infrastructure, "fifty")
+    now = past_midnight()
+    symbols = list(DEMO_50_TICKERS)
+    trades = many_trades(now, symbols)
+    write_lake(settings, trades)
+    page = AppTest.from_file(str(APP), default_timeout=60)
+    page.query_params["symbol"] = "OANDA:EUR_USD"
+    page = run_page(monkeypatch, settings, page=page, FINNHUB_TICKERS=",".join(symbols).lower())
+    markets = market_table(page).set_index("symbol")
+    assert sorted(markets.index) == sorted(symbols)
+    for i, symbol in enumerate(symbols):
+        assert markets.loc[symbol, "change_pct"] == pytest.approx((i - 25) / 10)
+        first, last = (t for t in trades if t.symbol == symbol)
+        closes = [first.price, last.price] if first.ts.minute != last.ts.minute else [last.price]
+        assert list(markets.loc[symbol, "sparkline"]) == pytest.approx(closes)
+    assert not page.metric or all(m.label not in symbols for m in page.metric)  # no tiles
+    heatmap = next(c for c in page.get("plotly_chart") if '"heatmap"' in c.proto.spec)
+    cells = json.loads(heatmap.proto.spec)["data"][0]["text"]
+    assert sum(bool(cell) for row in cells for cell in row) == len(symbols)
+    assert symbol_box(page).value == "OANDA:EUR_USD"
+    symbol_box(page).set_value("BINANCE:1000PEPEUSDT").run()
+    assert not page.exception
+    assert page.query_params["symbol"] == "BINANCE:1000PEPEUSDT"
+    page.run()  # the next refresh keeps the choice
+    assert symbol_box(page).value == "BINANCE:1000PEPEUSDT"
 
 
 def test_page_without_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Settings) -> None:

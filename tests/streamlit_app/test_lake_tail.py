@@ -1,0 +1,116 @@
+"""The tail's first listing of a day is bounded: a fresh process at the end of a busy day
+lists the objects around the window, not the whole day, and still reads every row once."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from finpipe import contracts
+from finpipe.lake import s3_filesystem
+from finpipe.settings import Settings
+from streamlit_app import lake_tail
+from streamlit_app.lake_tail import LakeTail
+from tests.streamlit_app.dashboard_seed import BTC, Trade, lake_table, unique_settings
+
+QUIET = "AAA"  # sorts first: the first partition probed holds no recent batch
+OLD_BATCHES = 150
+
+
+def put_batches(settings: Settings, day: dt.date, trades: dict[int, Trade]) -> None:
+    """One object per (batch id, trade), in the trade's symbol folder of ``day``."""
+    fs = s3_filesystem(settings)
+
+    def put(item: tuple[int, Trade]) -> None:
+        batch_id, trade = item
+        folder = contracts.partition_dir(day.isoformat(), trade.symbol)
+        name = contracts.batch_file_name(batch_id)
+        with fs.open_output_stream(
+            f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{name}"
+        ) as out:
+            pq.write_table(lake_table([trade]), out)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, trades.items()))
+
+
+class ListingCounter:
+    """Counts the keys the real S3 client returned from listings (botocore's event hook)."""
+
+    def __init__(self, client: object) -> None:
+        self.keys = 0
+        self.requests = 0
+        client.meta.events.register("after-call.s3.ListObjectsV2", self._count)  # type: ignore[attr-defined]
+
+    def _count(self, parsed: dict, **_: object) -> None:
+        self.requests += 1
+        self.keys += len(parsed.get("Contents", []))
+
+
+@pytest.fixture
+def busy_day(
+    infrastructure: Settings, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Settings, dt.datetime, list[Trade]]:
+    """Two partitions of old batch objects (BTC in every batch, a quiet symbol in every
+    third); then, a moment later, three recent batches of BTC. Returns the ``now`` at which
+    the window (1 minute) starts between the two: LastModified is the store's clock, so the
+    old objects are made old by reading at a later ``now``, and the slack before the
+    window's first batch is set to zero, which the test cannot wait for."""
+    monkeypatch.setattr(lake_tail, "RECENT_SLACK", dt.timedelta(0))
+    settings = unique_settings(infrastructure, "tailstart")
+    window = dt.timedelta(minutes=1)
+    start = dt.datetime.now(dt.UTC)
+    now = start + window + lake_tail.CLOCK_SLACK + dt.timedelta(minutes=1)
+    day = now.date()
+    old_ts = now - dt.timedelta(minutes=100)
+    for p, symbol in enumerate((QUIET, BTC)):
+        every = 3 if symbol == QUIET else 1
+        old = {
+            n: Trade(symbol, old_ts, 10.0, 1.0, n, partition=p)
+            for n in range(1, OLD_BATCHES + 1)
+            if n % every == 0
+        }
+        put_batches(settings, day, old)
+    time.sleep(1.0)  # LastModified apart from the recent ones, whatever the store's precision
+    between = dt.datetime.now(dt.UTC)
+    time.sleep(1.0)
+    now = between + window + lake_tail.CLOCK_SLACK
+    recent = [
+        Trade(BTC, now - dt.timedelta(seconds=20 - i), 100.0 + i, 1.0, 500 + i) for i in range(3)
+    ]
+    put_batches(settings, day, {OLD_BATCHES + 1 + i: t for i, t in enumerate(recent)})
+    return settings, now, recent
+
+
+def test_a_fresh_tail_lists_only_the_recent_batches_of_a_busy_day(
+    busy_day: tuple[Settings, dt.datetime, list[Trade]],
+) -> None:
+    settings, now, recent = busy_day
+    tail = LakeTail(settings, minutes=1)
+    listed = ListingCounter(tail._client)
+    table = tail.read(now)
+    assert sorted(table["kafka_offset"].to_pylist()) == [t.offset for t in recent]
+    # a binary search (~40 one-key listings per probed partition) and the recent objects,
+    # instead of all 150 old objects of BTC and 50 of the quiet partition
+    assert listed.keys < OLD_BATCHES, (listed.keys, listed.requests)
+
+    # the next refresh is incremental as before: a new batch shows once, nothing twice
+    newer = Trade(BTC, now - dt.timedelta(seconds=5), 110.0, 1.0, 600)
+    put_batches(settings, now.date(), {OLD_BATCHES + 10: newer})
+    later = tail.read(now + dt.timedelta(seconds=1))
+    assert sorted(later["kafka_offset"].to_pylist()) == [*(t.offset for t in recent), 600]
+
+
+def test_the_recent_start_never_skips_a_batch_of_the_window(
+    busy_day: tuple[Settings, dt.datetime, list[Trade]],
+) -> None:
+    """With the window reaching back over the old objects, the bounded start lists them."""
+    settings, now, recent = busy_day
+    tail = LakeTail(settings, minutes=120)
+    table = tail.read(now + dt.timedelta(minutes=1))
+    offsets = table["kafka_offset"].to_pylist()
+    assert len(offsets) == OLD_BATCHES + OLD_BATCHES // 3 + len(recent)
