@@ -17,8 +17,10 @@ state between refreshes instead:
   than the row's ``trade_ts``, so ``LastModified >= cutoff`` selects every candidate),
   keeps them in memory, and forgets them once they fall out of the window;
 * it honours the lake's reading rule like ``finpipe.lake`` does
-  (``contracts.visible_object_names``): once a partition holds a compacted file, it
-  reads that file and only the batch files written after it;
+  (``contracts.visible_object_names``) over the batch files it listed and every compacted
+  object of the folder (compacted names sort after batch names, so every listing returns
+  them all; a rolling-compacted day holds a few per symbol): a compacted segment replaces
+  the batch files it covers, and a segment written before the window is not read;
 * when an object it listed vanished before it was read (a compaction deleted it after its
   grace period), it forgets its listing and reads once more (``lake.read_relisting``).
 
@@ -77,21 +79,27 @@ class _Object:
 @dataclass
 class _Partition:
     prefix: str  # key prefix of the partition folder, ending in "/"
-    start_after: str = ""  # listing watermark
-    objects: dict[str, _Object] = field(default_factory=dict)
-    compacted_upto: int | None = None  # last batch the partition's compacted file holds
+    start_after: str = ""  # listing watermark: always a batch object's key
+    batches: dict[str, _Object] = field(default_factory=dict)  # listed, inside the window
+    # Every compacted object of the folder, as the latest listing found them: compacted
+    # names sort after batch names, so each listing from the watermark returns them all.
+    compacted: dict[str, _Object] = field(default_factory=dict)
 
-    @property
-    def compacted(self) -> bool:
-        return self.compacted_upto is not None
+    def visible(self, keep_after: dt.datetime) -> dict[str, _Object]:
+        """The reading rule (``contracts.visible_object_names``) over what is known, less
+        the objects written before ``keep_after``: an object cannot hold a row newer than
+        itself, and a compacted object is written after every batch it holds.
 
-    def compact(self, upto: int) -> None:
-        """A compacted file holding batches up to ``upto`` appeared: forget what it holds."""
-        self.compacted_upto = upto
-        for key in list(self.objects):
-            name = contracts.parse_lake_object_name(posixpath.basename(key))
-            if name is None or not contracts.is_visible_object(name, upto):
-                del self.objects[key]
+        Batch files a compacted object covers are forgotten (a compaction deletes them).
+        Batch files not listed again (before the watermark) are either covered, and then
+        invisible whatever else the folder holds, or older than the window; compacted
+        objects are all listed, so the rule sees exactly the folder's taken segments."""
+        known = {**self.batches, **self.compacted}
+        by_name = {posixpath.basename(key): key for key in known}
+        visible = {by_name[name] for name in contracts.visible_object_names(by_name)}
+        for key in [key for key in self.batches if key not in visible]:
+            del self.batches[key]
+        return {key: known[key] for key in visible if known[key].modified >= keep_after}
 
 
 def s3_client(settings: Settings) -> Any:
@@ -193,7 +201,7 @@ class LakeTail:
             list(self._pool.map(lambda p: self._list_new_objects(p, keep_after, now), partitions))
         wanted: set[str] = set()
         for partition in self._partitions.values():
-            wanted.update(partition.objects)
+            wanted.update(partition.visible(keep_after))
         for key in list(self._tables):
             if key not in wanted:
                 del self._tables[key]
@@ -272,26 +280,26 @@ class LakeTail:
         if partition.start_after:
             params["StartAfter"] = partition.start_after
         watermark = partition.start_after
+        compacted: dict[str, _Object] = {}
         for page in paginator.paginate(**params):
             for item in page.get("Contents", []):
                 key: str = item["Key"]
                 name = contracts.parse_lake_object_name(posixpath.basename(key))
                 if name is None:
                     continue
-                modified: dt.datetime = item["LastModified"]
-                upto = -1 if partition.compacted_upto is None else partition.compacted_upto
-                if name.compacted and name.batch_id > upto:
-                    partition.compact(name.batch_id)
-                elif not contracts.is_visible_object(name, upto):
-                    continue  # held by the compacted file, or an older compacted file
-                if modified < relist_from and key > watermark and not partition.compacted:
+                obj = _Object(key, item["LastModified"], int(item.get("Size", 0)))
+                if name.compacted:
+                    compacted[key] = obj
+                    continue
+                if obj.modified < relist_from and key > watermark:
                     watermark = key
-                if modified >= keep_after or partition.compacted:
-                    partition.objects[key] = _Object(key, modified, int(item.get("Size", 0)))
+                if obj.modified >= keep_after:
+                    partition.batches[key] = obj
         partition.start_after = watermark
-        for key, obj in list(partition.objects.items()):
-            if obj.modified < keep_after and not partition.compacted:
-                del partition.objects[key]
+        partition.compacted = compacted
+        for key, obj in list(partition.batches.items()):
+            if obj.modified < keep_after:
+                del partition.batches[key]
 
     # --- reading ------------------------------------------------------------------------
 

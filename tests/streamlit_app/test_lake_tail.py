@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import posixpath
 import time
 
 import pyarrow.parquet as pq
@@ -114,3 +115,70 @@ def test_the_recent_start_never_skips_a_batch_of_the_window(
     table = tail.read(now + dt.timedelta(minutes=1))
     offsets = table["kafka_offset"].to_pylist()
     assert len(offsets) == OLD_BATCHES + OLD_BATCHES // 3 + len(recent)
+
+
+def put_segment(
+    settings: Settings, day: dt.date, first: int, last: int, trades: list[Trade]
+) -> str:
+    """A compacted segment of ``first..last`` holding ``trades``, as the rolling compaction
+    writes it; returns its key."""
+    folder = contracts.partition_dir(day.isoformat(), trades[0].symbol)
+    key = f"{settings.lake_prefix}/{folder}/{contracts.compacted_segment_name(first, last)}"
+    with s3_filesystem(settings).open_output_stream(f"{settings.s3_bucket}/{key}") as out:
+        pq.write_table(lake_table(trades), out)
+    return key
+
+
+def delete(settings: Settings, key: str) -> None:
+    s3_filesystem(settings).delete_file(f"{settings.s3_bucket}/{key}")
+
+
+def test_the_tail_reads_rolling_segments_once_and_skips_those_written_before_the_window(
+    infrastructure: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling-compacted open day: an hour segment written before the window is never
+    read; a segment that folds the window's batches replaces them (no row twice, none
+    lost) before and after the compaction deletes them, and when it grows into a wider
+    segment; only batches (never a compacted name) move the listing's watermark."""
+    monkeypatch.setattr(lake_tail, "RELIST_SECONDS", 0.0)
+    settings = unique_settings(infrastructure, "tailseg")
+    window = dt.timedelta(minutes=1)
+    start = dt.datetime.now(dt.UTC)
+    day = (start + window + lake_tail.CLOCK_SLACK + dt.timedelta(minutes=2)).date()
+    old = [Trade(BTC, start - dt.timedelta(minutes=90 - i), 10.0 + i, 1.0, i) for i in range(50)]
+    old_key = put_segment(settings, day, 1, 50, old)
+    time.sleep(1.0)  # LastModified apart from the window's objects
+    now = dt.datetime.now(dt.UTC) + window + lake_tail.CLOCK_SLACK
+    recent = {
+        50 + n: Trade(BTC, now - dt.timedelta(seconds=40 - n), 100.0 + n, 1.0, 500 + n)
+        for n in range(1, 7)
+    }
+    put_batches(settings, day, recent)
+    tail = LakeTail(settings, minutes=1)
+
+    def offsets(at: dt.datetime) -> list[int]:
+        return sorted(tail.read(at)["kafka_offset"].to_pylist())
+
+    expected = sorted(t.offset for t in recent.values())
+    assert offsets(now) == expected
+    assert old_key not in tail._tables
+
+    folded = put_segment(settings, day, 51, 54, [recent[n] for n in range(51, 55)])
+    assert offsets(now) == expected  # batches 51..54 still there (grace): read once
+    assert folded in tail._tables
+    for n in range(51, 55):
+        delete(settings, f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), BTC)}/"
+               f"{contracts.batch_file_name(n)}")  # fmt: skip
+    assert offsets(now) == expected
+
+    grown = put_segment(settings, day, 51, 56, [recent[n] for n in range(51, 57)])
+    assert offsets(now) == expected  # the wider segment replaces the narrower one
+    assert grown in tail._tables and folded not in tail._tables
+    delete(settings, folded)
+    newer = Trade(BTC, now - dt.timedelta(seconds=1), 200.0, 1.0, 900)
+    put_batches(settings, day, {57: newer})
+    # the same ``now``: objects written within a second of the window's start stay in it
+    assert offsets(now) == [*expected, 900]
+    for partition in tail._partitions.values():
+        assert posixpath.basename(partition.start_after).startswith("batch-")
+    assert old_key not in tail._tables
