@@ -275,14 +275,6 @@ def taken_segments(parsed: dict[str, LakeObjectName]) -> list[str]:
     return names
 
 
-def is_visible_object(name: LakeObjectName, compacted_upto: int) -> bool:
-    """The reading rule for an incremental reader that follows only a folder's newest
-    compacted object, which holds the batches up to ``compacted_upto`` (-1: none): that
-    object, and batches after it. (It skips older segments; readers of whole days use
-    ``visible_object_names``.) The dashboard's tail applies it as it lists."""
-    return name.batch_id > compacted_upto or (name.compacted and name.batch_id == compacted_upto)
-
-
 # --- rejected input of the Spark query (kept, never dropped) ------------------------------
 
 LAKE_REJECTS_DIR = "_rejects"
