@@ -15,6 +15,12 @@ objects meet the range of an older object still visible (not folded into a new o
 replay, or a bug writing a record twice), that day is checked in full instead. The
 record moves on only when every selected check passed, so a failure stays failing until
 the data is repaired, and a fresh start (no record) checks the days in full.
+
+The reconciliation with Kafka has its own record (``_checks/kafka.json``): per topic and
+partition the offset below which every record was found in the lake. A run counts only the
+offsets from there: it reads the footers of the visible objects (few, with the rolling
+compaction), and the Parquet statistics skip the rows of the objects that hold only older
+offsets, so it no longer reads every row of Kafka's retained range.
 """
 
 from __future__ import annotations
@@ -155,3 +161,38 @@ def _still_visible(entries: list[list[Any]], files: list[lake.LakeFile]) -> list
         for e in entries
         if any(first <= e[1] and e[2] <= last for first, last in spans.get(e[0], []))
     ]
+
+
+KAFKA_RECORD = "kafka.json"
+
+
+def reconciled_key(settings: Settings) -> str:
+    return f"{settings.s3_bucket}/{settings.lake_prefix}/{CHECKS_DIR}/{KAFKA_RECORD}"
+
+
+def load_reconciled(settings: Settings, fs: pafs.FileSystem, topic: str) -> dict[int, int]:
+    """Per Kafka partition of ``topic``: the offset below which the lake held every record
+    the last time it was checked ({} with no record, or one of another lake)."""
+    try:
+        with fs.open_input_stream(reconciled_key(settings)) as found:
+            raw = json.loads(found.read())
+    except (FileNotFoundError, OSError):
+        return {}
+    if raw.get("lake") != settings.lake_uri:
+        return {}
+    return {int(p): int(o) for p, o in raw.get("topics", {}).get(topic, {}).items()}
+
+
+def save_reconciled(
+    settings: Settings, fs: pafs.FileSystem, topic: str, upto: dict[int, int]
+) -> None:
+    try:
+        with fs.open_input_stream(reconciled_key(settings)) as found:
+            raw = json.loads(found.read())
+    except (FileNotFoundError, OSError):
+        raw = {}
+    topics = raw.get("topics", {}) if raw.get("lake") == settings.lake_uri else {}
+    topics[topic] = {str(p): o for p, o in sorted(upto.items())}
+    body = {"topics": topics, "lake": settings.lake_uri}
+    with fs.open_output_stream(reconciled_key(settings)) as out:
+        out.write(json.dumps(body, sort_keys=True).encode())

@@ -211,30 +211,50 @@ def _result(name: str, failures: int, checked: int, **metadata: Any) -> AssetChe
 
 
 def reconciliation(
-    con: duckdb.DuckDBPyConnection, kafka: KafkaResource, in_flight_seconds: float
-) -> tuple[int, dict[str, Any]]:
-    """Per partition: Kafka records [low, cutoff) vs lake rows with offsets in that range.
+    con: duckdb.DuckDBPyConnection,
+    kafka: KafkaResource,
+    in_flight_seconds: float,
+    reconciled: dict[int, int] | None = None,
+) -> tuple[int, dict[str, Any], dict[int, int]]:
+    """Per partition: Kafka records [from, cutoff) vs lake rows with offsets in that range.
 
     ``cutoff`` is the first offset written within the in-flight window, so records
-    younger than it are not yet expected in the lake.
+    younger than it are not yet expected in the lake. ``from`` is the partition's low
+    watermark, or the offset below which an earlier run found everything (``reconciled``)
+    when that is higher. Returns the missing count, the detail per partition, and the
+    offsets below which everything is now found (to start the next run from).
     """
     cutoff_ms = int((time.time() - in_flight_seconds) * 1000)
     cutoffs = kafka.offsets_before(cutoff_ms)
-    lows = {w.partition: w.low for w in kafka.watermarks()}
+    marks = {w.partition: w for w in kafka.watermarks()}
+    reconciled = reconciled or {}
     detail: dict[str, Any] = {}
+    complete: dict[int, int] = {}
     missing_total = 0
     for partition, cutoff in sorted(cutoffs.items()):
-        low = lows.get(partition, 0)
-        expected = max(cutoff - low, 0)
+        mark = marks.get(partition)
+        low = mark.low if mark else 0
+        start = reconciled.get(partition, low)
+        # Below the low watermark: deleted by retention. Past the end: another topic of
+        # the same name (recreated), whose offsets start again.
+        if start < low or (mark is not None and start > mark.high):
+            start = low
+        expected = max(cutoff - start, 0)
         found = _scalar(
             con,
             "SELECT count(DISTINCT kafka_offset) FROM processed_trades "
             "WHERE kafka_partition = $p AND kafka_offset >= $low AND kafka_offset < $cutoff",
-            {"p": partition, "low": low, "cutoff": cutoff},
+            {"p": partition, "low": start, "cutoff": cutoff},
         )
         missing_total += expected - int(found)
-        detail[str(partition)] = {"kafka": expected, "lake": int(found), "from": low, "to": cutoff}
-    return missing_total, detail
+        complete[partition] = max(cutoff, start) if int(found) >= expected else start
+        detail[str(partition)] = {
+            "kafka": expected,
+            "lake": int(found),
+            "from": start,
+            "to": cutoff,
+        }
+    return missing_total, detail, complete
 
 
 @multi_asset_check(
@@ -307,11 +327,17 @@ def _evaluate(
     if "no_new_rejects" in selected:
         results.append(rejects_result(rejects_in_days(settings, days), day_meta))
     if "reconciles_with_kafka" in selected:
+        topic = settings.kafka_topic
+        # A scheduled run counts from where the last one found everything; a run for
+        # named days counts Kafka's whole retained range.
+        since = checked_span.load_reconciled(settings, fs, topic) if spans is not None else {}
         con = lake_duckdb.with_lake(None)  # Kafka's retained range may span any day
         try:
-            missing, detail = reconciliation(con, kafka, config.in_flight_seconds)
+            missing, detail, complete = reconciliation(con, kafka, config.in_flight_seconds, since)
         finally:
             con.close()
+        if complete != since:
+            checked_span.save_reconciled(settings, fs, topic, complete)
         results.append(_result("reconciles_with_kafka", missing, rows, partitions=detail))
     # What passed need not be read again; a failure keeps its rows in the next run.
     every_rule = selected >= set(RULES) | {"no_duplicate_kafka_records"}
