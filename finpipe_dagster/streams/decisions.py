@@ -79,6 +79,7 @@ def read_heartbeat(settings: Settings, stream: str) -> Heartbeat | None:
         ts=float(beat[health.HEARTBEAT_KEY]),
         run_id=beat.get(health.RUN_ID_KEY),
         pid=int(pid) if isinstance(pid, int) else None,
+        starting=beat.get("status") == "starting",
     )
 
 

@@ -67,6 +67,9 @@ class Heartbeat:
     ts: float
     run_id: str | None = None
     pid: int | None = None
+    # The process says it is still starting (a JVM and a query coming up): judged by the
+    # startup grace from the run's start, not by the age of this beat.
+    starting: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,10 @@ def _decide_live(
         own = heartbeat is not None and (
             heartbeat.run_id == keep.run_id or (heartbeat.run_id is None and heartbeat.ts >= began)
         )
-        if own and heartbeat is not None and heartbeat.ts >= began:
+        if own and heartbeat is not None and heartbeat.ts >= began and not heartbeat.starting:
             age, limit, what = now - heartbeat.ts, policy.stale_heartbeat_seconds, "last heartbeat"
+        elif own and heartbeat is not None and heartbeat.ts >= began:
+            age, limit, what = now - began, policy.startup_grace_seconds, "start (still starting)"
         else:
             age, limit, what = now - began, policy.startup_grace_seconds, "start without heartbeat"
         has_process = any(p.run_id == keep.run_id for p in processes)

@@ -75,6 +75,18 @@ def test_heartbeat_older_than_the_run_gets_startup_grace() -> None:
     assert decide([late], None, NOW, POLICY).action == "replace"
 
 
+def test_a_run_still_starting_gets_the_startup_grace_not_the_stale_limit() -> None:
+    """A stream whose start is slow (a JVM on a loaded machine) said "starting" once: it is
+    judged by the startup grace from its run's start, then replaced like any other."""
+    starting = Heartbeat(ts=NOW - 149, run_id="a", pid=123, starting=True)
+    run = RunView("a", "STARTED", create_ts=NOW - 150, start_ts=NOW - 150)
+    assert decide([run], starting, NOW, POLICY).action == "skip"  # 149 s > stale limit 60 s
+    late = RunView("a", "STARTED", create_ts=NOW - 250, start_ts=NOW - 250)
+    beat_late = Heartbeat(ts=NOW - 249, run_id="a", pid=123, starting=True)
+    decision = decide([late], beat_late, NOW, POLICY)
+    assert decision.action == "replace" and "still starting" in decision.reason
+
+
 def test_second_live_copy_is_terminated() -> None:
     first = RunView("a", "STARTED", create_ts=NOW - 100, start_ts=NOW - 90)
     second = RunView("b", "QUEUED", create_ts=NOW - 10)
