@@ -32,6 +32,7 @@ import os
 import pstats
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,13 @@ def write_session(path: Path, trades: int, per_frame: int) -> None:
             now_ms += 1000
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the machine may run other test services)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def start_simulator(replay: Path, port: int, loop: bool = False) -> subprocess.Popen[bytes]:
     cmd = [str(ROOT / ".venv/bin/finpipe-simulator"), "--replay", str(replay), "--speed", "0"]
     cmd += ["--port", str(port)] + (["--loop"] if loop else [])
@@ -87,7 +95,9 @@ def start_simulator(replay: Path, port: int, loop: bool = False) -> subprocess.P
         try:
             websocket.create_connection(f"ws://127.0.0.1:{port}", timeout=1).close()
             return proc
-        except OSError:
+        except (OSError, websocket.WebSocketException):
+            if proc.poll() is not None:
+                raise RuntimeError("the simulator exited at start") from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the simulator did not start")
@@ -249,11 +259,10 @@ def run_interleaved(
     """Every configuration once per repetition, the order rotated each time."""
     configs: list[int | None] = [None, *(args.flush_ms or [200])]
     runs: dict[str, list[dict[str, float]]] = {_label(c): [] for c in configs}
-    port = args.port
     for rep in range(args.repeats):
         shift = rep % len(configs)
         for window in configs[shift:] + configs[:shift]:
-            port += 1
+            port = free_port()
             tag = f"{run_id}-{rep}-{window or 0}"
             before = load1()
             if window is None:
@@ -313,7 +322,6 @@ def main() -> None:
     parser.add_argument("--per-frame", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-seconds", type=float, default=5.0)
-    parser.add_argument("--port", type=int, default=18890)
     parser.add_argument(
         "--flush-ms",
         type=int,
@@ -337,7 +345,7 @@ def main() -> None:
         rss_before = peak_rss_mb()
         runs = run_interleaved(args, replay, Path(tmp), run_id)
         rss = peak_rss_mb()
-        port = args.port + len(runs) * args.repeats + 1
+        port = free_port()
         naive = _with_simulator(
             replay,
             port,

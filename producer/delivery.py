@@ -537,16 +537,21 @@ class Delivery:
         return True
 
     def _produce_trades(self, records: list[tuple[bytes, bytes]], pending: PendingRecord) -> int:
-        """Produce (key, value) pairs to the trades topic; how many went (all, or
-        ``_PartlySent`` when librdkafka's queue filled up on the way)."""
-        produce, topic = self._producer.produce, self.topic
-        sent = 0
-        try:
-            for key, value in records:
-                produce(topic, value, key, on_delivery=pending)
-                sent += 1
-        except BufferError:
-            raise _PartlySent(sent) from None
+        """Produce (key, value) pairs to the trades topic in one call; how many went.
+
+        ``produce_batch`` partitions each message by its key like ``produce`` does, and
+        costs less per message than one ``produce`` call each. A message that found
+        librdkafka's queue full is not queued (and gets no report): ``_PartlySent``."""
+        if not records:
+            return 0
+        messages = [{"value": value, "key": key} for key, value in records]
+        sent: int = self._producer.produce_batch(self.topic, messages, on_delivery=pending)
+        if sent < len(messages):
+            for message in messages:
+                error = message.get("_error")
+                if error is not None and error.code() != KafkaError._QUEUE_FULL:
+                    raise KafkaException(error)  # as produce() would: not a full queue
+            raise _PartlySent(sent)
         return sent
 
     def _account(
