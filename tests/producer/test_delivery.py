@@ -119,3 +119,41 @@ def test_a_record_the_broker_refuses_for_good_is_dead_lettered_with_the_reason(
     assert len(letters) == 3 and {key for key, _ in letters} == {"AAPL"}
     assert all("Message size too large" in v["reason"] for _, v in letters)
     assert sorted(v["raw"].split('"price":')[1][:3] for _, v in letters) == ["1.5", "2.5", "3.5"]
+    # A letter keeps the refused record's place in the log: a rescan finds it there.
+    positions = sorted(parse_log_position(v["log_position"])[1:] for _, v in letters)
+    assert positions == [(0, 0), (0, 1), (0, 2)]
+
+
+def test_a_frame_larger_than_the_client_queue_goes_in_parts_exactly_once(
+    topics_settings: Settings,
+    start_simulator: Callable[..., SimulatorServer],
+    run_producer: Callable[..., Any],
+    topic_reader: Callable[..., list[tuple[str | None, dict[str, Any]]]],
+    wait: Callable[..., None],
+    tmp_path: Path,
+) -> None:
+    # librdkafka takes 40 messages at a time: each 100-trade frame is queued in parts, the
+    # rest refused; every refusal ends the session, and the rescan sends only what is missing.
+    now = int(time.time() * 1000)
+    frames = [
+        {
+            "type": "trade",
+            "data": [{"p": 1.0 + i, "s": "AAPL", "t": now, "v": 1} for i in range(100)],
+        }
+        for _ in range(2)
+    ]
+    path = _replay(tmp_path, frames)
+    sim = start_simulator(replay_file=path, speed=0)
+    settings = topics_settings.model_copy(update={"simulator_port": sim.port, "replay_file": path})
+    running = run_producer(settings, kafka_config={"queue.buffering.max.messages": 40})
+    wait(lambda: running.counters.delivered == 200, timeout=120)
+    assert running.stop() == 0
+    c = running.counters
+    assert c.balanced() and c.in_flight == 0 and c.dead_lettered == 0
+    assert c.delivery_sessions > 2 and c.resent_skipped > 0
+    found = [
+        parse_log_position(v["log_position"])
+        for _, v in topic_reader(settings, settings.kafka_topic)
+    ]
+    assert sorted((p.seq, p.item) for p in found) == [(s, i) for s in (0, 1) for i in range(100)]
+    assert topic_reader(settings, settings.kafka_dlq_topic) == []
