@@ -111,8 +111,8 @@ def record_problem(
 # every record the producer writes (trades and dead letters), ``<log id>:<seq>:<item>``.
 # (log id, seq, item) is unique per received item, so a restarted producer resends exactly
 # what Kafka lacks, and a drill reconciles the topic with the log by source sequence.
-# A field of the value, not a Kafka header: librdkafka's handling of a header costs more
-# per record than the rest of the produce call (docs/benchmarks/producer.md).
+# A field of the value, not a Kafka header: librdkafka's handling of a header costs about
+# as much per record as the rest of the produce call (docs/benchmarks/producer.md).
 
 
 class LogPosition(NamedTuple):
