@@ -14,8 +14,8 @@
   order), so load from other work on the machine falls on all of them alike; the script
   prints each run, then per configuration the median trades/s, the median ratio to the
   no-log run of the same repetition, and CPU seconds per million trades of this process
-  (user + sys, ``getrusage``: it holds nothing but the producer) and of the simulator,
-  with the 1-minute load average before and after each run.
+  (user + sys, ``getrusage``: it holds nothing but the producer) and of the simulator
+  (serving only, without its start-up), with the 1-minute load average before and after each run.
 * Then the naive baseline, as simple peers write it: websocket-client with its defaults,
   stdlib ``json``, one ``produce`` + ``flush`` per trade, for ``--baseline-seconds``.
 
@@ -235,11 +235,13 @@ def run_baseline(port: int, run_id: str, seconds: float, server: str) -> dict[st
 
 
 def _with_simulator(replay: Path, port: int, run: Callable[[], Any], *, loop: bool = False) -> Any:
-    """``run()`` against a fresh simulator; adds its CPU seconds (``sim_cpu``) to the result."""
+    """``run()`` against a fresh simulator; adds the CPU seconds the simulator spent
+    serving it (``sim_cpu``, without its start-up) to the result."""
     sim = start_simulator(replay, port, loop=loop)
     try:
+        started = process_cpu_seconds(sim.pid)
         result = run()
-        result["sim_cpu"] = process_cpu_seconds(sim.pid)
+        result["sim_cpu"] = process_cpu_seconds(sim.pid) - started
         return result
     finally:
         sim.terminate()
