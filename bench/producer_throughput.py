@@ -1,17 +1,21 @@
-"""Producer throughput: replay -> WebSocket -> producer -> Kafka (acks=all), vs a naive loop.
+"""Producer throughput: replay -> WebSocket -> producer -> Kafka (acks=all), log on vs off.
 
-    .venv/bin/python bench/producer_throughput.py [--trades 3000000] [--per-frame 100]
-        [--flush-ms 200 --flush-ms 50 --flush-ms 1000]
+    .venv/bin/python bench/producer_throughput.py [--trades 1000000] [--per-frame 100]
+        [--flush-ms 200 --flush-ms 50 --flush-ms 1000] [--repeats 3]
 
 * Writes a synthetic session (the simulator's market model) as a JSON-lines replay file.
 * Serves it with ``finpipe-simulator --replay FILE --speed 0`` in its own process.
 * Runs the real ``TradeProducer`` (in this process, in threads) with its durable receive
   log, once per ``--flush-ms`` window, until Kafka has confirmed every trade; reports
-  trades/s from the first frame to the last delivery report, and the peak RSS of this
-  process (it holds nothing but the producer).
-* The same without the log, in the same run: the single-threaded loop the producer had
-  before (receive, validate, produce, serve reports), with the same validation and
-  Kafka settings.
+  trades/s from the first frame to the last delivery report.
+* The same without the log: the single-threaded loop the producer had before (receive,
+  validate, produce, serve reports), with the same validation and Kafka settings.
+* The runs are interleaved (each repetition runs every configuration once, in a rotated
+  order), so load from other work on the machine falls on all of them alike; the script
+  prints each run, then per configuration the median trades/s, the median ratio to the
+  no-log run of the same repetition, and CPU seconds per million trades of this process
+  (user + sys, ``getrusage``: it holds nothing but the producer) and of the simulator
+  (serving only, without its start-up), with the 1-minute load average before and after each run.
 * Then the naive baseline, as simple peers write it: websocket-client with its defaults,
   stdlib ``json``, one ``produce`` + ``flush`` per trade, for ``--baseline-seconds``.
 
@@ -27,12 +31,16 @@ import json
 import os
 import pstats
 import resource
+import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +54,6 @@ import msgspec  # noqa: E402
 import websocket  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 
-from finpipe.contracts import SOURCE_LOG_HEADER, SOURCE_SEQ_HEADER, source_seq_value  # noqa: E402
 from finpipe.logs import configure_logging  # noqa: E402
 from finpipe.settings import DEFAULT_TICKERS, load_settings  # noqa: E402
 from producer.app import TradeProducer  # noqa: E402
@@ -72,6 +79,13 @@ def write_session(path: Path, trades: int, per_frame: int) -> None:
             now_ms += 1000
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the machine may run other test services)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def start_simulator(replay: Path, port: int, loop: bool = False) -> subprocess.Popen[bytes]:
     cmd = [str(ROOT / ".venv/bin/finpipe-simulator"), "--replay", str(replay), "--speed", "0"]
     cmd += ["--port", str(port)] + (["--loop"] if loop else [])
@@ -81,7 +95,9 @@ def start_simulator(replay: Path, port: int, loop: bool = False) -> subprocess.P
         try:
             websocket.create_connection(f"ws://127.0.0.1:{port}", timeout=1).close()
             return proc
-        except OSError:
+        except (OSError, websocket.WebSocketException):
+            if proc.poll() is not None:
+                raise RuntimeError("the simulator exited at start") from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the simulator did not start")
@@ -89,6 +105,22 @@ def start_simulator(replay: Path, port: int, loop: bool = False) -> subprocess.P
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User + sys CPU of this process so far (every thread: the producer's)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + sys CPU of another live process (the simulator), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
 
 
 def run_producer(
@@ -112,11 +144,13 @@ def run_producer(
         else:
             profiler.runcall(producer.run)
 
+    cpu_before = cpu_seconds()
     thread = threading.Thread(target=run, name="producer")
     thread.start()
     c = producer.counters
     while c.delivered + c.dead_lettered < trades and thread.is_alive():
         time.sleep(0.05)
+    cpu = cpu_seconds() - cpu_before
     producer.stop()
     thread.join()
     assert c.balanced() and c.delivered == trades, c.snapshot()
@@ -124,18 +158,17 @@ def run_producer(
     seconds = (c.last_delivery_ts_ms - c.first_frame_ts_ms) / 1000
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
-    return {"trades": c.delivered, "seconds": seconds, "rate": c.delivered / seconds}
+    log_mb = sum(f.stat().st_size for f in log_dir.glob("seg-*.log")) / 1e6
+    return {"trades": c.delivered, "seconds": seconds, "cpu": cpu, "log_mb": log_mb}
 
 
-def run_without_log(trades: int, port: int, run_id: str, headers: bool = False) -> dict[str, float]:
+def run_without_log(trades: int, port: int, run_id: str) -> dict[str, float]:
     """The producer's loop without the receive log: receive, validate, produce, serve
-    reports, all in one thread (what the producer did before the log). ``headers``: with
-    the two source headers per record the log-fed producer writes, to split their cost
-    from the log's."""
+    reports, all in one thread (what the producer did before the log)."""
     settings = load_settings(
         SIMULATOR_PORT=port,
-        KAFKA_TOPIC=f"bench-nolog-{run_id}-{int(headers)}",
-        KAFKA_DLQ_TOPIC=f"bench-nolog-dlq-{run_id}-{int(headers)}",
+        KAFKA_TOPIC=f"bench-nolog-{run_id}",
+        KAFKA_DLQ_TOPIC=f"bench-nolog-dlq-{run_id}",
         FINPIPE_REPLAY_FILE="bench.jsonl",
     )
     ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
@@ -147,32 +180,27 @@ def run_without_log(trades: int, port: int, run_id: str, headers: bool = False) 
         if err is None:
             delivered += 1
 
+    cpu_before = cpu_seconds()
     producer = Producer(producer_config(settings) | {"on_delivery": on_delivery})
     ws = open_feed(settings)
-    produced, first, topic, seq = 0, None, settings.kafka_topic, 0
-    log_header = (SOURCE_LOG_HEADER, b"0" * 32)
+    produced, first, topic = 0, None, settings.kafka_topic
     while produced < trades:
         _, data = ws.recv_data()
         first = first or time.perf_counter()
-        for item, (key, value) in enumerate(frames.process(data).records):
-            extra = (
-                {"headers": [log_header, (SOURCE_SEQ_HEADER, source_seq_value(seq, item))]}
-                if headers
-                else {}
-            )
+        for key, value in frames.process(data).records:
             try:
-                producer.produce(topic, value, key, **extra)
+                producer.produce(topic, value, key)
             except BufferError:
                 producer.poll(0.05)
-                producer.produce(topic, value, key, **extra)
+                producer.produce(topic, value, key)
             produced += 1
-        seq += 1
         producer.poll(0)
     producer.flush(60)
     assert first is not None and delivered == trades, (delivered, trades)
     seconds = time.perf_counter() - first
+    cpu = cpu_seconds() - cpu_before
     ws.close()
-    return {"trades": delivered, "seconds": seconds, "rate": delivered / seconds}
+    return {"trades": delivered, "seconds": seconds, "cpu": cpu}
 
 
 def run_baseline(port: int, run_id: str, seconds: float, server: str) -> dict[str, float]:
@@ -206,21 +234,96 @@ def run_baseline(port: int, run_id: str, seconds: float, server: str) -> dict[st
     return {"trades": sent, "seconds": elapsed, "rate": sent / elapsed}
 
 
-def _with_simulator(replay: Path, port: int, run: Any, *, loop: bool = False) -> Any:
+def _with_simulator(replay: Path, port: int, run: Callable[[], Any], *, loop: bool = False) -> Any:
+    """``run()`` against a fresh simulator; adds the CPU seconds the simulator spent
+    serving it (``sim_cpu``, without its start-up) to the result."""
     sim = start_simulator(replay, port, loop=loop)
     try:
-        return run()
+        started = process_cpu_seconds(sim.pid)
+        result = run()
+        result["sim_cpu"] = process_cpu_seconds(sim.pid) - started
+        return result
     finally:
         sim.terminate()
         sim.wait()
 
 
+NO_LOG = "no log"
+
+
+def _label(window: int | None) -> str:
+    return NO_LOG if window is None else f"log {window} ms"
+
+
+def run_interleaved(
+    args: argparse.Namespace, replay: Path, tmp: Path, run_id: str
+) -> dict[str, list[dict[str, float]]]:
+    """Every configuration once per repetition, the order rotated each time."""
+    configs: list[int | None] = [None, *(args.flush_ms or [200])]
+    runs: dict[str, list[dict[str, float]]] = {_label(c): [] for c in configs}
+    for rep in range(args.repeats):
+        shift = rep % len(configs)
+        for window in configs[shift:] + configs[:shift]:
+            port = free_port()
+            tag = f"{run_id}-{rep}-{window or 0}"
+            before = load1()
+            if window is None:
+                result = _with_simulator(
+                    replay, port, lambda at=port, t=tag: run_without_log(args.trades, at, t)
+                )
+            else:
+                log_dir = tmp / f"log-{tag}"
+                result = _with_simulator(
+                    replay,
+                    port,
+                    lambda at=port, t=tag, w=window, d=log_dir: run_producer(
+                        args.trades, at, t, w, d, args.profile
+                    ),
+                )
+                shutil.rmtree(log_dir, ignore_errors=True)
+            result |= {"rep": rep, "load_before": before, "load_after": load1()}
+            result["rate"] = result["trades"] / result["seconds"]
+            runs[_label(window)].append(result)
+            print(
+                f"  rep {rep + 1} {_label(window):>12}: {result['rate']:>9,.0f} trades/s, "
+                f"{cpu_per_million(result):5.2f} CPU s/M trades (simulator "
+                f"{result['sim_cpu'] / result['trades'] * 1e6:4.2f}), "
+                f"load {before:4.1f} -> {result['load_after']:4.1f}",
+                flush=True,
+            )
+    return runs
+
+
+def cpu_per_million(result: dict[str, float]) -> float:
+    return result["cpu"] / result["trades"] * 1e6
+
+
+def summarize(runs: dict[str, list[dict[str, float]]]) -> None:
+    """Median per configuration, and the median of per-repetition ratios to no log."""
+    no_log = {r["rep"]: r["rate"] for r in runs[NO_LOG]}
+    print(
+        f"{'configuration':>14} | {'median trades/s':>15} | {'min..max':>19} | "
+        f"{'on/off (median)':>15} | {'CPU s/M trades':>14} | load (1 min)"
+    )
+    for label, results in runs.items():
+        rates = [r["rate"] for r in results]
+        ratios = [r["rate"] / no_log[r["rep"]] for r in results]
+        cpu = statistics.median(cpu_per_million(r) for r in results)
+        loads = [r["load_before"] for r in results] + [r["load_after"] for r in results]
+        print(
+            f"{label:>14} | {statistics.median(rates):>15,.0f} | "
+            f"{min(rates):>8,.0f}..{max(rates):>9,.0f} | "
+            f"{statistics.median(ratios):>15.2f} | {cpu:>14.2f} | "
+            f"{min(loads):.1f}..{max(loads):.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trades", type=int, default=3_000_000)
+    parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--per-frame", type=int, default=100)
-    parser.add_argument("--baseline-seconds", type=float, default=10.0)
-    parser.add_argument("--port", type=int, default=18890)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-seconds", type=float, default=5.0)
     parser.add_argument(
         "--flush-ms",
         type=int,
@@ -233,67 +336,50 @@ def main() -> None:
     configure_logging("WARNING")
     run_id = uuid.uuid4().hex[:8]
     server = os.environ["KAFKA_SERVER"]
-    windows = args.flush_ms or [200]
-    print(f"load average before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} cores")
+    print(f"machine: {machine()}")
+    print(f"load average before: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min)")
 
     with tempfile.TemporaryDirectory() as tmp:
         replay = Path(tmp) / "bench.jsonl"
         write_session(replay, args.trades, args.per_frame)
         size_mb = replay.stat().st_size / 1e6
         print(f"replay file: {args.trades:,} trades, {args.per_frame}/frame, {size_mb:.0f} MB")
-
         rss_before = peak_rss_mb()
-        with_log: dict[int, dict[str, float]] = {}
-        for i, window in enumerate(windows):
-            log_dir = Path(tmp) / f"log-{window}"
-            with_log[window] = _with_simulator(
-                replay,
-                args.port + i,
-                lambda w=window, d=log_dir, at=args.port + i: run_producer(
-                    args.trades, at, f"{run_id}-{w}", w, d, args.profile
-                ),
-            )
-            log_mb = sum(f.stat().st_size for f in log_dir.glob("seg-*.log")) / 1e6
-            rate = with_log[window]["rate"]
-            print(f"  log {window:>4} ms: {rate:>9,.0f} trades/s, log {log_mb:.0f} MB")
+        runs = run_interleaved(args, replay, Path(tmp), run_id)
         rss = peak_rss_mb()
-        port = args.port + len(windows)
-        no_log = _with_simulator(replay, port, lambda: run_without_log(args.trades, port, run_id))
-        headers_only = _with_simulator(
-            replay, port + 1, lambda: run_without_log(args.trades, port + 1, run_id, True)
-        )
+        port = free_port()
         naive = _with_simulator(
             replay,
-            port + 2,
-            lambda: run_baseline(port + 2, run_id, args.baseline_seconds, server),
+            port,
+            lambda: run_baseline(port, run_id, args.baseline_seconds, server),
             loop=True,
         )
-    print(f"load average after: {os.getloadavg()[0]:.1f} (1 min)")
-    for window, fast in with_log.items():
-        print(
-            f"with log, {window:>4} ms : {fast['trades']:>10,.0f} trades "
-            f"in {fast['seconds']:6.2f} s "
-            f"= {fast['rate']:>9,.0f} trades/s (fsync every {window} ms; acks=all, all delivered)"
-        )
-    print(
-        f"without the log   : {no_log['trades']:>10,.0f} trades in {no_log['seconds']:6.2f} s "
-        f"= {no_log['rate']:>9,.0f} trades/s (one thread: receive, validate, produce)"
-    )
-    print(
-        f"no log, + headers : {headers_only['trades']:>10,.0f} trades in "
-        f"{headers_only['seconds']:6.2f} s = {headers_only['rate']:>9,.0f} trades/s "
-        "(the same loop, with the two source headers per record)"
-    )
-    fast = with_log[windows[0]]
-    print(f"log on / log off  : {fast['rate'] / no_log['rate']:.2f} (window {windows[0]} ms)")
+    print(f"load average after: {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min)")
+    summarize(runs)
     print(f"peak RSS          : {rss:.0f} MB (process peak before the runs: {rss_before:.0f} MB)")
     print(
         f"naive baseline    : {naive['trades']:>10,.0f} trades in {naive['seconds']:6.2f} s "
         f"= {naive['rate']:>9,.0f} trades/s (produce + flush per trade)"
     )
-    print(f"ratio             : {fast['rate'] / naive['rate']:.0f}x")
+    first_log = next(label for label in runs if label != NO_LOG)
+    fast = {"rate": statistics.median(r["rate"] for r in runs[first_log])}
+    print(f"ratio             : {fast['rate'] / naive['rate']:.0f}x ({first_log}, median)")
     if args.plot:
         plot(fast, naive, Path(args.plot))
+
+
+def machine() -> str:
+    """nproc, CPU model and RAM, from /proc."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return f"{os.cpu_count()} CPUs, {model}, {mem_kb / 1024**2:.1f} GiB RAM"
 
 
 def plot(fast: dict[str, float], naive: dict[str, float], path: Path) -> None:

@@ -81,6 +81,9 @@ class TradeRecord(msgspec.Struct, frozen=True):
     conditions: list[str] | None
     ingest_ts_ms: int
     source: TradeSource
+    log_position: str | None = None
+    """Where the producer's receive log holds it (see ``LogPosition``); None only for
+    records written by something other than the producer."""
 
 
 def record_problem(
@@ -104,25 +107,42 @@ def record_problem(
     )
 
 
-# Headers of every record the producer writes (trades and dead letters): where in the
-# producer's receive log it came from. (log id, seq, item) is unique per received item,
-# so a restarted producer resends exactly what Kafka lacks, and a drill can reconcile
-# the topic with the log by source sequence. Values are ASCII.
-SOURCE_LOG_HEADER = "finpipe-log-id"
-"""The receive log's identity (hex), fixed for the life of its directory."""
-SOURCE_SEQ_HEADER = "finpipe-seq"
-"""``<seq>.<item>``: the log record (one received frame) and the item's index in it
-(trades first, in order, then the frame's dead letters)."""
+# Where in the producer's receive log a record came from: the field ``log_position`` of
+# every record the producer writes (trades and dead letters), ``<log id>:<seq>:<item>``.
+# (log id, seq, item) is unique per received item, so a restarted producer resends exactly
+# what Kafka lacks, and a drill reconciles the topic with the log by source sequence.
+# A field of the value, not a Kafka header: librdkafka's handling of a header costs about
+# as much per record as the rest of the produce call (docs/benchmarks/producer.md).
 
 
-def source_seq_value(seq: int, item: int) -> bytes:
-    return b"%d.%d" % (seq, item)
+class LogPosition(NamedTuple):
+    log_id: str
+    """The receive log's identity (hex), fixed for the life of its directory."""
+    seq: int
+    """The log record: one received frame."""
+    item: int
+    """The item's index in the frame: trades first, in order, then its dead letters."""
 
 
-def parse_source_seq(value: bytes | str) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else value
-    seq, _, item = text.partition(".")
-    return int(seq), int(item)
+def log_position_prefix(log_id: str, seq: int) -> str:
+    """``log_position`` without the item: ``prefix + str(item)`` is the field's value."""
+    return f"{log_id}:{seq}:"
+
+
+def log_position(log_id: str, seq: int, item: int) -> str:
+    return f"{log_id}:{seq}:{item}"
+
+
+def parse_log_position(value: str) -> LogPosition:
+    log_id, seq, item = value.split(":")
+    return LogPosition(log_id, int(seq), int(item))
+
+
+class Positioned(msgspec.Struct):
+    """Only the ``log_position`` of a trade record or dead letter (reading it back is
+    cheaper than decoding the whole record)."""
+
+    log_position: str | None = None
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -132,6 +152,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
     reason: str
     received_ts_ms: int
     source: TradeSource
+    log_position: str | None = None
+    """As for ``TradeRecord``: where the receive log holds the rejected input."""
 
 
 # --- the lake table `processed_trades` ---------------------------------------------------

@@ -85,14 +85,19 @@ class FrameProcessor:
         self._valid_symbols = frozenset(s for s in self.symbols if is_valid_symbol(s))
         self._keys = {s: s.encode() for s in self.symbols}
 
-    def process(self, raw: bytes | str, now_ms: int | None = None) -> FrameResult:
+    def process(
+        self, raw: bytes | str, now_ms: int | None = None, position_prefix: str | None = None
+    ) -> FrameResult:
+        """``position_prefix`` (``contracts.log_position_prefix``) stamps each trade record
+        with its ``log_position``; dead letters get theirs when they are encoded
+        (``encode_dead_letter``), as their index follows the frame's last trade."""
         now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         try:
             frame = _FRAME_DECODER.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError):
-            return self._process_untyped(raw, now_ms)
+            return self._process_untyped(raw, now_ms, position_prefix)
         if isinstance(frame, TradeFrame):
-            return self._trades(frame.data, now_ms)
+            return self._trades(frame.data, now_ms, position_prefix)
         if isinstance(frame, PingFrame):
             return FrameResult("ping")
         assert isinstance(frame, ErrorFrame)
@@ -107,16 +112,21 @@ class FrameProcessor:
             return f"symbol {trade.s!r} is not subscribed"
         return trade_problem(trade.s, trade.p, trade.v, trade.t, now_ms, self.future_tolerance_ms)
 
-    def _trades(self, trades: list[RawTrade], now_ms: int) -> FrameResult:
+    def _trades(
+        self, trades: list[RawTrade], now_ms: int, position_prefix: str | None = None
+    ) -> FrameResult:
         result = FrameResult("trade", trades=len(trades))
         records, keys, encode, source = result.records, self._keys, _ENCODER.encode, self.source
         symbols, tolerance = self._valid_symbols, self.future_tolerance_ms
+        # A record's item index is its place among the frame's records: len(records).
+        positions = _positions(position_prefix, len(trades))
         last_ts = None
         for trade in trades:
             p, v, t = trade.p, trade.v, trade.t
             # The cheap predicate first; the exact reason is worked out only for rejects.
             if trade.s in symbols and values_in_range(p, v, t, now_ms, tolerance):
-                record = TradeRecord(trade.s, p, v, t, trade.c, now_ms, source)
+                position = positions[len(records)]
+                record = TradeRecord(trade.s, p, v, t, trade.c, now_ms, source, position)
                 records.append((keys[trade.s], encode(record)))
                 if last_ts is None or t > last_ts:
                     last_ts = t
@@ -128,7 +138,9 @@ class FrameProcessor:
 
     # --- the slow path: the frame does not match the contract as a whole --------------
 
-    def _process_untyped(self, raw: bytes | str, now_ms: int) -> FrameResult:
+    def _process_untyped(
+        self, raw: bytes | str, now_ms: int, position_prefix: str | None = None
+    ) -> FrameResult:
         try:
             obj = _ANY_DECODER.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -142,7 +154,7 @@ class FrameProcessor:
             data = obj.get("data")
             if not isinstance(data, list):
                 return self._malformed(raw, "trade frame without a 'data' list", now_ms)
-            return self._untyped_trades(data, now_ms)
+            return self._untyped_trades(data, now_ms, position_prefix)
         if kind == "error":
             # An error frame whose msg is not a string: still surface it, never crash.
             return FrameResult("error", error_message=_text(raw))
@@ -150,7 +162,9 @@ class FrameProcessor:
             return FrameResult("ping")
         return self._malformed(raw, f"unknown frame type {kind!r}", now_ms)
 
-    def _untyped_trades(self, data: list[Any], now_ms: int) -> FrameResult:
+    def _untyped_trades(
+        self, data: list[Any], now_ms: int, position_prefix: str | None
+    ) -> FrameResult:
         good: list[RawTrade] = []
         bad: list[DeadLetter] = []
         for item in data:
@@ -160,7 +174,7 @@ class FrameProcessor:
                 bad.append(
                     self._dead_letter(_ENCODER.encode(item), f"invalid trade: {exc}", now_ms)
                 )
-        result = self._trades(good, now_ms)
+        result = self._trades(good, now_ms, position_prefix)
         result.trades = len(data)
         result.dead_letters.extend(bad)
         return result
@@ -172,5 +186,21 @@ class FrameProcessor:
         return DeadLetter(raw=_text(raw), reason=reason, received_ts_ms=now_ms, source=self.source)
 
 
-def encode_dead_letter(letter: DeadLetter) -> bytes:
+def encode_dead_letter(letter: DeadLetter, log_position: str | None = None) -> bytes:
+    """The DLQ value; ``log_position`` (if given) replaces the letter's own."""
+    if log_position is not None:
+        letter = msgspec.structs.replace(letter, log_position=log_position)
     return _ENCODER.encode(letter)
+
+
+_ITEM_TEXT = [str(i) for i in range(1024)]
+
+
+def _positions(prefix: str | None, count: int) -> list[str] | list[None]:
+    """``log_position`` of items ``0..count-1`` under ``prefix`` (None: no positions)."""
+    global _ITEM_TEXT
+    if prefix is None:
+        return [None] * count
+    if count > len(_ITEM_TEXT):
+        _ITEM_TEXT = [str(i) for i in range(count)]
+    return [prefix + text for text in _ITEM_TEXT[:count]]

@@ -62,13 +62,6 @@ class RunningProducer:
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
     """Every message of a topic, read to the end of each partition (high watermark)."""
-    return [(key, value) for key, value, _ in read_topic_with_headers(settings, topic)]
-
-
-def read_topic_with_headers(
-    settings: Settings, topic: str
-) -> list[tuple[str | None, dict[str, Any], dict[str, bytes]]]:
-    """Every message of a topic with its headers, read to the end of each partition."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_server,
@@ -85,14 +78,13 @@ def read_topic_with_headers(
         }
         pending = {p for p, end in ends.items() if end > 0}
         consumer.assign(assignment)
-        out: list[tuple[str | None, dict[str, Any], dict[str, bytes]]] = []
+        out: list[tuple[str | None, dict[str, Any]]] = []
         deadline = time.monotonic() + 60
         while pending and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=10_000, timeout=0.5):
                 assert msg.error() is None, msg.error()
                 key = msg.key().decode() if msg.key() is not None else None
-                headers = dict(msg.headers() or ())
-                out.append((key, msgspec.json.decode(msg.value()), headers))
+                out.append((key, msgspec.json.decode(msg.value())))
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     pending.discard(msg.partition())
         assert not pending, f"could not read {topic} to its end"
@@ -157,10 +149,3 @@ def wait() -> Callable[..., None]:
 @pytest.fixture
 def topic_reader() -> Callable[[Settings, str], list[tuple[str | None, dict[str, Any]]]]:
     return read_topic
-
-
-@pytest.fixture
-def headers_reader() -> Callable[
-    [Settings, str], list[tuple[str | None, dict[str, Any], dict[str, bytes]]]
-]:
-    return read_topic_with_headers

@@ -1,4 +1,4 @@
-"""Delivery from the receive log: every record carries its source sequence, a record the
+"""Delivery from the receive log: every record carries its log position, a record the
 broker refuses for good is dead-lettered with the broker's reason, and nothing that is
 only late ever goes to the dead-letter topic."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from finpipe.contracts import SOURCE_LOG_HEADER, SOURCE_SEQ_HEADER, parse_source_seq
+from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings
 from producer.delivery import producer_config
 from producer.simulator.server import SimulatorServer
@@ -38,7 +38,7 @@ def test_every_record_carries_its_log_id_and_source_sequence(
     topics_settings: Settings,
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
-    headers_reader: Callable[..., list[Any]],
+    topic_reader: Callable[..., list[tuple[str | None, dict[str, Any]]]],
     wait: Callable[..., None],
     tmp_path: Path,
 ) -> None:
@@ -63,13 +63,19 @@ def test_every_record_carries_its_log_id_and_source_sequence(
     running = run_producer(settings)
     wait(lambda: running.counters.received == 5 and running.counters.in_flight == 0)
     assert running.stop() == 0
-    log_id = running.producer.journal.log_id.encode()
-    trades = headers_reader(settings, settings.kafka_topic)
-    letters = headers_reader(settings, settings.kafka_dlq_topic)
-    assert {h[SOURCE_LOG_HEADER] for _, _, h in trades + letters} == {log_id}
-    by_seq = sorted(parse_source_seq(h[SOURCE_SEQ_HEADER]) for _, _, h in trades)
+    log_id = running.producer.journal.log_id
+    trades = [
+        parse_log_position(v["log_position"])
+        for _, v in topic_reader(settings, settings.kafka_topic)
+    ]
+    letters = [
+        parse_log_position(v["log_position"])
+        for _, v in topic_reader(settings, settings.kafka_dlq_topic)
+    ]
+    assert {p.log_id for p in trades + letters} == {log_id}
+    by_seq = sorted((p.seq, p.item) for p in trades)
     assert by_seq == [(0, 0), (0, 1), (0, 2), (2, 0)]  # seq 1 is the ping: no record
-    assert [parse_source_seq(h[SOURCE_SEQ_HEADER]) for _, _, h in letters] == [(2, 1)]
+    assert [(p.seq, p.item) for p in letters] == [(2, 1)]
     health = running.producer.health()
     assert health["backlog_records"] == 0 and health["acked_seq"] == 2
     assert health["oldest_undelivered_age_s"] is None and health["log_state"] == "ok"
@@ -113,3 +119,41 @@ def test_a_record_the_broker_refuses_for_good_is_dead_lettered_with_the_reason(
     assert len(letters) == 3 and {key for key, _ in letters} == {"AAPL"}
     assert all("Message size too large" in v["reason"] for _, v in letters)
     assert sorted(v["raw"].split('"price":')[1][:3] for _, v in letters) == ["1.5", "2.5", "3.5"]
+    # A letter keeps the refused record's place in the log: a rescan finds it there.
+    positions = sorted(parse_log_position(v["log_position"])[1:] for _, v in letters)
+    assert positions == [(0, 0), (0, 1), (0, 2)]
+
+
+def test_a_frame_larger_than_the_client_queue_goes_in_parts_exactly_once(
+    topics_settings: Settings,
+    start_simulator: Callable[..., SimulatorServer],
+    run_producer: Callable[..., Any],
+    topic_reader: Callable[..., list[tuple[str | None, dict[str, Any]]]],
+    wait: Callable[..., None],
+    tmp_path: Path,
+) -> None:
+    # librdkafka takes 40 messages at a time: each 100-trade frame is queued in parts, the
+    # rest refused; every refusal ends the session, and the rescan sends only what is missing.
+    now = int(time.time() * 1000)
+    frames = [
+        {
+            "type": "trade",
+            "data": [{"p": 1.0 + i, "s": "AAPL", "t": now, "v": 1} for i in range(100)],
+        }
+        for _ in range(2)
+    ]
+    path = _replay(tmp_path, frames)
+    sim = start_simulator(replay_file=path, speed=0)
+    settings = topics_settings.model_copy(update={"simulator_port": sim.port, "replay_file": path})
+    running = run_producer(settings, kafka_config={"queue.buffering.max.messages": 40})
+    wait(lambda: running.counters.delivered == 200, timeout=120)
+    assert running.stop() == 0
+    c = running.counters
+    assert c.balanced() and c.in_flight == 0 and c.dead_lettered == 0
+    assert c.delivery_sessions > 2 and c.resent_skipped > 0
+    found = [
+        parse_log_position(v["log_position"])
+        for _, v in topic_reader(settings, settings.kafka_topic)
+    ]
+    assert sorted((p.seq, p.item) for p in found) == [(s, i) for s in (0, 1) for i in range(100)]
+    assert topic_reader(settings, settings.kafka_dlq_topic) == []

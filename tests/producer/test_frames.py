@@ -10,8 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finpipe.contracts import DeadLetter, TradeRecord
-from producer.frames import EPOCH_2000_MS, MAX_FUTURE_SKEW_MS, FrameProcessor
+from finpipe.contracts import (
+    DeadLetter,
+    TradeRecord,
+    log_position_prefix,
+    parse_log_position,
+)
+from producer.frames import EPOCH_2000_MS, MAX_FUTURE_SKEW_MS, FrameProcessor, encode_dead_letter
 
 NOW_MS = 1_764_000_000_000  # 2025-11-24
 SYMBOLS = ("BINANCE:BTCUSDT", "AAPL")
@@ -59,6 +64,29 @@ def test_fractional_volume_stays_a_float(processor: FrameProcessor) -> None:
     result = processor.process(frame(trade(s="BINANCE:BTCUSDT", v=0.00042)), now_ms=NOW_MS)
     ((_, record),) = records(result)
     assert record.volume == 0.00042 and record.price * record.volume > 0
+
+
+def test_records_carry_their_log_position_trades_first_then_dead_letters(
+    processor: FrameProcessor,
+) -> None:
+    raw = frame(trade(), trade(p=-1), trade(s="BINANCE:BTCUSDT"), trade(s="NOPE"))
+    prefix = log_position_prefix("ab12", 7)
+    result = processor.process(raw, now_ms=NOW_MS, position_prefix=prefix)
+    positions = [parse_log_position(r.log_position) for _, r in records(result)]  # type: ignore[arg-type]
+    assert [(p.log_id, p.seq, p.item) for p in positions] == [("ab12", 7, 0), ("ab12", 7, 1)]
+    letters = [
+        msgspec.json.decode(encode_dead_letter(letter, f"{prefix}{2 + i}"), type=DeadLetter)
+        for i, letter in enumerate(result.dead_letters)
+    ]
+    assert [parse_log_position(d.log_position).item for d in letters] == [2, 3]  # type: ignore[arg-type]
+    assert processor.process(raw, now_ms=NOW_MS).records[0][1] == encode_record_without_position(
+        processor.process(raw, now_ms=NOW_MS, position_prefix=prefix).records[0][1]
+    )
+
+
+def encode_record_without_position(value: bytes) -> bytes:
+    record = msgspec.json.decode(value, type=TradeRecord)
+    return msgspec.json.encode(msgspec.structs.replace(record, log_position=None))
 
 
 def test_volume_zero_price_updates_are_kept(processor: FrameProcessor) -> None:

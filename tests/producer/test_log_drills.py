@@ -4,7 +4,7 @@ SIGKILLs during a fast feed, SIGTERM during an outage, a start with the broker d
 
 Each drill reconciles by source sequence: every item the log recorded (each trade and
 dead letter of each logged frame, worked out again from the log's bytes) is in Kafka
-exactly once, found by the ``finpipe-seq`` header, and the dead-letter topic holds only
+exactly once, found by each record's ``log_position``, and the dead-letter topic holds only
 what failed validation. The delivery timeout is shortened through its setting; the
 default behaves the same, only slower.
 """
@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from finpipe.contracts import SOURCE_SEQ_HEADER, parse_source_seq
+from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings
 from infra import services
 from producer.frames import FrameProcessor
-from producer.journal import list_segments, read_segment_records
+from producer.journal import IDENTITY_FILE, list_segments, read_segment_records
 from producer.simulator.server import SimulatorServer
 
 PRODUCER = str(Path(sys.executable).parent / "finpipe-producer")
@@ -136,21 +136,21 @@ def _expected_items(log_dir: Path, settings: Settings, source: str) -> tuple[set
 def _reconcile(
     settings: Settings,
     process: ProducerProcess,
-    headers_reader: Callable[..., list[Any]],
+    topic_reader: Callable[..., list[Any]],
     reclaimed_below: int = 0,
 ) -> dict[str, int]:
     """Kafka against the log, exactly. ``reclaimed_below``: segments before this sequence
     were deleted (acknowledged, reclaimed at capacity); their items are only checked for
     being there exactly once, with every sequence present (a feed without pings)."""
     expected, expected_letters = _expected_items(process.log_dir, settings, "simulator")
-    trades = [
-        parse_source_seq(h[SOURCE_SEQ_HEADER])
-        for _, _, h in headers_reader(settings, settings.kafka_topic)
-    ]
-    letters = [
-        parse_source_seq(h[SOURCE_SEQ_HEADER])
-        for _, _, h in headers_reader(settings, settings.kafka_dlq_topic)
-    ]
+    log_id = (process.log_dir / IDENTITY_FILE).read_text().strip()
+    positions = {
+        topic: [parse_log_position(v["log_position"]) for _, v in topic_reader(settings, topic)]
+        for topic in (settings.kafka_topic, settings.kafka_dlq_topic)
+    }
+    assert {p.log_id for found in positions.values() for p in found} == {log_id}
+    trades = [(p.seq, p.item) for p in positions[settings.kafka_topic]]
+    letters = [(p.seq, p.item) for p in positions[settings.kafka_dlq_topic]]
     counted = collections.Counter(trades + letters)
     if reclaimed_below:
         reclaimed = {key for key in counted if key[0] < reclaimed_below}
@@ -190,7 +190,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
     broker: Any,
     start_simulator: Callable[..., SimulatorServer],
     producer_process: Callable[[SimulatorServer], ProducerProcess],
-    headers_reader: Callable[..., list[Any]],
+    topic_reader: Callable[..., list[Any]],
 ) -> None:
     # 4 symbols x 500 trades/s: about 2,000 trades/s.
     sim = start_simulator(trades_per_second=500, tick_seconds=0.05, burst_probability=0.0)
@@ -225,7 +225,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
     assert code == 0 and final["final"] is True and final["balanced"] is True
     assert final["delivery_errors"] > 0  # the timeout did expire during the outage
     assert peak_rss < 400
-    counts = _reconcile(topics_settings, process, headers_reader)
+    counts = _reconcile(topics_settings, process, topic_reader)
     assert counts["letters"] == 12  # the two garbage bursts: 6 dead letters each
 
 
@@ -233,7 +233,7 @@ def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_kafk
     topics_settings: Settings,
     start_simulator: Callable[..., SimulatorServer],
     producer_process: Callable[[SimulatorServer], ProducerProcess],
-    headers_reader: Callable[..., list[Any]],
+    topic_reader: Callable[..., list[Any]],
 ) -> None:
     sim = start_simulator(trades_per_second=500, tick_seconds=0.05, burst_probability=0.0)
     process = producer_process(sim)
@@ -250,7 +250,7 @@ def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_kafk
     _wait("the backlog delivered", lambda: _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
-    counts = _reconcile(topics_settings, process, headers_reader)
+    counts = _reconcile(topics_settings, process, topic_reader)
     logged_trades = counts["trades"]
     lost_on_the_wire = sim.stats.trades_sent - logged_trades
     logs = [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
@@ -272,7 +272,7 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     broker: Any,
     start_simulator: Callable[..., SimulatorServer],
     producer_process: Callable[[SimulatorServer], ProducerProcess],
-    headers_reader: Callable[..., list[Any]],
+    topic_reader: Callable[..., list[Any]],
 ) -> None:
     sim = start_simulator(trades_per_second=100, tick_seconds=0.1, burst_probability=0.0)
     process = producer_process(sim)
@@ -301,7 +301,7 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     _wait("the backlog delivered", lambda: _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
-    _reconcile(topics_settings, process, headers_reader)
+    _reconcile(topics_settings, process, topic_reader)
 
 
 def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
@@ -310,7 +310,7 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     broker: Any,
     start_simulator: Callable[..., SimulatorServer],
     producer_process: Callable[[SimulatorServer], ProducerProcess],
-    headers_reader: Callable[..., list[Any]],
+    topic_reader: Callable[..., list[Any]],
 ) -> None:
     sim = start_simulator(
         trades_per_second=250, tick_seconds=0.05, burst_probability=0.0, ping_seconds=3600
@@ -346,5 +346,5 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     assert code == 0 and final["frames_not_logged"] == 0 and final["backlog_records"] == 0
     print(f"log full at {paused['log_bytes']} bytes after {frames} frames; resumed, drained")
     oldest_kept = list_segments(process.log_dir)[0].first_seq
-    counts = _reconcile(topics_settings, process, headers_reader, reclaimed_below=oldest_kept)
+    counts = _reconcile(topics_settings, process, topic_reader, reclaimed_below=oldest_kept)
     assert counts["trades"] == final["delivered"] == final["received"]
