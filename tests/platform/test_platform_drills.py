@@ -32,16 +32,25 @@ from finpipe import health, lake, summaries
 from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings, load_settings
 from finpipe_dagster.streams import pipes_bridge
+from finpipe_dagster.streams.policy import SUPERVISOR
 from finpipe_dagster.streams.resources import STREAM_MODULES
+from finpipe_dagster.streams.sensors import DECISION_TAG, LAUNCHED_BY_TAG
 from infra import services
 from infra import stack as infra_stack
 from infra.processes import pid_alive
+from producer.simulator.market import DEMO_50_TICKERS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-DRILL_TICKERS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "BRK.B")
 ADDED_TICKER = "COINBASE:BTC-USD"  # crypto trades around the clock; ':' and '-' round-trip
+# FINPIPE_DRILL_SYMBOLS=50: the pass at Finnhub's per-connection limit (49 of the
+# simulator's 50 spellings, then ADDED_TICKER makes 50).
+DRILL_TICKERS = (
+    tuple(t for t in DEMO_50_TICKERS if t != ADDED_TICKER)[:49]
+    if os.environ.get("FINPIPE_DRILL_SYMBOLS") == "50"
+    else ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "BRK.B")
+)
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
@@ -323,7 +332,13 @@ def _kill_and_wait_for_replacement(stack: Settings, stream: str, timeout: float)
 def test_killed_producer_is_restarted_by_its_supervisor(stack: Settings) -> None:
     took = _kill_and_wait_for_replacement(stack, "producer", 240)
     print(f"producer replaced {took:.0f}s after SIGKILL")
-    assert took <= 60, f"the supervisor took {took:.0f}s to bring the producer back"
+    # The supervisor saw the failed run and restarted at once (one failure, first backoff),
+    # not after a stale heartbeat; how long the new process takes to start is the machine's.
+    run_id = beat(stack, "producer")[health.RUN_ID_KEY]
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }"
+    tags = {t["key"]: t["value"] for t in graphql(stack, query, id=run_id)["runOrError"]["tags"]}
+    assert tags[LAUNCHED_BY_TAG] == SUPERVISOR, tags
+    assert tags[DECISION_TAG].startswith("restarting after 1 failure(s)"), tags
     assert len(stream_pids("producer")) == 1
 
 
