@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -204,9 +205,9 @@ class StreamingJob:
             self._report_batches(sink, reporter)
             error = self._query_error(query)
             if error is not None and not self.stop.is_set():
-                log.error("spark_query_failed", error=error)
+                log.error("spark_query_failed", error=root_cause(error), detail=error)
                 reporter.heartbeat(
-                    {**self._counters(), "status": "failed", "error": error}, log=True
+                    {**self._counters(), "status": "failed", "error": root_cause(error)}, log=True
                 )
                 return 1
             if time.monotonic() - self._last_heartbeat >= IDLE_HEARTBEAT_SECONDS:
@@ -257,6 +258,21 @@ class StreamingJob:
     def _beat(self, reporter: StreamReporter, status: str) -> None:
         reporter.heartbeat({**self._counters(), "status": status, "event": "idle"})
         self._last_heartbeat = time.monotonic()
+
+
+_JAVA_ERROR = re.compile(r"^:?\s*([\w$]+\.)+[\w$]*(Exception|Error): .+")
+
+
+def root_cause(error: str) -> str:
+    """The innermost cause of a failed query, on one line: what the run's last error and
+    an alert should say (Kafka away: ``...TimeoutException: Timeout of 60000ms expired
+    ...``), not the first lines of the Python traceback py4j wraps around it."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
+    if causes:
+        return causes[-1]
+    java = [line.lstrip(": ") for line in lines if _JAVA_ERROR.match(line)]
+    return java[-1] if java else (lines[0] if lines else "the query failed without a message")
 
 
 def _quietly(event: str, action: Callable[[], object]) -> None:

@@ -43,9 +43,20 @@ def processed_trades_spec(settings: Settings) -> AssetSpec:
         ),
         group_name="streams",
         kinds={"s3", "parquet"},
-        freshness_policy=FreshnessPolicy.time_window(
-            fail_window=dt.timedelta(seconds=settings.freshness_fail_seconds),
-            warn_window=dt.timedelta(seconds=settings.freshness_warn_seconds),
-        ),
+        freshness_policy=freshness_policy(settings),
         metadata={"columns": ", ".join(contracts.LAKE_SCHEMA.names)},
     )
+
+
+DAGSTER_MIN_FRESHNESS_WINDOW = dt.timedelta(minutes=1)
+"""Dagster refuses a freshness window under a minute, and the whole code location with it."""
+
+
+def freshness_policy(settings: Settings) -> FreshnessPolicy:
+    """The settings' windows; shorter than Dagster's minute (drills), the fail window is
+    raised to it and the warn window left out. The alert sensor and the dashboard apply
+    FRESHNESS_WARN_SECONDS / FRESHNESS_FAIL_SECONDS exactly as set."""
+    fail = max(dt.timedelta(seconds=settings.freshness_fail_seconds), DAGSTER_MIN_FRESHNESS_WINDOW)
+    warn = dt.timedelta(seconds=settings.freshness_warn_seconds)
+    usable_warn = DAGSTER_MIN_FRESHNESS_WINDOW <= warn < fail
+    return FreshnessPolicy.time_window(fail_window=fail, warn_window=warn if usable_warn else None)

@@ -6,6 +6,7 @@ import collections
 import ctypes
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,6 +203,11 @@ def _tag_error(context: OpExecutionContext) -> str:
     return (run.tags.get(processes.LAST_ERROR_TAG) if run else None) or "see the run's logs"
 
 
+_JVM_LOG_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ ")
+"""A line of the Spark JVM's own log (log4j's ``yy/MM/dd HH:mm:ss LEVEL``): its warnings
+while a dependency is away are noise, not the error a stream reports."""
+
+
 def last_error(lines: Iterable[str], heartbeat: dict[str, Any] | None, code: int | None) -> str:
     """Why a stream process failed, for the supervisor's decision and the alert.
 
@@ -210,7 +216,7 @@ def last_error(lines: Iterable[str], heartbeat: dict[str, Any] | None, code: int
     """
     text_lines, json_error = [], None
     for line in lines:
-        if not line.strip():
+        if not line.strip() or _JVM_LOG_LINE.match(line):
             continue
         try:
             record = json.loads(line)

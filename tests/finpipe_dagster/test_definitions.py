@@ -42,7 +42,9 @@ def _freshness(policy: Any) -> dict[str, float] | None:
         return None
     return {
         "fail_window_seconds": policy.fail_window.to_timedelta().total_seconds(),
-        "warn_window_seconds": policy.warn_window.to_timedelta().total_seconds(),
+        "warn_window_seconds": (
+            policy.warn_window.to_timedelta().total_seconds() if policy.warn_window else None
+        ),
     }
 
 
@@ -122,3 +124,21 @@ def test_close_day_compacts_only_after_the_summaries() -> None:
     assert plan.get_step_by_key("compacted_trades").get_execution_dependency_keys() == {
         "daily_summaries"
     }
+
+
+@pytest.mark.parametrize(("warn", "fail"), [(30, 60), (1, 2), (60, 75), (120, 600)])
+def test_freshness_windows_under_dagsters_minute_still_load(
+    monkeypatch: pytest.MonkeyPatch, warn: int, fail: int
+) -> None:
+    """A drill's short windows (the alert sensor applies them as set) must not break the
+    code location: Dagster's policy gets its minute, the warn window only when it fits."""
+    from finpipe_dagster.definitions import build_defs
+    from finpipe_dagster.lake.assets import PROCESSED_TRADES
+
+    monkeypatch.setenv("FRESHNESS_WARN_SECONDS", str(warn))
+    monkeypatch.setenv("FRESHNESS_FAIL_SECONDS", str(fail))
+    built = build_defs()
+    graph = built.get_repository_def().asset_graph
+    policy = _freshness(graph.get(PROCESSED_TRADES).freshness_policy)
+    assert policy is not None and policy["fail_window_seconds"] == max(fail, 60)
+    assert policy["warn_window_seconds"] == (warn if 60 <= warn < max(fail, 60) else None)

@@ -237,3 +237,12 @@ def test_last_error_prefers_the_plain_text_a_stream_prints_for_a_fatal_fault() -
     assert last_error(logged, None, 1) == "x"
     assert last_error([], {"error": "from heartbeat"}, 1) == "from heartbeat"
     assert last_error([], None, -9) == "exit code -9"
+
+
+def test_last_error_skips_the_spark_jvms_own_log_lines() -> None:
+    lines = [
+        '{"level": "error", "event": "spark_query_failed", "error": "TimeoutException: t"}',
+        "26/12/02 02:21:47 WARN NetworkClient: [Consumer clientId=c] Connection to node 1"
+        " (localhost/127.0.0.1:19192) could not be established. Node may not be available.",
+    ]
+    assert last_error(lines, None, 1) == "TimeoutException: t"

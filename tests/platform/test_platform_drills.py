@@ -4,9 +4,9 @@ One ordered pass (the tests share one running platform and run in file order):
 start → trades reach the lake and the summaries → late trades of a closed day reach that
 day's summaries → the Dagster UI shows lineage and freshness → the dashboard → kill the
 producer → change the tickers and Terminate the producer's run from the UI → kill Spark →
-stop the broker → stop the feed until the stale alert, reconcile the lake with Kafka
-exactly, resume and recover → `make down` / `make up` keeps history → `make down`
-leaves no process behind.
+stop the feed until the stale alert, reconcile the lake with Kafka exactly, resume and
+recover → `make down` / `make up` keeps history → `make down` leaves no process behind.
+The broker outage has its own replay-driven platform: test_outage_drill.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import os
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,24 @@ from typing import Any
 import msgspec
 import pytest
 import requests
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from finpipe import health, lake, summaries
 from finpipe.contracts import TradeRecord
-from finpipe.settings import Settings, load_settings
-from finpipe_dagster.streams import pipes_bridge
+from finpipe.settings import Settings
 from finpipe_dagster.streams.policy import SUPERVISOR
-from finpipe_dagster.streams.resources import STREAM_MODULES
 from finpipe_dagster.streams.sensors import DECISION_TAG, LAUNCHED_BY_TAG
-from infra import services
 from infra import stack as infra_stack
 from infra.processes import pid_alive
 from producer.simulator.market import DEMO_50_TICKERS
+from tests.platform.platform_stack import (
+    beat,
+    kafka_end_offsets,
+    lake_coordinates,
+    running_platform,
+    stream_pids,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 
@@ -51,16 +55,6 @@ DRILL_TICKERS = (
     if os.environ.get("FINPIPE_DRILL_SYMBOLS") == "50"
     else ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "BRK.B")
 )
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class AlertReceiver:
@@ -102,98 +96,20 @@ def alerts() -> Iterator[AlertReceiver]:
 def stack(
     infrastructure: Settings, alerts: AlertReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    """The platform, up: the environment every component inherits names this run's
-    topic, lake prefix, checkpoint and Dagster home, so nothing else is disturbed."""
-    run = uuid.uuid4().hex[:8]
+    """The platform, up, with this run's own names (``platform_stack.running_platform``)."""
     work = tmp_path_factory.mktemp("platform")
     # The tickers live in an env file, as a user's `.env` does, so a drill can change them.
     env_file = work / "finpipe.env"
     env_file.write_text(f"FINNHUB_TICKERS={','.join(DRILL_TICKERS)}\n")
     env = {
         "FINPIPE_ENV_FILE": str(env_file),
-        "KAFKA_TOPIC": f"drill-{run}",
-        "KAFKA_DLQ_TOPIC": f"drill-{run}-dlq",
-        "LAKE_PREFIX": f"drill-{run}/processed_trades",
-        "SUMMARIES_PREFIX": f"drill-{run}/summaries",
-        "SPARK_CHECKPOINT_DIR": str(work / "checkpoint"),
-        "DAGSTER_HOME": str(work / "dagster"),
         "FRESHNESS_WARN_SECONDS": "60",
         "FRESHNESS_FAIL_SECONDS": "90",
         "ALERT_WEBHOOK_URL": alerts.url,
     }
-    saved = {key: os.environ.get(key) for key in [*env, "FINNHUB_TICKERS"]}
-    os.environ.pop("FINNHUB_TICKERS", None)  # the environment would win over the file
-    os.environ.update(env)
-    settings = load_settings()
-    for stream in infra_stack.STREAMS:
-        health.health_path(settings, stream).unlink(missing_ok=True)
-    try:
-        infra_stack.up(settings)
+    # FINNHUB_TICKERS in the environment would win over the file.
+    with running_platform(infrastructure, work, env, unset=("FINNHUB_TICKERS",)) as settings:
         yield settings
-    finally:
-        infra_stack.down(settings)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        # Later tests still need the broker and the object store.
-        services.start_infrastructure(infrastructure)
-
-
-def beat(settings: Settings, stream: str) -> dict[str, Any] | None:
-    found = health.read_health(settings, stream)
-    if found and pid_alive(int(found["pid"])) and not found.get("final"):
-        return found
-    return None
-
-
-def stream_pids(name: str) -> list[int]:
-    """Live processes of one stream (this run's only: by topic)."""
-    topic = os.environ["KAFKA_TOPIC"]
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        # The console script itself, or its module under Dagster's Pipes bridge; not the
-        # JVM or Python workers it spawns.
-        is_script = any(arg.rsplit("/", 1)[-1] == f"finpipe-{name}" for arg in argv[:2]) or (
-            argv[1:4] == ["-m", pipes_bridge.MODULE, STREAM_MODULES[name]]
-        )
-        if is_script and f"KAFKA_TOPIC={topic}".encode() in environ:
-            found.append(int(proc.name))
-    return found
-
-
-def kafka_end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_server, "group.id": "drill-probe"})
-    try:
-        meta = consumer.list_topics(settings.kafka_topic, timeout=10).topics[settings.kafka_topic]
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(settings.kafka_topic, p), timeout=10)[
-                1
-            ]
-            for p in meta.partitions
-        }
-    finally:
-        consumer.close()
-
-
-def lake_coordinates(settings: Settings) -> tuple[int, int, dict[int, int]]:
-    """(rows, distinct (partition, offset), rows per partition) of the whole lake."""
-    con = lake.duckdb_with_lake(settings)
-    rows, distinct = con.execute(
-        "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM processed_trades"
-    ).fetchone()
-    per_partition = dict(
-        con.execute("SELECT kafka_partition, count(*) FROM processed_trades GROUP BY 1").fetchall()
-    )
-    return rows, distinct, per_partition
 
 
 def test_up_starts_every_component(stack: Settings) -> None:
@@ -427,27 +343,6 @@ def test_killed_spark_is_restarted_by_its_supervisor(stack: Settings) -> None:
         300,
     )
     assert len(stream_pids("spark")) == 1
-
-
-def test_a_broker_outage_loses_nothing(stack: Settings) -> None:
-    kafka = services.kafka_process(stack)
-    delivered_before = beat(stack, "producer")["delivered"]
-    kafka.stop()
-    time.sleep(30)
-    services.prepare_kafka(stack)
-    kafka.start()
-
-    def delivering() -> bool:
-        producer = beat(stack, "producer")
-        return bool(producer) and producer["delivered"] > delivered_before + 100
-
-    wait_for("deliveries after the outage", delivering, 300)
-    producer = beat(stack, "producer")
-    assert producer["frames_not_logged"] == 0 and producer["balanced"] is True
-    assert (
-        producer["received"]
-        == producer["delivered"] + producer["dead_lettered"] + producer["in_flight"]
-    )
 
 
 def test_a_stopped_feed_alerts_once_reconciles_and_recovers_once(

@@ -9,14 +9,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgspec
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from finpipe.settings import Settings
 from producer.app import TradeProducer
 from producer.simulator.server import SimulatorConfig, SimulatorServer
 from producer.topics import ensure_topics
+from tests.producer import kafka_reading
 
 SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "MSFT")
 
@@ -62,35 +61,7 @@ class RunningProducer:
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
     """Every message of a topic, read to the end of each partition (high watermark)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_server,
-            "group.id": unique("test-reader"),
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        assignment = [TopicPartition(topic, p, 0) for p in partitions]
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        pending = {p for p, end in ends.items() if end > 0}
-        consumer.assign(assignment)
-        out: list[tuple[str | None, dict[str, Any]]] = []
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=10_000, timeout=0.5):
-                assert msg.error() is None, msg.error()
-                key = msg.key().decode() if msg.key() is not None else None
-                out.append((key, msgspec.json.decode(msg.value())))
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    pending.discard(msg.partition())
-        assert not pending, f"could not read {topic} to its end"
-        return out
-    finally:
-        consumer.close()
+    return kafka_reading.read_topic(settings, topic)
 
 
 @pytest.fixture

@@ -1,0 +1,139 @@
+"""The whole platform for a drill module, started by the same code as `make up`, and the
+probes the platform drills read it with.
+
+``running_platform`` gives a run its own topics, lake and summaries prefixes, checkpoint,
+receive log and Dagster home through the environment every component inherits, so that
+nothing else is disturbed; it always ends with `make down` and leaves the broker and the
+object store running for later tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from finpipe import health, lake
+from finpipe.settings import Settings, load_settings
+from finpipe_dagster.alerts.outbox import outbox_path
+from finpipe_dagster.streams import pipes_bridge
+from finpipe_dagster.streams.resources import STREAM_MODULES
+from infra import services
+from infra import stack as infra_stack
+from infra.processes import pid_alive
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def running_platform(
+    infrastructure: Settings, work: Path, env: Mapping[str, str], unset: tuple[str, ...] = ()
+) -> Iterator[Settings]:
+    """`make up` with this run's names (plus ``env``), `make down` at the end, whatever
+    happened; ``unset`` are variables the environment must not hold (a file sets them)."""
+    run = uuid.uuid4().hex[:8]
+    names = {
+        "KAFKA_TOPIC": f"drill-{run}",
+        "KAFKA_DLQ_TOPIC": f"drill-{run}-dlq",
+        "LAKE_PREFIX": f"drill-{run}/processed_trades",
+        "SUMMARIES_PREFIX": f"drill-{run}/summaries",
+        "SPARK_CHECKPOINT_DIR": str(work / "checkpoint"),
+        "PRODUCER_LOG_DIR": str(work / "producer-log"),
+        "DAGSTER_HOME": str(work / "dagster"),
+    }
+    full = {**names, **env}
+    saved = {key: os.environ.get(key) for key in [*full, *unset]}
+    for key in unset:
+        os.environ.pop(key, None)
+    os.environ.update(full)
+    settings = load_settings()
+    _forget_earlier_platform(settings)
+    try:
+        infra_stack.up(settings)
+        yield settings
+    finally:
+        infra_stack.down(settings)
+        _forget_earlier_platform(settings)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        # Later tests still need the broker and the object store (a drill may stop them).
+        services.start_infrastructure(infrastructure)
+
+
+def _forget_earlier_platform(settings: Settings) -> None:
+    """The heartbeats and the alert outbox live in the shared test home's state folder:
+    a platform of an earlier module must not lend its incidents or beats to this one."""
+    for stream in infra_stack.STREAMS:
+        health.health_path(settings, stream).unlink(missing_ok=True)
+    outbox_path(settings.state_dir).unlink(missing_ok=True)
+
+
+def beat(settings: Settings, stream: str) -> dict[str, Any] | None:
+    found = health.read_health(settings, stream)
+    if found and pid_alive(int(found["pid"])) and not found.get("final"):
+        return found
+    return None
+
+
+def stream_pids(name: str) -> list[int]:
+    """Live processes of one stream (this run's only: by topic)."""
+    topic = os.environ["KAFKA_TOPIC"]
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # The console script itself, or its module under Dagster's Pipes bridge; not the
+        # JVM or Python workers it spawns.
+        is_script = any(arg.rsplit("/", 1)[-1] == f"finpipe-{name}" for arg in argv[:2]) or (
+            argv[1:4] == ["-m", pipes_bridge.MODULE, STREAM_MODULES[name]]
+        )
+        if is_script and f"KAFKA_TOPIC={topic}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def kafka_end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    topic = topic or settings.kafka_topic
+    consumer = Consumer({"bootstrap.servers": settings.kafka_server, "group.id": "drill-probe"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def lake_coordinates(settings: Settings) -> tuple[int, int, dict[int, int]]:
+    """(rows, distinct (partition, offset), rows per partition) of the whole lake."""
+    con = lake.duckdb_with_lake(settings)
+    rows, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM processed_trades"
+    ).fetchone()
+    per_partition = dict(
+        con.execute("SELECT kafka_partition, count(*) FROM processed_trades GROUP BY 1").fetchall()
+    )
+    return rows, distinct, per_partition

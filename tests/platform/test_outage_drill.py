@@ -1,0 +1,471 @@
+"""The broker outage drill: Kafka stopped for longer than every client timeout while a
+real-time replay flows through the platform `make up` starts, then reconciled exactly.
+
+The test writes a replay corpus at its start (trade times from now, crypto and stock
+symbols and one odd spelling, every trade unique by symbol, price, time and volume, a
+known number of malformed frames mixed in), starts the platform on it
+(``FINPIPE_REPLAY_FILE``, ``FINPIPE_REPLAY_SPEED=1``) with the alert webhook at a loopback
+receiver, stops the broker for longer than the producer's delivery timeout and the
+supervisors' whole backoff schedule, starts it again, and lets the replay finish and
+Spark catch up. Then:
+
+1. the lake holds exactly the replayed trades (0 missing, 0 duplicated);
+2. the dead-letter topic holds exactly the corpus's malformed frames, nothing else;
+3. the producer process was never replaced (Kafka unreachable is never fatal) and its
+   heartbeat showed the backlog during the outage and its draining afterwards;
+4. no supervisor gave up, and both streams ran again after the broker came back with
+   nothing done by the test;
+5. every incident that opened was opened once and recovered once at the receiver.
+
+Timeouts are shortened through their settings. ``FINPIPE_DRILL_AT_DEFAULTS=1`` runs the
+same drill with every timeout at its default and a 7.5-minute outage (about 15 minutes).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance, RunsFilter
+from dagster._core.definitions.run_request import InstigatorType
+
+from finpipe import exit_codes, lake
+from finpipe.contracts import parse_log_position
+from finpipe.settings import Settings
+from finpipe_dagster.instance import STREAM_TAG
+from finpipe_dagster.streams import processes
+from finpipe_dagster.streams.sensors import DECISION_TAG
+from infra import services
+from infra import stack as infra_stack
+from infra.processes import pid_alive
+from tests.finpipe_dagster.webhook_receiver import Webhook
+from tests.platform.platform_stack import beat, running_platform, stream_pids, wait_for
+from tests.producer.kafka_reading import read_topic
+from tests.producer.test_log_drills import _expected_items
+
+AT_DEFAULTS = os.environ.get("FINPIPE_DRILL_AT_DEFAULTS") == "1"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.drill,
+    pytest.mark.timeout(4200 if AT_DEFAULTS else 1500),
+]
+
+SYMBOLS = {"BINANCE:BTCUSDT": 97_000.0, "BINANCE:ETHUSDT": 3_400.0, "AAPL": 230.0, "BRK.B": 470.0}
+CRYPTO = {"BINANCE:BTCUSDT", "BINANCE:ETHUSDT"}
+TRADES_PER_FRAME = 8
+FRAME_SECONDS = 0.25  # 32 trades/s
+MALFORMED_FRAMES = 12
+
+# Shortened: the delivery timeout (15 s) and the whole backoff schedule (2 + 4 + 8 s, then
+# 8 s for ever) are far shorter than the outage; a run is healthy after 60 s, and a
+# single failure opens a "keeps failing" incident.
+SHORTENED = {
+    "KAFKA_DELIVERY_TIMEOUT_SECONDS": "15",
+    "SUPERVISOR_BASE_BACKOFF_SECONDS": "2",
+    "SUPERVISOR_MAX_BACKOFF_SECONDS": "8",
+    "SUPERVISOR_ALERT_AFTER_FAILURES": "1",
+    "SUPERVISOR_STABLE_RUN_SECONDS": "60",
+    "PRODUCER_BACKLOG_ALERT_SECONDS": "20",
+    "FRESHNESS_WARN_SECONDS": "30",
+    "FRESHNESS_FAIL_SECONDS": "60",
+}
+# Longer than the delivery timeout (300 s) and the backoff cap (300 s) at their defaults.
+OUTAGE_SECONDS = 450.0 if AT_DEFAULTS else 90.0
+LEAD_IN_SECONDS = 220.0  # replay before the outage, at most: the platform starting up
+TAIL_SECONDS = 50.0  # replay after the broker is back
+STABLE_RUN_SECONDS = 300.0 if AT_DEFAULTS else float(SHORTENED["SUPERVISOR_STABLE_RUN_SECONDS"])
+
+Trade = tuple[str, float, int, float]  # (symbol, price, trade time ms, volume)
+
+
+@dataclass
+class Corpus:
+    path: Path
+    trades: list[Trade]
+    malformed: list[str]
+
+    @property
+    def items(self) -> int:
+        """What the producer's ``received`` counts for the whole replay."""
+        return len(self.trades) + len(self.malformed)
+
+
+def malformed_frame(k: int) -> str:
+    return [
+        f"garbage frame {k}: not JSON {{",
+        json.dumps({"type": "trade", "n": k}),  # a trade frame without its data list
+        json.dumps([k, "not a frame"]),
+        json.dumps({"type": f"mystery-{k}", "data": []}),
+    ][k % 4]
+
+
+def write_corpus(path: Path, seconds: float, start_ms: int) -> Corpus:
+    """Trade frames every FRAME_SECONDS from ``start_ms``, malformed frames spread over it."""
+    rng = random.Random(13)
+    frames = int(seconds / FRAME_SECONDS)
+    malformed_after = {
+        int(frames * (k + 0.5) / MALFORMED_FRAMES): k for k in range(MALFORMED_FRAMES)
+    }
+    trades: list[Trade] = []
+    malformed: list[str] = []
+    names = list(SYMBOLS)
+    with path.open("w") as out:
+        for f in range(frames):
+            base_ms = start_ms + int(f * FRAME_SECONDS * 1000)
+            data = []
+            for j in range(TRADES_PER_FRAME):
+                n = len(trades)
+                symbol = names[n % len(names)]
+                price = round(SYMBOLS[symbol] * (1 + rng.uniform(-0.002, 0.002)), 2)
+                volume = round(0.001 * (n + 1), 3)  # unique per trade
+                trade = (symbol, price, base_ms + j, volume)
+                trades.append(trade)
+                data.append({"p": price, "s": symbol, "t": base_ms + j, "v": volume,
+                             "c": None if symbol in CRYPTO else ["1", "12"]})  # fmt: skip
+            out.write(json.dumps({"type": "trade", "data": data}) + "\n")
+            if f in malformed_after:
+                malformed.append(malformed_frame(malformed_after[f]))
+                out.write(malformed[-1] + "\n")
+    return Corpus(path, trades, malformed)
+
+
+@dataclass
+class Observations:
+    """What the drill saw; the tests below judge it."""
+
+    corpus: Corpus
+    settings: Settings
+    receiver: Webhook
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)
+    producer_pid_at_stop: int = 0
+    received_at_restart: int = 0
+    delivered_at_restart: int = 0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def during_outage(self) -> list[dict[str, Any]]:
+        return [s for s in self.samples if self.marks["stop"] <= s["t"] <= self.marks["start"]]
+
+    def after_outage(self) -> list[dict[str, Any]]:
+        return [s for s in self.samples if s["t"] > self.marks["start"]]
+
+
+class Sampler(threading.Thread):
+    """Every second: both streams' heartbeats and how many processes each stream has."""
+
+    def __init__(self, settings: Settings, samples: list[dict[str, Any]]) -> None:
+        super().__init__(name="outage-drill-sampler", daemon=True)
+        self.settings, self.samples, self.done = settings, samples, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            sample: dict[str, Any] = {"t": time.time()}
+            for stream in infra_stack.STREAMS:
+                sample[stream] = beat(self.settings, stream)
+                sample[f"{stream}_processes"] = len(stream_pids(stream))
+            self.samples.append(sample)
+
+
+def _open_incidents(receiver: Webhook) -> set[str]:
+    opened = {incident_of(r["key"]) for r in receiver.accepted if r["key"].endswith(":open")}
+    closed = {incident_of(r["key"]) for r in receiver.accepted if r["key"].endswith(":recovery")}
+    return opened - closed
+
+
+def incident_of(idempotency_key: str) -> str:
+    """'producer_backlog@1764.123' of 'producer_backlog@1764.123:open' (the outbox's key)."""
+    return idempotency_key.rsplit(":", 1)[0]
+
+
+def kind_of(incident: str) -> str:
+    return incident.split("@", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def drill(
+    infrastructure: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Observations]:
+    work = tmp_path_factory.mktemp("outage")
+    replay_seconds = LEAD_IN_SECONDS + OUTAGE_SECONDS + TAIL_SECONDS
+    corpus = write_corpus(work / "corpus.jsonl", replay_seconds, int(time.time() * 1000))
+    receiver = Webhook()
+    env = {
+        "FINNHUB_TICKERS": ",".join(SYMBOLS),
+        "FINPIPE_REPLAY_FILE": str(corpus.path),
+        "FINPIPE_REPLAY_SPEED": "1",
+        "ALERT_WEBHOOK_URL": receiver.url,
+        **({} if AT_DEFAULTS else SHORTENED),
+    }
+    started = time.monotonic()
+    try:
+        with running_platform(infrastructure, work, env) as settings:
+            seen = Observations(corpus, settings, receiver)
+            sampler = Sampler(settings, seen.samples)
+            sampler.start()
+            try:
+                _run_outage(seen)
+                seen.figures["drill_seconds"] = round(time.monotonic() - started)
+                yield seen
+            finally:
+                sampler.done.set()
+                sampler.join(10)
+    finally:
+        receiver.close()
+
+
+def _run_outage(seen: Observations) -> None:
+    settings, corpus = seen.settings, seen.corpus
+    seen.marks["up"] = time.time()
+    wait_for(
+        "producer deliveries", lambda: (b := beat(settings, "producer")) and b["delivered"], 300
+    )
+    wait_for(
+        "a Spark batch with rows",
+        lambda: (b := beat(settings, "spark")) and b.get("total_rows"),
+        420,
+    )
+    # Incidents of the start (the lake was empty for a while) close before the outage.
+    wait_for("no open incident", lambda: not _open_incidents(seen.receiver), 300)
+    producer = beat(settings, "producer")
+    assert producer is not None and producer["received"] < corpus.items, "the replay ended early"
+    seen.producer_pid_at_stop = int(producer["pid"])
+    seen.figures["replayed_before_outage"] = producer["received"]
+
+    kafka = services.kafka_process(settings)
+    kafka.stop()
+    seen.marks["stop"] = time.time()
+    time.sleep(OUTAGE_SECONDS)
+    services.prepare_kafka(settings)
+    kafka.start()
+    seen.marks["start"] = time.time()
+    seen.figures["outage_seconds"] = round(seen.marks["start"] - seen.marks["stop"])
+    producer = beat(settings, "producer")
+    assert producer is not None, "no live producer at the end of the outage"
+    seen.received_at_restart, seen.delivered_at_restart = (
+        producer["received"],
+        producer["delivered"],
+    )
+
+    def replay_delivered() -> bool:
+        b = beat(settings, "producer")
+        return bool(b) and b["received"] == corpus.items and b["backlog_records"] == 0
+
+    remaining = LEAD_IN_SECONDS + OUTAGE_SECONDS + TAIL_SECONDS
+    wait_for("the whole replay received and delivered", replay_delivered, remaining + 300)
+    seen.marks["delivered"] = time.time()
+
+    def lake_rows() -> int:
+        con = lake.duckdb_with_lake(settings)
+        return con.execute("SELECT count(*) FROM processed_trades").fetchone()[0]
+
+    wait_for("Spark to catch up", lambda: lake_rows() >= len(corpus.trades), 600, every=5)
+    seen.marks["caught_up"] = time.time()
+    wait_for("every incident recovered", lambda: not _open_incidents(seen.receiver),
+             STABLE_RUN_SECONDS + 400, every=5)  # fmt: skip
+    time.sleep(35)  # one more alerts-sensor tick (30 s): nothing new may arrive
+    seen.marks["end"] = time.time()
+
+
+# --- what the drill saw, judged ---------------------------------------------------------
+
+
+def lake_trades(settings: Settings) -> collections.Counter[Trade]:
+    con = lake.duckdb_with_lake(settings)
+    rows = con.execute(
+        "SELECT symbol, price, epoch_ms(trade_ts), volume FROM processed_trades"
+    ).fetchall()
+    return collections.Counter((s, p, int(t), v) for s, p, t, v in rows)
+
+
+def test_the_lake_holds_exactly_the_replayed_trades(drill: Observations) -> None:
+    settings = drill.settings
+    found = lake.read_relisting(lambda: lake_trades(settings))
+    expected = collections.Counter(drill.corpus.trades)
+    assert max(expected.values()) == 1  # the corpus's trades are unique
+    missing = expected - found
+    duplicated = sum(n - 1 for n in found.values() if n > 1)
+    unexpected = found - expected
+    con = lake.duckdb_with_lake(settings)
+    rows, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM processed_trades"
+    ).fetchone()
+    drill.figures.update(trades_replayed=len(drill.corpus.trades), lake_rows=rows)
+    print(
+        f"lake: {rows} rows for {len(drill.corpus.trades)} replayed trades; "
+        f"{sum(missing.values())} missing, {duplicated} duplicated, "
+        f"{sum(unexpected.values())} unexpected"
+    )
+    assert not missing and not duplicated and not unexpected
+    assert rows == distinct == len(drill.corpus.trades)
+
+
+def position(value: dict[str, Any]) -> tuple[int, int]:
+    """(seq, item) of a record's source position in the receive log."""
+    found = parse_log_position(value["log_position"])
+    return found.seq, found.item
+
+
+def test_the_dead_letters_are_the_malformed_frames_only(drill: Observations) -> None:
+    settings = drill.settings
+    letters = read_topic(settings, settings.kafka_dlq_topic)
+    raws = collections.Counter(value["raw"] for _, value in letters)
+    reasons = collections.Counter(value["reason"].split(":")[0] for _, value in letters)
+    drill.figures.update(dead_letters=len(letters), dead_letter_reasons=dict(reasons))
+    print(f"dead letters: {len(letters)}, reasons {dict(reasons)}")
+    assert raws == collections.Counter(drill.corpus.malformed)
+    assert not [r for r in reasons if "deliver" in r or "timed out" in r.lower()]
+    # And by source sequence against the receive log: the DLQ holds the logged frames'
+    # dead letters, and the trades topic every logged trade exactly once.
+    expected, expected_letters = _expected_items(settings.producer_log_path, settings, "replay")
+    trades = collections.Counter(
+        position(value) for _, value in read_topic(settings, settings.kafka_topic)
+    )
+    assert {position(value) for _, value in letters} == expected_letters
+    assert len(letters) == len(expected_letters) == MALFORMED_FRAMES
+    assert set(trades) == expected - expected_letters and max(trades.values()) == 1
+
+
+def test_the_producer_rode_out_the_outage_and_drained_its_backlog(drill: Observations) -> None:
+    during, after = drill.during_outage(), drill.after_outage()
+    pids = {int(s["producer"]["pid"]) for s in drill.samples if s["producer"]}
+    backlog = [s["producer"]["backlog_records"] for s in during if s["producer"]]
+    ages = [s["producer"]["oldest_undelivered_age_s"] or 0 for s in during if s["producer"]]
+    drill.figures.update(
+        backlog_peak=max(backlog, default=0), oldest_age_peak_s=max(ages, default=0)
+    )
+    print(f"producer pids seen {sorted(pids)}; backlog peak {max(backlog, default=0)} records, "
+          f"oldest undelivered {max(ages, default=0):.0f}s")  # fmt: skip
+    assert pids == {drill.producer_pid_at_stop}, "the producer was replaced"
+    assert all(s["producer"] for s in during), "the producer was not running throughout"
+    assert max(s["producer_processes"] for s in drill.samples) == 1
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(RunsFilter(tags={STREAM_TAG: "producer"}))
+    assert len(runs) == 1 and not runs[0].is_finished, [(r.run_id, r.status) for r in runs]
+    # The backlog grew with the replay during the outage, past the delivery timeout...
+    assert max(backlog) > 20 * TRADES_PER_FRAME
+    assert max(ages) > drill.settings.kafka_delivery_timeout_seconds
+    # ... the feed kept arriving and went on after it, and the backlog drained to 0.
+    assert drill.figures["replayed_before_outage"] < drill.received_at_restart < drill.corpus.items
+    last = after[-1]["producer"]
+    assert last["received"] == drill.corpus.items and last["backlog_records"] == 0
+    assert last["delivered"] > drill.delivered_at_restart
+    assert last["frames_not_logged"] == 0 and last["balanced"] is True
+
+
+def supervisor_ticks(instance: DagsterInstance, stream: str) -> list[Any]:
+    name = f"{stream}_supervisor"
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.name == name:
+            return list(instance.get_ticks(state.instigator_origin_id, state.selector_id))
+    return []
+
+
+def run_summary(run: Any) -> tuple[str, str | None, str, str]:
+    """(status, exit code, last error, why the supervisor launched it) of a stream run."""
+    tags = run.tags
+    error = (tags.get(processes.LAST_ERROR_TAG) or "")[:160]
+    return run.status.value, tags.get(processes.EXITED_TAG), error, tags.get(DECISION_TAG, "")[:80]
+
+
+@pytest.fixture(scope="module")
+def supervision(drill: Observations) -> dict[str, dict[str, Any]]:
+    """Per stream: its supervisor's ticks (decisions in the cursors) and its runs, oldest
+    first, as the drill's Dagster instance recorded them."""
+    found = {}
+    with DagsterInstance.get() as instance:
+        for stream in infra_stack.STREAMS:
+            ticks = supervisor_ticks(instance, stream)
+            runs = list(reversed(instance.get_runs(RunsFilter(tags={STREAM_TAG: stream}))))
+            cursors = [json.loads(t.cursor or "{}") for t in ticks]
+            found[stream] = {"ticks": ticks, "cursors": cursors, "runs": runs}
+            actions = collections.Counter(c.get("action") for c in cursors)
+            drill.figures[f"{stream}_runs"] = len(runs)
+            drill.figures[f"{stream}_decisions"] = dict(actions)
+            print(f"{stream}: {len(ticks)} ticks {dict(actions)}; runs (oldest first): "
+                  f"{[run_summary(r) for r in runs]}")  # fmt: skip
+    return found
+
+
+def test_no_supervisor_gave_up_and_both_streams_ran_again(
+    drill: Observations, supervision: dict[str, dict[str, Any]]
+) -> None:
+    for seen in supervision.values():
+        ticks, cursors, runs = seen["ticks"], seen["cursors"], seen["runs"]
+        assert ticks and not [t.tick_data.error for t in ticks if t.is_failure]
+        assert "stopped" not in {c.get("action") for c in cursors}
+        assert not [c for c in cursors if c.get("incident") == "stopped"]
+        no_retry = str(exit_codes.NO_RETRY)
+        assert not [r for r in runs if r.tags.get(processes.EXITED_TAG) == no_retry]
+        # Every run after the first was the supervisor's own relaunch of a failed one.
+        assert [r for r in runs if not r.is_finished] == runs[-1:], "no live run at the end"
+        for failed, relaunch in itertools.pairwise(runs):
+            assert failed.status.value == "FAILURE", run_summary(failed)
+            assert relaunch.tags[DECISION_TAG].startswith("restarting after")
+    # Kafka unreachable is never fatal for the producer: it never failed at all.
+    assert len(supervision["producer"]["runs"]) == 1
+    # Spark's query fails when Kafka's client gives up (a batch in flight: 60 s; planning
+    # the next batch: 3 attempts of 60 s), so an outage may end it: such a failure names
+    # Kafka, and the supervisor relaunches it with nothing done by the test.
+    for failed in supervision["spark"]["runs"][:-1]:
+        assert "org.apache.kafka" in failed.tags.get(processes.LAST_ERROR_TAG, ""), run_summary(
+            failed
+        )
+
+    # New Spark batches after the outage: batch ids come from the checkpoint, so they grow
+    # across a relaunch.
+    def batch_ids(samples: list[dict[str, Any]]) -> list[int]:
+        return [int(b["batch_id"]) for s in samples if (b := s["spark"]) and "batch_id" in b]
+
+    before = batch_ids([s for s in drill.samples if s["t"] <= drill.marks["start"]])
+    assert max(batch_ids(drill.after_outage())) > max(before)
+    assert max(s["spark_processes"] for s in drill.samples) <= 1
+    assert beat(drill.settings, "spark") is not None and beat(drill.settings, "producer")
+
+
+def test_each_incident_opened_once_and_recovered_once(
+    drill: Observations, supervision: dict[str, dict[str, Any]]
+) -> None:
+    accepted = drill.receiver.accepted
+    by_incident: dict[str, list[str]] = collections.defaultdict(list)
+    for request in accepted:
+        by_incident[incident_of(request["key"])].append(request["key"].rsplit(":", 1)[1])
+    texts = [r["text"] for r in accepted]
+    drill.figures["alerts"] = texts
+    print("alerts received:\n  " + "\n  ".join(texts))
+    assert len({r["key"] for r in drill.receiver.requests}) == len(drill.receiver.requests)
+    for incident, kinds in by_incident.items():
+        assert kinds == ["open", "recovery"], (incident, kinds)
+    stop, end = drill.marks["stop"], drill.marks["end"]
+    outage = [i for i in by_incident if stop <= float(i.split("@", 1)[1]) <= end]
+    kinds = collections.Counter(kind_of(i) for i in outage)
+    assert kinds["producer_backlog"] == 1, kinds
+    if not AT_DEFAULTS:  # the fail window (60 s) is shorter than the outage
+        assert kinds["lake_stale"] == 1, kinds
+    # A stream's "keeps failing" incident exactly when its supervisor counted enough
+    # failures in a row (the producer never fails; Spark may, see above).
+    for stream, seen in supervision.items():
+        kept_failing = any(c.get("incident") == "keeps_failing" for c in seen["cursors"])
+        assert kinds[f"stream:{stream}"] == int(kept_failing), (stream, kinds)
+    assert all(n == 1 for n in kinds.values()), kinds
+    assert set(kinds) <= {"producer_backlog", "lake_stale", "stream:spark"}, kinds
+    assert not [t for t in texts if " stopped: " in t]
+
+
+def test_make_down_leaves_no_process_behind(drill: Observations) -> None:
+    settings = drill.settings
+    pids = [int(r["pid"]) for r in infra_stack.status_rows(settings) if r["pid"].isdigit()]
+    infra_stack.down(settings)
+    assert not [pid for pid in pids if pid_alive(pid)]
+    assert not stream_pids("producer") and not stream_pids("spark")
+    print("figures: " + json.dumps(drill.figures, default=str))
