@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # --- Spark ------------------------------------------------------------------------
     spark_master: str = Field(default="local[2]", alias="SPARK_MASTER")
     spark_trigger_seconds: float = Field(default=5.0, gt=0, alias="SPARK_TRIGGER_SECONDS")
+    # How long the Spark query's Kafka clients wait for the broker before the query fails
+    # (and the supervisor relaunches it): Kafka's default.api.timeout.ms, which also
+    # bounds each request. The default is Kafka's own; drills shorten it.
+    spark_kafka_timeout_seconds: float = Field(
+        default=60.0, ge=1, le=3600, alias="SPARK_KAFKA_TIMEOUT_SECONDS"
+    )
     spark_driver_memory: str = Field(default="2g", alias="SPARK_DRIVER_MEMORY")
     spark_shuffle_partitions: int = Field(default=4, ge=1, alias="SPARK_SHUFFLE_PARTITIONS")
     spark_checkpoint_dir: Path | None = Field(default=None, alias="SPARK_CHECKPOINT_DIR")

@@ -38,11 +38,14 @@ STOP_TIMEOUT = "60s"
 # driver's memory; at the 5 s trigger this is far above any sustained rate.
 MAX_OFFSETS_PER_TRIGGER = 2_000_000
 SPARK_UI_URL_KEY = "spark_ui_url"
+# Kafka's own default for one request; never longer than SPARK_KAFKA_TIMEOUT_SECONDS.
+KAFKA_REQUEST_TIMEOUT_MS = 30_000
 
 log = structlog.get_logger("spark")
 
 
 def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) -> StreamingQuery:
+    kafka_timeout_ms = int(settings.spark_kafka_timeout_seconds * 1000)
     kafka = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", settings.kafka_server)
@@ -50,6 +53,8 @@ def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) ->
         # Only used on a first start; afterwards the checkpoint's offsets win.
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", str(MAX_OFFSETS_PER_TRIGGER))
+        .option("kafka.default.api.timeout.ms", str(kafka_timeout_ms))
+        .option("kafka.request.timeout.ms", str(min(kafka_timeout_ms, KAFKA_REQUEST_TIMEOUT_MS)))
         .load()
     )
     checkpoint = settings.checkpoint_dir.expanduser().resolve()
