@@ -133,6 +133,7 @@ class PendingRecord:
 
 
 _POSITION_DECODER = msgspec.json.Decoder(Positioned)
+BROKERS_DOWN = "all brokers down: receiving into the log, delivering when they are back"
 
 
 def position_of(value: bytes | None) -> LogPosition | None:
@@ -598,6 +599,8 @@ class Delivery:
                 c.dead_lettered += record.letters
                 c.in_flight -= record.items
             c.last_delivery_ts_ms = time.time_ns() // 1_000_000
+        if self.kafka_state == BROKERS_DOWN:  # deliveries again: the brokers are back
+            self.kafka_state = "connected"
 
     def _update_oldest(self) -> None:
         if self.pending:
@@ -637,6 +640,10 @@ class Delivery:
     def _on_error(self, err: KafkaError) -> None:
         self.counters.kafka_errors += 1
         self.counters.last_error = f"kafka: {err.str()}"
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self.kafka_state == "connected":
+            # The heartbeat (and the backlog alert) say so at once, not only when the
+            # delivery timeout ends the session.
+            self.kafka_state = BROKERS_DOWN
         # librdkafka reports every failed reconnect: one line per interval is enough.
         now = time.monotonic()
         if now >= self._next_error_log or err.fatal():

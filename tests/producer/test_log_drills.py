@@ -28,6 +28,7 @@ import pytest
 from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings
 from infra import services
+from producer.delivery import BROKERS_DOWN
 from producer.frames import FrameProcessor
 from producer.journal import IDENTITY_FILE, list_segments, read_segment_records
 from producer.simulator.server import SimulatorServer
@@ -348,3 +349,30 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     oldest_kept = list_segments(process.log_dir)[0].first_seq
     counts = _reconcile(topics_settings, process, topic_reader, reclaimed_below=oldest_kept)
     assert counts["trades"] == final["delivered"] == final["received"]
+
+
+def test_the_heartbeat_says_all_brokers_are_down_before_any_delivery_timeout(
+    topics_settings: Settings,
+    infrastructure: Settings,
+    broker: Any,
+    start_simulator: Callable[..., SimulatorServer],
+    run_producer: Callable[..., Any],
+) -> None:
+    """With the delivery timeout at its default (300 s), the broker's loss shows in the
+    producer's state as soon as librdkafka loses every broker, and deliveries clear it."""
+    sim = start_simulator(trades_per_second=20, tick_seconds=0.1)
+    settings = topics_settings.model_copy(update={"simulator_port": sim.port})
+    running = run_producer(settings)
+    _wait("first deliveries", lambda: running.producer.health().get("delivered", 0) > 0, 60)
+    assert running.producer.health()["kafka_state"] == "connected"
+    broker.stop()
+    down = _wait(
+        "the state to say so",
+        lambda: (h := running.producer.health())["kafka_state"] == BROKERS_DOWN and h,
+        60,
+    )
+    assert down["backlog_records"] > 0
+    _start_broker(infrastructure, broker)
+    _wait("deliveries again", lambda: running.producer.health()["kafka_state"] == "connected", 120)
+    _wait("the backlog delivered", lambda: running.producer.health()["backlog_records"] == 0, 120)
+    assert running.stop() == 0
