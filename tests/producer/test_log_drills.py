@@ -26,12 +26,14 @@ from typing import Any
 import pytest
 
 from finpipe.contracts import parse_log_position
-from finpipe.settings import Settings
+from finpipe.settings import Settings, load_settings
 from infra import services
 from producer.delivery import BROKERS_DOWN
 from producer.frames import FrameProcessor
 from producer.journal import IDENTITY_FILE, list_segments, read_segment_records
 from producer.simulator.server import SimulatorServer
+from tests.platform.platform_stack import kafka_end_offsets
+from tests.spark.spark_job_harness import SparkJobEnv
 
 PRODUCER = str(Path(sys.executable).parent / "finpipe-producer")
 DELIVERY_TIMEOUT_SECONDS = 5
@@ -230,11 +232,12 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
     assert counts["letters"] == 12  # the two garbage bursts: 6 dead letters each
 
 
-def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_kafka(
+def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_the_lake(
     topics_settings: Settings,
     start_simulator: Callable[..., SimulatorServer],
     producer_process: Callable[[SimulatorServer], ProducerProcess],
     topic_reader: Callable[..., list[Any]],
+    tmp_path: Path,
 ) -> None:
     sim = start_simulator(trades_per_second=500, tick_seconds=0.05, burst_probability=0.0)
     process = producer_process(sim)
@@ -265,6 +268,33 @@ def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_kafk
         f"torn log bytes truncated at restarts: {torn}"
     )
     assert len(found_on_restart) == 4  # every start scanned Kafka before sending
+
+    # And on into the lake: the real Spark job over the drill's topic. Every Kafka record
+    # of it is a logged trade exactly once (above), so the lake holds every logged trade
+    # exactly once when it holds each Kafka coordinate once, per partition up to its end.
+    ends = {p: n for p, n in kafka_end_offsets(topics_settings).items() if n}
+    assert sum(ends.values()) == logged_trades
+    spark = SparkJobEnv(
+        load_settings(
+            KAFKA_TOPIC=topics_settings.kafka_topic,
+            LAKE_PREFIX=f"tests/{topics_settings.kafka_topic}",
+            SPARK_CHECKPOINT_DIR=tmp_path / "checkpoint",
+            SPARK_TRIGGER_SECONDS=1.0,
+            FINPIPE_HOME=tmp_path / "spark-home",
+        ),
+        tmp_path,
+    )
+    job = spark.start()
+    try:
+        spark.wait_health(job, lambda h: h.get("total_rows", 0) >= logged_trades, timeout=600)
+        rows = spark.lake_rows()
+    finally:
+        spark.terminate(job)
+    per_partition = collections.Counter(p for p, _ in rows)
+    assert len(rows) == len(set(rows)) == logged_trades
+    assert dict(per_partition) == ends
+    assert set(rows) == {(p, o) for p, n in ends.items() for o in range(n)}
+    print(f"lake: {len(rows)} rows, each Kafka coordinate once: every logged trade once")
 
 
 def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothing(
