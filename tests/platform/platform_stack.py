@@ -111,7 +111,17 @@ def stream_pids(name: str) -> list[int]:
         )
         if is_script and f"KAFKA_TOPIC={topic}".encode() in environ:
             found.append(int(proc.name))
-    return found
+    # A child forked by a stream process (PySpark's launch of spark-submit, say) carries its
+    # parent's command line until it execs: the same copy, not a second one.
+    return [pid for pid in found if _parent(pid) not in found]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
 
 
 def kafka_end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:

@@ -175,8 +175,20 @@ class Sampler(threading.Thread):
             sample: dict[str, Any] = {"t": time.time()}
             for stream in infra_stack.STREAMS:
                 sample[stream] = beat(self.settings, stream)
-                sample[f"{stream}_processes"] = len(stream_pids(stream))
+                pids = stream_pids(stream)
+                sample[f"{stream}_processes"] = len(pids)
+                if len(pids) > 1:  # what ran, for the failure message
+                    sample[f"{stream}_pids"] = [_describe(pid) for pid in pids]
             self.samples.append(sample)
+
+
+def _describe(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} (parent {stat.rsplit(')', 1)[1].split()[1]}): {argv[:200]}"
 
 
 def _open_incidents(receiver: Webhook) -> set[str]:
@@ -434,7 +446,8 @@ def test_no_supervisor_gave_up_and_both_streams_ran_again(
 
     before = batch_ids([s for s in drill.samples if s["t"] <= drill.marks["start"]])
     assert max(batch_ids(drill.after_outage())) > max(before)
-    assert max(s["spark_processes"] for s in drill.samples) <= 1
+    doubled = [s for s in drill.samples if s["spark_processes"] > 1]
+    assert not doubled, [(s["t"], s.get("spark_pids")) for s in doubled]
     assert beat(drill.settings, "spark") is not None and beat(drill.settings, "producer")
 
 

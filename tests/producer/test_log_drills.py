@@ -320,10 +320,13 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     assert code == 0 and took < 10
     assert stopped["backlog_records"] > 0 and stopped["final"] is True
 
-    # Started while the broker is still down: it runs, receives, spools.
+    # Started while the broker is still down, for 2 minutes (past every Kafka client and
+    # admin timeout of a start): it runs, receives, spools.
     process.start()
-    time.sleep(20)
-    assert process.proc is not None and process.proc.poll() is None, process.logs()[-3000:]
+    down_until = time.monotonic() + 120
+    while time.monotonic() < down_until:
+        assert process.proc is not None and process.proc.poll() is None, process.logs()[-3000:]
+        time.sleep(1)
     beat = process.health()
     assert beat["kafka_state"].startswith("unreachable") and beat["frames"] > 0
     assert beat["backlog_records"] > stopped["backlog_records"]
