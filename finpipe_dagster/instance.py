@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dagster import DagsterRunStatus
 
 from finpipe.settings import Settings
 
@@ -19,6 +20,9 @@ STREAM_TAG = "finpipe/stream"
 
 LIVE_RUN_STATUSES = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"})
 """Run statuses (``DagsterRunStatus.value``) of a run that has not finished."""
+
+LIVE_RUN_STATUS_FILTER = [DagsterRunStatus(status) for status in sorted(LIVE_RUN_STATUSES)]
+"""The same, as ``RunsFilter(statuses=...)`` takes them."""
 
 MAX_CONCURRENT_RUNS = 6
 

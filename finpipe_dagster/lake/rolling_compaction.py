@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
     OpExecutionContext,
     Output,
@@ -41,7 +40,7 @@ from dagster import (
 
 from finpipe import contracts, lake
 from finpipe.settings import Settings
-from finpipe_dagster.instance import LIVE_RUN_STATUSES
+from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
 from finpipe_dagster.lake.compaction import compact_folder, expired_leftovers
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources import FinpipeSettings, LakeS3Resource
@@ -191,9 +190,6 @@ def compact_open_day(
 )
 def rolling_compaction_job() -> None:
     compact_open_day()
-
-
-IN_PROGRESS = [DagsterRunStatus(status) for status in sorted(LIVE_RUN_STATUSES)]
 
 
 @sensor(

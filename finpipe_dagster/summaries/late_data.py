@@ -47,6 +47,7 @@ from dagster import (
 
 from finpipe import contracts, lake
 from finpipe.settings import Settings
+from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
 from finpipe_dagster.lake.compaction import COMPACTED_TRADES, expired_leftovers
 from finpipe_dagster.partitions import first_day
 from finpipe_dagster.resources import FinpipeSettings
@@ -69,13 +70,6 @@ MAX_REQUESTS_PER_TICK = 8
 """Newest days first; the rest follow on later ticks (a replay of many past days, or the
 first tick after an upgrade, must not flood the run queue)."""
 IN_STEP = "all in step"
-IN_PROGRESS = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
 
 # --- pure decisions ---------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 import json
 
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
@@ -12,12 +11,10 @@ from dagster import (
     sensor,
 )
 
-from finpipe_dagster.instance import LIVE_RUN_STATUSES
+from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.summaries.jobs import REFRESH_TAG, summaries_job
-
-IN_PROGRESS = [DagsterRunStatus(status) for status in sorted(LIVE_RUN_STATUSES)]
 
 
 @sensor(
