@@ -581,6 +581,42 @@ def put_batches(
     return len(objects)
 
 
+SEGMENT_BATCHES = 720  # ROLLING_COMPACTION_SEGMENT_BATCHES' default: an hour of 5 s batches
+
+
+def rolling_segments(
+    settings: Settings,
+    table: pa.Table,
+    symbols: tuple[str, ...],
+    day: dt.date,
+    hours: range,
+    open_batches: int = 0,
+) -> list[tuple[str, pa.Table]]:
+    """The compacted segments a rolling-compacted open day holds, one per symbol and hour
+    of ``table`` (24 hours): hour ``k`` is ``compacted-<k*720+1>-<(k+1)*720>``; with
+    ``open_batches`` the last hour is the open segment, of that many batches. Rows keep
+    their times; the folder is ``day``'s (the tail reads by time, not by ``trade_date``)."""
+    ts = table["trade_ts"].cast(pa.int64()).to_numpy()
+    hour_of = (ts - ts.min()) // 3_600_000
+    objects = []
+    for k in hours:
+        last = (k + 1) * SEGMENT_BATCHES if not open_batches else k * SEGMENT_BATCHES + open_batches
+        name = contracts.compacted_segment_name(k * SEGMENT_BATCHES + 1, last)
+        in_hour = table.filter(pa.array(hour_of == k))
+        for symbol in symbols:
+            rows = in_hour.filter(pc.equal(in_hour["symbol"], symbol)).sort_by(
+                [("trade_ts", "ascending"), ("kafka_offset", "ascending")]
+            )
+            rows = rows.set_column(
+                rows.schema.get_field_index("trade_date"),
+                "trade_date",
+                pa.array([day] * rows.num_rows, pa.date32()),
+            )
+            folder = f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}"
+            objects.append((f"{folder}/{name}", rows))
+    return objects
+
+
 def first_load_fifty(
     base: Settings,
     root: str,
@@ -589,10 +625,16 @@ def first_load_fifty(
     trades: int,
     repeats: int,
     tail_baseline: ModuleType | None,
+    rolling: bool = False,
 ) -> None:
     """A fresh process's first page load and the warm refreshes with 50 symbols, over an
     open day holding ``old_batches`` batch objects per symbol before the tail's window
     and ``recent_batches`` inside it; the baseline's LakeTail on the same objects.
+
+    ``rolling``: the day as the rolling compaction keeps it at 23:59 instead: per symbol
+    23 hour segments written before the window, the open segment (the last hour but its
+    ``recent_batches``) rewritten inside it, and the ``recent_batches`` young batch files
+    (the default leaves (120 + 60) s / 5 s = 36).
 
     The objects' LastModified is the store's clock, so "old" objects are made old by
     reading at a later ``now``: the window is 1 minute (DASHBOARD_TAIL_MINUTES' least)
@@ -618,21 +660,36 @@ def first_load_fifty(
     once(
         "build + publish summaries of 50 symbols (DuckDB)", lambda: build_summaries(settings, table)
     )
-    count = once(
-        f"PUT {old_batches} old batches x 50 symbols",
-        lambda: put_batches(settings, symbols, range(1, old_batches + 1), start),
-    )
+    first_recent = old_batches + 1
+    if rolling:
+        old = rolling_segments(settings, table, symbols, start.date(), range(23))
+        once(
+            f"PUT 23 hour segments x 50 symbols ({table.num_rows:,} trades in all)",
+            lambda: put_all(settings, old, threads=16),
+        )
+        count = len(old)
+        first_recent = 23 * SEGMENT_BATCHES + SEGMENT_BATCHES - recent_batches + 1
+    else:
+        count = once(
+            f"PUT {old_batches} old batches x 50 symbols",
+            lambda: put_batches(settings, symbols, range(1, old_batches + 1), start),
+        )
     print(f"  old objects: {count:,} (a full day at 5 s: {50 * 17_280:,}; {count / 864_000:.2%})")
     time.sleep(1.5)
     between = dt.datetime.now(dt.UTC)
     time.sleep(1.5)
     now = between + dt.timedelta(minutes=1) + lake_tail.CLOCK_SLACK
-    recent = range(old_batches + 1, old_batches + 1 + recent_batches)
+    if rolling:
+        segments = rolling_segments(
+            settings, table, symbols, start.date(), range(23, 24), SEGMENT_BATCHES - recent_batches
+        )
+        once("PUT the open segment x 50 symbols", lambda: put_all(settings, segments))
+    recent = range(first_recent, first_recent + recent_batches)
     count = once(
         f"PUT {recent_batches} recent batches x 50 symbols",
         lambda: put_batches(settings, symbols, recent, now),
     )
-    print(f"  recent objects: {count:,}")
+    print(f"  recent objects: {count:,}" + (" + 50 open segments" if rolling else ""))
     print(load(), flush=True)
     listed = {"keys": 0, "requests": 0}
 
@@ -713,6 +770,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--old-batches", type=int, default=40, help="with --fifty")
     parser.add_argument("--recent-batches", type=int, default=6, help="with --fifty")
+    parser.add_argument(
+        "--rolling",
+        action="store_true",
+        help="with --fifty: the open day as the rolling compaction keeps it at 23:59",
+    )
     args = parser.parse_args(argv)
 
     base = load_settings()
@@ -741,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.trades,
                 args.repeats,
                 tail_baseline,
+                rolling=args.rolling,
             )
             print(load(), flush=True)
             return 0

@@ -50,8 +50,27 @@ def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def produce(settings: Settings, rate: int, duration: float, counter: Any, started: Any) -> None:
-    """Producer process: ``rate`` trades/s in 100 slices per second, for ``duration``."""
+def bench_symbols(count: int) -> list[str]:
+    """The default 7 tickers, or the first ``count`` of the simulator's 50 Finnhub
+    spellings (crypto and stocks, ``BINANCE:BTCUSDT``, ``BRK.B`` ...)."""
+    if count == len(DEFAULT_TICKERS):
+        return list(DEFAULT_TICKERS)
+    from producer.simulator.market import DEMO_50_TICKERS
+
+    if not 1 <= count <= len(DEMO_50_TICKERS):
+        raise SystemExit(f"--symbols must be 1..{len(DEMO_50_TICKERS)}, not {count}")
+    return list(DEMO_50_TICKERS[:count])
+
+
+def produce(
+    settings: Settings,
+    rate: int,
+    duration: float,
+    symbols: list[str],
+    counter: Any,
+    started: Any,
+) -> None:
+    """Producer process: ``rate`` trades/s over ``symbols`` in 100 slices per second."""
     from confluent_kafka import Producer
 
     producer = Producer(
@@ -66,7 +85,6 @@ def produce(settings: Settings, rate: int, duration: float, counter: Any, starte
         }
     )
     encoder = msgspec.json.Encoder()
-    symbols = list(DEFAULT_TICKERS)
     slice_s = 0.01
     begin = time.monotonic()
     started.value = time.time()
@@ -131,6 +149,58 @@ class LakeWatcher(threading.Thread):
         return {"p50_s": p50, "p95_s": p95, "p99_s": p99, "max_s": top, "rows": len(values)}
 
 
+def stage_breakdown(ui_url: str | None) -> dict[str, Any]:
+    """Where a batch's time goes, from the running job's Spark REST API: per micro-batch
+    a *read* stage (Kafka fetch, parse, shuffle write; one task per Kafka partition) and
+    a *write* stage (shuffle read, the lake objects' Parquet + PUTs). Wall time per
+    stage (p50/p95), tasks, and the bytes the shuffle moved."""
+    import urllib.request
+
+    if not ui_url:
+        return {}
+
+    def get(path: str) -> Any:
+        with urllib.request.urlopen(f"{ui_url}/api/v1/{path}", timeout=30) as response:
+            return json.load(response)
+
+    try:
+        app = get("applications")[0]["id"]
+        stages = get(f"applications/{app}/stages?status=complete")
+    except OSError as exc:
+        say(f"no stage breakdown: {exc}")
+        return {}
+
+    def wall_s(stage: dict[str, Any]) -> float:
+        def parse(text: str) -> float:
+            return time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) + float(
+                "0" + text[19:23]
+            )
+
+        return parse(stage["completionTime"]) - parse(stage["submissionTime"])
+
+    kinds = {
+        "read": [s for s in stages if s.get("shuffleWriteBytes", 0) > 0],
+        "write": [s for s in stages if s.get("shuffleReadBytes", 0) > 0],
+    }
+    out: dict[str, Any] = {}
+    for kind, found in kinds.items():
+        walls = [wall_s(s) for s in found]
+        if not walls:
+            continue
+        out[kind] = {
+            "stages": len(found),
+            "wall_p50_s": float(np.percentile(walls, 50)),
+            "wall_p95_s": float(np.percentile(walls, 95)),
+            "tasks_median": statistics.median(s["numTasks"] for s in found),
+            "executor_run_s_mean": statistics.fmean(s["executorRunTime"] for s in found) / 1000,
+            "shuffle_mb_mean": statistics.fmean(
+                s.get("shuffleWriteBytes", 0) + s.get("shuffleReadBytes", 0) for s in found
+            )
+            / 1e6,
+        }
+    return out
+
+
 def committed_batches(log_path: Path) -> list[dict[str, Any]]:
     batches = []
     for line in log_path.read_text(errors="replace").splitlines():
@@ -157,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "LAKE_PREFIX": settings.lake_prefix,
         "SPARK_CHECKPOINT_DIR": str(settings.checkpoint_dir),
         "SPARK_TRIGGER_SECONDS": str(args.trigger),
+        **({"SPARK_WRITE_THREADS": str(args.write_threads)} if args.write_threads else {}),
         "SPARK_JARS": os.environ.get("SPARK_JARS")
         or str(artifacts.spark_jars_folder(settings.cache_dir)),
     }
@@ -190,7 +261,9 @@ def _wait_running(settings: Settings, job: subprocess.Popen[bytes]) -> None:
     raise SystemExit("finpipe-spark did not start in 180 s")
 
 
-def _warm_up(settings: Settings, job: subprocess.Popen[bytes], records: int = 700) -> None:
+def _warm_up(
+    settings: Settings, job: subprocess.Popen[bytes], symbols: list[str], records: int = 700
+) -> None:
     """One small batch first, so Python workers and S3 clients exist before measuring.
 
     Their start-up is a one-time cost of a (re)started job, reported by the tests' logs,
@@ -203,7 +276,7 @@ def _warm_up(settings: Settings, job: subprocess.Popen[bytes], records: int = 70
     producer = Producer({"bootstrap.servers": settings.kafka_server, "acks": "all"})
     now_ms = int(time.time() * 1000)
     for n in range(records):
-        symbol = DEFAULT_TICKERS[n % len(DEFAULT_TICKERS)]
+        symbol = symbols[n % len(symbols)]
         record = TradeRecord(symbol, 100.0, 1.0, now_ms, None, now_ms, "replay")
         producer.produce(settings.kafka_topic, key=symbol, value=msgspec.json.encode(record))
     producer.flush(30)
@@ -220,15 +293,18 @@ def _measure(
 ) -> dict[str, Any]:
     from finpipe.health import read_health
 
+    symbols = bench_symbols(args.symbols)
     _wait_running(settings, job)
-    _warm_up(settings, job)
+    _warm_up(settings, job, symbols)
     say("job running and warm; producing")
     warm_rows = int((read_health(settings, "spark") or {}).get("total_rows", 0))
     load_before = os.getloadavg()
     counter = mp.Value("q", 0)
     started = mp.Value("d", 0.0)
     producer = mp.Process(
-        target=produce, args=(settings, args.rate, args.duration, counter, started), daemon=True
+        target=produce,
+        args=(settings, args.rate, args.duration, symbols, counter, started),
+        daemon=True,
     )
     watcher = LakeWatcher(settings, args.poll)
     watcher.start()
@@ -254,6 +330,7 @@ def _measure(
     watcher.stop.set()
     watcher.join(30)
     beat = read_health(settings, "spark") or {}
+    stages = stage_breakdown(beat.get("spark_ui_url"))
     batches = committed_batches(log_path)
     steady = [b for b in batches if b["rows"] > 0][1 + args.skip_batches :]  # 1: warm-up
     durations = [b["batch_duration_ms"] / 1000 for b in steady]
@@ -264,6 +341,8 @@ def _measure(
         "rate_target": args.rate,
         "duration_s": args.duration,
         "trigger_s": args.trigger,
+        "symbols": len(symbols),
+        "kafka_partitions": settings.kafka_partitions,
         "produced": produced,
         "produced_rate": produced / args.duration,
         "committed_rows": int(beat.get("total_rows", 0)) - warm_rows,
@@ -283,6 +362,7 @@ def _measure(
             "max": max(lag for _, lag in lag_samples),
         },
         "latency": watcher.percentiles(),
+        "stages": stages,
         # The machine is shared: its load says how much of the 2 cores the job really had.
         "loadavg_1m_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
         "cpus": os.cpu_count(),
@@ -304,7 +384,7 @@ def _plot(
         rows=3,
         cols=1,
         subplot_titles=(
-            f"lag (produced - committed records) at {args.rate:,} trades/s",
+            f"lag (produced - committed records) at {args.rate:,} trades/s, {args.symbols} symbols",
             "micro-batch duration (s) vs the trigger",
             "end-to-end latency: producer receive → visible in the lake (s)",
         ),
@@ -338,6 +418,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000, help="trades per second")
     parser.add_argument("--duration", type=float, default=600, help="seconds of production")
     parser.add_argument("--trigger", type=float, default=5.0, help="SPARK_TRIGGER_SECONDS")
+    parser.add_argument(
+        "--symbols", type=int, default=len(DEFAULT_TICKERS), help="symbols traded (max 50)"
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="lake reader's listing period")
     parser.add_argument("--drain", type=float, default=120, help="max seconds to drain")
     parser.add_argument(
@@ -345,8 +428,50 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep checkpoint and logs")
     parser.add_argument("--plot", help="write lag, batch-duration and latency plots to this PNG")
+    parser.add_argument(
+        "--write-threads", type=int, help="SPARK_WRITE_THREADS of the job (default: the setting's)"
+    )
+    parser.add_argument(
+        "--baseline-write-threads",
+        type=int,
+        help="first run the same load with this SPARK_WRITE_THREADS, then print the ratios",
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args), indent=1, default=float))
+    if args.baseline_write_threads is None:
+        print(json.dumps(run(args), indent=1, default=float))
+        return
+    plot = args.plot
+    args.plot, current_threads = None, args.write_threads
+    args.write_threads = args.baseline_write_threads
+    say(f"baseline run: SPARK_WRITE_THREADS={args.write_threads}")
+    baseline = run(args)
+    args.plot, args.write_threads = plot, current_threads
+    say(f"current run: SPARK_WRITE_THREADS={args.write_threads or 'default'}")
+    current = run(args)
+    print(json.dumps(compare(baseline, current, args), indent=1, default=float))
+
+
+def compare(baseline: dict[str, Any], current: dict[str, Any], args: Any) -> dict[str, Any]:
+    """Both runs' summaries and current / baseline of the figures the targets name."""
+
+    def ratio(*path: str) -> float | None:
+        old, new = baseline, current
+        for key in path:
+            old, new = (old or {}).get(key), (new or {}).get(key)
+        return round(new / old, 3) if old and new is not None else None
+
+    return {
+        "baseline_write_threads": args.baseline_write_threads,
+        "baseline": baseline,
+        "current": current,
+        "current_over_baseline": {
+            "batch_p50": ratio("batch_duration_s", "p50"),
+            "batch_p95": ratio("batch_duration_s", "p95"),
+            "latency_p50": ratio("latency", "p50_s"),
+            "latency_p99": ratio("latency", "p99_s"),
+            "write_stage_p50": ratio("stages", "write", "wall_p50_s"),
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     )
     spark_driver_memory: str = Field(default="2g", alias="SPARK_DRIVER_MEMORY")
     spark_shuffle_partitions: int = Field(default=4, ge=1, alias="SPARK_SHUFFLE_PARTITIONS")
+    # Objects one writer task writes at once: a batch writes one object per (day,
+    # symbol), and writing them one after the other made the PUTs most of a 50-symbol
+    # batch's time (docs/benchmarks/spark.md). 1 writes them one at a time.
+    spark_write_threads: int = Field(default=8, ge=1, le=64, alias="SPARK_WRITE_THREADS")
     spark_checkpoint_dir: Path | None = Field(default=None, alias="SPARK_CHECKPOINT_DIR")
     # The Spark driver's web UI (loopback in local mode; Spark takes the next free port
     # when this one is busy, and the heartbeat reports the one it got).

@@ -16,7 +16,9 @@ atomically (a single S3 PUT, or a multipart upload that becomes visible on compl
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -137,6 +139,18 @@ def write_object(
     with_retries(write, what=path, budget_seconds=retry_seconds)
 
 
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    """One pool per size and Python worker (workers are reused across tasks and batches)."""
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = concurrent.futures.ThreadPoolExecutor(threads, "lake-writer")
+        return _POOLS[threads]
+
+
 def write_batch_rows(
     batches: Iterable[pa.RecordBatch],
     *,
@@ -145,8 +159,13 @@ def write_batch_rows(
     processed_ts_ms: int,
     filesystem: pafs.FileSystem,
     retry_seconds: float = 0.0,
+    threads: int = 1,
 ) -> pa.Table:
-    """Write the rows of one Spark task; returns one ``REPORT_SCHEMA`` row per object."""
+    """Write the rows of one Spark task; returns one ``REPORT_SCHEMA`` row per object.
+
+    ``threads`` objects are written at once (Parquet encoding and the PUT release the
+    GIL); each object's name and rows do not depend on the order, so a replay still
+    rewrites the same objects."""
     batches = list(batches)
     if not batches or sum(b.num_rows for b in batches) == 0:
         return REPORT_SCHEMA.empty_table()
@@ -156,19 +175,27 @@ def write_batch_rows(
     good = rows.filter(valid)
     if good.num_rows:
         table = lake_table(good, processed_ts_ms)
-        for trade_date, symbol, group in partition_groups(table):
+
+        def write(group: tuple[dt.date, str, pa.Table]) -> dict[str, object]:
+            trade_date, symbol, rows = group
             path = location.data_key(trade_date, symbol, batch_id)
-            write_object(group, path, filesystem, retry_seconds)
-            max_ts = pc.max(group["trade_ts"]).cast(pa.int64()).as_py()
-            reports.append(
-                {
-                    "kind": LAKE_KIND,
-                    "path": path,
-                    "rows": group.num_rows,
-                    "max_trade_ts_ms": max_ts,
-                    "trade_date": trade_date.isoformat(),
-                }
-            )
+            write_object(rows, path, filesystem, retry_seconds)
+            return {
+                "kind": LAKE_KIND,
+                "path": path,
+                "rows": rows.num_rows,
+                "max_trade_ts_ms": pc.max(rows["trade_ts"]).cast(pa.int64()).as_py(),
+                "trade_date": trade_date.isoformat(),
+            }
+
+        if threads > 1:
+            futures = [_pool(threads).submit(write, g) for g in partition_groups(table)]
+            # Every write ends before the first failure is raised: a failed task never
+            # leaves a write of its own running behind it.
+            concurrent.futures.wait(futures)
+            reports.extend(f.result() for f in futures)
+        else:
+            reports.extend(write(g) for g in partition_groups(table))
     bad = rows.filter(pc.invert(valid))
     if bad.num_rows:
         # Rejects have no partition values, so the shuffle puts all of a batch's rejects

@@ -65,6 +65,7 @@ def _task_writer(settings: Settings, location: LakeLocation, batch_id: int, proc
             processed_ts_ms=processed_ts_ms,
             filesystem=_filesystem(settings),
             retry_seconds=settings.s3_write_retry_seconds,
+            threads=settings.spark_write_threads,
         )
         yield from report.to_batches()
 

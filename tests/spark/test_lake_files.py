@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import pytest
 
 from finpipe import contracts
 from spark.lake_files import REJECTS_KIND, LakeLocation, write_batch_rows
@@ -56,7 +57,7 @@ ROWS = [
 ]
 
 
-def _write(tmp_path: Path, rows: list[dict[str, object]], batch_id: int = 7):  # type: ignore[no-untyped-def]
+def _write(tmp_path: Path, rows: list[dict[str, object]], batch_id: int = 7, threads: int = 1):  # type: ignore[no-untyped-def]
     table = pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
     return write_batch_rows(
         table.to_batches(max_chunksize=10),
@@ -64,11 +65,13 @@ def _write(tmp_path: Path, rows: list[dict[str, object]], batch_id: int = 7):  #
         batch_id=batch_id,
         processed_ts_ms=DAY_MS + 3_600_000,
         filesystem=pafs.LocalFileSystem(),
+        threads=threads,
     ).to_pylist()
 
 
-def test_one_object_per_partition_with_the_exact_lake_schema(tmp_path: Path) -> None:
-    reports = _write(tmp_path, ROWS)
+@pytest.mark.parametrize("threads", [1, 8])
+def test_one_object_per_partition_with_the_exact_lake_schema(tmp_path: Path, threads: int) -> None:
+    reports = _write(tmp_path, ROWS, threads=threads)
     data = sorted(r["path"] for r in reports if r["kind"] != REJECTS_KIND)
     assert [p.split("/lake/")[1] for p in data] == [
         "trade_date=2026-03-02/symbol=BINANCE%3ABTCUSDT/batch-000000000007.parquet",
@@ -114,8 +117,29 @@ def test_a_replayed_batch_rewrites_byte_identical_objects(tmp_path: Path) -> Non
     first = {r["path"]: Path(r["path"]).read_bytes() for r in _write(tmp_path, ROWS)}
     shuffled = ROWS[:]
     random.Random(4).shuffle(shuffled)
-    second = {r["path"]: Path(r["path"]).read_bytes() for r in _write(tmp_path, shuffled)}
+    # written concurrently this time: same names, same bytes
+    second = {
+        r["path"]: Path(r["path"]).read_bytes() for r in _write(tmp_path, shuffled, threads=8)
+    }
     assert first == second
+
+
+def test_a_failed_object_fails_the_task_after_the_others_are_written(tmp_path: Path) -> None:
+    """Concurrent writes: one object cannot be written (its folder is a file), so the task
+    fails, and by then the writes it started have all ended (Spark retries the task into
+    the same names; nothing of the failed attempt is still writing)."""
+    blocked = tmp_path / "lake" / "trade_date=2026-03-02" / "symbol=BRK.B"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a folder")
+    with pytest.raises(OSError):
+        _write(tmp_path, ROWS, threads=8)
+    written = sorted(
+        p.relative_to(tmp_path / "lake").as_posix() for p in tmp_path.rglob("*.parquet")
+    )
+    assert written == [
+        "trade_date=2026-03-02/symbol=BINANCE%3ABTCUSDT/batch-000000000007.parquet",
+        "trade_date=2026-03-03/symbol=COINBASE%3ABTC-USD/batch-000000000007.parquet",
+    ]
 
 
 def test_an_empty_task_writes_nothing(tmp_path: Path) -> None:
