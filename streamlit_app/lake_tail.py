@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import structlog
 
 from finpipe import contracts, lake
@@ -63,6 +64,11 @@ RECENT_SLACK = dt.timedelta(minutes=5)
 PROBED_PARTITIONS = 4
 # Listings in flight at once (the partitions of a refresh, the probes of a search).
 LIST_THREADS = 8
+# Objects up to this size are read whole, one GET each, and decoded in the tail's threads;
+# larger ones (compacted segments) through a dataset scan that skips the row groups
+# before the cutoff. A micro-batch object holds seconds of one symbol's trades: the
+# dataset's per-file overhead was most of reading one (docs/benchmarks/dashboard.md).
+SMALL_OBJECT_BYTES = 1 << 20
 # Batch ids are 12 digits (contracts.batch_file_name).
 _MAX_BATCH_ID = 10**12 - 1
 TAIL_COLUMNS = [name for name in contracts.LAKE_SCHEMA.names if name != "trade_date"]
@@ -182,7 +188,7 @@ class LakeTail:
     def _days(self, cutoff: dt.datetime, now: dt.datetime) -> list[dt.date]:
         return contracts.trade_dates(cutoff.date(), now.date())
 
-    def _refresh_listing(self, cutoff: dt.datetime, now: dt.datetime) -> set[str]:
+    def _refresh_listing(self, cutoff: dt.datetime, now: dt.datetime) -> dict[str, _Object]:
         keep_after = cutoff - CLOCK_SLACK
         days = self._days(cutoff, now)
         day_prefixes = [f"{self.settings.lake_prefix}/trade_date={d.isoformat()}/" for d in days]
@@ -199,7 +205,7 @@ class LakeTail:
             # one LIST per partition and refresh: in parallel, as a refresh waits for all
             partitions = [self._partitions[prefix] for prefix in found]
             list(self._pool.map(lambda p: self._list_new_objects(p, keep_after, now), partitions))
-        wanted: set[str] = set()
+        wanted: dict[str, _Object] = {}
         for partition in self._partitions.values():
             wanted.update(partition.visible(keep_after))
         for key in list(self._tables):
@@ -303,7 +309,7 @@ class LakeTail:
 
     # --- reading ------------------------------------------------------------------------
 
-    def _load(self, wanted: set[str], cutoff: dt.datetime) -> None:
+    def _load(self, wanted: dict[str, _Object], cutoff: dt.datetime) -> None:
         """Read the objects not yet in memory, in parallel, keeping rows from ``cutoff`` on.
 
         Dropping older rows at load time is safe because the cutoff only moves forward.
@@ -311,18 +317,33 @@ class LakeTail:
         missing = sorted(key for key in wanted if key not in self._tables)
         if not missing:
             return
-        paths = [f"{self.settings.s3_bucket}/{key}" for key in missing]
+        since = pa.scalar(cutoff, TAIL_SCHEMA.field("trade_ts").type)
+        small = [key for key in missing if wanted[key].size <= SMALL_OBJECT_BYTES]
+        for key, table in self._pool.map(lambda key: (key, self._read_small(key, since)), small):
+            self._remember(key, table)
+        large = [key for key in missing if wanted[key].size > SMALL_OBJECT_BYTES]
+        if large:
+            self._read_large(large, since)
+        log.debug("lake_tail.loaded", files=len(missing), small=len(small))
+
+    def _read_small(self, key: str, since: pa.Scalar) -> pa.Table:
+        with self._fs.open_input_stream(f"{self.settings.s3_bucket}/{key}") as stream:
+            data = stream.read()
+        parquet = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
+        table = parquet.read(columns=TAIL_COLUMNS, use_threads=False).cast(TAIL_SCHEMA)
+        return table.filter(pc.greater_equal(table["trade_ts"], since))
+
+    def _read_large(self, keys: list[str], since: pa.Scalar) -> None:
+        paths = [f"{self.settings.s3_bucket}/{key}" for key in keys]
         dataset = ds.dataset(
             paths, schema=contracts.LAKE_SCHEMA, format="parquet", filesystem=self._fs
         )
-        since = pa.scalar(cutoff, TAIL_SCHEMA.field("trade_ts").type)
         scanner = dataset.scanner(
             columns=TAIL_COLUMNS, filter=ds.field("trade_ts") >= since, use_threads=True
         )
-        batches: dict[str, list[pa.RecordBatch]] = {key: [] for key in missing}
+        batches: dict[str, list[pa.RecordBatch]] = {key: [] for key in keys}
         bucket_prefix = f"{self.settings.s3_bucket}/"
         for tagged in scanner.scan_batches():
             batches[tagged.fragment.path.removeprefix(bucket_prefix)].append(tagged.record_batch)
         for key, parts in batches.items():
             self._remember(key, pa.Table.from_batches(parts, schema=TAIL_SCHEMA))
-        log.debug("lake_tail.loaded", files=len(missing))

@@ -133,14 +133,19 @@ def delete(settings: Settings, key: str) -> None:
     s3_filesystem(settings).delete_file(f"{settings.s3_bucket}/{key}")
 
 
+@pytest.mark.parametrize("reads", ["whole objects", "dataset scan"])
 def test_the_tail_reads_rolling_segments_once_and_skips_those_written_before_the_window(
-    infrastructure: Settings, monkeypatch: pytest.MonkeyPatch
+    infrastructure: Settings, monkeypatch: pytest.MonkeyPatch, reads: str
 ) -> None:
     """A rolling-compacted open day: an hour segment written before the window is never
     read; a segment that folds the window's batches replaces them (no row twice, none
     lost) before and after the compaction deletes them, and when it grows into a wider
-    segment; only batches (never a compacted name) move the listing's watermark."""
+    segment; only batches (never a compacted name) move the listing's watermark. Both
+    ways of reading an object (small ones whole, large ones by a dataset scan) give the
+    same rows."""
     monkeypatch.setattr(lake_tail, "RELIST_SECONDS", 0.0)
+    if reads == "dataset scan":
+        monkeypatch.setattr(lake_tail, "SMALL_OBJECT_BYTES", 0)
     settings = unique_settings(infrastructure, "tailseg")
     window = dt.timedelta(minutes=1)
     start = dt.datetime.now(dt.UTC)
