@@ -69,6 +69,8 @@ LIST_THREADS = 8
 # before the cutoff. A micro-batch object holds seconds of one symbol's trades: the
 # dataset's per-file overhead was most of reading one (docs/benchmarks/dashboard.md).
 SMALL_OBJECT_BYTES = 1 << 20
+# More chunks than this in the tail are combined into one before the page queries it.
+MAX_CHUNKS = 64
 # Batch ids are 12 digits (contracts.batch_file_name).
 _MAX_BATCH_ID = 10**12 - 1
 TAIL_COLUMNS = [name for name in contracts.LAKE_SCHEMA.names if name != "trade_date"]
@@ -144,7 +146,11 @@ class LakeTail:
             tables = lake.read_relisting(lambda: self._read_once(cutoff, now), what="lake tail")
         if not tables:
             return TAIL_SCHEMA.empty_table()
-        return pa.concat_tables(tables)
+        table = pa.concat_tables(tables)
+        # One chunk per object otherwise: DuckDB's scan of an Arrow table pays per chunk,
+        # and 50 symbols' young batch files made the trade tape query 6x slower
+        # (docs/benchmarks/dashboard.md). One copy of the tail per refresh is cheaper.
+        return table.combine_chunks() if table.column(0).num_chunks > MAX_CHUNKS else table
 
     def _read_once(self, cutoff: dt.datetime, now: dt.datetime) -> list[pa.Table]:
         try:

@@ -187,3 +187,9 @@ def test_the_tail_reads_rolling_segments_once_and_skips_those_written_before_the
     for partition in tail._partitions.values():
         assert posixpath.basename(partition.start_after).startswith("batch-")
     assert old_key not in tail._tables
+    # the page's queries get one chunk, not one per object, once there are many
+    assert tail.read(now)["kafka_offset"].num_chunks > 1
+    monkeypatch.setattr(lake_tail, "MAX_CHUNKS", 1)
+    combined = tail.read(now)
+    assert combined["kafka_offset"].num_chunks == 1
+    assert sorted(combined["kafka_offset"].to_pylist()) == [*expected, 900]
