@@ -581,7 +581,8 @@ def put_batches(
     return len(objects)
 
 
-SEGMENT_BATCHES = 720  # ROLLING_COMPACTION_SEGMENT_BATCHES' default: an hour of 5 s batches
+# ROLLING_COMPACTION_SEGMENT_BATCHES' default: an hour of 5 s batches
+SEGMENT_BATCHES = Settings.model_fields["rolling_compaction_segment_batches"].default
 
 
 def rolling_segments(
@@ -668,7 +669,7 @@ def first_load_fifty(
             lambda: put_all(settings, old, threads=16),
         )
         count = len(old)
-        first_recent = 23 * SEGMENT_BATCHES + SEGMENT_BATCHES - recent_batches + 1
+        first_recent = 24 * SEGMENT_BATCHES - recent_batches + 1
     else:
         count = once(
             f"PUT {old_batches} old batches x 50 symbols",

@@ -18,6 +18,7 @@ Prints a JSON summary on stdout; progress lines on stderr.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import multiprocessing as mp
 import os
@@ -171,12 +172,10 @@ def stage_breakdown(ui_url: str | None) -> dict[str, Any]:
         return {}
 
     def wall_s(stage: dict[str, Any]) -> float:
-        def parse(text: str) -> float:
-            return time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) + float(
-                "0" + text[19:23]
-            )
+        def parse(text: str) -> dt.datetime:  # Spark's "2026-12-02T05:53:36.019GMT"
+            return dt.datetime.strptime(text.removesuffix("GMT"), "%Y-%m-%dT%H:%M:%S.%f")
 
-        return parse(stage["completionTime"]) - parse(stage["submissionTime"])
+        return (parse(stage["completionTime"]) - parse(stage["submissionTime"])).total_seconds()
 
     kinds = {
         "read": [s for s in stages if s.get("shuffleWriteBytes", 0) > 0],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
-import threading
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -139,16 +139,11 @@ def write_object(
     with_retries(write, what=path, budget_seconds=retry_seconds)
 
 
-_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
+@functools.cache
 def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
-    """One pool per size and Python worker (workers are reused across tasks and batches)."""
-    with _POOLS_LOCK:
-        if threads not in _POOLS:
-            _POOLS[threads] = concurrent.futures.ThreadPoolExecutor(threads, "lake-writer")
-        return _POOLS[threads]
+    """One pool per Python worker (workers are reused across tasks and batches, and run
+    one task at a time)."""
+    return concurrent.futures.ThreadPoolExecutor(threads, "lake-writer")
 
 
 def write_batch_rows(
