@@ -38,11 +38,14 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, RunsFilter
 from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickStatus
 
 from finpipe import exit_codes, lake
 from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings
+from finpipe_dagster.alerts.outbox import AlertOutbox, outbox_path
 from finpipe_dagster.instance import STREAM_TAG
+from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.streams import processes
 from finpipe_dagster.streams.sensors import DECISION_TAG
 from infra import services
@@ -83,7 +86,9 @@ SHORTENED = {
     "FRESHNESS_FAIL_SECONDS": "60",
 }
 # Longer than the delivery timeout (300 s) and the backoff cap (300 s) at their defaults.
-OUTAGE_SECONDS = 450.0 if AT_DEFAULTS else 90.0
+# Shortened, it outlasts the fail window (60 s) by two alerts-sensor intervals (30 s), so
+# at least one tick sees the lake stale however the ticks fall.
+OUTAGE_SECONDS = 450.0 if AT_DEFAULTS else 120.0
 LEAD_IN_SECONDS = 220.0  # replay before the outage, at most: the platform starting up
 TAIL_SECONDS = 50.0  # replay after the broker is back
 STABLE_RUN_SECONDS = 300.0 if AT_DEFAULTS else float(SHORTENED["SUPERVISOR_STABLE_RUN_SECONDS"])
@@ -197,6 +202,40 @@ def _open_incidents(receiver: Webhook) -> set[str]:
     return opened - closed
 
 
+def sensor_ticks(instance: DagsterInstance, name: str, limit: int | None = None) -> list[Any]:
+    """The sensor's ticks, newest first."""
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.name == name:
+            return list(
+                instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=limit)
+            )
+    return []
+
+
+def _latest_tick_start(instance: DagsterInstance, sensor_name: str) -> float | None:
+    """When the sensor's newest finished tick started (its evaluation's ``now``)."""
+    done = [
+        t.timestamp
+        for t in sensor_ticks(instance, sensor_name, 3)
+        if t.status != TickStatus.STARTED
+    ]
+    return max(done) if done else None
+
+
+def _settled(seen: Observations) -> bool:
+    """The lake's update is recorded, an alerts tick evaluated after it, and no incident is
+    open, neither in the outbox nor at the receiver. Checking the receiver alone raced the
+    start's stale-lake incident: a tick evaluating the empty lake could open it after the
+    check, and the outage then ran inside that incident instead of opening its own."""
+    with DagsterInstance.get() as instance:
+        update = instance.get_latest_materialization_event(PROCESSED_TRADES)
+        tick = _latest_tick_start(instance, "alerts_sensor")
+    if update is None or tick is None or tick <= update.timestamp:
+        return False
+    outbox = AlertOutbox(outbox_path(seen.settings.state_dir))
+    return not outbox.open_incidents() and not _open_incidents(seen.receiver)
+
+
 def incident_of(idempotency_key: str) -> str:
     """'producer_backlog@1764.123' of 'producer_backlog@1764.123:open' (the outbox's key)."""
     return idempotency_key.rsplit(":", 1)[0]
@@ -250,7 +289,7 @@ def _run_outage(seen: Observations) -> None:
         420,
     )
     # Incidents of the start (the lake was empty for a while) close before the outage.
-    wait_for("no open incident", lambda: not _open_incidents(seen.receiver), 300)
+    wait_for("the start's incidents closed", lambda: _settled(seen), 300, every=2)
     producer = beat(settings, "producer")
     assert producer is not None and producer["received"] < corpus.items, "the replay ended early"
     seen.producer_pid_at_stop = int(producer["pid"])
@@ -377,14 +416,6 @@ def test_the_producer_rode_out_the_outage_and_drained_its_backlog(drill: Observa
     assert last["frames_not_logged"] == 0 and last["balanced"] is True
 
 
-def supervisor_ticks(instance: DagsterInstance, stream: str) -> list[Any]:
-    name = f"{stream}_supervisor"
-    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-        if state.name == name:
-            return list(instance.get_ticks(state.instigator_origin_id, state.selector_id))
-    return []
-
-
 def run_summary(run: Any) -> tuple[str, str | None, str, str]:
     """(status, exit code, last error, why the supervisor launched it) of a stream run."""
     tags = run.tags
@@ -399,7 +430,7 @@ def supervision(drill: Observations) -> dict[str, dict[str, Any]]:
     found = {}
     with DagsterInstance.get() as instance:
         for stream in infra_stack.STREAMS:
-            ticks = supervisor_ticks(instance, stream)
+            ticks = sensor_ticks(instance, f"{stream}_supervisor")
             runs = list(reversed(instance.get_runs(RunsFilter(tags={STREAM_TAG: stream}))))
             cursors = [json.loads(t.cursor or "{}") for t in ticks]
             found[stream] = {"ticks": ticks, "cursors": cursors, "runs": runs}
