@@ -223,14 +223,20 @@ def _latest_tick_start(instance: DagsterInstance, sensor_name: str) -> float | N
 
 
 def _settled(seen: Observations) -> bool:
-    """The lake's update is recorded, an alerts tick evaluated after it, and no incident is
-    open, neither in the outbox nor at the receiver. Checking the receiver alone raced the
-    start's stale-lake incident: a tick evaluating the empty lake could open it after the
-    check, and the outage then ran inside that incident instead of opening its own."""
+    """An alerts tick evaluated the lake after its first update was recorded, and no
+    incident is open, neither in the outbox nor at the receiver. Checking the receiver
+    alone raced the start's stale-lake incident: a tick evaluating the empty lake could
+    open it after the check, and the outage then ran inside that incident instead of
+    opening its own. (The alerts sensor ticks just before the lake's sensor, so the newest
+    update is usually newer than the newest tick: the first one is compared.)"""
     with DagsterInstance.get() as instance:
-        update = instance.get_latest_materialization_event(PROCESSED_TRADES)
+        if "first_update" not in seen.marks:
+            update = instance.get_latest_materialization_event(PROCESSED_TRADES)
+            if update is None:
+                return False
+            seen.marks["first_update"] = update.timestamp
         tick = _latest_tick_start(instance, "alerts_sensor")
-    if update is None or tick is None or tick <= update.timestamp:
+    if tick is None or tick <= seen.marks["first_update"]:
         return False
     outbox = AlertOutbox(outbox_path(seen.settings.state_dir))
     return not outbox.open_incidents() and not _open_incidents(seen.receiver)
