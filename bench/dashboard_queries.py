@@ -627,6 +627,7 @@ def first_load_fifty(
     repeats: int,
     tail_baseline: ModuleType | None,
     rolling: bool = False,
+    first_loads: int = 1,
 ) -> None:
     """A fresh process's first page load and the warm refreshes with 50 symbols, over an
     open day holding ``old_batches`` batch objects per symbol before the tail's window
@@ -708,17 +709,28 @@ def first_load_fifty(
         return page_refresh(snap, symbols, now)
 
     variants = [("current", lake_tail)] + ([("baseline", tail_baseline)] if tail_baseline else [])
-    for label, module in variants:
-        listed.update(keys=0, requests=0)
-        store = fresh(module)
-        start_ms = time.perf_counter()
-        first_load(store)
-        took = (time.perf_counter() - start_ms) * 1000
-        print(
-            f"first load, fresh store ({label}){'':<14} {took:9.1f} ms   listed {listed['keys']:,} "
-            f"keys in {listed['requests']:,} requests",
-            flush=True,
-        )
+    # Fresh stores in turn (current, baseline, current, ...): one sample each is noise.
+    firsts: dict[str, list[float]] = {label: [] for label, _ in variants}
+    warm: dict[str, Store] = {}
+    lists: dict[str, dict[str, int]] = {}
+    for _ in range(first_loads):
+        for label, module in variants:
+            listed.update(keys=0, requests=0)
+            store = fresh(module)
+            start_ms = time.perf_counter()
+            first_load(store)
+            firsts[label].append((time.perf_counter() - start_ms) * 1000)
+            warm[label], lists[label] = store, dict(listed)
+    for label, _ in variants:
+        samples = firsts[label]
+        report(f"first load, fresh store ({label}), {len(samples)}x", *_percentiles(samples), 3000)
+        print(f"  max {max(samples):.1f} ms; listed {lists[label]['keys']:,} keys in "
+              f"{lists[label]['requests']:,} requests", flush=True)  # fmt: skip
+    if tail_baseline:
+        ratio = statistics.median(firsts["current"]) / statistics.median(firsts["baseline"])
+        print(f"  first load current / baseline (p50): {ratio:.2f}")
+    for label, _ in variants:
+        store = warm[label]
         report(
             f"warm refresh ({label})", *timed(lambda s=store: first_load(s), repeats), target=3000
         )
@@ -776,6 +788,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --fifty: the open day as the rolling compaction keeps it at 23:59",
     )
+    parser.add_argument(
+        "--first-loads",
+        type=int,
+        default=5,
+        help="with --fifty: first loads of a fresh store per variant, interleaved",
+    )
     args = parser.parse_args(argv)
 
     base = load_settings()
@@ -805,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.repeats,
                 tail_baseline,
                 rolling=args.rolling,
+                first_loads=args.first_loads,
             )
             print(load(), flush=True)
             return 0

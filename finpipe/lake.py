@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+from obstore.exceptions import NotFoundError as ObjectStoreNotFound
 
 from finpipe import contracts
 from finpipe.settings import Settings
@@ -48,6 +49,35 @@ def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
         region=settings.s3_region,
         connect_timeout=3,
         request_timeout=10,
+    )
+
+
+def object_store(
+    settings: Settings, *, timeout_seconds: float = 10, connect_timeout_seconds: float = 3
+) -> Any:
+    """An obstore ``S3Store`` of the bucket, for readers of many small objects.
+
+    One GET per object, issued from Rust outside the GIL: pyarrow's S3 filesystem sends a
+    HEAD before each object's GET, and its per-request client cost was most of reading a
+    micro-batch object (``docs/benchmarks/dashboard.md``). One attempt, no retries: its
+    callers are interactive and retry on their next refresh.
+    """
+    from obstore.store import S3Store
+
+    access, secret = settings.s3_credentials
+    return S3Store(
+        settings.s3_bucket,
+        endpoint=settings.s3_endpoint_url,
+        access_key_id=access,
+        secret_access_key=secret,
+        region=settings.s3_region,
+        virtual_hosted_style_request=False,  # path style, as MinIO wants
+        client_options={
+            "allow_http": not settings.s3_uses_tls,
+            "timeout": dt.timedelta(seconds=timeout_seconds),
+            "connect_timeout": dt.timedelta(seconds=connect_timeout_seconds),
+        },
+        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=timeout_seconds)},
     )
 
 
@@ -236,7 +266,7 @@ def object_vanished(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, FileNotFoundError):
+        if isinstance(current, FileNotFoundError | ObjectStoreNotFound):  # pyarrow's, obstore's
             return True
         response = getattr(current, "response", None)  # botocore's ClientError
         code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None

@@ -37,6 +37,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import obstore
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -64,7 +65,8 @@ RECENT_SLACK = dt.timedelta(minutes=5)
 PROBED_PARTITIONS = 4
 # Listings in flight at once (the partitions of a refresh, the probes of a search).
 LIST_THREADS = 8
-# Objects up to this size are read whole, one GET each, and decoded in the tail's threads;
+# Objects up to this size are read whole, one GET each (obstore: pyarrow's filesystem
+# sends a HEAD before every GET), and decoded in the tail's threads;
 # larger ones (compacted segments) through a dataset scan that skips the row groups
 # before the cutoff. A micro-batch object holds seconds of one symbol's trades: the
 # dataset's per-file overhead was most of reading one (docs/benchmarks/dashboard.md).
@@ -125,11 +127,15 @@ class LakeTail:
         *,
         client: Any = None,
         filesystem: pafs.FileSystem | None = None,
+        store: Any = None,
     ) -> None:
         self.settings = settings
         self.window = dt.timedelta(minutes=minutes or settings.dashboard_tail_minutes)
         self._client = client or s3_client(settings)
         self._fs = filesystem or s3_filesystem(settings)
+        self._store = store or lake.object_store(
+            settings, timeout_seconds=5, connect_timeout_seconds=2
+        )
         self._partitions: dict[str, _Partition] = {}
         self._tables: dict[str, pa.Table] = {}
         self._oldest: dict[str, dt.datetime] = {}  # oldest trade_ts per table in memory
@@ -316,28 +322,28 @@ class LakeTail:
     # --- reading ------------------------------------------------------------------------
 
     def _load(self, wanted: dict[str, _Object], cutoff: dt.datetime) -> None:
-        """Read the objects not yet in memory, in parallel, keeping rows from ``cutoff`` on.
-
-        Dropping older rows at load time is safe because the cutoff only moves forward.
-        """
+        """Read the objects not yet in memory, in parallel. Rows before ``cutoff`` are
+        dropped at load time for the large objects and by ``_since`` for the small ones
+        (safe because the cutoff only moves forward)."""
         missing = sorted(key for key in wanted if key not in self._tables)
         if not missing:
             return
         since = pa.scalar(cutoff, TAIL_SCHEMA.field("trade_ts").type)
         small = [key for key in missing if wanted[key].size <= SMALL_OBJECT_BYTES]
-        for key, table in self._pool.map(lambda key: (key, self._read_small(key, since)), small):
+        for key, table in self._pool.map(lambda key: (key, self._read_small(key)), small):
             self._remember(key, table)
         large = [key for key in missing if wanted[key].size > SMALL_OBJECT_BYTES]
         if large:
             self._read_large(large, since)
         log.debug("lake_tail.loaded", files=len(missing), small=len(small))
 
-    def _read_small(self, key: str, since: pa.Scalar) -> pa.Table:
-        with self._fs.open_input_stream(f"{self.settings.s3_bucket}/{key}") as stream:
-            data = stream.read()
+    def _read_small(self, key: str) -> pa.Table:
+        """One GET (obstore) and a decode; rows before the cutoff are dropped by ``_since``,
+        which filters only objects older than the cutoff (most hold only newer rows)."""
+        data = obstore.get(self._store, key).bytes()
         parquet = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
-        table = parquet.read(columns=TAIL_COLUMNS, use_threads=False).cast(TAIL_SCHEMA)
-        return table.filter(pc.greater_equal(table["trade_ts"], since))
+        table = parquet.read(columns=TAIL_COLUMNS, use_threads=False)
+        return table if table.schema.equals(TAIL_SCHEMA) else table.cast(TAIL_SCHEMA)
 
     def _read_large(self, keys: list[str], since: pa.Scalar) -> None:
         paths = [f"{self.settings.s3_bucket}/{key}" for key in keys]

@@ -3,6 +3,7 @@ needs (summaries, compaction), and which errors mean an object vanished under a 
 
 import datetime as dt
 
+import obstore.exceptions
 import pytest
 
 from finpipe import contracts, lake
@@ -146,6 +147,7 @@ def test_which_errors_mean_an_object_vanished() -> None:
     assert lake.object_vanished(FileNotFoundError("gone"))
     assert lake.object_vanished(_ClientError("NoSuchKey"))
     assert lake.object_vanished(OSError("When reading information for key 'x': NoSuchKey"))
+    assert lake.object_vanished(obstore.exceptions.NotFoundError("Object at location x not found"))
     wrapped = RuntimeError("scan failed")
     wrapped.__cause__ = FileNotFoundError("Path does not exist 'warehouse/x.parquet'")
     assert lake.object_vanished(wrapped)
