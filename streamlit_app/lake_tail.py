@@ -112,6 +112,21 @@ class _Partition:
         return {key: known[key] for key in visible if known[key].modified >= keep_after}
 
 
+@dataclass
+class ListingStats:
+    """What the tail's listings returned since it was made (for tests and benchmarks):
+    pages of results (one request each up to 1,000 keys) and the object keys in them."""
+
+    listings: int = 0
+    keys: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, keys: int) -> None:
+        with self._lock:
+            self.listings += 1
+            self.keys += keys
+
+
 def s3_client(settings: Settings) -> Any:
     """A client that fails fast: a dashboard must not hang on a dead endpoint."""
     return lake.s3_client(settings, max_attempts=1, connect_timeout=2, read_timeout=5)
@@ -136,6 +151,7 @@ class LakeTail:
         self._store = store or lake.object_store(
             settings, timeout_seconds=5, connect_timeout_seconds=2
         )
+        self.listed = ListingStats()
         self._partitions: dict[str, _Partition] = {}
         self._tables: dict[str, pa.Table] = {}
         self._oldest: dict[str, dt.datetime] = {}  # oldest trade_ts per table in memory
@@ -231,6 +247,7 @@ class LakeTail:
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.settings.s3_bucket, Prefix=day_prefix, Delimiter="/")
         for page in pages:
+            self.listed.add(len(page.get("Contents", [])))
             for common in page.get("CommonPrefixes", []):
                 if common["Prefix"][len(day_prefix) :].startswith("symbol="):
                     found.append(common["Prefix"])
@@ -283,6 +300,7 @@ class LakeTail:
             StartAfter=prefix + contracts.batch_file_name(batch_id),
             MaxKeys=1,
         )
+        self.listed.add(len(page.get("Contents", [])))
         for item in page.get("Contents", []):
             name = contracts.parse_lake_object_name(posixpath.basename(item["Key"]))
             if name is not None and not name.compacted:
@@ -293,19 +311,21 @@ class LakeTail:
         self, partition: _Partition, keep_after: dt.datetime, now: dt.datetime
     ) -> None:
         relist_from = now - dt.timedelta(seconds=RELIST_SECONDS)
-        paginator = self._client.get_paginator("list_objects_v2")
-        params: dict[str, Any] = {"Bucket": self.settings.s3_bucket, "Prefix": partition.prefix}
-        if partition.start_after:
-            params["StartAfter"] = partition.start_after
         watermark = partition.start_after
         compacted: dict[str, _Object] = {}
-        for page in paginator.paginate(**params):
-            for item in page.get("Contents", []):
-                key: str = item["Key"]
+        # obstore: S3's StartAfter, and the XML of every refresh's 50 listings parsed in
+        # Rust (botocore's parsing was most of a warm refresh, docs/benchmarks/dashboard.md)
+        listing = obstore.list(
+            self._store, partition.prefix, offset=partition.start_after or None, chunk_size=1000
+        )
+        for page in listing:
+            self.listed.add(len(page))
+            for item in page:
+                key: str = item["path"]
                 name = contracts.parse_lake_object_name(posixpath.basename(key))
                 if name is None:
                     continue
-                obj = _Object(key, item["LastModified"], int(item.get("Size", 0)))
+                obj = _Object(key, item["last_modified"], int(item["size"]))
                 if name.compacted:
                     compacted[key] = obj
                     continue

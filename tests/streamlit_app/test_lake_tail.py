@@ -39,19 +39,6 @@ def put_batches(settings: Settings, day: dt.date, trades: dict[int, Trade]) -> N
         list(pool.map(put, trades.items()))
 
 
-class ListingCounter:
-    """Counts the keys the real S3 client returned from listings (botocore's event hook)."""
-
-    def __init__(self, client: object) -> None:
-        self.keys = 0
-        self.requests = 0
-        client.meta.events.register("after-call.s3.ListObjectsV2", self._count)  # type: ignore[attr-defined]
-
-    def _count(self, parsed: dict, **_: object) -> None:
-        self.requests += 1
-        self.keys += len(parsed.get("Contents", []))
-
-
 @pytest.fixture
 def busy_day(
     infrastructure: Settings, monkeypatch: pytest.MonkeyPatch
@@ -92,12 +79,12 @@ def test_a_fresh_tail_lists_only_the_recent_batches_of_a_busy_day(
 ) -> None:
     settings, now, recent = busy_day
     tail = LakeTail(settings, minutes=1)
-    listed = ListingCounter(tail._client)
     table = tail.read(now)
+    listed = tail.listed
     assert sorted(table["kafka_offset"].to_pylist()) == [t.offset for t in recent]
     # a binary search (~40 one-key listings per probed partition) and the recent objects,
     # instead of all 150 old objects of BTC and 50 of the quiet partition
-    assert listed.keys < OLD_BATCHES, (listed.keys, listed.requests)
+    assert listed.keys < OLD_BATCHES, listed
 
     # the next refresh is incremental as before: a new batch shows once, nothing twice
     newer = Trade(BTC, now - dt.timedelta(seconds=5), 110.0, 1.0, 600)
