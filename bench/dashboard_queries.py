@@ -709,7 +709,7 @@ def first_load_fifty(
 
     def hook(store: Store) -> Store:
         if getattr(store.tail, "listed", None) is None:
-            counts = hooked.setdefault(id(store.tail), {"keys": 0, "requests": 0})
+            counts = hooked[id(store.tail)] = {"keys": 0, "requests": 0}
 
             def count(parsed: dict, **_: object) -> None:
                 counts["requests"] += 1
