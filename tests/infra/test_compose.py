@@ -71,7 +71,7 @@ def test_finpipe_services_get_settings_that_load() -> None:
             with pytest.raises(SettingsError, match="S3_ACCESS_KEY / S3_SECRET_KEY"):
                 load_settings(**{**own, "S3_SECRET_KEY": example})
     assert "workspace.yaml" in SERVICES["dagster-daemon"]["command"]
-    assert "streamlit_app/app.py" in SERVICES["streamlit"]["command"]
+    assert SERVICES["streamlit"]["command"][0] == "finpipe-dashboard"
 
 
 def test_compose_references_files_that_exist() -> None:

@@ -91,7 +91,7 @@ def dashboard(
     log = (tmp_path / "streamlit.log").open("wb")
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app" / "app.py")),
+            *(sys.executable, "-m", "streamlit_app.serve"),  # what `make up` starts
             *("--server.address", "127.0.0.1", "--server.port", str(port)),
             *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
         ],
