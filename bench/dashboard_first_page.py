@@ -1,0 +1,206 @@
+"""The dashboard's first page in a new Streamlit process, in a real browser, at 23:59 of a
+50-symbol rolling-compacted day.
+
+Builds the day as ``dashboard_queries.py --fifty --rolling`` does (per symbol 23 hour
+segments written before the tail's window, then inside it the open segment and the young
+batch files), then for each load: PUTs the young objects again (so they are inside the
+window), starts a new dashboard process on the day, opens the page in headless Chromium
+and times from the navigation to the page showing everything its first run draws (the
+heatmap, the candles, the trade tape and the "Updated" line the run writes last).
+
+``--baseline-plain`` starts the process the way it was started before the launcher
+(``streamlit run streamlit_app/app.py``: the page's libraries import on the first page),
+in turn with ``finpipe-dashboard``, same run, and prints the ratio.
+
+Usage (against the test MinIO that ``make test`` starts, kept with
+``FINPIPE_KEEP_SERVICES=1``):
+
+    S3_ENDPOINT_URL=http://127.0.0.1:19000 FINPIPE_ENV_FILE= .venv/bin/python \\
+        bench/dashboard_first_page.py --baseline-plain
+
+The tail's window is 1 minute (``DASHBOARD_TAIL_MINUTES``' least) so the segments can be
+made old by waiting two minutes (window + the tail's clock slack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from dashboard_queries import (
+    SEGMENT_BATCHES,
+    build_summaries,
+    cleanup,
+    generate,
+    load,
+    put_all,
+    put_batches,
+    rolling_segments,
+)
+from playwright.sync_api import Page, sync_playwright
+
+from finpipe.settings import load_settings
+from infra.stack import CHROMIUM_ARGS, ensure_chromium
+from producer.simulator.market import DEMO_50_TICKERS
+from streamlit_app import lake_tail
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW_MINUTES = 1
+DRAWN = """() => {
+    const plots = [...document.querySelectorAll('.js-plotly-plot')];
+    const has = type => plots.some(p => (p.data || []).some(t => t.type === type));
+    const text = document.body.innerText;
+    return has('heatmap') && has('candlestick') && /Updated \\d\\d:\\d\\d:\\d\\d UTC/.test(text)
+        && document.querySelectorAll('[data-testid="stDataFrame"]').length >= 3;
+}"""
+
+
+def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    return subprocess.Popen(
+        [*argv, "--server.address", "127.0.0.1", "--server.port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> float:
+    import urllib.request
+
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"the dashboard exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - began
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"the dashboard did not answer on {url} within {timeout:.0f} s")
+
+
+def first_page(page: Page, url: str) -> float:
+    began = time.perf_counter()
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function(DRAWN, timeout=120_000, polling=50)
+    return time.perf_counter() - began
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trades", type=int, default=10_000_000)
+    parser.add_argument("--recent-batches", type=int, default=36)
+    parser.add_argument("--loads", type=int, default=3, help="new processes per variant")
+    parser.add_argument("--baseline-plain", action="store_true")
+    parser.add_argument("--port", type=int, default=18599)
+    args = parser.parse_args(argv)
+
+    base = load_settings()
+    root = f"bench-first-page-{uuid.uuid4().hex[:8]}"
+    symbols = DEMO_50_TICKERS
+    settings = base.model_copy(
+        update={
+            "lake_prefix": f"{root}/lake",
+            "summaries_prefix": f"{root}/summaries",
+            "dashboard_tail_minutes": WINDOW_MINUTES,
+        }
+    )
+    print(f"store {base.s3_endpoint_url} bucket {base.s3_bucket} prefix {root}/")
+    print(f"{os.cpu_count()} cores; {load()}", flush=True)
+    began = dt.datetime.now(dt.UTC)
+    table = generate(args.trades, began, symbols)
+    build_summaries(settings, table)
+    old = rolling_segments(settings, table, symbols, began.date(), range(23))
+    put_all(settings, old, threads=16)
+    open_segments = rolling_segments(
+        settings, table, symbols, began.date(), range(23, 24), SEGMENT_BATCHES - args.recent_batches
+    )
+    first_recent = 24 * SEGMENT_BATCHES - args.recent_batches + 1
+    recent = range(first_recent, first_recent + args.recent_batches)
+    print(f"{args.trades:,} trades; {len(old):,} segments before the window; {load()}")
+    # the segments are old once they are older than the window and the tail's clock slack
+    ready = time.monotonic() + (WINDOW_MINUTES * 60 + lake_tail.CLOCK_SLACK.total_seconds() + 5)
+    time.sleep(max(0.0, ready - time.monotonic()))
+
+    env = {
+        **os.environ,
+        "FINPIPE_ENV_FILE": "",
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "S3_BUCKET": settings.s3_bucket,
+        "LAKE_PREFIX": settings.lake_prefix,
+        "SUMMARIES_PREFIX": settings.summaries_prefix,
+        "DASHBOARD_TAIL_MINUTES": str(WINDOW_MINUTES),
+        "FINNHUB_TICKERS": ",".join(symbols),
+    }
+    variants = {"launcher": [str(Path(sys.executable).with_name("finpipe-dashboard"))]}
+    if args.baseline_plain:
+        plain = [sys.executable, "-m", "streamlit", "run", "streamlit_app/app.py"]
+        variants["plain streamlit run"] = plain
+    pages: dict[str, list[float]] = {name: [] for name in variants}
+    starts: dict[str, list[float]] = {name: [] for name in variants}
+    again: dict[str, list[float]] = {name: [] for name in variants}
+    logs = Path(tempfile.mkdtemp(prefix=f"{root}-"))
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=ensure_chromium(), args=list(CHROMIUM_ARGS), headless=True
+            )
+            for n in range(args.loads):
+                for name, command in variants.items():
+                    now = dt.datetime.now(dt.UTC)
+                    put_all(settings, open_segments)
+                    put_batches(settings, symbols, recent, now)
+                    log = logs / f"{name.replace(' ', '-')}-{n}.log"
+                    proc = start(command, env, args.port, log)
+                    try:
+                        starts[name].append(wait_healthy(url, proc))
+                        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+                        pages[name].append(first_page(page, url))
+                        page.close()
+                        # the same page again in this process: the browser and the page's
+                        # drawing without the process's first run (store and imports warm)
+                        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+                        again[name].append(first_page(page, url))
+                        page.close()
+                    finally:
+                        proc.terminate()
+                        proc.wait(timeout=30)
+                    print(
+                        f"  {name:<20} load {n + 1}: process up {starts[name][-1]:5.2f} s, "
+                        f"first page {pages[name][-1]:5.2f} s, the page again "
+                        f"{again[name][-1]:5.2f} s; {load()}",
+                        flush=True,
+                    )
+            browser.close()
+    finally:
+        cleanup(settings, root)
+    for name, samples in pages.items():
+        print(
+            f"first page of a new process ({name}): p50 {statistics.median(samples):.2f} s, "
+            f"max {max(samples):.2f} s over {len(samples)} (target 3 s); process up p50 "
+            f"{statistics.median(starts[name]):.2f} s; the page again in the same process p50 "
+            f"{statistics.median(again[name]):.2f} s"
+        )
+    if args.baseline_plain:
+        ratio = statistics.median(pages["launcher"]) / statistics.median(
+            pages["plain streamlit run"]
+        )
+        print(f"first page launcher / plain (p50): {ratio:.2f}")
+    print(f"logs in {logs}; {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
