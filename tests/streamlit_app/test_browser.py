@@ -135,7 +135,9 @@ def test_browser_shows_the_market_heatmap_table_and_the_symbol_of_the_url(
             cells = page.eval_on_selector_all(".js-plotly-plot .heatmaplayer text", FIRST_LINES)
             shown = {cell.strip() for cell in cells if cell and cell.strip()}
             assert shown == set(symbols), set(symbols) ^ shown
-            assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+            # the table's grid loads its own script: wait for it as a person would, since
+            # the charts above it can finish drawing first
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
             titles = page.eval_on_selector_all(".js-plotly-plot .gtitle", FIRST_LINES)
             assert chosen in titles, titles
             page.wait_for_timeout(7_000)  # past the live part's next rerun (every 5 s)
