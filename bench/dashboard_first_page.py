@@ -6,7 +6,9 @@ segments written before the tail's window, then inside it the open segment and t
 batch files), then for each load: PUTs the young objects again (so they are inside the
 window), starts a new dashboard process on the day, opens the page in headless Chromium
 and times from the navigation to the page showing everything its first run draws (the
-heatmap, the candles, the trade tape and the "Updated" line the run writes last).
+heatmap, the candles, the three tables and the "Updated" line the run writes last); then
+the same page once more in that process ("the page again": store and imports warm, so
+what is left is mostly the browser's).
 
 ``--baseline-plain`` starts the process the way it was started before the launcher
 (``streamlit run streamlit_app/app.py``: the page's libraries import on the first page),
@@ -64,14 +66,14 @@ DRAWN = """() => {
 
 
 def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    return subprocess.Popen(
-        [*argv, "--server.address", "127.0.0.1", "--server.port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [*argv, "--server.address", "127.0.0.1", "--server.port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> float:
