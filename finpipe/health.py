@@ -37,6 +37,12 @@ FINAL_KEY = "final"
 RUN_ID_ENV = "FINPIPE_RUN_ID"
 """Set by the launcher (Dagster's stream jobs) to the run the process belongs to."""
 RUN_ID_KEY = "run_id"
+PROGRESS_KEY = "progress_ts"
+"""When the stream last showed that it does its work, not only that it is alive: for
+Spark, the query's last progress or idle report, each of which needed an answer from
+Kafka. ``null`` while it has shown none yet. A supervisor calls a run healthy only once
+it has progressed for the stable time; a heartbeat without this key (the producer, which
+rides out an outage instead of failing) is judged by its heartbeat time."""
 LAST_BATCH_BY_DATE_KEY = "last_batch_by_trade_date"
 """In the Spark stream's heartbeat: {lake day: last committed batch id that wrote to it}."""
 

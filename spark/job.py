@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from finpipe import contracts, exit_codes, lake
-from finpipe.health import SPARK, StreamReporter
+from finpipe.health import PROGRESS_KEY, SPARK, StreamReporter
 from finpipe.settings import Settings, SettingsError
 from spark.progress import BatchProgress, ProgressListener, StreamTotals
 from spark.session import build_spark_session
@@ -166,6 +166,7 @@ class StreamingJob:
         self._events: queue.Queue[BatchProgress] = queue.Queue()
         self._last_heartbeat = 0.0
         self._ui_url: str | None = None
+        self._listener: ProgressListener | None = None
 
     def run(self) -> int:
         with StreamReporter(self.settings, STREAM_NAME) as reporter:
@@ -201,7 +202,8 @@ class StreamingJob:
 
     def _run_query(self, spark: SparkSession, reporter: StreamReporter) -> int:
         spark.conf.set("spark.sql.streaming.stopTimeout", STOP_TIMEOUT)
-        spark.streams.addListener(ProgressListener(self._events))
+        self._listener = ProgressListener(self._events)
+        spark.streams.addListener(self._listener)
         sink = LakeBatchSink(self.settings)
         query = start_query(spark, self.settings, sink) if not self.stop.is_set() else None
         if query is not None:
@@ -253,9 +255,11 @@ class StreamingJob:
             log.info("spark_batch_committed", **self.totals.last or {})
 
     def _counters(self) -> dict[str, Any]:
-        """The totals, and where the Spark UI listens (Spark picks the next free port
-        when SPARK_UI_PORT is busy: only the running context knows which it got)."""
+        """The totals, when the query last progressed (what a supervisor calls healthy),
+        and where the Spark UI listens (Spark picks the next free port when SPARK_UI_PORT
+        is busy: only the running context knows which it got)."""
         counters = self.totals.counters()
+        counters[PROGRESS_KEY] = self._listener.progress_ts if self._listener else None
         if self._ui_url:
             counters[SPARK_UI_URL_KEY] = self._ui_url
         return counters

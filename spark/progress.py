@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,15 +69,20 @@ def batch_progress(progress: Any) -> BatchProgress:
 class ProgressListener(StreamingQueryListener):
     def __init__(self, events: queue.Queue[BatchProgress]) -> None:
         self._events = events
+        self.progress_ts: float | None = None
+        """When the query last planned a trigger (a batch, or "no new data"): each needs
+        the topic's latest offsets from Kafka, so a query that cannot reach the broker
+        stops advancing this while its process, and its heartbeat, live on."""
 
     def onQueryStarted(self, event: Any) -> None:
         pass
 
     def onQueryProgress(self, event: Any) -> None:
         self._events.put(batch_progress(event.progress))
+        self.progress_ts = time.time()
 
     def onQueryIdle(self, event: Any) -> None:
-        pass
+        self.progress_ts = time.time()
 
     def onQueryTerminated(self, event: Any) -> None:
         pass

@@ -35,6 +35,18 @@ def _exit_code(record: RunRecord) -> int | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else None
 
 
+def _progressed_until(record: RunRecord) -> float | None:
+    value = record.dagster_run.tags.get(processes.PROGRESSED_UNTIL_TAG)
+    if value is None:
+        return None
+    if value == processes.NEVER_PROGRESSED:  # failed without ever progressing: lived 0 s
+        return record.start_time or record.create_timestamp.timestamp()
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def stream_runs(instance: DagsterInstance, stream: str) -> tuple[list[RunView], list[ProcessView]]:
     """The stream's recent runs, and the processes of those whose exit no worker saw."""
     records = instance.get_run_records(
@@ -53,6 +65,7 @@ def stream_runs(instance: DagsterInstance, stream: str) -> tuple[list[RunView], 
                 terminated_by_supervisor=tags.get(TERMINATED_BY_TAG) == SUPERVISOR,
                 exit_code=_exit_code(r),
                 last_error=tags.get(processes.LAST_ERROR_TAG),
+                progressed_until=_progressed_until(r),
             )
         )
         identity = tags.get(processes.PROCESS_TAG)
@@ -75,11 +88,14 @@ def read_heartbeat(settings: Settings, stream: str) -> Heartbeat | None:
     if not beat or health.HEARTBEAT_KEY not in beat:
         return None
     pid = beat.get("pid")
+    progress = beat.get(health.PROGRESS_KEY)
     return Heartbeat(
         ts=float(beat[health.HEARTBEAT_KEY]),
         run_id=beat.get(health.RUN_ID_KEY),
         pid=int(pid) if isinstance(pid, int) else None,
         starting=beat.get("status") == "starting",
+        reports_progress=health.PROGRESS_KEY in beat,
+        progress_ts=float(progress) if isinstance(progress, int | float) else None,
     )
 
 

@@ -10,6 +10,9 @@ The rules, in order:
   checked (another host) waits for an operator;
 * a live run is left alone while its own heartbeat is fresh; a stale one is replaced only
   once its process is confirmed gone;
+* a run is healthy once its stream has shown progress (``health.PROGRESS_KEY``; alive
+  for a stream that reports none) for the stable time; only that ends a failure streak
+  and closes its incident, which every other decision carries on;
 * a run that exited ``NO_RETRY`` stops the retries until an operator resumes the sensor
   (turns it off and on, which Dagster records as the sensor's start time);
 * any other failure is retried for ever, waiting ``base x 2^(n-1)`` seconds, at most the cap.
@@ -41,6 +44,9 @@ class RunView:
     terminated_by_supervisor: bool = False
     exit_code: int | None = None
     last_error: str | None = None
+    # When the stream last showed progress (from its final heartbeat, recorded at exit);
+    # None: it reports no progress, and is judged by how long it lived.
+    progressed_until: float | None = None
 
     @property
     def is_live(self) -> bool:
@@ -70,6 +76,14 @@ class Heartbeat:
     # The process says it is still starting (a JVM and a query coming up): judged by the
     # startup grace from the run's start, not by the age of this beat.
     starting: bool = False
+    # Whether the stream reports progress besides being alive (``health.PROGRESS_KEY``),
+    # and when it last did (None: not yet). One that does not is judged by ``ts``.
+    reports_progress: bool = False
+    progress_ts: float | None = None
+
+    @property
+    def progressed_at(self) -> float | None:
+        return self.progress_ts if self.reports_progress else self.ts
 
 
 @dataclass(frozen=True)
@@ -109,13 +123,15 @@ def _finished_newest_first(runs: list[RunView]) -> list[RunView]:
 
 
 def failing_streak(runs: list[RunView], policy: Policy) -> list[RunView]:
-    """Failed runs since the last clean end, newest first; a long-lived run ends the streak."""
+    """Failed runs since the last clean end, newest first; a run that was healthy (it kept
+    progressing for the stable time) before it failed ends the streak."""
     streak: list[RunView] = []
     for run in _finished_newest_first(runs):
         if not _is_failure(run):
             break
         streak.append(run)
-        lived = (run.end_ts or 0) - (run.start_ts or run.end_ts or 0)
+        until = run.end_ts if run.progressed_until is None else run.progressed_until
+        lived = (until or 0) - (run.start_ts or run.end_ts or 0)
         if lived >= policy.stable_run_seconds:
             break
     return streak
@@ -160,9 +176,13 @@ def decide(
     live_ids = {r.run_id for r in live}
     lingering = [p for p in processes if p.run_id not in live_ids and p.may_be_alive]
     streak = failing_streak(runs, policy)
+    # Only a healthy run closes an incident, so every decision that is not about a healthy
+    # run carries it on: waiting for an old process or replacing a stuck run must not read
+    # as a recovery for one tick and reopen the incident on the next.
     context = {
         "failures_in_row": len(streak),
         "last_error": _last_error(streak),
+        "incident": _incident(streak, False, policy),
     }
     if lingering:
         return _wait_for_old_processes(lingering, context)
@@ -222,38 +242,44 @@ def _decide_live(
                 f" (limit {limit:.0f}s)"
             )
             return _replace_stale(keep, extras, processes, stale, age, context)
+        progressed = heartbeat.progressed_at if own and heartbeat is not None else None
+        # Healthy: the stream has been doing its work for the stable time, not merely alive.
+        # A Spark query that cannot reach Kafka keeps its process and heartbeat for minutes
+        # before it fails; counted as healthy, it would close "keeps failing" mid-outage.
         healthy = (
             keep.status == "STARTED"
             and what == "last heartbeat"
-            and now - began >= policy.stable_run_seconds
+            and progressed is not None
+            and progressed - began >= policy.stable_run_seconds
+            and now - progressed <= policy.stale_heartbeat_seconds
         )
         if not extras and keep.status == "STARTED":
             return Decision(
                 "skip",
                 f"run {keep.run_id} is STARTED and reporting"
-                + (
-                    " (healthy)"
-                    if healthy
-                    else f" (healthy after {policy.stable_run_seconds:.0f}s)"
-                ),
+                + _health_note(healthy, progressed, now, policy),
                 healthy=healthy,
-                incident=_incident(streak, healthy, policy),
-                **context,
+                **{**context, "incident": _incident(streak, healthy, policy)},
             )
     if extras:
         return Decision(
             "skip",
             f"run {keep.run_id} is {keep.status}; terminating extra copies {list(extras)}",
             terminate=extras,
-            incident=_incident(streak, False, policy),
             **context,
         )
-    return Decision(
-        "skip",
-        f"run {keep.run_id} is {keep.status}",
-        incident=_incident(streak, False, policy),
-        **context,
-    )
+    return Decision("skip", f"run {keep.run_id} is {keep.status}", **context)
+
+
+def _health_note(healthy: bool, progressed: float | None, now: float, policy: Policy) -> str:
+    if healthy:
+        return " (healthy)"
+    stable = f"healthy once it has progressed for {policy.stable_run_seconds:.0f}s"
+    if progressed is None:
+        return f" ({stable}: no progress reported yet)"
+    if now - progressed > policy.stale_heartbeat_seconds:
+        return f" ({stable}: last progress {now - progressed:.0f}s ago)"
+    return f" ({stable})"
 
 
 def _replace_stale(
@@ -304,7 +330,6 @@ def _decide_stopped(
 ) -> Decision:
     if not runs:
         return Decision("launch", "no run of this stream exists yet")
-    incident = _incident(streak, False, policy)
     newest = _finished_newest_first(runs)[0]
     resumed = resumed_at is not None and resumed_at > (newest.end_ts or newest.create_ts)
     if newest.exit_code == exit_codes.NO_RETRY and not resumed:
@@ -313,7 +338,6 @@ def _decide_stopped(
             f"not restarting: run {newest.run_id} exited with code {exit_codes.NO_RETRY}, a fault"
             f" no retry fixes: {newest.last_error or 'see the run log'}. Fix that, then resume:"
             " turn this sensor off and on",
-            incident=incident,
             **context,
         )
     # A resume is the operator saying "fixed": earlier failures no longer delay the retry.
@@ -325,7 +349,7 @@ def _decide_stopped(
             if extra
             else f"last run {newest.run_id} ended {newest.status}"
         )
-        return Decision("launch", f"{what}; restarting", incident=incident, extra=extra, **context)
+        return Decision("launch", f"{what}; restarting", extra=extra, **context)
     last_end = max((r.end_ts or r.create_ts) for r in counted)
     wait = backoff_seconds(len(counted), policy)
     if now < last_end + wait:
@@ -334,14 +358,12 @@ def _decide_stopped(
             f"{len(counted)} failure(s) in a row; backing off {wait:.0f}s before restarting"
             f" (retries never stop; cap {policy.max_backoff_seconds:.0f}s)",
             next_attempt_ts=last_end + wait,
-            incident=incident,
             extra=extra,
             **context,
         )
     return Decision(
         "launch",
         f"restarting after {len(counted)} failure(s) in a row (backoff {wait:.0f}s elapsed)",
-        incident=incident,
         extra=extra,
         **context,
     )

@@ -22,6 +22,10 @@ EXITED_TAG = "finpipe/exit_code"
 """The stream process's exit code, set by the run worker once it saw the process end."""
 LAST_ERROR_TAG = "finpipe/last_error"
 """The failed stream's last error (its final heartbeat or last lines on stderr)."""
+PROGRESSED_UNTIL_TAG = "finpipe/progressed_until"
+"""A failed stream's last progress (``health.PROGRESS_KEY`` of its final heartbeat), epoch
+seconds, or ``never``: how long it was healthy before it failed."""
+NEVER_PROGRESSED = "never"
 
 _PROC = Path("/proc")
 

@@ -26,7 +26,7 @@ from dagster import (
 )
 from dagster_pipes import PipesExtras
 
-from finpipe.health import FINAL_KEY, PRODUCER, RUN_ID_ENV, SPARK
+from finpipe.health import FINAL_KEY, PRODUCER, PROGRESS_KEY, RUN_ID_ENV, SPARK
 from finpipe.settings import Settings
 from finpipe_dagster.streams import processes
 from finpipe_dagster.streams.pipes_bridge import bridge_command
@@ -151,6 +151,11 @@ class PipesStreamClient(PipesSubprocessClient):
             beat = _read_json(heartbeat_path)
             own = beat if beat and beat.get("run_id") == context.run_id else None
             tags[processes.LAST_ERROR_TAG] = last_error(tail.lines, own, process.returncode)
+            if own and PROGRESS_KEY in own:
+                progressed = own[PROGRESS_KEY]
+                tags[processes.PROGRESSED_UNTIL_TAG] = (
+                    processes.NEVER_PROGRESSED if progressed is None else str(progressed)
+                )
         context.instance.add_run_tags(context.run_id, tags)
 
     def _stop(self, context: OpExecutionContext, process: subprocess.Popen[bytes]) -> None:
@@ -248,7 +253,8 @@ class SupervisionPolicy(ConfigurableResource):
     base_backoff_seconds: float | None = None
     max_backoff_seconds: float | None = None
     stable_run_seconds: float | None = None
-    """A run that reported this long is healthy: it ends a failure streak and its alert."""
+    """A run whose stream has progressed this long is healthy: it ends a failure streak and
+    its alert (a process that is alive but cannot reach Kafka is not progressing)."""
     alert_after_failures: int | None = None
     """Failures in a row after which an alert says the stream keeps failing."""
     kill_grace_seconds: float | None = None

@@ -155,6 +155,83 @@ def test_a_fresh_heartbeat_of_a_young_run_is_not_yet_healthy() -> None:
     assert (decision.healthy, decision.incident) == (True, None)
 
 
+def progressing(ts: float, progress_ts: float | None, run_id: str = "a") -> Heartbeat:
+    """A heartbeat of a stream that reports progress (Spark), last at ``progress_ts``."""
+    return Heartbeat(ts=ts, run_id=run_id, pid=123, reports_progress=True, progress_ts=progress_ts)
+
+
+def test_a_run_alive_but_not_progressing_is_never_healthy() -> None:
+    """A Spark query that cannot reach Kafka keeps its process and a fresh heartbeat for
+    minutes before it fails: the incident stays open all that time, and closes only once
+    the stream has progressed for the stable time."""
+    runs = [failed(i, NOW - 400 - 100 * i) for i in range(1, 4)]
+    stuck = RunView("a", "STARTED", create_ts=NOW - 400, start_ts=NOW - 400)
+    for progress_ts in (None, NOW - 390, NOW - 61):  # never; long ago; just past the limit
+        decision = decide([stuck, *runs], progressing(NOW - 1, progress_ts), NOW, POLICY)
+        assert (decision.action, decision.healthy, decision.incident) == (
+            "skip",
+            False,
+            "keeps_failing",
+        ), progress_ts
+    assert (
+        "no progress reported yet"
+        in decide([stuck, *runs], progressing(NOW - 1, None), NOW, POLICY).reason
+    )
+    assert (
+        "last progress 390s ago"
+        in decide([stuck, *runs], progressing(NOW - 1, NOW - 390), NOW, POLICY).reason
+    )
+    # Progressing, but not yet for the stable time since its start: still open.
+    young = RunView("a", "STARTED", create_ts=NOW - 250, start_ts=NOW - 250)
+    assert decide([young, *runs], progressing(NOW - 1, NOW - 2), NOW, POLICY).incident
+    healthy = decide([stuck, *runs], progressing(NOW - 1, NOW - 2), NOW, POLICY)
+    assert (healthy.healthy, healthy.incident) == (True, None)
+
+
+def test_a_long_run_that_never_progressed_does_not_end_the_streak() -> None:
+    """Lived 400 s (more than the stable time) but progressed only for its first 10 s:
+    it counts in the streak and does not end it, so the alert threshold is still met."""
+    stuck = RunView(
+        "s",
+        "FAILURE",
+        create_ts=NOW - 1000,
+        start_ts=NOW - 1000,
+        end_ts=NOW - 600,
+        exit_code=1,
+        progressed_until=NOW - 990,
+    )
+    runs = [failed(1, NOW - 15), stuck, failed(3, NOW - 2000)]
+    decision = decide(runs, None, NOW, POLICY)
+    assert (decision.failures_in_row, decision.incident) == (3, "keeps_failing")
+    was_healthy = RunView(
+        "h",
+        "FAILURE",
+        create_ts=NOW - 1000,
+        start_ts=NOW - 1000,
+        end_ts=NOW - 600,
+        exit_code=1,
+        progressed_until=NOW - 610,
+    )
+    assert decide([runs[0], was_healthy, runs[2]], None, NOW, POLICY).failures_in_row == 2
+
+
+def test_every_decision_but_a_healthy_run_keeps_the_incident_open() -> None:
+    """Waiting for an old process or replacing a stuck run is no recovery: an incident that
+    closed for one such tick would reopen on the next, two alerts for one incident."""
+    runs = [failed(i, NOW - 100 * i) for i in range(1, 4)]
+    lingering = decide(runs, None, NOW, POLICY, [process("f1", "alive")])
+    assert (lingering.action, lingering.incident) == ("stop_old", "keeps_failing")
+    unknown = decide(runs, None, NOW, POLICY, [process("f1", "unknown")])
+    assert (unknown.action, unknown.incident) == ("wait_old", "keeps_failing")
+    stale = RunView("a", "STARTED", create_ts=NOW - 50, start_ts=NOW - 50)
+    for state in ("alive", "gone"):
+        decision = decide(
+            [stale, *runs], beat(NOW - 3000, "a"), NOW + 500, POLICY, [process("a", state)]
+        )
+        assert decision.action in {"stop_old", "replace"}
+        assert decision.incident == "keeps_failing", decision
+
+
 def test_a_heartbeat_of_another_run_never_counts_for_this_one() -> None:
     run = RunView("new", "STARTED", create_ts=NOW - 250, start_ts=NOW - 250)
     # fresh, but written by an old process of run "old": the new run never reported

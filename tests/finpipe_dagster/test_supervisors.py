@@ -117,6 +117,30 @@ def test_stale_heartbeat_terminates_and_replaces(instance: DagsterInstance, tmp_
     assert run.tags["finpipe/terminated_by"] == "supervisor"
 
 
+def test_a_run_is_healthy_only_once_its_stream_reports_progress(
+    instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """From the heartbeat file and the run tags the supervisor reads: a run whose stream
+    is alive but shows no progress (Spark's query without Kafka) keeps the incident open."""
+    never = started_run(instance)
+    instance.add_run_tags(never, {processes.PROGRESSED_UNTIL_TAG: processes.NEVER_PROGRESSED})
+    run = instance.get_run_by_id(never)
+    assert run is not None
+    instance.report_run_failed(run, message="Kafka: TimeoutException")
+    started_run(instance)
+    reporter = health.StreamReporter(load_settings(home=tmp_path), "producer")
+    policy = {"stable_run_seconds": 0.01, "alert_after_failures": 1}
+    with reporter:
+        reporter.heartbeat({health.PROGRESS_KEY: None})
+        time.sleep(0.05)
+        _, cursor = tick(instance, tmp_path, **policy)
+        assert (cursor["healthy"], cursor["incident"]) == (False, "keeps_failing"), cursor
+        assert "no progress reported yet" in cursor["reason"]
+        reporter.heartbeat({health.PROGRESS_KEY: time.time()})
+        _, cursor = tick(instance, tmp_path, **policy)
+        assert (cursor["healthy"], cursor["incident"]) == (True, None), cursor
+
+
 def failed_run_with_process(instance: DagsterInstance, identity: str) -> str:
     """A run marked failed although nobody saw its process exit (a lost worker)."""
     run_id = started_run(instance)

@@ -18,6 +18,7 @@ import pytest
 
 from finpipe import contracts, lake
 from finpipe.contracts import TradeRecord
+from finpipe.health import PROGRESS_KEY
 from tests.spark.spark_job_harness import (
     SparkJobEnv,
     TradeFeed,
@@ -96,6 +97,13 @@ def test_known_trades_land_exactly_and_a_restart_resumes_from_the_checkpoint(
     for key in ("batch_id", "rows", "max_trade_ts_ms", "batch_duration_ms", "files_written"):
         assert key in beat, dumps(beat)
     assert beat["max_trade_ts_ms"] == max(r.trade_ts_ms for r in KNOWN)
+    # The query's progress, what a supervisor calls healthy: it goes on with no new data
+    # (each idle trigger asked Kafka for the topic's end), not only with batches.
+    assert beat[PROGRESS_KEY] is not None, dumps(beat)
+    idle = job_env.wait_health(
+        job, lambda h: (h[PROGRESS_KEY] or 0) > beat[PROGRESS_KEY] + 1, timeout=60
+    )
+    assert (idle["batch_id"], idle["total_rows"]) == (beat["batch_id"], beat["total_rows"])
     # Which lake days the committed batches wrote into (Dagster's late-data sensor reads it).
     days = {
         dt.datetime.fromtimestamp(r.trade_ts_ms / 1000, dt.UTC).date().isoformat() for r in KNOWN
