@@ -516,7 +516,10 @@ def test_each_incident_opened_once_and_recovered_once(
         assert kinds["stream:spark"] == 1, kinds
     # Once open, Spark's incident stays open while the broker is away: a relaunched query
     # that is alive but cannot reach Kafka is not healthy, however long it lives.
-    down = [c for c in supervision["spark"]["cursors"] if stop <= c["at"] <= drill.marks["start"]]
+    cursors = [c for c in supervision["spark"]["cursors"] if "at" in c]  # ticks: newest first
+    down = sorted(
+        (c for c in cursors if stop <= c["at"] <= drill.marks["start"]), key=lambda c: c["at"]
+    )
     opened = next((i for i, c in enumerate(down) if c.get("incident")), len(down))
     assert not [c["reason"] for c in down[opened:] if c["healthy"] or not c["incident"]]
     assert all(n == 1 for n in kinds.values()), kinds
