@@ -191,27 +191,22 @@ def test_a_run_alive_but_not_progressing_is_never_healthy() -> None:
 def test_a_long_run_that_never_progressed_does_not_end_the_streak() -> None:
     """Lived 400 s (more than the stable time) but progressed only for its first 10 s:
     it counts in the streak and does not end it, so the alert threshold is still met."""
-    stuck = RunView(
-        "s",
-        "FAILURE",
-        create_ts=NOW - 1000,
-        start_ts=NOW - 1000,
-        end_ts=NOW - 600,
-        exit_code=1,
-        progressed_until=NOW - 990,
-    )
+    def lived_400s(progressed_until: float) -> RunView:
+        return RunView(
+            "s",
+            "FAILURE",
+            create_ts=NOW - 1000,
+            start_ts=NOW - 1000,
+            end_ts=NOW - 600,
+            exit_code=1,
+            progressed_until=progressed_until,
+        )
+
+    stuck = lived_400s(NOW - 990)
     runs = [failed(1, NOW - 15), stuck, failed(3, NOW - 2000)]
     decision = decide(runs, None, NOW, POLICY)
     assert (decision.failures_in_row, decision.incident) == (3, "keeps_failing")
-    was_healthy = RunView(
-        "h",
-        "FAILURE",
-        create_ts=NOW - 1000,
-        start_ts=NOW - 1000,
-        end_ts=NOW - 600,
-        exit_code=1,
-        progressed_until=NOW - 610,
-    )
+    was_healthy = lived_400s(NOW - 610)
     assert decide([runs[0], was_healthy, runs[2]], None, NOW, POLICY).failures_in_row == 2
 
 
