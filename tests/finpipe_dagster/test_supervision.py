@@ -191,6 +191,7 @@ def test_a_run_alive_but_not_progressing_is_never_healthy() -> None:
 def test_a_long_run_that_never_progressed_does_not_end_the_streak() -> None:
     """Lived 400 s (more than the stable time) but progressed only for its first 10 s:
     it counts in the streak and does not end it, so the alert threshold is still met."""
+
     def lived_400s(progressed_until: float) -> RunView:
         return RunView(
             "s",
