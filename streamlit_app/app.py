@@ -101,7 +101,7 @@ def markets(snapshot: Snapshot, symbols: list[str]) -> None:
     tiles = analytics.price_tiles(snapshot, symbols)
     traded = tiles[tiles["price"].notna()]
     if not traded.empty:
-        st.plotly_chart(charts.returns_heatmap(traded), key="heatmap")
+        st.html(charts.returns_heatmap(traded))
     st.dataframe(
         tiles[["symbol", "price", "change_pct", "sparkline", "trade_ts"]],
         hide_index=True,

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import html
+import math
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 
 from streamlit_app.windows import Window
 
 CANDLE_CHART_HEIGHT = 520
 HEATMAP_COLUMNS = 8  # cells wide enough for BINANCE:1000PEPEUSDT on a laptop screen
-HEATMAP_ROW_HEIGHT = 46
+HEATMAP_COLOURS = "RdYlGn"
+HEATMAP_NO_CHANGE = "rgb(200, 200, 200)"
+HEATMAP_CLASS = "finpipe-heatmap"
+HEATMAP_STYLE = (
+    f".{HEATMAP_CLASS} {{display: grid; gap: 3px; margin-bottom: 0.5rem}}"
+    f" .{HEATMAP_CLASS} .cell {{height: 43px; display: flex; flex-direction: column;"
+    " justify-content: center; align-items: center; font-size: 11px;"
+    " line-height: 1.3; overflow: hidden; white-space: nowrap}"
+)
 
 
 def candlestick(bars: pd.DataFrame, symbol: str, window: Window) -> go.Figure:
@@ -82,42 +94,44 @@ def comparison(prices: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> go.Figure:
+def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> str:
     """Today's change of every symbol as a grid of cells, biggest gain first, red to green
-    around zero (one colour scale for all, so 50 symbols read at a glance)."""
+    around zero (one colour scale for all, so 50 symbols read at a glance).
+
+    HTML for ``st.html``, not a Plotly figure: the browser draws it as soon as it arrives.
+    As a Plotly chart, the page's first view waited for plotly.js (a 4.7 MB script; about
+    1.5 s of a 2-core machine's browser before its first chart is drawn, see
+    docs/benchmarks/dashboard.md). The charts further down still use Plotly.
+    """
     ordered = tiles.sort_values("change_pct", ascending=False, na_position="last")
     columns = max(1, min(columns, len(ordered)))
-    rows = -(-len(ordered) // columns)
-    cells = rows * columns
-    change = list(ordered["change_pct"]) + [None] * (cells - len(ordered))
-    labels = [
-        f"{symbol}<br>{pct:+.2f} %" if pct == pct else f"{symbol}<br>—"  # NaN: no session open
-        for symbol, pct in zip(ordered["symbol"], ordered["change_pct"], strict=True)
-    ] + [""] * (cells - len(ordered))
-    grid = [change[r * columns : (r + 1) * columns] for r in range(rows)]
-    text = [labels[r * columns : (r + 1) * columns] for r in range(rows)]
-    span = max((abs(v) for v in change if v is not None and v == v), default=1.0) or 1.0
-    figure = go.Figure(
-        go.Heatmap(
-            z=grid,
-            text=text,
-            texttemplate="%{text}",
-            textfont={"size": 10},
-            hovertemplate="%{text}<extra></extra>",
-            colorscale="RdYlGn",
-            zmid=0,
-            zmin=-span,
-            zmax=span,
-            xgap=3,
-            ygap=3,
-            showscale=False,
-        )
+    changes = [float(v) for v in ordered["change_pct"]]
+    span = max((abs(v) for v in changes if not math.isnan(v)), default=1.0) or 1.0
+    colours = sample_colorscale(
+        HEATMAP_COLOURS, [0.5 if math.isnan(v) else (v / span + 1) / 2 for v in changes]
     )
-    figure.update_layout(
-        height=HEATMAP_ROW_HEIGHT * rows + 10,
-        margin={"l": 0, "r": 0, "t": 0, "b": 0},
-        xaxis={"visible": False},
-        yaxis={"visible": False, "autorange": "reversed"},
-        uirevision="heatmap",
+    cells = "".join(
+        _heatmap_cell(str(symbol), pct, colour)
+        for symbol, pct, colour in zip(ordered["symbol"], changes, colours, strict=True)
     )
-    return figure
+    return (
+        f"<style>{HEATMAP_STYLE}</style>"
+        f'<div class="{HEATMAP_CLASS}" style="grid-template-columns: '
+        f'repeat({columns}, minmax(0, 1fr))">{cells}</div>'
+    )
+
+
+def _heatmap_cell(symbol: str, pct: float, colour: str) -> str:
+    if math.isnan(pct):  # no session open yet
+        change, colour = "—", HEATMAP_NO_CHANGE
+    else:
+        change = f"{pct:+.2f} %"
+    label = html.escape(f"{symbol} {change}", quote=True)
+    red, green, blue = unlabel_rgb(colour)
+    dark = 0.299 * red + 0.587 * green + 0.114 * blue < 128  # perceived brightness
+    text = "#ffffff" if dark else "#1a1a1a"
+    return (
+        f'<div class="cell" style="background: {colour}; color: {text}" title="{label}">'
+        f'<span class="symbol">{html.escape(symbol)}</span>'
+        f'<span class="change">{html.escape(change)}</span></div>'
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+import html
+import re
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from finpipe.settings import Settings
 from producer.simulator.market import DEMO_50_TICKERS
+from streamlit_app.charts import HEATMAP_CLASS
 from tests.streamlit_app.dashboard_seed import (
     BRK,
     BTC,
@@ -62,6 +64,13 @@ def symbol_box(page: AppTest):  # type: ignore[no-untyped-def]
     return next(box for box in page.selectbox if box.label == "Symbol")
 
 
+def heatmap_symbols(page: AppTest) -> list[str]:
+    """The symbols of the heatmap's cells, in the page's order (the one HTML element)."""
+    (heatmap,) = [e for e in page.get("html") if HEATMAP_CLASS in e.proto.body]
+    cells = re.findall(r'<span class="symbol">(.*?)</span>', heatmap.proto.body)
+    return [html.unescape(cell) for cell in cells]
+
+
 def texts(page: AppTest) -> str:
     parts = [m.value for m in page.markdown] + [i.value for i in page.info]
     parts += [e.value for e in page.error] + [c.value for c in page.caption]
@@ -84,7 +93,8 @@ def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Setting
     session_open = next(o for ago, o in opens if minute_of(now, ago) >= day_start)
     assert row["change_pct"] == pytest.approx((106.0 / session_open - 1) * 100)
     assert symbol_box(page).options == [BTC, BRK, "AAPL"]
-    assert len(page.get("plotly_chart")) == 3  # heatmap, candles and comparison
+    assert len(page.get("plotly_chart")) == 2  # candles and comparison
+    assert sorted(heatmap_symbols(page)) == sorted([BTC, BRK, "AAPL"])
     assert page.query_params["symbol"] == BTC
     assert not page.error
 
@@ -117,9 +127,9 @@ def test_fifty_symbols_read_as_one_table_a_heatmap_and_a_shared_symbol(
         closes = [first.price, last.price] if first.ts.minute != last.ts.minute else [last.price]
         assert list(markets.loc[symbol, "sparkline"]) == pytest.approx(closes)
     assert not page.metric or all(m.label not in symbols for m in page.metric)  # no tiles
-    heatmap = next(c for c in page.get("plotly_chart") if '"heatmap"' in c.proto.spec)
-    cells = json.loads(heatmap.proto.spec)["data"][0]["text"]
-    assert sum(bool(cell) for row in cells for cell in row) == len(symbols)
+    shown = heatmap_symbols(page)
+    assert sorted(shown) == sorted(symbols)  # one cell each, in its own spelling
+    assert shown[0] == symbols[-1] and shown[-1] == symbols[0]  # biggest gain first
     assert symbol_box(page).value == "OANDA:EUR_USD"
     symbol_box(page).set_value("BINANCE:1000PEPEUSDT").run()
     assert not page.exception

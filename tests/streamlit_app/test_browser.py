@@ -25,6 +25,7 @@ from playwright.sync_api import sync_playwright
 from finpipe.settings import DEFAULT_TICKERS, Settings
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
+from streamlit_app.charts import HEATMAP_CLASS
 from tests.streamlit_app.dashboard_seed import seed_market, unique_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +34,7 @@ FIRST_LINES = """els => els.map(e => {
     const line = e.querySelector('tspan.line');
     return (line || e).textContent;
 })"""
-HAS_HEATMAP = """() => [...document.querySelectorAll('.js-plotly-plot')]
-    .some(p => (p.data || []).some(t => t.type === 'heatmap'))"""
+HEATMAP_CELLS = f".{HEATMAP_CLASS} .cell"
 HAS_CANDLESTICK = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .some(p => (p.data || []).some(t => t.type === 'candlestick'))"""
 
@@ -130,11 +130,13 @@ def test_browser_shows_the_market_heatmap_table_and_the_symbol_of_the_url(
             page = browser.new_page(viewport={"width": 1500, "height": 1400})
             page.goto(f"{url}/?symbol={urllib.parse.quote(chosen)}", wait_until="domcontentloaded")
             page.wait_for_function(HAS_CANDLESTICK, timeout=90_000)
-            page.wait_for_function(HAS_HEATMAP, timeout=30_000)
-            # the first line of each drawn cell label (symbol, then the change)
-            cells = page.eval_on_selector_all(".js-plotly-plot .heatmaplayer text", FIRST_LINES)
-            shown = {cell.strip() for cell in cells if cell and cell.strip()}
+            page.locator(HEATMAP_CELLS).first.wait_for(timeout=30_000)
+            # each drawn cell as a person reads it: the symbol, then the change
+            cells = page.locator(HEATMAP_CELLS).all_inner_texts()
+            shown = {cell.split("\n")[0].strip() for cell in cells}
             assert shown == set(symbols), set(symbols) ^ shown
+            assert len(cells) == len(symbols)
+            assert all(cell.split("\n")[1].strip().endswith("%") for cell in cells), cells
             # the table's grid loads its own script: wait for it as a person would, since
             # the charts above it can finish drawing first
             page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
