@@ -5,8 +5,10 @@ Builds the day as ``dashboard_queries.py --fifty --rolling`` does (per symbol 23
 segments written before the tail's window, then inside it the open segment and the young
 batch files), then for each load: PUTs the young objects again (so they are inside the
 window), starts a new dashboard process on the day, opens the page in headless Chromium
-and times from the navigation to the page showing everything its first run draws (the
-heatmap, the candles, the three tables and the "Updated" line the run writes last); then
+and times from the navigation to two milestones: the first view (the header's five
+metrics, the markets heatmap and the markets table: what the page is opened for) and the
+whole first run (also the Plotly charts, the other tables and the "Updated" line the run
+writes last); then
 the same page once more in that process ("the page again": store and imports warm, so
 what is left is mostly the browser's).
 
