@@ -99,9 +99,9 @@ def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> str:
     around zero (one colour scale for all, so 50 symbols read at a glance).
 
     HTML for ``st.html``, not a Plotly figure: the browser draws it as soon as it arrives.
-    As a Plotly chart, the page's first view waited for plotly.js (a 4.7 MB script; about
-    1.5 s of a 2-core machine's browser before its first chart is drawn, see
-    docs/benchmarks/dashboard.md). The charts further down still use Plotly.
+    As a Plotly chart, the page's first view waited for plotly.js, the largest script of
+    the page, to be fetched and evaluated (measured in docs/benchmarks/dashboard.md). The
+    charts further down still use Plotly.
     """
     ordered = tiles.sort_values("change_pct", ascending=False, na_position="last")
     columns = max(1, min(columns, len(ordered)))
