@@ -55,13 +55,13 @@ from finpipe.settings import load_settings
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
 from streamlit_app import lake_tail
-from streamlit_app.charts import HEATMAP_CLASS
+from streamlit_app.charts import HEATMAP_CELLS
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_MINUTES = 1
 # the first view: the header's five metrics, the heatmap and the markets table
 FIRST_VIEW = f"""() => document.querySelectorAll('[data-testid="stMetric"]').length >= 5
-    && document.querySelectorAll('.{HEATMAP_CLASS} .cell').length > 0
+    && document.querySelectorAll('{HEATMAP_CELLS}').length > 0
     && document.querySelectorAll('[data-testid="stDataFrame"] canvas').length >= 1"""
 DRAWN = """() => {
     const plots = [...document.querySelectorAll('.js-plotly-plot')];

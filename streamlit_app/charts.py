@@ -18,9 +18,10 @@ HEATMAP_COLUMNS = 8  # cells wide enough for BINANCE:1000PEPEUSDT on a laptop sc
 HEATMAP_COLOURS = "RdYlGn"
 HEATMAP_NO_CHANGE = "rgb(200, 200, 200)"
 HEATMAP_CLASS = "finpipe-heatmap"
+HEATMAP_CELLS = f".{HEATMAP_CLASS} .cell"  # CSS selector of the cells (also the tests')
 HEATMAP_STYLE = (
     f".{HEATMAP_CLASS} {{display: grid; gap: 3px; margin-bottom: 0.5rem}}"
-    f" .{HEATMAP_CLASS} .cell {{height: 43px; display: flex; flex-direction: column;"
+    f" {HEATMAP_CELLS} {{height: 43px; display: flex; flex-direction: column;"
     " justify-content: center; align-items: center; font-size: 11px;"
     " line-height: 1.3; overflow: hidden; white-space: nowrap}"
 )

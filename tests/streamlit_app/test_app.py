@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import html
-import re
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tests.streamlit_app.dashboard_seed import (
     unique_settings,
     write_lake,
 )
+from tests.streamlit_app.test_charts import cells as heatmap_cells
 from tests.streamlit_app.test_store import closed_port
 
 APP = Path(__file__).resolve().parents[2] / "streamlit_app" / "app.py"
@@ -67,8 +66,7 @@ def symbol_box(page: AppTest):  # type: ignore[no-untyped-def]
 def heatmap_symbols(page: AppTest) -> list[str]:
     """The symbols of the heatmap's cells, in the page's order (the one HTML element)."""
     (heatmap,) = [e for e in page.get("html") if HEATMAP_CLASS in e.proto.body]
-    cells = re.findall(r'<span class="symbol">(.*?)</span>', heatmap.proto.body)
-    return [html.unescape(cell) for cell in cells]
+    return [cell["symbol"] for cell in heatmap_cells(heatmap.proto.body)]
 
 
 def texts(page: AppTest) -> str:

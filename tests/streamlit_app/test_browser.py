@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright
 from finpipe.settings import DEFAULT_TICKERS, Settings
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
-from streamlit_app.charts import HEATMAP_CLASS
+from streamlit_app.charts import HEATMAP_CELLS
 from tests.streamlit_app.dashboard_seed import seed_market, unique_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,6 @@ FIRST_LINES = """els => els.map(e => {
     const line = e.querySelector('tspan.line');
     return (line || e).textContent;
 })"""
-HEATMAP_CELLS = f".{HEATMAP_CLASS} .cell"
 HAS_CANDLESTICK = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .some(p => (p.data || []).some(t => t.type === 'candlestick'))"""
 
