@@ -599,6 +599,14 @@ class Delivery:
                 c.dead_lettered += record.letters
                 c.in_flight -= record.items
             c.last_delivery_ts_ms = time.time_ns() // 1_000_000
+        # The heartbeat's age of the oldest undelivered record follows the window's front
+        # at once (the periodic refresh alone left it up to PERSIST_SECONDS stale).
+        if pending:
+            self.oldest_undelivered_ts_ms = pending[0].recv_ts_ms
+        elif self._unsent:
+            self.oldest_undelivered_ts_ms = self._unsent[0].recv_ts_ms
+        elif self.acked_seq >= self.journal.last_seq:
+            self.oldest_undelivered_ts_ms = None
         if self.kafka_state == BROKERS_DOWN:  # deliveries again: the brokers are back
             self.kafka_state = "connected"
 

@@ -180,11 +180,18 @@ def _wait(what: str, condition: Callable[[], Any], timeout: float) -> Any:
     return value
 
 
-def _drained(process: ProducerProcess) -> bool:
-    """Caught up with the live feed: nothing older than a flush window or two waits."""
-    beat = process.health()
-    age = beat.get("oldest_undelivered_age_s")
-    return beat.get("kafka_state") == "connected" and (age is None or age < 1.0)
+def _drained(process: ProducerProcess) -> Callable[[], bool]:
+    """A condition: every record the log held at this call's heartbeat is acknowledged by
+    Kafka, and the delivery is connected. By sequence, not by the age of the oldest
+    record: a live feed always has a frame or two in flight."""
+    beat = _wait("a heartbeat", process.health, 30)
+    logged = beat["acked_seq"] + beat["backlog_records"]
+
+    def delivered() -> bool:
+        now = process.health()
+        return now.get("kafka_state") == "connected" and now.get("acked_seq", -1) >= logged
+
+    return delivered
 
 
 def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
@@ -214,7 +221,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
     assert beat["backlog_records"] > 200 and beat["oldest_undelivered_age_s"] > 10
     assert beat["kafka_state"] != "connected" or beat["delivery_errors"] > 0
     _start_broker(infrastructure, broker)
-    _wait("the backlog delivered", lambda: _drained(process), 120)
+    _wait("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     final = process.health()
     assert final["backlog_records"] == 0, final
@@ -251,7 +258,7 @@ def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_the_
         pid = process.proc.pid  # type: ignore[union-attr]
         _wait("the restarted producer", lambda p=pid: process.health().get("pid") == p, 60)
     time.sleep(3)
-    _wait("the backlog delivered", lambda: _drained(process), 120)
+    _wait("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
     counts = _reconcile(topics_settings, process, topic_reader)
@@ -332,7 +339,7 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     assert beat["backlog_records"] > stopped["backlog_records"]
 
     _start_broker(infrastructure, broker)
-    _wait("the backlog delivered", lambda: _drained(process), 120)
+    _wait("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
     _reconcile(topics_settings, process, topic_reader)
@@ -370,9 +377,10 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     _wait("reading resumed", lambda: process.health().get("frames", 0) > frames + 100, 120)
     # The feed goes quiet, so that no stop can land while the small log is full again.
     sim.inject("stall", seconds=300)
+    drained = _drained(process)
     _wait(
         "the backlog delivered and the log taking frames",
-        lambda: _drained(process) and process.health().get("log_state") == "ok",
+        lambda: drained() and process.health().get("log_state") == "ok",
         120,
     )
     code, _ = process.signal(signal.SIGTERM)
