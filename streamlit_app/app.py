@@ -16,7 +16,7 @@ from finpipe.health import PRODUCER, SPARK, read_health
 from finpipe.settings import Settings, SettingsError, load_settings
 from streamlit_app import analytics, charts
 from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_status
-from streamlit_app.store import Snapshot, Store, StoreUnavailable
+from streamlit_app.store import Snapshot, Store, StoreUnavailable, shared_store
 from streamlit_app.windows import Window, WindowChoice, resolve
 
 MARKET_TABLE_MAX_HEIGHT = 540
@@ -27,24 +27,6 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!:$~|<>])")
 def plain(text: str) -> str:
     """Escape Markdown so labels show symbols verbatim (``BINANCE:BTCUSDT``, ``BRK.B``)."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-@st.cache_resource(show_spinner=False)
-def get_store(_settings: Settings, identity: str) -> Store:
-    """One store per process and storage location; it keeps the caches between refreshes."""
-    return Store(_settings)
-
-
-def store_identity(settings: Settings) -> str:
-    return "|".join(
-        (
-            settings.s3_endpoint_url,
-            settings.s3_bucket,
-            settings.lake_prefix,
-            settings.summaries_prefix,
-            str(settings.dashboard_tail_minutes),
-        )
-    )
 
 
 # --- sections ---------------------------------------------------------------------------
@@ -259,7 +241,7 @@ def main() -> None:
     except SettingsError as exc:
         st.error(str(exc))
         st.stop()
-    store = get_store(settings, store_identity(settings))
+    store = shared_store(settings)
 
     with st.sidebar:
         st.header("View")

@@ -174,3 +174,30 @@ class Store:
         with self._lock:
             self._summaries[(name, day)] = (version, table)
         return table
+
+
+_SHARED: dict[str, Store] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def store_identity(settings: Settings) -> str:
+    """What makes two stores different: the storage location and the tail's window."""
+    return "|".join(
+        (
+            settings.s3_endpoint_url,
+            settings.s3_bucket,
+            settings.lake_prefix,
+            settings.summaries_prefix,
+            str(settings.dashboard_tail_minutes),
+        )
+    )
+
+
+def shared_store(settings: Settings) -> Store:
+    """The process's one store for these settings: every session's page and the launcher's
+    warm-up (``serve.py``) share it, so it keeps its caches between them."""
+    identity = store_identity(settings)
+    with _SHARED_LOCK:
+        if identity not in _SHARED:
+            _SHARED[identity] = Store(settings)
+        return _SHARED[identity]

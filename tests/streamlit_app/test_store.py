@@ -11,9 +11,9 @@ import pytest
 from finpipe import contracts
 from finpipe.lake import s3_filesystem
 from finpipe.settings import Settings
-from streamlit_app import analytics
+from streamlit_app import analytics, serve
 from streamlit_app.lake_tail import LakeTail
-from streamlit_app.store import Store, StoreUnavailable
+from streamlit_app.store import Store, StoreUnavailable, shared_store
 from streamlit_app.windows import WindowChoice, resolve
 from tests.streamlit_app.dashboard_seed import (
     AAPL,
@@ -142,3 +142,16 @@ def test_an_object_straddling_the_cutoff_is_trimmed(infrastructure: Settings) ->
     edge = now - dt.timedelta(minutes=1) + dt.timedelta(minutes=15)
     assert tail.read(edge)["price"].to_pylist() == [101.0]
     assert tail.read(edge + dt.timedelta(milliseconds=1)).num_rows == 0
+
+
+def test_the_launchers_warm_up_leaves_the_shared_store_holding_the_tail(
+    seeded: tuple[Settings, dt.datetime],
+) -> None:
+    settings, _ = seeded
+    serve.warm_store(settings)
+    warm = shared_store(settings)  # the store the page's first run gets
+    assert warm.tail._tables, "the warm-up read the lake's tail"
+    now = dt.datetime.now(dt.UTC)
+    first_page, fresh = warm.snapshot([], now), Store(settings).snapshot([], now)
+    assert first_page.tail.num_rows == fresh.tail.num_rows > 0
+    assert first_page.ohlcv.equals(fresh.ohlcv) and first_page.latest.equals(fresh.latest)
