@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     """Runs the server until it stops; exits the process with Streamlit's status."""
     from streamlit.web import cli
 
-    warm_up()
+    try:
+        warm_up()
+    except Exception as exc:  # only a head start: the page runs the same code and reports
+        log.warning("dashboard.warm_up_failed", error=f"{type(exc).__name__}: {exc}"[:300])
     gc.freeze()  # what is loaded now lives as long as the process: no collection looks at it
     threading.Thread(target=warm_store, name="dashboard-warm-store", daemon=True).start()
     sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
