@@ -52,17 +52,19 @@ def warm_up() -> None:
     boto3.client("s3", region_name="us-east-1")  # loads and caches S3's service model
 
 
-def warm_store(settings: Settings | None = None) -> None:
+def warm_store(settings: Settings | None = None) -> bool:
     """The store's first snapshot, before a browser asks (in a thread: the server starts
-    meanwhile; a page that comes first waits for it and then reads only what is new)."""
+    meanwhile; a page that comes first waits for it and then reads only what is new).
+    False when settings or storage are wrong: the page then shows what is wrong."""
     try:
         settings = settings or load_settings()
         started = time.monotonic()
         shared_store(settings).snapshot([])
     except Exception as exc:  # the page shows what is wrong with settings or storage
         log.info("dashboard.warm_up_skipped", reason=f"{type(exc).__name__}: {exc}"[:300])
-        return
+        return False
     log.info("dashboard.store_warm", seconds=round(time.monotonic() - started, 3))
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
