@@ -12,14 +12,19 @@ writes last); then the same page once more in that process ("the page again": st
 imports warm, so what is left is mostly the browser's).
 
 The launcher's process is measured twice per load: the page opened the moment the server
-answers (its store warm-up may still be reading the lake: the worst case), and opened once
-the process has logged the end of its warm-up ("launcher, warm": a dashboard that has been
-up for a few seconds when its first user comes).
+answers (the worst case), and opened once the process has logged the end of its store
+warm-up ("launcher, warm": a dashboard that has been up for a few seconds when its first
+user comes; the same moment since the server waits for the warm-up). Each variant also
+reports the time from the process's start to its first view (process up + first view):
+what a user who opens the page while the dashboard starts waits in all.
 
 ``--baseline-plain`` starts the process the way it was started before the launcher
 (``streamlit run streamlit_app/app.py``: the page's libraries import on the first page),
 in turn with ``finpipe-dashboard``, same run, and prints the ratio; ``--baseline-imports``
-the launcher as it was before its warm-up (the page's imports only).
+the launcher as it was before its warm-up (the page's imports only);
+``--baseline-sequential`` the launcher as it was before its server waited for the store's
+first snapshot (the snapshot started after the imports and the warm-up, in a thread
+beside the server).
 
 Usage (against the test MinIO that ``make test`` starts, kept with
 ``FINPIPE_KEEP_SERVICES=1``):
@@ -88,6 +93,19 @@ from streamlit.web import cli
 sys.argv = ["streamlit", "run", "streamlit_app/app.py", *sys.argv[1:]]
 cli.main(prog_name="streamlit")
 """
+SEQUENTIAL = "server not waiting"
+# the launcher before its server waited for the store: imports, warm-up, freeze, then the
+# store's first snapshot in a thread beside the server
+STORE_AFTER_WARM_UP = """
+import gc, sys, threading
+from streamlit_app import serve
+serve.warm_up()
+gc.freeze()
+threading.Thread(target=serve.warm_store, daemon=True).start()
+from streamlit.web import cli
+sys.argv = ["streamlit", "run", "streamlit_app/app.py", *sys.argv[1:]]
+cli.main(prog_name="streamlit")
+"""
 
 
 def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -149,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the launcher as it was before its warm-up: the page's imports only",
     )
+    parser.add_argument(
+        "--baseline-sequential",
+        action="store_true",
+        help="also the launcher whose server did not wait for the store's first snapshot",
+    )
     args = parser.parse_args(argv)
 
     base = load_settings()
@@ -195,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         variants["plain streamlit run"] = plain
     if args.baseline_imports:
         variants["imports only"] = [sys.executable, "-c", IMPORTS_ONLY]
+    if args.baseline_sequential:
+        variants[SEQUENTIAL] = [sys.executable, "-c", STORE_AFTER_WARM_UP]
     pages: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     starts: dict[str, list[float]] = {name: [] for name in variants}
     again: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
@@ -244,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
             f"first page of a new process ({name}) over {len(samples)}: first view p50 "
             f"{statistics.median(views):.2f} s (max {max(views):.2f} s; target 3 s), whole page "
             f"p50 {statistics.median(wholes):.2f} s (max {max(wholes):.2f} s); process up p50 "
-            f"{statistics.median(starts[name]):.2f} s; the page again in the same process: "
+            f"{statistics.median(starts[name]):.2f} s; process start to first view p50 "
+            f"{statistics.median(map(sum, zip(starts[name], views, strict=True))):.2f} s; "
+            "the page again in the same process: "
             f"first view p50 {statistics.median(v for v, _ in again[name]):.2f} s, whole "
             f"p50 {statistics.median(w for _, w in again[name]):.2f} s"
         )
-    for baseline in ("plain streamlit run", "imports only"):
+    for baseline in ("plain streamlit run", "imports only", SEQUENTIAL):
         if baseline not in pages:
             continue
         for i, what in enumerate(("first view", "whole page")):

@@ -10,9 +10,16 @@ imports find them in ``sys.modules``. The launcher also warms what a first run p
 after the imports (``docs/benchmarks/dashboard.md``, profiled): the page's queries and
 figures run once on an empty snapshot (DuckDB's and Plotly's lazily loaded parts), the S3
 client's service model is loaded, and the shared store takes its first snapshot of the
-lake in the background, so the first page reads only what arrived since. Everything
-imported is then frozen out of the cyclic garbage collector, which Streamlit runs in full
-after every script run. Options after the command go to ``streamlit run``.
+lake, so the first page reads only what arrived since. That snapshot starts first, in a
+thread, before the plotting libraries import: it mostly waits on storage and on Arrow's
+decoding, which release the GIL, so it runs beside the imports and the warm-up. The
+server starts once the snapshot has been taken (at most ``WARM_STORE_WAIT_SECONDS``):
+until then the health endpoint does not answer, so ``make up``, Compose's health check
+and a browser see a dashboard that is starting instead of a first page that waits for
+the lake. A snapshot that fails (storage unreachable, bad settings) ends the wait at
+once and the page shows what is wrong. Everything imported is frozen out of the cyclic
+garbage collector, which Streamlit runs in full after every script run. Options after
+the command go to ``streamlit run``.
 """
 
 from __future__ import annotations
@@ -26,21 +33,25 @@ from pathlib import Path
 
 import structlog
 
-# The page's modules and, through them, its heavy libraries (the script imports them
-# again by name and finds them loaded).
-import streamlit_app.status  # noqa: F401
 from finpipe.settings import Settings, load_settings
-from streamlit_app import analytics, charts
 from streamlit_app.store import empty_snapshot, shared_store
-from streamlit_app.windows import WindowChoice, resolve
 
 APP = Path(__file__).with_name("app.py")
+# The longest the server's start waits for the store's first snapshot: it is a head start,
+# never a reason to stay down (a day's first listing is bounded: lake_tail.py).
+WARM_STORE_WAIT_SECONDS = 30.0
 
 log = structlog.get_logger("streamlit_app.serve")
 
 
 def warm_up() -> None:
-    """The page's code on an empty snapshot: what is loaded on first use gets loaded."""
+    """The page's modules and, through them, its heavy libraries (the script imports them
+    again by name and finds them loaded), then the page's code on an empty snapshot: what
+    is loaded on first use gets loaded."""
+    import streamlit_app.status  # noqa: F401
+    from streamlit_app import analytics, charts
+    from streamlit_app.windows import WindowChoice, resolve
+
     now = dt.datetime.now(dt.UTC)
     window = resolve(WindowChoice.TODAY, now)
     snapshot = empty_snapshot(now)
@@ -53,9 +64,9 @@ def warm_up() -> None:
 
 
 def warm_store(settings: Settings | None = None) -> bool:
-    """The store's first snapshot, before a browser asks (in a thread: the server starts
-    meanwhile; a page that comes first waits for it and then reads only what is new).
-    False when settings or storage are wrong: the page then shows what is wrong."""
+    """The store's first snapshot, before a browser asks (a page that comes while it is
+    taken waits for it and then reads only what is new). False when settings or storage
+    are wrong: the page then shows what is wrong."""
     try:
         settings = settings or load_settings()
         started = time.monotonic()
@@ -69,6 +80,8 @@ def warm_store(settings: Settings | None = None) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """Runs the server until it stops; exits the process with Streamlit's status."""
+    store = threading.Thread(target=warm_store, name="dashboard-warm-store", daemon=True)
+    store.start()
     from streamlit.web import cli
 
     try:
@@ -76,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # only a head start: the page runs the same code and reports
         log.warning("dashboard.warm_up_failed", error=f"{type(exc).__name__}: {exc}"[:300])
     gc.freeze()  # what is loaded now lives as long as the process: no collection looks at it
-    threading.Thread(target=warm_store, name="dashboard-warm-store", daemon=True).start()
+    store.join(WARM_STORE_WAIT_SECONDS)
+    if store.is_alive():  # the first page will wait for the rest of it
+        log.warning("dashboard.store_warm_pending", waited_seconds=WARM_STORE_WAIT_SECONDS)
     sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
     cli.main(prog_name="streamlit")
 

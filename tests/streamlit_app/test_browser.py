@@ -102,6 +102,8 @@ def dashboard(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
+        # the launcher answers only once its store has read the lake (serve.py)
+        assert "dashboard.store_warm" in (tmp_path / "streamlit.log").read_text(errors="replace")
         yield url, symbols
     finally:
         proc.terminate()

@@ -1,20 +1,21 @@
-"""The dashboard launcher's warm-up (``streamlit_app/serve.py``), without a server."""
+"""The dashboard launcher's warm-up (``streamlit_app/serve.py``); that its server answers
+only once the store's first snapshot is taken is asserted where the browser tests start
+it (``test_browser.py``)."""
 
 from __future__ import annotations
 
-import socket
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from finpipe.settings import Settings, load_settings
 from streamlit_app import serve
 from streamlit_app.store import shared_store
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.streamlit_app.test_browser import ROOT, free_port, wait_healthy
+from tests.streamlit_app.test_store import closed_port
 
 
 def settings_with(**update: object) -> Settings:
@@ -43,3 +44,30 @@ def test_unreachable_storage_leaves_the_warm_up_to_the_page() -> None:
         assert serve.warm_store(settings) is False  # returns: the page shows what is wrong
     skipped = [entry for entry in logs if entry["event"] == "dashboard.warm_up_skipped"]
     assert len(skipped) == 1 and "127.0.0.1" in skipped[0]["reason"]
+
+
+def test_a_launcher_with_unreachable_storage_still_starts_and_says_why(tmp_path: Path) -> None:
+    """The server's wait for the store ends when the snapshot fails: the dashboard comes up
+    and its page shows what is wrong (``test_app.py``) instead of staying down."""
+    port, log = free_port(), tmp_path / "dashboard.log"
+    env = dict(os.environ, S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "streamlit_app.serve"),
+                *("--server.address", "127.0.0.1", "--server.port", str(port)),
+                *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        text = log.read_text(errors="replace")
+        assert "dashboard.warm_up_skipped" in text, text
+        assert "dashboard.store_warm_pending" not in text, text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
