@@ -18,10 +18,11 @@ until then the health endpoint does not answer, so ``make up``, Compose's health
 and a browser see a dashboard that is starting instead of a first page that waits for
 the lake. The server answers later for it, and from the process's start the first page
 comes no sooner (``docs/benchmarks/dashboard.md``): a dashboard is started far less often
-than it is opened, and its page budget is what this serves. A snapshot that fails (storage unreachable, bad settings) ends the wait at
-once and the page shows what is wrong. Everything imported is frozen out of the cyclic
-garbage collector, which Streamlit runs in full after every script run. Options after
-the command go to ``streamlit run``.
+than it is opened, and its page budget is what this serves. A snapshot that fails
+(storage unreachable, bad settings) ends the wait at once and the page shows what is
+wrong. Everything imported is frozen out of the cyclic garbage collector, which
+Streamlit runs in full after every script run. Options after the command go to
+``streamlit run``.
 """
 
 from __future__ import annotations
