@@ -12,7 +12,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# Java runs Spark; Maven fetches Spark's Kafka and s3a jars at build time.
+# Java runs Spark; Maven fetches Spark's Kafka source at build time.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven procps curl \
     && rm -rf /var/lib/apt/lists/*

@@ -12,8 +12,11 @@ VENV := .venv
 STAMP := $(VENV)/.finpipe-synced
 INFRA := $(VENV)/bin/finpipe-infra
 PYTEST_ARGS ?=
+# `make test` spreads the suite over this many pytest processes, each with its own Kafka,
+# MinIO and ports (tests/conftest.py): most of a drill is waiting, which overlaps.
+PYTEST_WORKERS ?= 2
 
-.PHONY: help up down status logs test unit lint format provision clean-state
+.PHONY: help up down status logs test unit lint format provision
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,10 +52,10 @@ lint: $(STAMP) ## ruff check, format check, and the dependency rule (import-lint
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/lint-imports
 
-test: provision lint ## the whole suite: unit, then integration against real services
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+test: provision lint ## the whole suite: unit, integration and drills against real services
+	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
-unit: $(STAMP) ## only the fast unit tests
+unit: $(STAMP) ## only the unit tests: no service is started or installed
 	@$(VENV)/bin/pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
 format: $(STAMP) ## apply ruff's formatting and fixes

@@ -37,9 +37,6 @@ DLQ_TOPIC = "stock-ticks-dlq"
 LAKE_BUCKET = "warehouse"
 LAKE_PREFIX = "processed_trades"
 SUMMARIES_PREFIX = "summaries"
-# Objects under a `_`-prefixed name are never data: pyarrow, Spark and DuckDB skip them.
-STATUS_PREFIX = "_status"
-SPARK_PROGRESS_KEY = f"{STATUS_PREFIX}/spark_progress.json"
 
 TradeSource = Literal["finnhub", "simulator", "replay"]
 
@@ -175,8 +172,6 @@ LAKE_SCHEMA = pa.schema(
 )
 """Every data file holds all these columns, partition columns included, so a reader
 never depends on how a partition folder's name encodes a symbol."""
-
-LAKE_PARTITION_COLUMNS = ("trade_date", "symbol")
 
 
 def partition_dir(trade_date: str, symbol: str) -> str:

@@ -43,8 +43,6 @@ Spark, the query's last progress or idle report, each of which needed an answer 
 Kafka. ``null`` while it has shown none yet. A supervisor calls a run healthy only once
 it has progressed for the stable time; a heartbeat without this key (the producer, which
 rides out an outage instead of failing) is judged by its heartbeat time."""
-LAST_BATCH_BY_DATE_KEY = "last_batch_by_trade_date"
-"""In the Spark stream's heartbeat: {lake day: last committed batch id that wrote to it}."""
 
 
 def health_path(settings: Settings, stream: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,16 @@ LOCAL_MINIO_KEY = "minioadmin"
 EXAMPLE_S3_KEYS = frozenset({LOCAL_MINIO_KEY, "finpipe", "finpipe-local-secret"})
 FINNHUB_WS_URL = "wss://ws.finnhub.io"
 MAX_FINNHUB_SYMBOLS = 50
+CRON_FIELD = re.compile(r"[0-9A-Za-z*,/?#-]+")
+"""What one field of a cron expression is made of (numbers, names, ``*``, lists, ranges,
+steps)."""
+
+
+def same_lake(stored: object, lake_uri: str) -> bool:
+    """Whether a lake address stored with some state (``Settings.lake_uri`` then) names the
+    lake at ``lake_uri``. State stored while the address was spelled for Hadoop
+    (``s3a://``) still counts, so an upgrade rebuilds no day's summaries or checks."""
+    return isinstance(stored, str) and stored.replace("s3a://", "s3://", 1) == lake_uri
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -133,7 +144,7 @@ class Settings(BaseSettings):
     # The address the UI binds to in local mode. Only a container whose host publishes
     # the port on loopback (docker-compose.yml) needs another value (0.0.0.0).
     spark_ui_host: str = Field(default="127.0.0.1", alias="SPARK_UI_HOST")
-    # Spark's Kafka and s3a connector jars (comma-separated files or folders of jars);
+    # The jars of Spark's Kafka source (comma-separated files or folders of jars);
     # `make up`, the Dagster stream job and the image set it, from the provisioned cache.
     spark_jars: Annotated[tuple[Path, ...], NoDecode] = Field(default=(), alias="SPARK_JARS")
     # How long a batch keeps retrying an object store that fails (outage, restart) before
@@ -193,8 +204,8 @@ class Settings(BaseSettings):
     late_batch_settle_seconds: int = Field(default=300, ge=0, alias="LATE_BATCH_SETTLE_SECONDS")
     # The open day's rolling compaction folds batch files at least this old into the
     # folder's compacted segments; younger ones stay, so Spark's newest objects and a
-    # replay of the newest batch never race a rewrite. With the one-minute cadence the
-    # open day holds about (this + 60 s) / trigger batch files per symbol.
+    # replay of the newest batch never race a rewrite. The open day holds about
+    # (this + ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS) / trigger batch files per symbol.
     rolling_compaction_min_age_seconds: int = Field(
         default=120, ge=0, alias="ROLLING_COMPACTION_MIN_AGE_SECONDS"
     )
@@ -204,6 +215,29 @@ class Settings(BaseSettings):
     rolling_compaction_segment_batches: int = Field(
         default=720, ge=1, alias="ROLLING_COMPACTION_SEGMENT_BATCHES"
     )
+    # How often each sensor ticks (its minimum interval) and when the quality checks run.
+    # The defaults suit a live platform; the drills set a few seconds, so that what they
+    # wait for (a restart, an alert, a refresh) comes in seconds instead of minutes.
+    # Dagster's daemon looks at its sensors about every 5 s: a smaller value ticks no faster.
+    supervisor_sensor_interval_seconds: int = Field(
+        default=10, gt=0, alias="SUPERVISOR_SENSOR_INTERVAL_SECONDS"
+    )
+    processed_trades_sensor_interval_seconds: int = Field(
+        default=30, gt=0, alias="PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS"
+    )
+    rolling_compaction_sensor_interval_seconds: int = Field(
+        default=60, gt=0, alias="ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS"
+    )
+    summaries_refresh_sensor_interval_seconds: int = Field(
+        default=60, gt=0, alias="SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS"
+    )
+    late_data_sensor_interval_seconds: int = Field(
+        default=60, gt=0, alias="LATE_DATA_SENSOR_INTERVAL_SECONDS"
+    )
+    alerts_sensor_interval_seconds: int = Field(
+        default=30, gt=0, alias="ALERTS_SENSOR_INTERVAL_SECONDS"
+    )
+    quality_checks_cron: str = Field(default="*/10 * * * *", alias="QUALITY_CHECKS_CRON")
     # Dagster's run/event/schedule storage on PostgreSQL instead of SQLite files under
     # DAGSTER_HOME; dagster.yaml names the variable, never the value.
     dagster_postgres_url: SecretStr | None = Field(default=None, alias="DAGSTER_POSTGRES_URL")
@@ -288,6 +322,21 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not a URL like http://localhost:9000")
         return value.rstrip("/")
 
+    @field_validator("quality_checks_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        # The shape only: the core knows nothing of Dagster, whose cron parser has the last
+        # word when the schedule is built (finpipe_dagster.lake.schedules); it also takes
+        # the @hourly kind of name.
+        fields = value.split()
+        named = len(fields) == 1 and fields[0].startswith("@")
+        if not named and (len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields)):
+            raise ValueError(
+                f"'{value}' is not a cron expression of five fields (minute hour day-of-month "
+                "month day-of-week), e.g. '*/10 * * * *' for every 10 minutes"
+            )
+        return value
+
     @field_validator("dagster_postgres_url")
     @classmethod
     def _check_postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
@@ -362,7 +411,7 @@ class Settings(BaseSettings):
 
     @property
     def s3_uses_tls(self) -> bool:
-        """S3_ENDPOINT_URL is https: every S3 client (pyarrow, boto3, s3a) turns TLS on."""
+        """S3_ENDPOINT_URL is https: every S3 client (pyarrow, boto3, obstore) turns TLS on."""
         return self.s3_endpoint_url.startswith("https")
 
     @property
@@ -389,7 +438,9 @@ class Settings(BaseSettings):
 
     @property
     def lake_uri(self) -> str:
-        return f"s3a://{self.s3_bucket}/{self.lake_prefix}"
+        """The lake's address, for messages and as the identity of the lake that stored
+        state (Dagster metadata, the checks' and summaries' state objects) was computed from."""
+        return f"s3://{self.s3_bucket}/{self.lake_prefix}"
 
     @property
     def state_dir(self) -> Path:

@@ -1,10 +1,11 @@
 """The finpipe code location: every domain's definitions, merged, with the shared resources.
 
 Loaded by ``workspace.yaml`` (``dagster dev -w workspace.yaml``, ``make up``). Each domain
-folder (``streams``, ``lake``, ``summaries``, ``alerts``) exports its own ``defs``.
-Built once when the code location loads: the settings resource reads the environment
-and ``.env``, and the same resource gives the partitions and freshness windows of the
-assets and the values the sensors and assets use when they run.
+folder (``streams``, ``lake``, ``summaries``, ``alerts``) builds its own definitions from
+the settings (``build_defs``). Built once when the code location loads: the settings
+resource reads the environment and ``.env``, and the same resource gives the partitions
+and freshness windows of the assets, the sensors' intervals and the schedules' crons, and
+the values the sensors and assets use when they run.
 """
 
 from dagster import Definitions
@@ -36,10 +37,10 @@ def build_defs(finpipe: FinpipeSettings | None = None) -> Definitions:
     finpipe = finpipe or FinpipeSettings()
     settings = finpipe.load()
     return Definitions.merge(
-        streams.defs,
+        streams.build_defs(settings),
         lake.build_defs(settings),
         summaries.build_defs(settings),
-        alerts.defs,
+        alerts.build_defs(settings),
         Definitions(resources=build_resources(finpipe)),
     )
 

@@ -1,7 +1,7 @@
 """Fetch and cache the binaries the platform runs, from the registries only.
 
 * Kafka broker jars: Maven Central (``org.apache.kafka:kafka_2.13`` + a log4j2 binding),
-* Spark's Kafka source and s3a jars: Maven Central, versions read off the installed pyspark,
+* Spark's Kafka source: Maven Central, versions read off the installed pyspark,
 * MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy.
 
 Everything lands in ``<cache>/<component>/<version>/`` with a ``manifest.json`` written
@@ -70,16 +70,6 @@ class Artifact:
             }
         payload = {"name": self.name, "version": self.version, "files": entries}
         self.manifest_path.write_text(json.dumps(payload, indent=1))
-
-    def verify_checksums(self) -> list[str]:
-        """Re-hash every file; returns the names whose checksum changed."""
-        manifest = json.loads(self.manifest_path.read_text())
-        bad = []
-        for rel, entry in manifest["files"].items():
-            digest = hashlib.sha256((self.root / rel).read_bytes()).hexdigest()
-            if digest != entry["sha256"]:
-                bad.append(rel)
-        return bad
 
 
 def _require(tool: str, hint: str) -> str:
@@ -194,24 +184,22 @@ def pyspark_jars_dir() -> Path:
     return Path(pyspark.__file__).parent / "jars"
 
 
-def spark_versions() -> tuple[str, str, str]:
-    """(spark version, scala binary version, hadoop version) of the installed pyspark."""
+def spark_versions() -> tuple[str, str]:
+    """(spark version, scala binary version) of the installed pyspark."""
     import pyspark
 
     jars = pyspark_jars_dir()
-    hadoop = next(jars.glob("hadoop-client-api-*.jar"), None)
     scala = next(jars.glob("scala-library-*.jar"), None)
-    if hadoop is None or scala is None:
+    if scala is None:
         raise ProvisioningError(f"pyspark's jars folder {jars} is incomplete: reinstall pyspark")
-    hadoop_version = hadoop.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
     scala_full = scala.name.removeprefix("scala-library-").removesuffix(".jar")
     scala_binary = ".".join(scala_full.split(".")[:2])
-    return pyspark.__version__, scala_binary, hadoop_version
+    return pyspark.__version__, scala_binary
 
 
 def spark_connectors_artifact(cache_dir: Path) -> Artifact:
-    spark, scala, hadoop = spark_versions()
-    version = f"spark-{spark}_{scala}-hadoop-{hadoop}"
+    spark, scala = spark_versions()
+    version = f"spark-{spark}_{scala}"
     return Artifact("spark-connectors", version, cache_dir / "spark-connectors" / version)
 
 
@@ -224,30 +212,19 @@ def ensure_spark_connectors(cache_dir: Path) -> Artifact:
     artifact = spark_connectors_artifact(cache_dir)
     if artifact.is_complete():
         return artifact
-    spark, scala, hadoop = spark_versions()
-    jars = _maven_copy(
-        artifact,
-        [
-            ("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark),
-            ("org.apache.hadoop", "hadoop-aws", hadoop),
-        ],
-    )
+    spark, scala = spark_versions()
+    jars = _maven_copy(artifact, [("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark)])
     # Jars that pyspark already ships (hadoop, slf4j, ...) would clash on the classpath.
     shipped = {_artifact_id_of(j.name) for j in pyspark_jars_dir().glob("*.jar")}
     kept = []
     for jar in jars:
-        clashes = _artifact_id_of(jar.name) in shipped or jar.name.startswith("hadoop-")
-        if clashes and not jar.name.startswith("hadoop-aws-"):
+        if _artifact_id_of(jar.name) in shipped:
             jar.unlink()
             continue
         kept.append(jar)
     artifact.write_manifest(kept)
-    say(f"Spark connectors for Spark {spark} / Hadoop {hadoop}: {len(kept)} jars cached")
+    say(f"Spark's Kafka source for Spark {spark}: {len(kept)} jars cached")
     return artifact
-
-
-def spark_connector_jars(cache_dir: Path) -> list[Path]:
-    return sorted((ensure_spark_connectors(cache_dir).root / "libs").glob("*.jar"))
 
 
 def spark_jars_folder(cache_dir: Path) -> Path:
@@ -283,10 +260,6 @@ def ensure_minio(cache_dir: Path) -> Artifact:
     artifact.write_manifest([binary])
     say(f"MinIO {MINIO_VERSION} built: {binary}")
     return artifact
-
-
-def minio_binary(cache_dir: Path) -> Path:
-    return ensure_minio(cache_dir).root / "minio"
 
 
 # --- Docker Compose (for the tests: `docker-compose config` needs no Docker engine) ------

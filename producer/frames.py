@@ -38,9 +38,6 @@ from finpipe.contracts import (
     EPOCH_2000_MS as EPOCH_2000_MS,  # re-exported: the rule's names, where tests look
 )
 
-MAX_FUTURE_SKEW_MS = DEFAULT_FUTURE_TOLERANCE_MS
-"""The contract's default tolerance for trades stamped ahead of the producer's clock."""
-
 _FRAME_DECODER = msgspec.json.Decoder(ServerFrame)
 _ANY_DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()

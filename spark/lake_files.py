@@ -41,11 +41,10 @@ REPORT_SCHEMA = pa.schema(
         pa.field("path", pa.string()),
         pa.field("rows", pa.int64()),
         pa.field("max_trade_ts_ms", pa.int64()),
-        pa.field("trade_date", pa.string()),
     ]
 )
-"""One row per written object, returned to the driver (``trade_date`` null for rejects)."""
-REPORT_DDL = "kind string, path string, rows long, max_trade_ts_ms long, trade_date string"
+"""One row per written object, returned to the driver."""
+REPORT_DDL = "kind string, path string, rows long, max_trade_ts_ms long"
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,6 @@ def write_batch_rows(
                 "path": path,
                 "rows": rows.num_rows,
                 "max_trade_ts_ms": pc.max(rows["trade_ts"]).cast(pa.int64()).as_py(),
-                "trade_date": trade_date.isoformat(),
             }
 
         if threads > 1:
@@ -203,7 +201,6 @@ def write_batch_rows(
                 "path": path,
                 "rows": bad.num_rows,
                 "max_trade_ts_ms": None,
-                "trade_date": None,
             }
         )
     return pa.Table.from_pylist(reports, schema=REPORT_SCHEMA)

@@ -25,17 +25,6 @@ from finpipe.contracts import DEFAULT_FUTURE_TOLERANCE_MS, TradeRecord, record_p
 
 MS_PER_DAY = 86_400_000
 
-KAFKA_COLUMNS = (
-    "key",
-    "value",
-    "kafka_partition",
-    "kafka_offset",
-    "kafka_timestamp",
-    "batch_ts_ms",
-)
-"""What the job selects from Spark's Kafka source (timestamps as epoch milliseconds),
-plus the batch's planned time, the same for every row of a batch."""
-
 PREPARED_SCHEMA = pa.schema(
     [
         pa.field("valid", pa.bool_()),

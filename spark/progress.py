@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
-from finpipe.health import LAST_BATCH_BY_DATE_KEY
 from spark.sink import BatchWrite
 
 
@@ -88,10 +87,6 @@ class ProgressListener(StreamingQueryListener):
         pass
 
 
-# How many lake days ``StreamTotals`` remembers the last batch of (the most recent ones).
-BATCH_BY_DATE_LIMIT = 64
-
-
 @dataclass
 class StreamTotals:
     """Counters of this process's lifetime, merged into every heartbeat."""
@@ -100,21 +95,12 @@ class StreamTotals:
     total_rows: int = 0
     total_rejects: int = 0
     last: dict[str, Any] | None = None
-    last_batch_by_date: dict[str, int] = field(default_factory=dict)
-    """The last committed batch that wrote into each lake day: Dagster's late-data sensor
-    compares it with what it has refreshed, so a closed day that receives late trades
-    gets its summaries rebuilt (the heartbeat only shows the latest batch)."""
 
     def record(self, progress: BatchProgress, written: BatchWrite) -> dict[str, Any]:
         """The heartbeat (and log) fields of a committed batch."""
         self.batches += 1
         self.total_rows += written.rows
         self.total_rejects += written.rejects
-        for day in written.trade_dates:
-            self.last_batch_by_date[day] = progress.batch_id
-        while len(self.last_batch_by_date) > BATCH_BY_DATE_LIMIT:
-            oldest = min(self.last_batch_by_date, key=self.last_batch_by_date.__getitem__)
-            del self.last_batch_by_date[oldest]
         self.last = {
             "batch_id": progress.batch_id,
             "rows": written.rows,
@@ -136,5 +122,4 @@ class StreamTotals:
             "batches": self.batches,
             "total_rows": self.total_rows,
             "total_rejects": self.total_rejects,
-            LAST_BATCH_BY_DATE_KEY: dict(self.last_batch_by_date),
         }

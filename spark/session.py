@@ -1,4 +1,4 @@
-"""Build the SparkSession that reads Kafka and writes the lake through s3a.
+"""Build the SparkSession that reads Kafka (the executors write the lake with pyarrow).
 
 Connector jars are local files named by the setting ``SPARK_JARS`` (the launcher sets it
 to the cache that provisioning fetched from Maven Central) and handed to Spark as
@@ -7,6 +7,10 @@ settings.
 
 In local mode the driver and its web UI stay on loopback, and the UI's kill links are
 off: whoever can reach it could otherwise stop the stream's jobs.
+
+No option may carry a secret: PySpark hands every option to spark-submit as
+``--conf key=value`` on its command line, which any user of the host can read (``ps``).
+The S3 keys reach the executors inside the tasks they run (``spark.sink``).
 """
 
 from __future__ import annotations
@@ -38,21 +42,6 @@ def connector_jars(settings: Settings) -> list[Path]:
     return jars
 
 
-def s3a_options(settings: Settings) -> dict[str, str]:
-    access, secret = settings.s3_credentials
-    return {
-        "spark.hadoop.fs.s3a.endpoint": settings.s3_endpoint_url,
-        "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
-        "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(settings.s3_uses_tls).lower(),
-        "spark.hadoop.fs.s3a.aws.credentials.provider": (
-            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
-        ),
-        "spark.hadoop.fs.s3a.access.key": access,
-        "spark.hadoop.fs.s3a.secret.key": secret,
-    }
-
-
 def build_spark_session(settings: Settings, app_name: str = "finpipe") -> SparkSession:
     jars = connector_jars(settings)
     # The driver and executors must run the same Python as this process.
@@ -79,8 +68,6 @@ def build_spark_session(settings: Settings, app_name: str = "finpipe") -> SparkS
         builder = builder.config("spark.driver.bindAddress", LOOPBACK).config(
             "spark.driver.host", LOOPBACK
         )
-    for key, value in s3a_options(settings).items():
-        builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session

@@ -39,8 +39,6 @@ class BatchWrite:
     max_trade_ts_ms: int | None
     processed_ts_ms: int
     write_ms: int
-    trade_dates: tuple[str, ...] = ()
-    """The lake days (``YYYY-MM-DD``) the batch wrote rows into."""
 
 
 _FILESYSTEMS: dict[tuple[str, str], pafs.S3FileSystem] = {}
@@ -96,7 +94,6 @@ class LakeBatchSink:
             max_trade_ts_ms=max(max_ts) if max_ts else None,
             processed_ts_ms=processed_ts_ms,
             write_ms=int((time.monotonic() - started) * 1000),
-            trade_dates=tuple(sorted({r["trade_date"] for r in data})),
         )
         with self._lock:
             self._written[batch_id] = written

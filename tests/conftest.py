@@ -16,9 +16,21 @@ from pathlib import Path
 
 import pytest
 
-# FINPIPE_TEST_SLOT=N (default 0) moves every port by N*100 and uses a home of its own, so
-# several checkouts of the project can run their suites on one machine at the same time.
-SLOT = int(os.environ.get("FINPIPE_TEST_SLOT", "0") or 0)
+# Every pytest process gets a slot of its own: its ports move by slot*100 and it has a home
+# of its own, so its broker and object store are its own too (a drill that stops one
+# disturbs no other process). FINPIPE_TEST_SLOT=N (default 0) gives a checkout the slots
+# N*10 .. N*10+9, so several checkouts can run their suites on one machine at the same
+# time; within a checkout, pytest-xdist's worker gwK takes the checkout's K-th slot.
+WORKERS_PER_CHECKOUT = 10
+
+
+def _slot() -> int:
+    checkout = int(os.environ.get("FINPIPE_TEST_SLOT", "0") or 0)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return checkout * WORKERS_PER_CHECKOUT + int(worker.removeprefix("gw"))
+
+
+SLOT = _slot()
 _OFFSET = SLOT * 100
 TEST_HOME = Path(tempfile.gettempdir()) / (
     f"finpipe-test-{os.getuid()}" + (f"-slot{SLOT}" if SLOT else "")
@@ -48,11 +60,14 @@ if not os.environ.get("SPARK_JARS"):  # what `make up` sets for the platform's S
     os.environ["SPARK_JARS"] = str(spark_jars_folder(load_settings().cache_dir))
 
 STAGE_BY_MARKER = {"drill": 3, "e2e": 2, "integration": 1}
-SERVICE_FIXTURES = {"infrastructure", "spark"}
+# Fixtures that start a real service (Kafka and MinIO; a PostgreSQL server).
+SERVICE_FIXTURES = {"infrastructure", "postgres"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests that use a real service; run unit tests first and drills last."""
+    """Mark tests that use a real service. Alone, run unit tests first and drills last;
+    spread over workers (``make test``), the slowest stages first, so that the longest
+    drills overlap from the start instead of one finishing alone at the end."""
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
@@ -60,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def stage(item: pytest.Item) -> int:
         return max((v for k, v in STAGE_BY_MARKER.items() if item.get_closest_marker(k)), default=0)
 
-    items.sort(key=stage)
+    items.sort(key=stage, reverse=bool(os.environ.get("PYTEST_XDIST_WORKER")))
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +100,3 @@ def infrastructure(settings: Settings) -> Iterator[Settings]:
         for proc in reversed(processes):
             if proc.name not in running_before:
                 proc.stop()
-
-
-@pytest.fixture(scope="session")
-def spark(infrastructure: Settings):  # type: ignore[no-untyped-def]
-    from spark.session import build_spark_session
-
-    session = build_spark_session(infrastructure, app_name="finpipe-tests")
-    yield session
-    session.stop()

@@ -2,6 +2,9 @@
 
 from dagster import Definitions
 
-from finpipe_dagster.alerts.sensors import alerts_sensor
+from finpipe.settings import Settings
+from finpipe_dagster.alerts.sensors import build_alerts_sensor
 
-defs = Definitions(sensors=[alerts_sensor])
+
+def build_defs(settings: Settings) -> Definitions:
+    return Definitions(sensors=[build_alerts_sensor(settings)])

@@ -24,6 +24,7 @@ from dagster import (
     AssetCheckSeverity,
     DagsterInstance,
     DefaultSensorStatus,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     sensor,
@@ -136,18 +137,13 @@ def stream_incident_text(stream: str, decision: Decision) -> str:
     )
 
 
-@sensor(
-    name="alerts_sensor",
-    minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="One alert per incident start and one per recovery, to the webhook and the log.",
-)
-def alerts_sensor(
+def send_alerts(
     context: SensorEvaluationContext,
     finpipe: FinpipeSettings,
     supervision: SupervisionPolicy,
     alerts: AlertChannel,
 ) -> SkipReason:
+    """One tick of ``alerts_sensor``."""
     now = time.time()
     settings = finpipe.load()
     # All state is in the outbox, none in the cursor: a tick cut off before its cursor was
@@ -185,3 +181,14 @@ def alerts_sensor(
         f"{sorted(outbox.open_incidents()) or 'none'}; "
         f"delivery: {'; '.join(delivery) or 'nothing due'}; {waiting} message(s) waiting"
     )
+
+
+def build_alerts_sensor(settings: Settings) -> SensorDefinition:
+    return sensor(
+        name="alerts_sensor",
+        minimum_interval_seconds=settings.alerts_sensor_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "One alert per incident start and one per recovery, to the webhook and the log."
+        ),
+    )(send_alerts)

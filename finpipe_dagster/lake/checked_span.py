@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from finpipe import contracts, lake
-from finpipe.settings import Settings
+from finpipe.settings import Settings, same_lake
 
 CHECKS_DIR = "_checks"
 
@@ -66,7 +66,7 @@ def load_span(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> CheckedS
         bool(raw.get("complete")),
         str(raw.get("lake", "")),
     )
-    return span if span.lake_uri == settings.lake_uri else CheckedSpan()
+    return span if same_lake(span.lake_uri, settings.lake_uri) else CheckedSpan()
 
 
 def save_span(settings: Settings, fs: pafs.FileSystem, day: dt.date, span: CheckedSpan) -> None:
@@ -178,7 +178,7 @@ def load_reconciled(settings: Settings, fs: pafs.FileSystem, topic: str) -> dict
             raw = json.loads(found.read())
     except (FileNotFoundError, OSError):
         return {}
-    if raw.get("lake") != settings.lake_uri:
+    if not same_lake(raw.get("lake"), settings.lake_uri):
         return {}
     return {int(p): int(o) for p, o in raw.get("topics", {}).get(topic, {}).items()}
 
@@ -191,7 +191,7 @@ def save_reconciled(
             raw = json.loads(found.read())
     except (FileNotFoundError, OSError):
         raw = {}
-    topics = raw.get("topics", {}) if raw.get("lake") == settings.lake_uri else {}
+    topics = raw.get("topics", {}) if same_lake(raw.get("lake"), settings.lake_uri) else {}
     topics[topic] = {str(p): o for p, o in sorted(upto.items())}
     body = {"topics": topics, "lake": settings.lake_uri}
     with fs.open_output_stream(reconciled_key(settings)) as out:

@@ -8,11 +8,11 @@ from finpipe_dagster.lake.checks import processed_trades_quality
 from finpipe_dagster.lake.compaction import compacted_trades_asset
 from finpipe_dagster.lake.jobs import quality_checks_job
 from finpipe_dagster.lake.rolling_compaction import (
+    build_rolling_compaction_sensor,
     rolling_compaction_job,
-    rolling_compaction_sensor,
 )
-from finpipe_dagster.lake.schedules import quality_checks_schedule
-from finpipe_dagster.lake.sensors import processed_trades_sensor
+from finpipe_dagster.lake.schedules import build_quality_checks_schedule
+from finpipe_dagster.lake.sensors import build_processed_trades_sensor
 from finpipe_dagster.partitions import daily_partitions
 
 
@@ -25,6 +25,9 @@ def build_defs(settings: Settings) -> Definitions:
         ],
         asset_checks=[processed_trades_quality],
         jobs=[quality_checks_job, rolling_compaction_job],
-        sensors=[processed_trades_sensor, rolling_compaction_sensor],
-        schedules=[quality_checks_schedule],
+        sensors=[
+            build_processed_trades_sensor(settings),
+            build_rolling_compaction_sensor(settings),
+        ],
+        schedules=[build_quality_checks_schedule(settings)],
     )

@@ -1,11 +1,12 @@
 """Rolling compaction of the open day: batch files a few minutes old fold into segments.
 
 Spark writes one object per symbol every trigger, so an open day would grow to tens of
-thousands of objects per symbol by midnight. Every minute (``rolling_compaction_sensor``)
-this job takes, in each symbol folder of today, the visible batch files at least
-``ROLLING_COMPACTION_MIN_AGE_SECONDS`` old and folds them, together with the folder's
-newest segment while that spans fewer than ``ROLLING_COMPACTION_SEGMENT_BATCHES`` batch
-ids, into one ``compacted-<first>-<last>.parquet`` (one PUT). The reading rule
+thousands of objects per symbol by midnight. Every minute (``rolling_compaction_sensor``,
+``ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS``) this job takes, in each symbol folder of
+today, the visible batch files at least ``ROLLING_COMPACTION_MIN_AGE_SECONDS`` old and
+folds them, together with the folder's newest segment while that spans fewer than
+``ROLLING_COMPACTION_SEGMENT_BATCHES`` batch ids, into one
+``compacted-<first>-<last>.parquet`` (one PUT). The reading rule
 (``contracts.visible_object_names``) switches readers to it atomically: the new segment
 covers exactly the objects it was built from, so it hides them and nothing else. The
 replaced objects stay for ``COMPACTION_GRACE_SECONDS`` and a later run deletes them.
@@ -31,6 +32,7 @@ from dagster import (
     Output,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     job,
@@ -192,16 +194,21 @@ def rolling_compaction_job() -> None:
     compact_open_day()
 
 
-@sensor(
-    job=rolling_compaction_job,
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Every minute, one rolling compaction of the open day (never two at once).",
-)
-def rolling_compaction_sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+def request_rolling_compaction(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+    """One tick of ``rolling_compaction_sensor``."""
     running = context.instance.get_run_records(
         RunsFilter(job_name=rolling_compaction_job.name, statuses=IN_PROGRESS), limit=1
     )
     if running:
         return SkipReason(f"rolling compaction {running[0].dagster_run.run_id} still running")
     return RunRequest()
+
+
+def build_rolling_compaction_sensor(settings: Settings) -> SensorDefinition:
+    return sensor(
+        job=rolling_compaction_job,
+        name="rolling_compaction_sensor",
+        minimum_interval_seconds=settings.rolling_compaction_sensor_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Each tick, one rolling compaction of the open day (never two at once).",
+    )(request_rolling_compaction)

@@ -19,6 +19,7 @@ from dagster import (
     AssetObservation,
     DefaultSensorStatus,
     MetadataValue,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     sensor,
@@ -147,15 +148,10 @@ def _spark_offsets(beat: dict[str, Any] | None, topic: str) -> dict[str, Any] | 
     return offsets if isinstance(offsets, dict) else None
 
 
-@sensor(
-    name="processed_trades_sensor",
-    minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Records new Spark batches as processed_trades materializations; observes Kafka.",
-)
-def processed_trades_sensor(
+def record_lake_updates(
     context: SensorEvaluationContext, finpipe: FinpipeSettings, kafka: KafkaResource
 ) -> SensorResult:
+    """One tick of ``processed_trades_sensor``."""
     settings = finpipe.load()
     cursor = json.loads(context.cursor or "{}")
     now = time.time()
@@ -183,3 +179,14 @@ def processed_trades_sensor(
         context.log.warning(f"stock_ticks not observed: {exc}")
     context.log.info(f"{len(events)} asset event(s); cursor {cursor}")
     return SensorResult(asset_events=events, cursor=json.dumps(cursor))
+
+
+def build_processed_trades_sensor(settings: Settings) -> SensorDefinition:
+    return sensor(
+        name="processed_trades_sensor",
+        minimum_interval_seconds=settings.processed_trades_sensor_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Records new Spark batches as processed_trades materializations; observes Kafka."
+        ),
+    )(record_lake_updates)

@@ -29,7 +29,7 @@ from dagster import (
     sensor,
 )
 
-from finpipe.health import PRODUCER, SPARK
+from finpipe.settings import Settings
 from finpipe_dagster.instance import STREAM_TAG
 from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 from finpipe_dagster.streams import processes
@@ -124,11 +124,13 @@ def _carry_out(
     return outcomes, signalled
 
 
-def supervisor_sensor(stream: str, job: JobDefinition) -> SensorDefinition:
+def supervisor_sensor(
+    stream: str, job: JobDefinition, minimum_interval_seconds: int
+) -> SensorDefinition:
     @sensor(
         name=f"{stream}_supervisor",
         job=job,
-        minimum_interval_seconds=10,
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
             f"Keeps exactly one live run of {job.name}: retries for ever with a capped backoff,"
@@ -167,5 +169,7 @@ def supervisor_sensor(stream: str, job: JobDefinition) -> SensorDefinition:
     return supervise
 
 
-producer_supervisor = supervisor_sensor(PRODUCER, STREAM_JOBS[PRODUCER])
-spark_supervisor = supervisor_sensor(SPARK, STREAM_JOBS[SPARK])
+def build_supervisor_sensors(settings: Settings) -> dict[str, SensorDefinition]:
+    """One supervisor per stream (``producer_supervisor``, ``spark_supervisor``), by stream."""
+    interval = settings.supervisor_sensor_interval_seconds
+    return {stream: supervisor_sensor(stream, job, interval) for stream, job in STREAM_JOBS.items()}

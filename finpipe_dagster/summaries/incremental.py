@@ -35,7 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from finpipe import contracts, lake, summaries
-from finpipe.settings import Settings
+from finpipe.settings import Settings, same_lake
 from finpipe_dagster.summaries import sql as summary_sql
 
 STATE_NAME = "_state"
@@ -135,7 +135,7 @@ def refresh(
 ) -> tuple[DayState, RefreshReport]:
     """The day's new state from its visible ``files`` and its previous ``state``
     (None, or a state of another lake: build the day from all its files)."""
-    if state is not None and state.lake_uri != settings.lake_uri:
+    if state is not None and not same_lake(state.lake_uri, settings.lake_uri):
         state = None
     watermark = state.watermark if state else {}
     new = [f for f in files if f.batch_id > watermark.get(f.symbol, -1)]

@@ -39,6 +39,7 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -46,7 +47,7 @@ from dagster import (
 )
 
 from finpipe import contracts, lake
-from finpipe.settings import Settings
+from finpipe.settings import Settings, same_lake
 from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
 from finpipe_dagster.lake.compaction import COMPACTED_TRADES, expired_leftovers
 from finpipe_dagster.partitions import first_day
@@ -209,7 +210,7 @@ def _latest_batch_ids(
             continue
         lake_meta, ids_meta = event.metadata.get(LAKE_KEY), event.metadata.get(BATCH_IDS_KEY)
         # Batch ids belong to one lake (one checkpoint): another lake's are no evidence.
-        if lake_meta is not None and lake_meta.value == lake_uri and ids_meta is not None:
+        if lake_meta is not None and same_lake(lake_meta.value, lake_uri) and ids_meta is not None:
             ids = (ids_meta.value or {}).get(event.partition)
             if ids is not None:
                 found[event.partition] = {str(s): int(b) for s, b in ids.items()}
@@ -246,19 +247,10 @@ def day_runs(
     return busy, failed
 
 
-@sensor(
-    jobs=[summaries_job, close_day_job],
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING,
-    description=(
-        "Keeps closed days' summaries and compaction in step with the lake: rebuilds a day's "
-        "summaries when it holds batches they did not read, compacts late batches, deletes "
-        "replaced objects after their grace period, and requests a failed day again."
-    ),
-)
-def late_data_summaries_sensor(
+def request_late_days(
     context: SensorEvaluationContext, finpipe: FinpipeSettings
 ) -> SensorResult | SkipReason:
+    """One tick of ``late_data_summaries_sensor``."""
     settings = finpipe.load()
     now = dt.datetime.now(dt.UTC)
     states = closed_lake_days(settings, now)
@@ -299,3 +291,17 @@ def late_data_summaries_sensor(
         )
     )
     return SensorResult(run_requests=[run_request(w) for w in work])
+
+
+def build_late_data_summaries_sensor(settings: Settings) -> SensorDefinition:
+    return sensor(
+        jobs=[summaries_job, close_day_job],
+        name="late_data_summaries_sensor",
+        minimum_interval_seconds=settings.late_data_sensor_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Keeps closed days' summaries and compaction in step with the lake: rebuilds a "
+            "day's summaries when it holds batches they did not read, compacts late batches, "
+            "deletes replaced objects after their grace period, and requests a failed day again."
+        ),
+    )(request_late_days)

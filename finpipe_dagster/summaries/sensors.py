@@ -1,4 +1,7 @@
-"""Refreshes today's summaries about every minute while the lake receives data."""
+"""Refreshes today's summaries about every minute while the lake receives data.
+
+The minute is a setting: ``SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS``.
+"""
 
 import json
 
@@ -6,24 +9,21 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     sensor,
 )
 
+from finpipe.settings import Settings
 from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.summaries.jobs import REFRESH_TAG, summaries_job
 
 
-@sensor(
-    job=summaries_job,
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Rebuilds today's summaries when processed_trades got new data (one at a time).",
-)
-def summaries_refresh_sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+def request_refresh(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+    """One tick of ``summaries_refresh_sensor``."""
     latest = context.instance.fetch_materializations(PROCESSED_TRADES, limit=1).records
     if not latest:
         return SkipReason("processed_trades has no recorded update yet")
@@ -42,3 +42,15 @@ def summaries_refresh_sensor(context: SensorEvaluationContext) -> RunRequest | S
     day = today_utc().isoformat()
     context.update_cursor(json.dumps({"storage_id": event.storage_id, "day": day}))
     return RunRequest(run_key=f"refresh-{day}-{event.storage_id}", partition_key=day)
+
+
+def build_summaries_refresh_sensor(settings: Settings) -> SensorDefinition:
+    return sensor(
+        job=summaries_job,
+        name="summaries_refresh_sensor",
+        minimum_interval_seconds=settings.summaries_refresh_sensor_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Rebuilds today's summaries when processed_trades got new data (one at a time)."
+        ),
+    )(request_refresh)

@@ -39,4 +39,3 @@ def test_lake_schema_names_every_column_of_the_contract() -> None:
         "symbol", "price", "volume", "trade_value", "trade_ts", "ingest_ts", "processed_ts",
         "conditions", "kafka_partition", "kafka_offset", "trade_date",
     ]  # fmt: skip
-    assert set(contracts.LAKE_PARTITION_COLUMNS) <= set(contracts.LAKE_SCHEMA.names)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from finpipe.settings import DEFAULT_TICKERS, SettingsError, load_settings
+from finpipe.settings import DEFAULT_TICKERS, SettingsError, load_settings, same_lake
 
 
 def test_defaults_use_the_simulator_on_loopback() -> None:
@@ -44,6 +44,39 @@ def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: 
     with pytest.raises(SettingsError) as err:
         load_settings(**overrides)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("SUPERVISOR_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
+        ("PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS", -30, "greater than 0"),
+        ("ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
+        ("SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS", -1, "greater than 0"),
+        ("LATE_DATA_SENSOR_INTERVAL_SECONDS", "a minute", "valid integer"),
+        ("ALERTS_SENSOR_INTERVAL_SECONDS", 2.5, "valid integer"),
+        ("QUALITY_CHECKS_CRON", "every 10 minutes", "e.g. '*/10 * * * *'"),
+        ("QUALITY_CHECKS_CRON", "*/10 * * *", "five fields"),
+        ("QUALITY_CHECKS_CRON", "*/10 * * * * *", "five fields"),
+        ("QUALITY_CHECKS_CRON", "", "five fields"),
+    ],
+)
+def test_bad_cadences_name_the_variable(variable: str, value: object, fragment: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(**{variable: value})
+    assert f"  {variable}: " in str(err.value) and fragment in str(err.value)
+
+
+def test_cadences_accept_a_few_seconds_and_any_cron_shape() -> None:
+    settings = load_settings(
+        SUPERVISOR_SENSOR_INTERVAL_SECONDS="2",
+        ALERTS_SENSOR_INTERVAL_SECONDS=1,
+        QUALITY_CHECKS_CRON="0 9-17 * * MON-FRI",
+    )
+    assert settings.supervisor_sensor_interval_seconds == 2
+    assert settings.alerts_sensor_interval_seconds == 1
+    assert settings.quality_checks_cron == "0 9-17 * * MON-FRI"
+    assert load_settings(QUALITY_CHECKS_CRON="@hourly").quality_checks_cron == "@hourly"
 
 
 def test_default_minio_keys_are_refused_outside_loopback() -> None:
@@ -136,3 +169,13 @@ def test_the_readme_settings_table_lists_every_setting() -> None:
     aliases = {field.alias for field in Settings.model_fields.values() if field.alias}
     assert aliases - documented == set(), "settings missing from README's table"
     assert documented - aliases <= {"FINPIPE_ENV_FILE"}, "README documents unknown settings"
+
+
+def test_state_stored_under_the_former_s3a_address_still_names_the_lake() -> None:
+    settings = load_settings(S3_BUCKET="warehouse", LAKE_PREFIX="processed_trades")
+    assert settings.lake_uri == "s3://warehouse/processed_trades"
+    assert same_lake("s3a://warehouse/processed_trades", settings.lake_uri)
+    assert same_lake(settings.lake_uri, settings.lake_uri)
+    assert not same_lake("s3://warehouse/other", settings.lake_uri)
+    assert not same_lake("s3a://elsewhere/processed_trades", settings.lake_uri)
+    assert not same_lake(None, settings.lake_uri)

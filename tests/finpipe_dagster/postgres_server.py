@@ -14,11 +14,12 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.network import free_port
 
 SERVER_USER = "postgres"
 ADMIN_ROLE = "finpipe"
@@ -62,12 +63,6 @@ def ensure_installed() -> Path:
     if not found:
         raise PostgresUnavailable("apt installed postgresql, but no initdb in /usr/lib/postgresql")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -159,7 +154,7 @@ def start_server() -> PostgresServer:
     """Install if needed, then a fresh server on a free port (the caller stops it)."""
     bin_dir = ensure_installed()
     root = Path(tempfile.mkdtemp(prefix="finpipe-pg-"))
-    server = PostgresServer(bin_dir, root, _free_port(), secrets.token_urlsafe(16))
+    server = PostgresServer(bin_dir, root, free_port(), secrets.token_urlsafe(16))
     try:
         server.start()
     except BaseException:

@@ -18,12 +18,15 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 from dagster._core.instance.ref import InstanceRef
 
+from finpipe.settings import load_settings
 from finpipe_dagster.alerts.channel import AlertChannel
 from finpipe_dagster.alerts.outbox import AlertOutbox, Message
-from finpipe_dagster.alerts.sensors import alerts_sensor
+from finpipe_dagster.alerts.sensors import build_alerts_sensor
 from finpipe_dagster.definitions import build_resources
 from finpipe_dagster.resources import FinpipeSettings
-from tests.finpipe_dagster.webhook_receiver import Webhook
+from tests.support.webhook import Webhook
+
+alerts_sensor = build_alerts_sensor(load_settings())
 
 
 @pytest.fixture
@@ -40,7 +43,8 @@ TICK_IN_NEW_PROCESS = """
 import sys
 from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 from dagster._core.instance.ref import InstanceRef
-from finpipe_dagster.alerts.sensors import alerts_sensor
+from finpipe.settings import load_settings
+from finpipe_dagster.alerts.sensors import build_alerts_sensor
 from finpipe_dagster.definitions import build_resources
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.resources import FinpipeSettings
@@ -51,7 +55,7 @@ if sys.argv[3:] == ["lake-updated"]:  # just now: the 2 s window is shorter than
 finpipe = FinpipeSettings(finpipe_home=sys.argv[2], freshness_warn_seconds=1,
                           freshness_fail_seconds=2)
 with build_sensor_context(instance=instance, resources=build_resources(finpipe)) as context:
-    print(alerts_sensor(context).skip_message)
+    print(build_alerts_sensor(load_settings())(context).skip_message)
 """
 
 

@@ -45,10 +45,10 @@ from finpipe_dagster.summaries.late_data import (
     IN_STEP,
     RETRY_BACKOFF,
     DayWork,
+    build_late_data_summaries_sensor,
     closed_lake_days,
     day_runs,
     decide,
-    late_data_summaries_sensor,
     summarized_batch_ids,
 )
 from streamlit_app.lake_tail import LakeTail
@@ -180,7 +180,7 @@ def when(
 def tick(instance: DagsterInstance, seeded: SeededLake) -> SensorResult | SkipReason:
     """A tick with no cursor and no Spark heartbeat: as after a restart of everything."""
     with build_sensor_context(instance=instance, resources=seeded.resources) as context:
-        return late_data_summaries_sensor(context)
+        return build_late_data_summaries_sensor(seeded.settings)(context)
 
 
 def test_closing_a_day_while_a_reader_scans_it_and_late_batches_land(
@@ -380,7 +380,7 @@ def test_a_backfill_of_several_days_records_what_it_read_of_each(seeded: SeededL
         found = summarized_batch_ids(
             instance, [d.isoformat() for d in days], seeded.settings.lake_uri
         )
-        elsewhere = summarized_batch_ids(instance, [DAY.isoformat()], "s3a://warehouse/other")
+        elsewhere = summarized_batch_ids(instance, [DAY.isoformat()], "s3://warehouse/other")
     states = {
         s.day: s.batch_ids for s in closed_lake_days(seeded.settings, dt.datetime.now(dt.UTC))
     }

@@ -16,7 +16,7 @@ from dagster._core.execution.api import create_execution_plan
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from finpipe.settings import load_settings
+from finpipe.settings import SettingsError, load_settings
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.instance import STREAM_TAG, ensure_dagster_home
 
@@ -142,3 +142,74 @@ def test_freshness_windows_under_dagsters_minute_still_load(
     policy = _freshness(graph.get(PROCESSED_TRADES).freshness_policy)
     assert policy is not None and policy["fail_window_seconds"] == max(fail, 60)
     assert policy["warn_window_seconds"] == (warn if 60 <= warn < max(fail, 60) else None)
+
+
+SHORT_CADENCES = {
+    "SUPERVISOR_SENSOR_INTERVAL_SECONDS": "2",
+    "PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS": "3",
+    "ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS": "4",
+    "SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS": "5",
+    "LATE_DATA_SENSOR_INTERVAL_SECONDS": "6",
+    "ALERTS_SENSOR_INTERVAL_SECONDS": "7",
+    "QUALITY_CHECKS_CRON": "* * * * *",
+}
+
+
+def _without_cadences(graph: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **graph,
+        "sensors": {
+            name: {k: v for k, v in found.items() if k != "minimum_interval_seconds"}
+            for name, found in graph["sensors"].items()
+        },
+        "schedules": {
+            name: {k: v for k, v in found.items() if k != "cron"}
+            for name, found in graph["schedules"].items()
+        },
+    }
+
+
+def test_a_drills_short_cadences_reach_every_sensor_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The defaults are the snapshot's; set, each setting moves its sensors or schedule."""
+    from finpipe_dagster.definitions import build_defs
+
+    for variable, value in SHORT_CADENCES.items():
+        monkeypatch.setenv(variable, value)
+    graph = graph_snapshot(build_defs())
+    intervals = {name: s["minimum_interval_seconds"] for name, s in graph["sensors"].items()}
+    assert intervals == {
+        "alerts_sensor": 7,
+        "late_data_summaries_sensor": 6,
+        "processed_trades_sensor": 3,
+        "producer_supervisor": 2,
+        "rolling_compaction_sensor": 4,
+        "spark_supervisor": 2,
+        "summaries_refresh_sensor": 5,
+    }
+    assert {name: s["cron"] for name, s in graph["schedules"].items()} == {
+        "close_day_schedule": "20 0 * * *",  # tied to summaries.schedules.CLOSE_DELAY
+        "processed_trades_checks_schedule": "* * * * *",
+    }
+    assert _without_cadences(graph) == _without_cadences(graph_snapshot(defs))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SUPERVISOR_SENSOR_INTERVAL_SECONDS", "0"),
+        ("ALERTS_SENSOR_INTERVAL_SECONDS", "-30"),
+        ("QUALITY_CHECKS_CRON", "every 10 minutes"),
+        ("QUALITY_CHECKS_CRON", "61 * * * *"),  # five fields, but no minute 61
+        ("QUALITY_CHECKS_CRON", "0 0 30 2 *"),  # February 30th never comes
+    ],
+)
+def test_a_bad_cadence_stops_the_code_location_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    from finpipe_dagster.definitions import build_defs
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=f"\n  {variable}: "):
+        build_defs()

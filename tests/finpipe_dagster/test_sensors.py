@@ -16,14 +16,18 @@ from dagster import (
     instance_for_test,
 )
 
-from finpipe_dagster.alerts.sensors import alerts_sensor
+from finpipe.settings import load_settings
+from finpipe_dagster.alerts.sensors import build_alerts_sensor
 from finpipe_dagster.definitions import build_resources
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
-from finpipe_dagster.lake.sensors import batch_materialization, processed_trades_sensor
+from finpipe_dagster.lake.sensors import batch_materialization, build_processed_trades_sensor
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources import FinpipeSettings
 
 from .conftest import SeededLake
+
+alerts_sensor = build_alerts_sensor(load_settings())
+processed_trades_sensor = build_processed_trades_sensor(load_settings())
 
 
 class Receiver:
@@ -131,7 +135,9 @@ def test_stale_lake_alerts_once_then_recovers_once(
 def test_refresh_sensor_requests_today_once_per_lake_update(instance: DagsterInstance) -> None:
     from dagster import RunRequest, SkipReason
 
-    from finpipe_dagster.summaries.sensors import summaries_refresh_sensor
+    from finpipe_dagster.summaries.sensors import build_summaries_refresh_sensor
+
+    summaries_refresh_sensor = build_summaries_refresh_sensor(load_settings())
 
     def tick(cursor: str | None) -> tuple[RunRequest | SkipReason, str | None]:
         with build_sensor_context(instance=instance, cursor=cursor) as context:

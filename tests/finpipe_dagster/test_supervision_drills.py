@@ -40,31 +40,24 @@ from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.instance.ref import InstanceRef
 
 from finpipe import exit_codes
-from finpipe.settings import Settings
-from finpipe_dagster.alerts.sensors import alerts_sensor
+from finpipe.settings import Settings, load_settings
+from finpipe_dagster.alerts.sensors import build_alerts_sensor
 from finpipe_dagster.definitions import build_resources
 from finpipe_dagster.instance import STREAM_TAG
 from finpipe_dagster.resources import FinpipeSettings
 from finpipe_dagster.streams import processes
 from finpipe_dagster.streams.jobs import STREAM_JOBS
 from finpipe_dagster.streams.resources import PipesStreamClient, SupervisionPolicy
-from finpipe_dagster.streams.sensors import producer_supervisor, spark_supervisor
+from finpipe_dagster.streams.sensors import build_supervisor_sensors
 from producer.simulator.server import SimulatorConfig, SimulatorServer
-from tests.finpipe_dagster.webhook_receiver import Webhook
+from tests.support.waiting import wait_for
+from tests.support.webhook import Webhook
 
 ROOT = Path(__file__).resolve().parents[2]
-SUPERVISORS = {"producer": producer_supervisor, "spark": spark_supervisor}
+SUPERVISORS = build_supervisor_sensors(load_settings())
+alerts_sensor = build_alerts_sensor(load_settings())
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(what: str, condition: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-    return value
 
 
 class Platform:

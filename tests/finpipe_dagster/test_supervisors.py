@@ -26,7 +26,9 @@ from finpipe_dagster.resources import FinpipeSettings
 from finpipe_dagster.streams import processes
 from finpipe_dagster.streams.jobs import producer_stream
 from finpipe_dagster.streams.resources import SupervisionPolicy
-from finpipe_dagster.streams.sensors import producer_supervisor
+from finpipe_dagster.streams.sensors import build_supervisor_sensors
+
+producer_supervisor = build_supervisor_sensors(load_settings())[health.PRODUCER]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ def test_artifact_ids_drop_versions() -> None:
     assert artifacts._artifact_id_of("spark-sql-kafka-0-10_2.13-4.2.0.jar") == (
         "spark-sql-kafka-0-10_2.13"
     )
-    assert artifacts._artifact_id_of("wildfly-openssl-2.2.5.Final.jar") == "wildfly-openssl"
+    assert artifacts._artifact_id_of("netty-buffer-4.2.13.Final.jar") == "netty-buffer"
 
 
 def test_manifest_detects_incomplete_and_changed_files(tmp_path: Path) -> None:
@@ -22,9 +22,6 @@ def test_manifest_detects_incomplete_and_changed_files(tmp_path: Path) -> None:
     assert not artifact.is_complete()  # no manifest: a download was interrupted
     artifact.write_manifest([jar])
     assert artifact.is_complete()
-    assert artifact.verify_checksums() == []
-    jar.write_bytes(b"abd")
-    assert artifact.verify_checksums() == ["libs/a-1.jar"]
     jar.write_bytes(b"abcd")
     assert not artifact.is_complete()
 
@@ -32,7 +29,8 @@ def test_manifest_detects_incomplete_and_changed_files(tmp_path: Path) -> None:
 def test_spark_connector_versions_follow_the_installed_pyspark() -> None:
     import pyspark
 
-    spark, scala, hadoop = artifacts.spark_versions()
+    spark, scala = artifacts.spark_versions()
     assert spark == pyspark.__version__
     assert scala == "2.13"
-    assert (artifacts.pyspark_jars_dir() / f"hadoop-client-api-{hadoop}.jar").is_file()
+    assert any(artifacts.pyspark_jars_dir().glob(f"spark-core_{scala}-{spark}.jar"))
+    assert artifacts.spark_connectors_artifact(Path("cache")).version == f"spark-{spark}_{scala}"

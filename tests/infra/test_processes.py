@@ -9,12 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.processes import ManagedProcess, ServiceError, pid_alive, port_open
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.network import free_port
 
 
 def _http_server(home: Path, port: int) -> ManagedProcess:
@@ -29,7 +24,7 @@ def _http_server(home: Path, port: int) -> ManagedProcess:
 
 
 def test_start_is_idempotent_and_stop_leaves_nothing(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _http_server(tmp_path, port)
     pid = proc.start()
     assert port_open("127.0.0.1", port)
@@ -55,7 +50,7 @@ def test_a_crash_at_start_names_the_log_file(tmp_path: Path) -> None:
         name="crasher",
         argv=[sys.executable, "-c", "import sys; print('boom: bad config'); sys.exit(3)"],
         home=tmp_path,
-        ports=[("127.0.0.1", _free_port())],
+        ports=[("127.0.0.1", free_port())],
         ready_timeout=20,
     )
     with pytest.raises(ServiceError) as err:

@@ -1,14 +1,11 @@
-"""The infrastructure is real: Kafka, MinIO and Spark talk to each other here."""
+"""The infrastructure is real: Kafka and MinIO answer here."""
 
 from __future__ import annotations
 
 import uuid
 
-import duckdb
-import pyarrow.dataset as ds
 from confluent_kafka import Consumer, Producer
 
-from finpipe import lake
 from finpipe.settings import Settings
 from infra import services
 
@@ -75,39 +72,3 @@ def test_minio_put_list_get(infrastructure: Settings) -> None:
     body = client.get_object(Bucket=infrastructure.s3_bucket, Key=f"{prefix}/obj-2")["Body"]
     assert body.read() == b"xx"
     services.ensure_bucket(infrastructure)  # idempotent
-
-
-def test_spark_reads_kafka_writes_s3a_duckdb_reads_back(spark, infrastructure: Settings) -> None:  # type: ignore[no-untyped-def]
-    topic = _unique("it-spark")
-    services.ensure_topics(infrastructure, [topic])
-    producer = Producer({"bootstrap.servers": infrastructure.kafka_server, "acks": "all"})
-    for i in range(100):
-        producer.produce(topic, key="BINANCE:BTCUSDT", value=f"{100 + i}")
-    assert producer.flush(30) == 0
-
-    prefix = _unique("it-spark-out")
-    frame = (
-        spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", infrastructure.kafka_server)
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .load()
-        .selectExpr(
-            "CAST(key AS STRING) AS symbol", "CAST(CAST(value AS STRING) AS DOUBLE) AS price"
-        )
-    )
-    frame.write.mode("overwrite").parquet(f"s3a://{infrastructure.s3_bucket}/{prefix}")
-
-    dataset = ds.dataset(
-        f"{infrastructure.s3_bucket}/{prefix}",
-        format="parquet",
-        filesystem=lake.s3_filesystem(infrastructure),
-    )
-    con = duckdb.connect()
-    con.register("written", dataset)
-    count, total, symbols = con.execute(
-        "SELECT count(*), sum(price), list(DISTINCT symbol) FROM written"
-    ).fetchone()
-    assert count == 100
-    assert total == sum(100 + i for i in range(100))
-    assert symbols == ["BINANCE:BTCUSDT"]

@@ -51,10 +51,16 @@ from finpipe_dagster.streams.sensors import DECISION_TAG
 from infra import services
 from infra import stack as infra_stack
 from infra.processes import pid_alive
-from tests.finpipe_dagster.webhook_receiver import Webhook
-from tests.platform.platform_stack import beat, running_platform, stream_pids, wait_for
-from tests.producer.kafka_reading import read_topic
-from tests.producer.test_log_drills import _expected_items
+from tests.support.kafka import expected_items, read_topic
+from tests.support.platform import (
+    ALERTS_TICK_SECONDS,
+    DRILL_CADENCES,
+    beat,
+    running_platform,
+    stream_pids,
+)
+from tests.support.waiting import wait_for
+from tests.support.webhook import Webhook
 
 AT_DEFAULTS = os.environ.get("FINPIPE_DRILL_AT_DEFAULTS") == "1"
 
@@ -86,11 +92,12 @@ SHORTENED = {
     "FRESHNESS_FAIL_SECONDS": "60",
 }
 # Longer than the delivery timeout (300 s) and the backoff cap (300 s) at their defaults.
-# Shortened, it outlasts the fail window (60 s) by two alerts-sensor intervals (30 s), so
-# at least one tick sees the lake stale however the ticks fall.
-OUTAGE_SECONDS = 450.0 if AT_DEFAULTS else 120.0
-LEAD_IN_SECONDS = 220.0  # replay before the outage, at most: the platform starting up
-TAIL_SECONDS = 50.0  # replay after the broker is back
+# Shortened, it outlasts the fail window (60 s) by more than two alerts-sensor intervals,
+# so at least one tick sees the lake stale however the ticks fall.
+OUTAGE_SECONDS = 450.0 if AT_DEFAULTS else 80.0
+LEAD_IN_SECONDS = 220.0 if AT_DEFAULTS else 180.0  # replay before the outage, at most: the start
+TAIL_SECONDS = 50.0 if AT_DEFAULTS else 30.0  # replay after the broker is back
+ALERTS_TICK = 30.0 if AT_DEFAULTS else ALERTS_TICK_SECONDS
 STABLE_RUN_SECONDS = 300.0 if AT_DEFAULTS else float(SHORTENED["SUPERVISOR_STABLE_RUN_SECONDS"])
 
 Trade = tuple[str, float, int, float]  # (symbol, price, trade time ms, volume)
@@ -264,7 +271,7 @@ def drill(
         "FINPIPE_REPLAY_FILE": str(corpus.path),
         "FINPIPE_REPLAY_SPEED": "1",
         "ALERT_WEBHOOK_URL": receiver.url,
-        **({} if AT_DEFAULTS else SHORTENED),
+        **({} if AT_DEFAULTS else {**SHORTENED, **DRILL_CADENCES}),
     }
     started = time.monotonic()
     try:
@@ -332,7 +339,7 @@ def _run_outage(seen: Observations) -> None:
     seen.marks["caught_up"] = time.time()
     wait_for("every incident recovered", lambda: not _open_incidents(seen.receiver),
              STABLE_RUN_SECONDS + 400, every=5)  # fmt: skip
-    time.sleep(35)  # one more alerts-sensor tick (30 s): nothing new may arrive
+    time.sleep(2 * ALERTS_TICK + 2)  # two more alerts-sensor ticks: nothing new may arrive
     seen.marks["end"] = time.time()
 
 
@@ -386,7 +393,7 @@ def test_the_dead_letters_are_the_malformed_frames_only(drill: Observations) -> 
     assert not [r for r in reasons if "deliver" in r or "timed out" in r.lower()]
     # And by source sequence against the receive log: the DLQ holds the logged frames'
     # dead letters, and the trades topic every logged trade exactly once.
-    expected, expected_letters = _expected_items(settings.producer_log_path, settings, "replay")
+    expected, expected_letters = expected_items(settings.producer_log_path, settings, "replay")
     trades = collections.Counter(
         position(value) for _, value in read_topic(settings, settings.kafka_topic)
     )

@@ -12,13 +12,10 @@ The broker outage has its own replay-driven platform: test_outage_drill.py.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +32,17 @@ from finpipe_dagster.streams.sensors import DECISION_TAG, LAUNCHED_BY_TAG
 from infra import stack as infra_stack
 from infra.processes import pid_alive
 from producer.simulator.market import DEMO_50_TICKERS
-from tests.platform.platform_stack import (
+from tests.support.kafka import kafka_end_offsets
+from tests.support.platform import (
+    ALERTS_TICK_SECONDS,
+    DRILL_CADENCES,
     beat,
-    kafka_end_offsets,
     lake_coordinates,
     running_platform,
     stream_pids,
-    wait_for,
 )
+from tests.support.waiting import wait_for
+from tests.support.webhook import Webhook
 
 pytestmark = [pytest.mark.e2e, pytest.mark.drill]
 
@@ -57,59 +57,43 @@ DRILL_TICKERS = (
 )
 
 
-class AlertReceiver:
-    """A Slack-compatible webhook on loopback that keeps every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        messages = self.messages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                messages.append(json.loads(body)["text"])
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stale_alerts(self, since: int = 0) -> list[str]:
-        return [m for m in self.messages[since:] if "incident" in m and "is stale" in m]
-
-    def stale_recoveries(self, since: int = 0) -> list[str]:
-        return [m for m in self.messages[since:] if "recovered" in m and "is stale" in m]
-
-
 @pytest.fixture(scope="module")
-def alerts() -> Iterator[AlertReceiver]:
-    receiver = AlertReceiver()
+def alerts() -> Iterator[Webhook]:
+    receiver = Webhook()
     yield receiver
-    receiver.server.shutdown()
+    receiver.close()
 
 
 @pytest.fixture(scope="module")
 def stack(
-    infrastructure: Settings, alerts: AlertReceiver, tmp_path_factory: pytest.TempPathFactory
+    infrastructure: Settings, alerts: Webhook, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    """The platform, up, with this run's own names (``platform_stack.running_platform``)."""
+    """The platform, up, with this run's own names (``support.platform.running_platform``)."""
     work = tmp_path_factory.mktemp("platform")
     # The tickers live in an env file, as a user's `.env` does, so a drill can change them.
     env_file = work / "finpipe.env"
     env_file.write_text(f"FINNHUB_TICKERS={','.join(DRILL_TICKERS)}\n")
     env = {
         "FINPIPE_ENV_FILE": str(env_file),
-        "FRESHNESS_WARN_SECONDS": "60",
-        "FRESHNESS_FAIL_SECONDS": "90",
+        **DRILL_CADENCES,
+        "FRESHNESS_WARN_SECONDS": "30",
+        "FRESHNESS_FAIL_SECONDS": "45",
         "ALERT_WEBHOOK_URL": alerts.url,
     }
     # FINNHUB_TICKERS in the environment would win over the file.
     with running_platform(infrastructure, work, env, unset=("FINNHUB_TICKERS",)) as settings:
         yield settings
+
+
+@pytest.fixture(autouse=True)
+def running_streams(stack: Settings) -> None:
+    """Each drill starts on a running platform, whatever the drill before it left behind:
+    the feed on and both streams beating. A drill that failed half-way (the simulator
+    still stopped, a stream still restarting) so fails alone instead of every later one."""
+    simulator = infra_stack.simulator_process(stack)
+    if simulator.pid() is None:
+        simulator.start()
+    wait_for("both streams", lambda: beat(stack, "producer") and beat(stack, "spark"), 480)
 
 
 def test_up_starts_every_component(stack: Settings) -> None:
@@ -246,8 +230,14 @@ def _kill_and_wait_for_replacement(stack: Settings, stream: str, timeout: float)
 
 
 def test_killed_producer_is_restarted_by_its_supervisor(stack: Settings) -> None:
+    killed_run = beat(stack, "producer")[health.RUN_ID_KEY]
     took = _kill_and_wait_for_replacement(stack, "producer", 240)
     print(f"producer replaced {took:.0f}s after SIGKILL")
+    # The killed process's run is a failed run, and one run of the stream is live.
+    assert wait_for("the killed run to end", lambda: ended_status(stack, killed_run), 120) == (
+        "FAILURE"
+    )
+    assert live_stream_run(stack, "producer") not in {None, killed_run}
     # The supervisor saw the failed run and restarted at once (one failure, first backoff),
     # not after a stale heartbeat; how long the new process takes to start is the machine's.
     run_id = beat(stack, "producer")[health.RUN_ID_KEY]
@@ -281,6 +271,11 @@ def run_status(settings: Settings, run_id: str) -> str:
     return graphql(settings, query, id=run_id)["runOrError"]["status"]
 
 
+def ended_status(settings: Settings, run_id: str) -> str | None:
+    status = run_status(settings, run_id)
+    return status if status in {"CANCELED", "SUCCESS", "FAILURE"} else None
+
+
 def test_changed_tickers_take_effect_after_terminate_in_the_ui(stack: Settings) -> None:
     """README's recipe: edit FINNHUB_TICKERS in the env file, Terminate the producer's run
     (the UI's GraphQL mutation); the process stops cleanly with nothing lost, the
@@ -310,11 +305,7 @@ def test_changed_tickers_take_effect_after_terminate_in_the_ui(stack: Settings) 
         final
     )
 
-    def ended() -> str | None:
-        status = run_status(stack, run_id)
-        return status if status in {"CANCELED", "SUCCESS", "FAILURE"} else None
-
-    assert wait_for("the run to end", ended, 60) == "CANCELED"
+    assert wait_for("the run to end", lambda: ended_status(stack, run_id), 60) == "CANCELED"
     assert not pid_alive(int(producer["pid"]))
 
     def restarted() -> dict[str, Any] | None:
@@ -346,16 +337,16 @@ def test_killed_spark_is_restarted_by_its_supervisor(stack: Settings) -> None:
 
 
 def test_a_stopped_feed_alerts_once_reconciles_and_recovers_once(
-    stack: Settings, alerts: AlertReceiver
+    stack: Settings, alerts: Webhook
 ) -> None:
     # Earlier drills may have opened and closed incidents of their own: count from here.
     wait_for("no open stale incident", lambda: len(alerts.stale_alerts()) == len(
         alerts.stale_recoveries()), 300, every=5)  # fmt: skip
-    since = len(alerts.messages)
+    since = len(alerts.accepted)
     simulator = infra_stack.simulator_process(stack)
     simulator.stop()
     stale = wait_for("the stale-lake alert", lambda: alerts.stale_alerts(since), 300, every=5)
-    assert len(stale) == 1, alerts.messages[since:]
+    assert len(stale) == 1, alerts.texts(since)
 
     # The feed is quiet: once Spark has caught up, the lake equals Kafka exactly:
     # per partition as many rows as records, and no (partition, offset) twice.
@@ -370,9 +361,9 @@ def test_a_stopped_feed_alerts_once_reconciles_and_recovers_once(
 
     simulator.start()
     wait_for("the recovery alert", lambda: alerts.stale_recoveries(since), 420, every=5)
-    time.sleep(35)  # one more alerts-sensor tick: nothing new may arrive
-    assert len(alerts.stale_alerts(since)) == 1, alerts.messages[since:]
-    assert len(alerts.stale_recoveries(since)) == 1, alerts.messages[since:]
+    time.sleep(2 * ALERTS_TICK_SECONDS + 2)  # two more alerts ticks: nothing new may arrive
+    assert len(alerts.stale_alerts(since)) == 1, alerts.texts(since)
+    assert len(alerts.stale_recoveries(since)) == 1, alerts.texts(since)
 
 
 def test_down_then_up_resumes_with_history(stack: Settings) -> None:

@@ -1,10 +1,9 @@
 """Fixtures of the producer tests: a simulator on a free port, producers in threads,
-fresh topics per test, waiting, and a consumer that reads a topic back to its end."""
+fresh topics per test, and a consumer that reads a topic back to its end."""
 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,21 +14,13 @@ from finpipe.settings import Settings
 from producer.app import TradeProducer
 from producer.simulator.server import SimulatorConfig, SimulatorServer
 from producer.topics import ensure_topics
-from tests.producer import kafka_reading
+from tests.support import kafka
 
 SYMBOLS = ("BINANCE:BTCUSDT", "BINANCE:ETHUSDT", "AAPL", "MSFT")
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 class RunningProducer:
@@ -61,7 +52,7 @@ class RunningProducer:
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
     """Every message of a topic, read to the end of each partition (high watermark)."""
-    return kafka_reading.read_topic(settings, topic)
+    return kafka.read_topic(settings, topic)
 
 
 @pytest.fixture
@@ -110,11 +101,6 @@ def run_producer() -> Iterator[Callable[..., RunningProducer]]:
         if handle.thread.is_alive():
             handle.producer.stop()
             handle.thread.join(60)
-
-
-@pytest.fixture
-def wait() -> Callable[..., None]:
-    return wait_for
 
 
 @pytest.fixture

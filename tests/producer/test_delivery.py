@@ -17,6 +17,7 @@ from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings
 from producer.delivery import producer_config
 from producer.simulator.server import SimulatorServer
+from tests.support.waiting import wait_for
 
 
 def test_the_producer_is_durable_and_batched(settings: Settings) -> None:
@@ -39,7 +40,6 @@ def test_every_record_carries_its_log_id_and_source_sequence(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Callable[..., list[tuple[str | None, dict[str, Any]]]],
-    wait: Callable[..., None],
     tmp_path: Path,
 ) -> None:
     now = int(time.time() * 1000)
@@ -61,7 +61,11 @@ def test_every_record_carries_its_log_id_and_source_sequence(
     sim = start_simulator(replay_file=path, speed=0)
     settings = topics_settings.model_copy(update={"simulator_port": sim.port, "replay_file": path})
     running = run_producer(settings)
-    wait(lambda: running.counters.received == 5 and running.counters.in_flight == 0)
+    wait_for(
+        "the 5 trades delivered",
+        lambda: running.counters.received == 5 and running.counters.in_flight == 0,
+        30,
+    )
     assert running.stop() == 0
     log_id = running.producer.journal.log_id
     trades = [
@@ -86,7 +90,6 @@ def test_a_record_the_broker_refuses_for_good_is_dead_lettered_with_the_reason(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Callable[..., list[tuple[str | None, dict[str, Any]]]],
-    wait: Callable[..., None],
     tmp_path: Path,
 ) -> None:
     # A trades topic whose broker-side size limit no record batch fits in.
@@ -110,7 +113,11 @@ def test_a_record_the_broker_refuses_for_good_is_dead_lettered_with_the_reason(
         update={"kafka_topic": refusing, "simulator_port": sim.port, "replay_file": path}
     )
     running = run_producer(settings)
-    wait(lambda: running.counters.received == 3 and running.counters.in_flight == 0)
+    wait_for(
+        "the 3 trades settled",
+        lambda: running.counters.received == 3 and running.counters.in_flight == 0,
+        30,
+    )
     assert running.stop() == 0
     c = running.counters
     assert c.balanced() and (c.delivered, c.dead_lettered, c.refused_to_dlq) == (0, 3, 3)
@@ -129,7 +136,6 @@ def test_a_frame_larger_than_the_client_queue_goes_in_parts_exactly_once(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Callable[..., list[tuple[str | None, dict[str, Any]]]],
-    wait: Callable[..., None],
     tmp_path: Path,
 ) -> None:
     # librdkafka takes 40 messages at a time: each 100-trade frame is queued in parts, the
@@ -146,7 +152,7 @@ def test_a_frame_larger_than_the_client_queue_goes_in_parts_exactly_once(
     sim = start_simulator(replay_file=path, speed=0)
     settings = topics_settings.model_copy(update={"simulator_port": sim.port, "replay_file": path})
     running = run_producer(settings, kafka_config={"queue.buffering.max.messages": 40})
-    wait(lambda: running.counters.delivered == 200, timeout=120)
+    wait_for("200 deliveries", lambda: running.counters.delivered == 200, 120)
     assert running.stop() == 0
     c = running.counters
     assert c.balanced() and c.in_flight == 0 and c.dead_lettered == 0

@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from finpipe.contracts import (
+    DEFAULT_FUTURE_TOLERANCE_MS,
     DeadLetter,
     TradeRecord,
     log_position_prefix,
     parse_log_position,
 )
-from producer.frames import EPOCH_2000_MS, MAX_FUTURE_SKEW_MS, FrameProcessor, encode_dead_letter
+from producer.frames import EPOCH_2000_MS, FrameProcessor, encode_dead_letter
 
 NOW_MS = 1_764_000_000_000  # 2025-11-24
 SYMBOLS = ("BINANCE:BTCUSDT", "AAPL")
@@ -114,7 +115,7 @@ def test_recorded_sessions_from_past_days_are_valid(processor: FrameProcessor) -
         ({"v": -1}, "volume"),
         ({"t": 1_700_000_000}, "before 2000"),  # seconds, not ms
         ({"t": EPOCH_2000_MS - 1}, "before 2000"),
-        ({"t": NOW_MS + MAX_FUTURE_SKEW_MS + 1}, "ahead"),
+        ({"t": NOW_MS + DEFAULT_FUTURE_TOLERANCE_MS + 1}, "ahead"),
         ({"s": "GME"}, "not subscribed"),
     ],
 )

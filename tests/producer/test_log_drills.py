@@ -29,11 +29,11 @@ from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings, load_settings
 from infra import services
 from producer.delivery import BROKERS_DOWN
-from producer.frames import FrameProcessor
-from producer.journal import IDENTITY_FILE, list_segments, read_segment_records
+from producer.journal import IDENTITY_FILE, list_segments
 from producer.simulator.server import SimulatorServer
-from tests.platform.platform_stack import kafka_end_offsets
 from tests.spark.spark_job_harness import SparkJobEnv
+from tests.support.kafka import expected_items, kafka_end_offsets
+from tests.support.waiting import wait_for
 
 PRODUCER = str(Path(sys.executable).parent / "finpipe-producer")
 DELIVERY_TIMEOUT_SECONDS = 5
@@ -123,19 +123,6 @@ def _start_broker(settings: Settings, kafka: Any) -> None:
     kafka.start()
 
 
-def _expected_items(log_dir: Path, settings: Settings, source: str) -> tuple[set, set]:
-    """(every (seq, item) the log's frames yield, the subset that are dead letters)."""
-    processor = FrameProcessor(settings.finnhub_tickers, source)  # type: ignore[arg-type]
-    items, letters = set(), set()
-    for segment in list_segments(log_dir):
-        for record in read_segment_records(segment.path):
-            result = processor.process(record.payload, now_ms=record.recv_ts_ms)
-            trades = len(result.records)
-            items.update((record.seq, i) for i in range(trades + len(result.dead_letters)))
-            letters.update((record.seq, trades + j) for j in range(len(result.dead_letters)))
-    return items, letters
-
-
 def _reconcile(
     settings: Settings,
     process: ProducerProcess,
@@ -145,7 +132,7 @@ def _reconcile(
     """Kafka against the log, exactly. ``reclaimed_below``: segments before this sequence
     were deleted (acknowledged, reclaimed at capacity); their items are only checked for
     being there exactly once, with every sequence present (a feed without pings)."""
-    expected, expected_letters = _expected_items(process.log_dir, settings, "simulator")
+    expected, expected_letters = expected_items(process.log_dir, settings, "simulator")
     log_id = (process.log_dir / IDENTITY_FILE).read_text().strip()
     positions = {
         topic: [parse_log_position(v["log_position"]) for _, v in topic_reader(settings, topic)]
@@ -171,20 +158,11 @@ def _reconcile(
     return {"items": len(expected), "trades": len(trades), "letters": len(letters)}
 
 
-def _wait(what: str, condition: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.5)
-    return value
-
-
 def _drained(process: ProducerProcess) -> Callable[[], bool]:
     """A condition: every record the log held at this call's heartbeat is acknowledged by
     Kafka, and the delivery is connected. By sequence, not by the age of the oldest
     record: a live feed always has a frame or two in flight."""
-    beat = _wait("a heartbeat", process.health, 30)
+    beat = wait_for("a heartbeat", process.health, 30)
     logged = beat["acked_seq"] + beat["backlog_records"]
 
     def delivered() -> bool:
@@ -206,7 +184,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
     sim = start_simulator(trades_per_second=500, tick_seconds=0.05, burst_probability=0.0)
     process = producer_process(sim)
     process.start()
-    _wait("first deliveries", lambda: process.health().get("delivered", 0) > 2000, 60)
+    wait_for("first deliveries", lambda: process.health().get("delivered", 0) > 2000, 60)
     sim.inject("garbage", symbol="AAPL")
     broker.stop()
     outage_started = time.monotonic()
@@ -221,7 +199,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
     assert beat["backlog_records"] > 200 and beat["oldest_undelivered_age_s"] > 10
     assert beat["kafka_state"] != "connected" or beat["delivery_errors"] > 0
     _start_broker(infrastructure, broker)
-    _wait("the backlog delivered", _drained(process), 120)
+    wait_for("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     final = process.health()
     assert final["backlog_records"] == 0, final
@@ -250,15 +228,15 @@ def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_the_
     process = producer_process(sim)
     rng = random.Random(11)
     process.start()
-    _wait("first deliveries", lambda: process.health().get("delivered", 0) > 1000, 60)
+    wait_for("first deliveries", lambda: process.health().get("delivered", 0) > 1000, 60)
     for _ in range(3):
         time.sleep(rng.uniform(2.0, 6.0))
         process.signal(signal.SIGKILL)
         process.start()
         pid = process.proc.pid  # type: ignore[union-attr]
-        _wait("the restarted producer", lambda p=pid: process.health().get("pid") == p, 60)
+        wait_for("the restarted producer", lambda p=pid: process.health().get("pid") == p, 60)
     time.sleep(3)
-    _wait("the backlog delivered", _drained(process), 120)
+    wait_for("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
     counts = _reconcile(topics_settings, process, topic_reader)
@@ -315,7 +293,7 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     sim = start_simulator(trades_per_second=100, tick_seconds=0.1, burst_probability=0.0)
     process = producer_process(sim)
     process.start()
-    _wait("first deliveries", lambda: process.health().get("delivered", 0) > 200, 60)
+    wait_for("first deliveries", lambda: process.health().get("delivered", 0) > 200, 60)
     broker.stop()
     time.sleep(DELIVERY_TIMEOUT_SECONDS + 3)
     code, took = process.signal(signal.SIGTERM)
@@ -339,7 +317,7 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     assert beat["backlog_records"] > stopped["backlog_records"]
 
     _start_broker(infrastructure, broker)
-    _wait("the backlog delivered", _drained(process), 120)
+    wait_for("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
     _reconcile(topics_settings, process, topic_reader)
@@ -361,9 +339,9 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     # catches up on the time it could not send in a single frame).
     process.env |= {"PRODUCER_LOG_MAX_MB": "4", "PRODUCER_LOG_SEGMENT_MB": "1"}
     process.start()
-    _wait("first deliveries", lambda: process.health().get("delivered", 0) > 1000, 60)
+    wait_for("first deliveries", lambda: process.health().get("delivered", 0) > 1000, 60)
     broker.stop()
-    paused = _wait(
+    paused = wait_for(
         "reading paused at capacity",
         lambda: (b := process.health()).get("log_state", "").startswith("reading paused") and b,
         180,
@@ -374,11 +352,11 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     time.sleep(6)  # a heartbeat later: still paused, nothing read meanwhile
     assert process.health()["frames"] == frames
     _start_broker(infrastructure, broker)
-    _wait("reading resumed", lambda: process.health().get("frames", 0) > frames + 100, 120)
+    wait_for("reading resumed", lambda: process.health().get("frames", 0) > frames + 100, 120)
     # The feed goes quiet, so that no stop can land while the small log is full again.
     sim.inject("stall", seconds=300)
     drained = _drained(process)
-    _wait(
+    wait_for(
         "the backlog delivered and the log taking frames",
         lambda: drained() and process.health().get("log_state") == "ok",
         120,
@@ -404,16 +382,20 @@ def test_the_heartbeat_says_all_brokers_are_down_before_any_delivery_timeout(
     sim = start_simulator(trades_per_second=20, tick_seconds=0.1)
     settings = topics_settings.model_copy(update={"simulator_port": sim.port})
     running = run_producer(settings)
-    _wait("first deliveries", lambda: running.producer.health().get("delivered", 0) > 0, 60)
+    wait_for("first deliveries", lambda: running.producer.health().get("delivered", 0) > 0, 60)
     assert running.producer.health()["kafka_state"] == "connected"
     broker.stop()
-    down = _wait(
+    down = wait_for(
         "the state to say so",
         lambda: (h := running.producer.health())["kafka_state"] == BROKERS_DOWN and h,
         60,
     )
     assert down["backlog_records"] > 0
     _start_broker(infrastructure, broker)
-    _wait("deliveries again", lambda: running.producer.health()["kafka_state"] == "connected", 120)
-    _wait("the backlog delivered", lambda: running.producer.health()["backlog_records"] == 0, 120)
+    wait_for(
+        "deliveries again", lambda: running.producer.health()["kafka_state"] == "connected", 120
+    )
+    wait_for(
+        "the backlog delivered", lambda: running.producer.health()["backlog_records"] == 0, 120
+    )
     assert running.stop() == 0

@@ -20,9 +20,9 @@ from producer.counters import Counters
 from producer.frames import FrameProcessor
 from producer.simulator.market import Market
 from producer.simulator.server import SimulatorServer
+from tests.support.waiting import wait_for
 
 Reader = Callable[[Settings, str], list[tuple[str | None, dict[str, Any]]]]
-Wait = Callable[..., None]
 
 
 def _reconcile(
@@ -48,13 +48,12 @@ def test_simulated_trades_reach_kafka_with_every_field(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Reader,
-    wait: Wait,
 ) -> None:
     sim = start_simulator(trades_per_second=40, tick_seconds=0.1)
     settings = _sim_settings(topics_settings, sim)
     with StreamReporter(settings, "producer") as reporter:
         running = run_producer(settings, reporter=reporter)
-        wait(lambda: running.counters.delivered >= 300, what="300 deliveries")
+        wait_for("300 deliveries", lambda: running.counters.delivered >= 300, 30)
         assert running.stop() == 0
     c = running.counters
     trades, letters = _reconcile(topic_reader, settings, c)
@@ -111,7 +110,6 @@ def test_replaying_a_recorded_session_gives_exactly_its_records(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Reader,
-    wait: Wait,
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "session.jsonl"
@@ -120,7 +118,11 @@ def test_replaying_a_recorded_session_gives_exactly_its_records(
     sim = start_simulator(replay_file=path, speed=50)
     settings = _sim_settings(topics_settings, sim, replay_file=path)
     running = run_producer(settings)
-    wait(lambda: running.counters.received == 9 and running.counters.in_flight == 0)
+    wait_for(
+        "the 9 items settled",
+        lambda: running.counters.received == 9 and running.counters.in_flight == 0,
+        30,
+    )
     assert running.stop() == 0
     c = running.counters
     assert (c.frames, c.pings, c.error_frames, c.malformed_frames) == (5, 1, 1, 1)
@@ -148,15 +150,14 @@ def test_reconnects_and_resubscribes_after_a_dropped_socket(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Reader,
-    wait: Wait,
 ) -> None:
     sim = start_simulator(trades_per_second=20, tick_seconds=0.1)
     running = run_producer(_sim_settings(topics_settings, sim))
-    wait(lambda: running.counters.delivered > 20, what="first deliveries")
+    wait_for("first deliveries", lambda: running.counters.delivered > 20, 30)
     sim.inject("drop")
-    wait(lambda: running.counters.reconnects >= 1, what="a reconnect")
+    wait_for("a reconnect", lambda: running.counters.reconnects >= 1, 30)
     before = running.counters.delivered
-    wait(lambda: running.counters.delivered > before + 20, what="trades after reconnecting")
+    wait_for("trades after reconnecting", lambda: running.counters.delivered > before + 20, 30)
     assert running.stop() == 0
     assert sim.stats.connections >= 2
     assert "connection lost" in (running.counters.last_error or "")
@@ -168,16 +169,15 @@ def test_a_silent_socket_is_declared_dead(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Reader,
-    wait: Wait,
 ) -> None:
     sim = start_simulator(trades_per_second=20, tick_seconds=0.1)
     running = run_producer(_sim_settings(topics_settings, sim, silent_socket_seconds=1.5))
-    wait(lambda: running.counters.delivered > 10, what="first deliveries")
+    wait_for("first deliveries", lambda: running.counters.delivered > 10, 30)
     sim.inject("stall", seconds=4)
-    wait(lambda: running.counters.silent_socket_reconnects >= 1, what="silence detection")
+    wait_for("silence detection", lambda: running.counters.silent_socket_reconnects >= 1, 30)
     assert "PRODUCER_SILENT_SECONDS" in (running.counters.last_error or "")
     before = running.counters.delivered
-    wait(lambda: running.counters.delivered > before + 10, timeout=30, what="recovery")
+    wait_for("recovery", lambda: running.counters.delivered > before + 10, 30)
     assert running.stop() == 0
     assert running.counters.reconnects >= 1
     _reconcile(topic_reader, running.producer.settings, running.counters)
@@ -188,14 +188,17 @@ def test_garbage_and_error_frames_are_dead_lettered_without_a_crash(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Reader,
-    wait: Wait,
 ) -> None:
     sim = start_simulator(trades_per_second=10, tick_seconds=0.1)
     running = run_producer(_sim_settings(topics_settings, sim))
-    wait(lambda: running.counters.delivered > 5, what="first deliveries")
+    wait_for("first deliveries", lambda: running.counters.delivered > 5, 30)
     sim.inject("garbage", symbol="AAPL")
     sim.inject("error", message="Subscribing to too many symbols")
-    wait(lambda: running.counters.dead_lettered == 6 and running.counters.error_frames == 1)
+    wait_for(
+        "6 dead letters and the error frame",
+        lambda: running.counters.dead_lettered == 6 and running.counters.error_frames == 1,
+        30,
+    )
     assert running.counters.reconnects == 0 and running.thread.is_alive()
     assert running.stop() == 0
     _, letters = _reconcile(topic_reader, running.producer.settings, running.counters)
@@ -234,7 +237,6 @@ def test_mangled_frames_are_all_accounted_for_in_kafka(
     start_simulator: Callable[..., SimulatorServer],
     run_producer: Callable[..., Any],
     topic_reader: Reader,
-    wait: Wait,
     tmp_path: Path,
 ) -> None:
     lines = _mangled_frames(random.Random(20251124), topics_settings.finnhub_tickers, 300)
@@ -248,7 +250,11 @@ def test_mangled_frames_are_all_accounted_for_in_kafka(
 
     sim = start_simulator(replay_file=path, speed=0)
     running = run_producer(_sim_settings(topics_settings, sim, replay_file=path))
-    wait(lambda: running.counters.frames == len(lines) and running.counters.in_flight == 0)
+    wait_for(
+        "every replayed frame settled",
+        lambda: running.counters.frames == len(lines) and running.counters.in_flight == 0,
+        30,
+    )
     assert running.stop() == 0
     c = running.counters
     assert (c.delivered, c.dead_lettered) == (expected_good, expected_bad)

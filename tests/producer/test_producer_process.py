@@ -14,6 +14,7 @@ from typing import Any
 
 from finpipe.settings import Settings
 from producer.simulator.server import SimulatorServer
+from tests.support.waiting import wait_for
 
 PRODUCER = str(Path(sys.executable).parent / "finpipe-producer")
 TOKEN = "tok-SECRET-4f9a"
@@ -33,7 +34,6 @@ def test_sigterm_flushes_everything_and_exits_0(
     topics_settings: Settings,
     start_simulator: Callable[..., SimulatorServer],
     topic_reader: Callable[..., list[tuple[str | None, dict[str, Any]]]],
-    wait: Callable[..., None],
     tmp_path: Path,
 ) -> None:
     # With a token, so the run also proves the token stays out of logs, health and Kafka.
@@ -41,7 +41,7 @@ def test_sigterm_flushes_everything_and_exits_0(
     env = _env(topics_settings, tmp_path, FINNHUB_API_TOKEN=TOKEN, FINNHUB_WS_URL=sim.url)
     proc = subprocess.Popen(PRODUCER, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait(lambda: sim.stats.trades_sent > 3000, timeout=60, what="the producer streaming")
+        wait_for("the producer streaming", lambda: sim.stats.trades_sent > 3000, 60)
     finally:
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import websocket
 
 from producer.simulator.server import SimulatorServer
+from tests.support.network import free_port
 
 
 def _frames(ws: websocket.WebSocket, count: int) -> list[dict]:
@@ -94,16 +94,10 @@ def test_replay_sends_the_file_verbatim_once(
 SIMULATOR = str(Path(sys.executable).parent / "finpipe-simulator")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_console_script_replays_a_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"type":"trade","data":[{"p":1.5,"s":"AAPL","t":1546300800000,"v":1}]}\n')
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [SIMULATOR, "--port", str(port), "--replay", str(path), "--speed", "0"],
         stderr=subprocess.PIPE,

@@ -270,7 +270,7 @@ def test_the_stream_runs_unchanged_on_a_standalone_cluster(cluster_job: ClusterJ
     assert executor_logs, f"no executor ran on the worker:\n{cluster.log_tail()}"
     # The connector jars reached it from the driver (``spark.jars`` with local paths).
     fetched = "".join(log.read_text(errors="replace") for log in executor_logs)
-    assert "/jars/spark-sql-kafka" in fetched and "/jars/hadoop-aws" in fetched
+    assert "/jars/spark-sql-kafka" in fetched and "/jars/kafka-clients" in fetched
 
     # A second wave while the query runs, then wait until the job committed Kafka's end.
     acked |= _produce(settings, _trades(SECOND_WAVE, FIRST_WAVE))

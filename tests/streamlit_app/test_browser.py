@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
 from streamlit_app.charts import HEATMAP_CELLS
 from tests.streamlit_app.dashboard_seed import seed_market, unique_settings
+from tests.support.network import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -36,12 +36,6 @@ FIRST_LINES = """els => els.map(e => {
 })"""
 HAS_CANDLESTICK = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .some(p => (p.data || []).some(t => t.type === 'candlestick'))"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:

@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 from finpipe.settings import Settings, load_settings
 from streamlit_app import serve
 from streamlit_app.store import shared_store
-from tests.streamlit_app.test_browser import ROOT, free_port, wait_healthy
+from tests.streamlit_app.test_browser import ROOT, wait_healthy
 from tests.streamlit_app.test_store import closed_port
+from tests.support.network import free_port
 
 
 def settings_with(**update: object) -> Settings:

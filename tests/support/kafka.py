@@ -1,16 +1,19 @@
-"""Reading a Kafka topic back to its end (each value carries its source position,
-``log_position``): shared by the producer's drills and the platform's outage drill."""
+"""Kafka as the drills read it back: a topic to its end (each value carries its source
+position, ``log_position``), the end offsets, and what a receive log says Kafka must hold."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
 from finpipe.settings import Settings
+from producer.frames import FrameProcessor
+from producer.journal import list_segments, read_segment_records
 
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[str, Any]]]:
@@ -44,3 +47,29 @@ def read_topic(settings: Settings, topic: str) -> list[tuple[str | None, dict[st
         return out
     finally:
         consumer.close()
+
+
+def kafka_end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    topic = topic or settings.kafka_topic
+    consumer = Consumer({"bootstrap.servers": settings.kafka_server, "group.id": "drill-probe"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def expected_items(log_dir: Path, settings: Settings, source: str) -> tuple[set, set]:
+    """(every (seq, item) the log's frames yield, the subset that are dead letters)."""
+    processor = FrameProcessor(settings.finnhub_tickers, source)  # type: ignore[arg-type]
+    items, letters = set(), set()
+    for segment in list_segments(log_dir):
+        for record in read_segment_records(segment.path):
+            result = processor.process(record.payload, now_ms=record.recv_ts_ms)
+            trades = len(result.records)
+            items.update((record.seq, i) for i in range(trades + len(result.dead_letters)))
+            letters.update((record.seq, trades + j) for j in range(len(result.dead_letters)))
+    return items, letters

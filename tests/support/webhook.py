@@ -1,4 +1,5 @@
-"""A real local webhook for alert tests: an HTTP server in a thread that can be "down"."""
+"""A real local webhook for alert tests: a Slack-compatible HTTP server in a thread that
+can be "down"."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ class Webhook:
     @property
     def accepted(self) -> list[dict]:
         return [r for r in self.requests if r["status"] == 200]
+
+    def texts(self, since: int = 0) -> list[str]:
+        """The accepted messages' texts, from the ``since``-th accepted one on."""
+        return [r["text"] for r in self.accepted[since:]]
+
+    def stale_alerts(self, since: int = 0) -> list[str]:
+        return [t for t in self.texts(since) if "incident" in t and "is stale" in t]
+
+    def stale_recoveries(self, since: int = 0) -> list[str]:
+        return [t for t in self.texts(since) if "recovered" in t and "is stale" in t]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-from confluent_kafka import Consumer, TopicPartition
 
 from finpipe import health, lake
 from finpipe.settings import Settings, load_settings
@@ -28,15 +25,18 @@ from infra import services
 from infra import stack as infra_stack
 from infra.processes import pid_alive
 
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+# Dagster's cadences that the drills wait on, shortened through their settings (the
+# daemon itself evaluates sensors about every 5 s, so shorter would change nothing).
+# Their defaults are the graph's snapshot (tests/finpipe_dagster/test_definitions.py).
+ALERTS_TICK_SECONDS = 5
+DRILL_CADENCES = {
+    "SUPERVISOR_SENSOR_INTERVAL_SECONDS": "5",
+    "PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS": "5",
+    "ALERTS_SENSOR_INTERVAL_SECONDS": str(ALERTS_TICK_SECONDS),
+    "SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS": "10",
+    "LATE_DATA_SENSOR_INTERVAL_SECONDS": "10",
+    "ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS": "20",
+}
 
 
 @contextlib.contextmanager
@@ -122,19 +122,6 @@ def _parent(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
-
-
-def kafka_end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
-    topic = topic or settings.kafka_topic
-    consumer = Consumer({"bootstrap.servers": settings.kafka_server, "group.id": "drill-probe"})
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        }
-    finally:
-        consumer.close()
 
 
 def lake_coordinates(settings: Settings) -> tuple[int, int, dict[int, int]]:
