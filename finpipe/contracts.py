@@ -174,13 +174,16 @@ LAKE_SCHEMA = pa.schema(
 never depends on how a partition folder's name encodes a symbol."""
 
 
-def partition_dir(trade_date: str, symbol: str) -> str:
-    """The object-key folder of one lake partition, relative to the lake prefix.
+def quote_partition_value(value: str) -> str:
+    """A partition value as a folder name holds it: percent-encoded the way Spark, Hive and
+    delta-rs escape them (``BINANCE:BTCUSDT`` -> ``BINANCE%3ABTCUSDT``)."""
+    return urllib.parse.quote(value, safe="")
 
-    Symbols are percent-encoded (``BINANCE:BTCUSDT`` -> ``BINANCE%3ABTCUSDT``) the way
-    Spark and Hive escape partition values; the true symbol is the column in the file.
-    """
-    return f"trade_date={trade_date}/symbol={urllib.parse.quote(symbol, safe='')}"
+
+def partition_dir(trade_date: str, symbol: str) -> str:
+    """The object-key folder of one lake partition, relative to the lake prefix; the true
+    symbol is the column in the file."""
+    return f"trade_date={trade_date}/symbol={quote_partition_value(symbol)}"
 
 
 def symbol_from_partition_value(value: str) -> str:
