@@ -17,8 +17,9 @@ Spark catch up. Then:
    nothing done by the test;
 5. every incident that opened was opened once and recovered once at the receiver.
 
-Timeouts are shortened through their settings. ``FINPIPE_DRILL_AT_DEFAULTS=1`` runs the
-same drill with every timeout at its default and a 7.5-minute outage (about 15 minutes).
+Timeouts and Dagster's sensor cadences are shortened through their settings.
+``FINPIPE_DRILL_AT_DEFAULTS=1`` runs the same drill with every timeout and cadence at its
+default and a 7.5-minute outage (about 15 minutes).
 """
 
 from __future__ import annotations
