@@ -111,6 +111,9 @@ class StreamTotals:
             "lag_records": progress.lag_records,
             "batch_duration_ms": progress.batch_duration_ms,
             "write_ms": written.write_ms,
+            "commit_ms": written.commit_ms,
+            "table_version": written.table_version,
+            "replayed": written.replayed,
             "files_written": written.files_written,
             "processed_ts_ms": written.processed_ts_ms,
         }
