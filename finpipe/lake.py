@@ -53,6 +53,13 @@ def storage_options(settings: Settings) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_REGION": settings.s3_region,
         "AWS_ALLOW_HTTP": "false" if settings.s3_uses_tls else "true",
+        # Fail within seconds when the store is away: the callers decide how long to wait
+        # (the streaming sink within S3_WRITE_RETRY_SECONDS, a reader on its next refresh),
+        # not the client's own three-minute retry default.
+        "connect_timeout": "3s",
+        "timeout": "30s",
+        "max_retries": "2",
+        "retry_timeout": "15s",
     }
 
 

@@ -7,9 +7,10 @@ import json
 import subprocess
 import sys
 
+from finpipe import lake_migration
 from finpipe.settings import SettingsError, load_settings
-from infra import artifacts, stack
-from infra.artifacts import ProvisioningError
+from infra import artifacts, services, stack
+from infra.artifacts import ProvisioningError, say
 from infra.processes import ServiceError
 
 
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="show what runs and where")
     sub.add_parser(
+        "migrate-lake",
+        help="convert a lake of the pre-Delta layout into Delta tables (platform down)",
+    )
+    sub.add_parser(
         "spark-jars", help="provision Spark's connector jars and print their folder (SPARK_JARS)"
     )
     logs = sub.add_parser("logs", help="follow the log files")
@@ -64,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         elif args.command == "status":
             return _print_status(settings)
+        elif args.command == "migrate-lake":
+            services.start_infrastructure(settings)
+            lake_migration.migrate(settings, say=say)
         elif args.command == "spark-jars":
             stack.provision(settings, only=["spark"])
             print(artifacts.spark_jars_folder(settings.cache_dir))
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 if row["log"] != "-" and (not args.names or row["name"] in args.names)
             ]
             return subprocess.call(["tail", "-n", "50", "-F", *files])
-    except (SettingsError, ProvisioningError, ServiceError) as exc:
+    except (SettingsError, ProvisioningError, ServiceError, lake_migration.MigrationError) as exc:
         print(f"finpipe: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -21,12 +21,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from finpipe import health
+from finpipe import health, lake_migration
 from finpipe.settings import Settings, is_loopback_host
 from finpipe_dagster.instance import ensure_dagster_home
 from infra import artifacts, services
 from infra.artifacts import say
-from infra.processes import ManagedProcess, pid_alive
+from infra.processes import ManagedProcess, ServiceError, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STREAMS = health.STREAMS
@@ -248,6 +248,9 @@ def up(settings: Settings) -> None:
     provision(settings)
     say("starting Kafka and MinIO")
     services.start_infrastructure(settings)
+    problem = lake_migration.old_layout_problem(settings)
+    if problem is not None:
+        raise ServiceError(problem)
     _prepare_dagster_home(settings)
     for component in components(settings)[2:]:
         assert component.process is not None

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 from deltalake.exceptions import DeltaError
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from finpipe import contracts, exit_codes
+from finpipe import contracts, exit_codes, lake_migration
 from finpipe.health import PROGRESS_KEY, SPARK, StreamReporter
 from finpipe.lake import rejects_table, trades_table
 from finpipe.settings import Settings, SettingsError
@@ -110,12 +111,16 @@ def check_checkpoint_matches_lake(settings: Settings) -> None:
     """
     planned = last_planned_batch(settings.checkpoint_dir)
     try:
-        committed = committed_batches(settings)
-    except (OSError, DeltaError) as exc:
+        old_layout = lake_migration.old_layout_problem(settings)
+        if old_layout is None:
+            committed = committed_batches(settings)
+    except (OSError, DeltaError, BotoCoreError, ClientError) as exc:
         raise LakeUnreachable(
             f"cannot open the lake {settings.lake_uri} at {settings.s3_endpoint_url}: {exc} "
             "(is MinIO/S3 up, and are S3_ENDPOINT_URL, S3_BUCKET and the S3 keys right?)"
         ) from exc
+    if old_layout is not None:
+        raise LakeCheckpointMismatch(old_layout)
     if committed <= planned:
         return
     if planned < 0:

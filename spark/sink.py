@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -33,6 +34,9 @@ from spark.lake_files import (
     LakeLocation,
     write_batch_rows,
 )
+from spark.store_retry import with_retries
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class LakeBatchSink:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         processed_ts_ms = int(time.time() * 1000)
-        trades = self._table(self._trades)
+        trades = self._retried(lambda: self._table(self._trades), "open the trades table")
         if committed_batch(trades) >= batch_id:
             # The trades are committed last, so the batch is wholly in: Spark replays a
             # batch whose end it did not record. Nothing is written again.
@@ -134,8 +138,18 @@ class LakeBatchSink:
         # Rejects first: a crash between the commits leaves the trades to the replay, whose
         # rejects are then already in (and skipped).
         if bad:
-            self._commit(self._table(self._rejects), contracts.REJECTS_TABLE, bad, batch_id)
-        version = self._commit(trades, contracts.LAKE_TABLE, data, batch_id) if data else None
+            self._retried(
+                lambda: self._commit(
+                    self._table(self._rejects), contracts.REJECTS_TABLE, bad, batch_id
+                ),
+                f"commit the rejects of batch {batch_id}",
+            )
+        version = None
+        if data:
+            version = self._retried(
+                lambda: self._commit(trades, contracts.LAKE_TABLE, data, batch_id),
+                f"commit batch {batch_id}",
+            )
         max_ts = [r["max_trade_ts_ms"] for r in data if r["max_trade_ts_ms"] is not None]
         self._remember(
             BatchWrite(
@@ -150,6 +164,11 @@ class LakeBatchSink:
                 table_version=version if version is not None else trades.version(),
             )
         )
+
+    def _retried(self, action: Callable[[], T], what: str) -> T:
+        """The store may be away for a while (a restart, a failover): the batch waits for
+        it, within S3_WRITE_RETRY_SECONDS, rather than failing the query."""
+        return with_retries(action, what=what, budget_seconds=self._settings.s3_write_retry_seconds)
 
     @staticmethod
     def _commit(
