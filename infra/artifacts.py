@@ -2,7 +2,9 @@
 
 * Kafka broker jars: Maven Central (``org.apache.kafka:kafka_2.13`` + a log4j2 binding),
 * Spark's Kafka source: Maven Central, versions read off the installed pyspark,
-* MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy.
+* MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy,
+* Delta Lake's Spark reader (tests only: an implementation other than finpipe's writer
+  reads the lake): Maven Central, the release built on the installed pyspark's minor.
 
 Everything lands in ``<cache>/<component>/<version>/`` with a ``manifest.json`` written
 last, so an interrupted download is redone, and a complete one is reused.
@@ -26,6 +28,9 @@ LOG4J_VERSION = "2.25.2"
 MINIO_MODULE = "github.com/minio/minio"
 # The repository is archived; this is its final commit's pseudo-version.
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+# Delta Lake's Spark connector per Spark minor: its artifact id names the Spark minor it is
+# built on (delta-spark_<spark minor>_<scala>), its version is Delta's own.
+DELTA_SPARK_RELEASES = {"4.2": "4.4.0"}
 COMPOSE_MODULE = "github.com/docker/compose/v2"
 COMPOSE_VERSION = "v2.40.3"
 
@@ -231,6 +236,41 @@ def spark_jars_folder(cache_dir: Path) -> Path:
     """Where provisioning puts Spark's connector jars: the value of ``SPARK_JARS`` that
     the launchers set (nothing is fetched here; a missing folder fails in the job)."""
     return spark_connectors_artifact(cache_dir).root / "libs"
+
+
+def delta_spark_artifact(cache_dir: Path) -> Artifact:
+    spark, scala = spark_versions()
+    minor = ".".join(spark.split(".")[:2])
+    delta = DELTA_SPARK_RELEASES.get(minor)
+    if delta is None:
+        raise ProvisioningError(
+            f"no Delta Lake release for Spark {minor} is pinned (infra/artifacts.py, "
+            f"DELTA_SPARK_RELEASES: {DELTA_SPARK_RELEASES}): pin the delta-spark_{minor}_"
+            f"{scala} version that Maven Central serves for the installed pyspark {spark}"
+        )
+    version = f"delta-spark_{minor}_{scala}-{delta}"
+    return Artifact("delta-spark", version, cache_dir / "delta-spark" / version)
+
+
+def ensure_delta_spark(cache_dir: Path) -> Artifact:
+    """Delta's Spark reader and its runtime jars, less those pyspark ships."""
+    artifact = delta_spark_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    spark, scala = spark_versions()
+    minor = ".".join(spark.split(".")[:2])
+    delta = DELTA_SPARK_RELEASES[minor]
+    jars = _maven_copy(artifact, [("io.delta", f"delta-spark_{minor}_{scala}", delta)])
+    shipped = {_artifact_id_of(j.name) for j in pyspark_jars_dir().glob("*.jar")}
+    kept = []
+    for jar in jars:
+        if _artifact_id_of(jar.name) in shipped:
+            jar.unlink()
+            continue
+        kept.append(jar)
+    artifact.write_manifest(kept)
+    say(f"Delta Lake {delta} for Spark {minor}: {len(kept)} jars cached")
+    return artifact
 
 
 # --- MinIO -------------------------------------------------------------------------------

@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also build Docker Compose, which the tests use to validate docker-compose.yml",
     )
     prov.add_argument(
+        "--delta-spark",
+        action="store_true",
+        help="also fetch Delta Lake's Spark reader, which the tests read the lake with",
+    )
+    prov.add_argument(
         "--only",
         choices=sorted(stack.PROVISIONERS),
         action="append",
@@ -60,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "provision":
-            stack.provision(settings, browser=args.browser, compose=args.compose, only=args.only)
+            stack.provision(
+                settings,
+                browser=args.browser,
+                compose=args.compose,
+                delta_spark=args.delta_spark,
+                only=args.only,
+            )
         elif args.command == "up":
             stack.up(settings)
             _print_status(settings)

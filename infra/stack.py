@@ -184,6 +184,7 @@ def provision(
     *,
     browser: bool = False,
     compose: bool = False,
+    delta_spark: bool = False,
     only: list[str] | None = None,
 ) -> None:
     """Fetch or build everything the platform needs (reused when cached); the tests also
@@ -193,6 +194,8 @@ def provision(
             ensure(settings.cache_dir)
     if compose:
         artifacts.ensure_compose(settings.cache_dir)
+    if delta_spark:
+        artifacts.ensure_delta_spark(settings.cache_dir)
     if browser:
         ensure_chromium()
 
