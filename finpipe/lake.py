@@ -284,7 +284,9 @@ def lake_days(settings: Settings) -> list[dt.date]:
 class TableFile:
     """One data file of a snapshot, as its log entry describes it."""
 
-    path: str  # relative to the table, as the log names it
+    path: str
+    """Relative to the table, as the log names it: percent-encoded once more than the
+    store names the file (``symbol=BINANCE%253ABTCUSDT``); ``store_path`` decodes it."""
     trade_date: dt.date
     symbol: str
     size: int
@@ -292,6 +294,11 @@ class TableFile:
     min_trade_ts: dt.datetime | None
     max_trade_ts: dt.datetime | None
     modified: dt.datetime
+
+    @property
+    def store_path(self) -> str:
+        """The file's key relative to the table, as the object store names it."""
+        return urllib.parse.unquote(self.path)
 
 
 def table_files(
