@@ -8,7 +8,7 @@ at once:
   symbol, sorted by trade time. Late trades of the day are folded in by running it again.
   Open days are refused: the open day is the maintenance job's.
 * ``lake_maintenance_job`` (``lake_maintenance_sensor``, every
-  ``ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS``): the open day compacted
+  ``LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS``): the open day compacted
   (``optimize.compact``; files at or above ``OPEN_DAY_TARGET_BYTES`` are left alone, which
   bounds the rewrite per run), then a lite vacuum and a log cleanup of every lake table.
 
@@ -306,10 +306,10 @@ def build_lake_maintenance_sensor(settings: Settings) -> SensorDefinition:
     return sensor(
         job=lake_maintenance_job,
         name="lake_maintenance_sensor",
-        minimum_interval_seconds=settings.rolling_compaction_sensor_interval_seconds,
+        minimum_interval_seconds=settings.lake_maintenance_sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Each tick (ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS), one lake maintenance run; "
+            "Each tick (LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS), one lake maintenance run; "
             "never while one is queued or running."
         ),
     )(request_maintenance)

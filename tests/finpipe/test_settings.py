@@ -51,7 +51,7 @@ def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: 
     [
         ("SUPERVISOR_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
         ("PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS", -30, "greater than 0"),
-        ("ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
+        ("LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
         ("SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS", -1, "greater than 0"),
         ("LATE_DATA_SENSOR_INTERVAL_SECONDS", "a minute", "valid integer"),
         ("ALERTS_SENSOR_INTERVAL_SECONDS", 2.5, "valid integer"),
