@@ -179,3 +179,19 @@ def test_state_stored_under_the_former_s3a_address_still_names_the_lake() -> Non
     assert not same_lake("s3://warehouse/other", settings.lake_uri)
     assert not same_lake("s3a://elsewhere/processed_trades", settings.lake_uri)
     assert not same_lake(None, settings.lake_uri)
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("COMPACTION_GRACE_SECONDS", "deletedFileRetentionDuration"),
+        ("ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS", "LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS"),
+    ],
+)
+def test_a_removed_setting_is_refused_with_what_replaced_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, words: str
+) -> None:
+    monkeypatch.setenv(name, "60")
+    with pytest.raises(SettingsError, match=words) as refused:
+        load_settings()
+    assert name in str(refused.value)
