@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from finpipe import contracts, lake, summaries
+from finpipe import contracts, lake
 from finpipe.settings import Settings, same_lake
 from finpipe_dagster.summaries import sql as summary_sql
 
@@ -59,8 +59,16 @@ class RefreshReport:
     incremental: bool
 
 
+def state_key(settings: Settings, day: dt.date) -> str:
+    """bucket/key of a day's state object, as pyarrow.fs names it."""
+    return (
+        f"{settings.s3_bucket}/{settings.summaries_prefix}/{STATE_NAME}/"
+        f"trade_date={day.isoformat()}/data.parquet"
+    )
+
+
 def load_state(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> DayState | None:
-    path = summaries.partition_key(settings, STATE_NAME, day)
+    path = state_key(settings, day)
     try:
         table = pq.read_table(path, filesystem=fs)
     except FileNotFoundError:
@@ -78,7 +86,7 @@ def save_state(settings: Settings, fs: pafs.FileSystem, day: dt.date, state: Day
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    with fs.open_output_stream(summaries.partition_key(settings, STATE_NAME, day)) as out:
+    with fs.open_output_stream(state_key(settings, day)) as out:
         out.write(buffer.getvalue())
 
 

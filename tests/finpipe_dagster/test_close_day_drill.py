@@ -194,17 +194,14 @@ def test_closing_a_day_while_a_reader_scans_it_and_late_batches_land(
     late_1, late_2 = seeded.trades(DAY, 9, seed=200), seeded.trades(DAY, 7, seed=201)
     everything = initial | keys(late_1) | keys(late_2)
     fs = lake.s3_filesystem(seeded.settings)
-    stats_key = (
-        f"{seeded.settings.s3_bucket}/{seeded.settings.summaries_prefix}/"
-        f"{summaries.DAILY_SYMBOL_STATS}/trade_date={DAY.isoformat()}/data.parquet"
-    )
 
     def only_compacted(fs: pafs.FileSystem) -> bool:
         folders = partition_files(fs, seeded.settings, DAY).values()
         return all(len(p) == 1 and "compacted-upto-" in p[0] for p in folders)
 
-    def exists(path: str) -> bool:
-        return fs.get_file_info(path).type.name == "File"
+    def stats_published() -> bool:
+        delta = summaries.open_table(seeded.settings, summaries.DAILY_SYMBOL_STATS)
+        return delta is not None and DAY in summaries.published_days(delta)
 
     def compacted_exists() -> bool:
         return any(
@@ -225,7 +222,7 @@ def test_closing_a_day_while_a_reader_scans_it_and_late_batches_land(
             # One late batch lands between the summaries and the compaction, the next
             # after the compaction listed the day (it is in neither).
             landed = [
-                when(lambda: exists(stats_key), lambda: seeded.write(late_1), 120),
+                when(stats_published, lambda: seeded.write(late_1), 120),
                 when(compacted_exists, lambda: seeded.write(late_2), 120),
             ]
             close = close_with_the_multiprocess_executor(instance, seeded, monkeypatch)
@@ -250,8 +247,8 @@ def test_closing_a_day_while_a_reader_scans_it_and_late_batches_land(
     # The sensor asked for the summaries (late batches), then for a compaction of them.
     assert any(r.partition_key == DAY.isoformat() for r in requests)
     assert any(r.job_name == "close_day_job" for r in requests), requests
-    stats = summaries.summary_dataset(seeded.settings, summaries.DAILY_SYMBOL_STATS, [DAY])
-    assert sum(stats.to_table()["trade_count"].to_pylist()) == len(everything)
+    stats = summaries.read(seeded.settings, summaries.DAILY_SYMBOL_STATS, [DAY])
+    assert sum(stats["trade_count"].to_pylist()) == len(everything)
     assert only_compacted(fs)  # the replaced objects went once their grace was over
     assert sorted(scan(seeded.settings)) == sorted(everything)
     asked = [(r.job_name, r.tags.get("finpipe/summaries")) for r in requests]

@@ -27,7 +27,7 @@ daily_summaries = defs.get_assets_def(summaries.OHLCV_1M)
 def published(seeded: SeededLake, day: dt.date) -> dict[str, list[dict]]:
     found = {}
     for name in summaries.NAMES:
-        rows = summaries.summary_dataset(seeded.settings, name, [day]).to_table().to_pylist()
+        rows = summaries.read(seeded.settings, name, [day]).to_pylist()
         found[name] = [{k: v for k, v in r.items() if k != "computed_ts"} for r in rows]
     return found
 
