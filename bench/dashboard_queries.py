@@ -231,10 +231,12 @@ def build_summaries(settings: Settings, table: pa.Table) -> None:
     con.execute("SET TimeZone = 'UTC'")
     con.register("lake", table)
     days = sorted({d for d in table["trade_date"].unique().to_pylist()})
+    source = summaries.LakeState(settings.lake_uri)  # the lake's rows, in memory: no batch ids
     for day in days:
         for name, sql in SUMMARY_SQL.items():
             result = con.execute(sql, {"day": day}).to_arrow_table()
-            summaries.publish(settings, name, day, pa.Table.from_batches(result.to_batches()))
+            rows = pa.Table.from_batches(result.to_batches())
+            summaries.publish(settings, name, day, rows, source=source)
 
 
 # --- timing ------------------------------------------------------------------------------

@@ -178,8 +178,9 @@ def refresh_once(
     files = lake.list_lake_files(settings, [day], filesystem=fs)
     con = duckdb.connect()
     state, report = incremental.refresh(con, settings, fs, files, previous)
+    source = summaries.LakeState(settings.lake_uri, state.watermark)
     for name, table in incremental.published_tables(con, state, dt.datetime.now(dt.UTC)).items():
-        summaries.publish(settings, name, day, table, filesystem=fs)
+        summaries.publish(settings, name, day, table, source=source)
     incremental.save_state(settings, fs, day, state)
     con.close()
     return report

@@ -31,6 +31,7 @@ from deltalake.exceptions import TableNotFoundError
 from obstore.exceptions import NotFoundError as ObjectStoreNotFound
 
 from finpipe import contracts
+from finpipe.delta_storage import storage_options
 from finpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,27 +41,10 @@ T = TypeVar("T")
 # --- the object store ------------------------------------------------------------------
 
 
-def storage_options(settings: Settings) -> dict[str, str]:
-    """The S3 endpoint and keys as delta-rs (and its object store) take them.
-
-    delta-rs commits a log entry with a conditional PUT (``If-None-Match``), which MinIO and
-    S3 honour, so no lock service is needed. Holds the secret key: hand it to a client,
-    never to a log or a message."""
-    access, secret = settings.s3_credentials
-    return {
-        "AWS_ENDPOINT_URL": settings.s3_endpoint_url,
-        "AWS_ACCESS_KEY_ID": access,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_REGION": settings.s3_region,
-        "AWS_ALLOW_HTTP": "false" if settings.s3_uses_tls else "true",
-        # Fail within seconds when the store is away: the callers decide how long to wait
-        # (the streaming sink within S3_WRITE_RETRY_SECONDS, a reader on its next refresh),
-        # not the client's own three-minute retry default.
-        "connect_timeout": "3s",
-        "timeout": "30s",
-        "max_retries": "2",
-        "retry_timeout": "15s",
-    }
+CLIENT_TIMEOUT_SECONDS = 30
+"""One request to the store, and its retries, give up after this: the callers decide how
+long to wait for a store that is away (the streaming sink within S3_WRITE_RETRY_SECONDS,
+a reader on its next refresh), not the client's own three-minute retry default."""
 
 
 def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
@@ -193,7 +177,10 @@ class LakeTable:
 
 def _s3_table(settings: Settings, prefix: str, spec: contracts.TableSpec) -> LakeTable:
     return LakeTable(
-        f"s3://{settings.s3_bucket}/{prefix}", spec, storage_options(settings), settings
+        f"s3://{settings.s3_bucket}/{prefix}",
+        spec,
+        storage_options(settings, timeout_seconds=CLIENT_TIMEOUT_SECONDS, max_retries=2),
+        settings,
     )
 
 

@@ -1,14 +1,16 @@
-"""Daily summary tables built with DuckDB from the lake and published as Parquet.
+"""Daily summary tables built with DuckDB from the lake and published as Delta tables.
 
 One multi-asset computes the three tables of each day from one connection over that
 day's lake files; a backfill of many days is one run (``BackfillPolicy.single_run``).
-Publishing replaces a day's object in one PUT, so re-running a day is idempotent and the
-dashboard never reads a half-written table.
+Publishing replaces a day's partition of each table in one commit
+(``finpipe.summaries.publish``), so re-running a day is idempotent and the dashboard
+never reads a half-written day.
 
 Each materialization records, per day, the lake table version it read (``lake_version``)
 and the lake rows the day's summaries hold (``lake_rows``), and the lake it read
 (``lake``): durable state from which the late-data sensor tells which closed days received
-rows since (``late_data.py``).
+rows since (``late_data.py``). The same state goes with each commit as its metadata, and
+``table_version`` is the version of the summary table after the run's last publish.
 """
 
 import datetime as dt
@@ -70,16 +72,26 @@ def daily_summaries(
     rows_per_day: dict[str, dict[str, int]] = {name: {} for name in wanted}
     versions: dict[str, int] = {}
     lake_rows: dict[str, int] = {}
+    table_versions: dict[str, int] = {}
     for day in days:
         tables, state, report = lake.read_reloading(
             lambda day=day: _build_day(settings, lake_duckdb, day, wanted),
             what=f"summaries of {day}",
         )
         versions[day.isoformat()], lake_rows[day.isoformat()] = state.version, state.rows
+        source = summaries.LakeState(settings.lake_uri, state.version, state.rows)
         for name, table in tables.items():
-            key = summaries.publish(settings, name, day, table)
+            published = summaries.publish(settings, name, day, table, source=source)
+            if published.pre_delta_days:
+                context.log.warning(
+                    summaries.pre_delta_message(settings, name, list(published.pre_delta_days))
+                )
             rows_per_day[name][day.isoformat()] = table.num_rows
-            context.log.info(f"published {name} {day}: {table.num_rows} rows -> s3://{key}")
+            table_versions[name] = published.version
+            context.log.info(
+                f"published {name} {day}: {table.num_rows} rows, version {published.version}"
+                f" of {summaries.table_uri(settings, name)}"
+            )
         # After the tables: a run stopped in between leaves the older state, whose next
         # refresh reads the same changes again.
         incremental.save_state(settings, lake.s3_filesystem(settings), day, state)
@@ -90,9 +102,8 @@ def daily_summaries(
             metadata={
                 "rows": MetadataValue.int(sum(rows_per_day[name].values())),
                 "rows_per_day": MetadataValue.json(rows_per_day[name]),
-                "location": MetadataValue.text(
-                    f"s3://{settings.s3_bucket}/{settings.summaries_prefix}/{name}/"
-                ),
+                "location": MetadataValue.text(summaries.table_uri(settings, name)),
+                "table_version": MetadataValue.int(table_versions[name]),
                 LAKE_KEY: MetadataValue.text(settings.lake_uri),
                 LAKE_VERSION_KEY: MetadataValue.json(versions),
                 LAKE_ROWS_KEY: MetadataValue.json(lake_rows),
@@ -126,7 +137,7 @@ def daily_summaries_asset(partitions: PartitionsDefinition) -> AssetsDefinition:
     """The multi-asset over the code location's daily partitions (built at load)."""
     return multi_asset(
         specs=[
-            spec.replace_attributes(group_name="summaries", kinds={"duckdb", "parquet"})
+            spec.replace_attributes(group_name="summaries", kinds={"duckdb", "deltalake"})
             for spec in SUMMARY_SPECS
         ],
         partitions_def=partitions,

@@ -40,7 +40,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from finpipe import contracts, lake, lake_log, summaries
+from finpipe import contracts, lake, lake_log
 from finpipe.settings import Settings, same_lake
 from finpipe_dagster.summaries import sql as summary_sql
 
@@ -77,8 +77,16 @@ class RefreshReport:
     reason: str = ""  # why the day was built from nothing, when it was
 
 
+def state_key(settings: Settings, day: dt.date) -> str:
+    """bucket/key of a day's state object, as pyarrow.fs names it."""
+    return (
+        f"{settings.s3_bucket}/{settings.summaries_prefix}/{STATE_NAME}/"
+        f"trade_date={day.isoformat()}/data.parquet"
+    )
+
+
 def load_state(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> DayState | None:
-    path = summaries.partition_key(settings, STATE_NAME, day)
+    path = state_key(settings, day)
     try:
         table = pq.read_table(path, filesystem=fs)
     except FileNotFoundError:
@@ -99,7 +107,7 @@ def save_state(settings: Settings, fs: pafs.FileSystem, day: dt.date, state: Day
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    with fs.open_output_stream(summaries.partition_key(settings, STATE_NAME, day)) as out:
+    with fs.open_output_stream(state_key(settings, day)) as out:
         out.write(buffer.getvalue())
 
 
@@ -227,7 +235,11 @@ def _rebuilt(
                     "stop": [b for spans in ranges.values() for _, b in spans],
                 },
                 schema=pa.schema(
-                    [("symbol", pa.string()), ("start", summaries.TS), ("stop", summaries.TS)]
+                    [
+                        ("symbol", pa.string()),
+                        ("start", contracts.LAKE_TS),
+                        ("stop", contracts.LAKE_TS),
+                    ]
                 ),
             ),
         )

@@ -31,10 +31,7 @@ def without_computed_ts(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
 
 def published(seeded: SeededLake, day: dt.date) -> dict[str, list[dict]]:
     return without_computed_ts(
-        {
-            name: summaries.summary_dataset(seeded.settings, name, [day]).to_table().to_pylist()
-            for name in summaries.NAMES
-        }
+        {name: summaries.read(seeded.settings, name, [day]).to_pylist() for name in summaries.NAMES}
     )
 
 

@@ -117,8 +117,7 @@ def test_trades_reach_the_lake_and_the_summaries(stack: Settings) -> None:
     assert symbols <= set(stack.finnhub_tickers) and symbols
 
     def bars() -> int:
-        dataset = summaries.summary_dataset(stack, summaries.OHLCV_1M)
-        return dataset.count_rows() if dataset.files else 0
+        return summaries.read(stack, summaries.OHLCV_1M).num_rows
 
     assert wait_for("today's 1-minute bars from Dagster", bars, 480, every=5) > 0
 
@@ -140,8 +139,7 @@ def test_late_trades_of_a_closed_day_are_summarized(stack: Settings) -> None:
     assert producer.flush(30) == 0
 
     def day_stats() -> dict[str, Any] | None:
-        dataset = summaries.summary_dataset(stack, summaries.DAILY_SYMBOL_STATS, [day])
-        rows = dataset.to_table().to_pylist() if dataset.files else []
+        rows = summaries.read(stack, summaries.DAILY_SYMBOL_STATS, [day]).to_pylist()
         return next((r for r in rows if r["symbol"] == symbol), None)
 
     stats = wait_for(f"the summaries of {day}", day_stats, 420, every=5)

@@ -148,6 +148,11 @@ def unique_settings(settings: Settings, label: str = "dash") -> Settings:
     )
 
 
+def seeded_lake(settings: Settings) -> summaries.LakeState:
+    """What seeded summaries were built from: the seed's own rows, not the lake's log."""
+    return summaries.LakeState(settings.lake_uri)
+
+
 def write_lake(settings: Settings, trades: list[Trade], first_batch: int = 1) -> int:
     """The trades as one micro-batch of the Spark query: one file per (day, symbol), one
     commit of the lake table carrying the query's app transaction ``first_batch``.
@@ -175,13 +180,15 @@ def commit_batch(settings: Settings, rows: pa.Table, batch_id: int) -> int:
 def seed_store(settings: Settings, now: dt.datetime) -> None:
     """The hand-checked market, relative to ``now``, on the object store."""
     write_lake(settings, tail_trades(now))
-    day = now.date()
-    summaries.publish(settings, summaries.OHLCV_1M, day, ohlcv_table(now))
-    summaries.publish(settings, summaries.LATEST_PRICES, day, latest_table(now))
-    summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, day, daily_table(day))
-    past = day - dt.timedelta(days=3)
-    summaries.publish(settings, summaries.OHLCV_1M, past, past_ohlcv_table(past))
-    summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, past, daily_table(past))
+    day, past = now.date(), now.date() - dt.timedelta(days=3)
+    for name, when, table in (
+        (summaries.OHLCV_1M, day, ohlcv_table(now)),
+        (summaries.LATEST_PRICES, day, latest_table(now)),
+        (summaries.DAILY_SYMBOL_STATS, day, daily_table(day)),
+        (summaries.OHLCV_1M, past, past_ohlcv_table(past)),
+        (summaries.DAILY_SYMBOL_STATS, past, daily_table(past)),
+    ):
+        summaries.publish(settings, name, when, table, source=seeded_lake(settings))
 
 
 def many_trades(now: dt.datetime, symbols: list[str]) -> list[Trade]:
@@ -254,12 +261,14 @@ def seed_market(settings: Settings, now: dt.datetime, symbols: list[str], hours:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("processed_trades", published)
+    source = seeded_lake(settings)
     for day in sorted(set(published["trade_date"].to_pylist())):
-        summaries.publish(settings, summaries.OHLCV_1M, day, sql.ohlcv_1m(con, day))
-        summaries.publish(
-            settings, summaries.DAILY_SYMBOL_STATS, day, sql.daily_symbol_stats(con, day)
-        )
-        summaries.publish(settings, summaries.LATEST_PRICES, day, sql.latest_prices(con, day, now))
+        for name, table in (
+            (summaries.OHLCV_1M, sql.ohlcv_1m(con, day)),
+            (summaries.DAILY_SYMBOL_STATS, sql.daily_symbol_stats(con, day)),
+            (summaries.LATEST_PRICES, sql.latest_prices(con, day, now)),
+        ):
+            summaries.publish(settings, name, day, table, source=source)
     recent = trades.filter(
         pc.greater_equal(
             trades["trade_ts"], pa.scalar(now - dt.timedelta(minutes=16), trades["trade_ts"].type)
