@@ -16,8 +16,9 @@ holds the last copy of that rule, to read such a lake exactly once more:
 5. verify, per (day, symbol), that the table holds exactly the old rule's Kafka
    coordinates; only then delete the old objects, by name.
 
-The summaries are not converted: after a migration, backfill them from the Dagster UI
-(or let the close-day schedule and the late-data sensor rebuild them).
+6. convert each summary's old objects (``<name>/trade_date=…/data.parquet``) into its
+   Delta table, one predicate overwrite per day, and delete them; the incremental
+   summaries' old state objects go too (today's state is rebuilt from the lake).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, Transaction, write_deltalake
 
-from finpipe import contracts, health, lake
+from finpipe import contracts, health, lake, summaries
 from finpipe.settings import Settings
 
 MIGRATED_DAY_KEY = "finpipe.migrated_day"
@@ -195,6 +197,7 @@ class MigrationReport:
     days: int = 0
     rows: int = 0
     rejects: int = 0
+    summary_days: int = 0
     deleted_objects: int = 0
     skipped_days: list[str] = field(default_factory=list)
 
@@ -220,8 +223,10 @@ def migrate(
     client = client or lake.s3_client(settings)
     report = MigrationReport()
     old = scan_old_lake(settings, client)
+    report.summary_days = _migrate_summaries(settings, client, say)
     if old.empty:
-        say(f"{settings.lake_uri} holds nothing of the pre-Delta layout: nothing to migrate")
+        if not report.summary_days:
+            say(f"{settings.lake_uri} holds nothing of the pre-Delta layout: nothing to migrate")
         return report
     trades = lake.trades_table(settings)
     table = trades.ensure()
@@ -252,11 +257,47 @@ def migrate(
     _verify(settings, old, days)
     report.deleted_objects = _delete(settings, client, old.keys())
     say(
-        f"migrated {report.days} day(s), {report.rows} rows, {report.rejects} rejects; "
-        f"deleted {report.deleted_objects} objects of the old layout. Backfill the summaries "
-        "of the migrated days from the Dagster UI."
+        f"migrated {report.days} day(s), {report.rows} rows, {report.rejects} rejects, "
+        f"{report.summary_days} summary partition(s); deleted {report.deleted_objects} "
+        "objects of the old layout."
     )
     return report
+
+
+def _migrate_summaries(settings: Settings, client: Any, say: Callable[[str], None]) -> int:
+    """Each summary's pre-Delta day objects into its Delta table, then deleted (a day
+    already in the table, from a rerun or a newer publish, keeps the table's rows)."""
+    fs = lake.s3_filesystem(settings)
+    converted = 0
+    for name in summaries.NAMES:
+        days = summaries.pre_delta_days(settings, name, filesystem=fs)
+        if not days:
+            continue
+        table = summaries.open_table(settings, name)
+        present = set(summaries.published_days(table)) if table is not None else set()
+        source = summaries.LakeState(settings.lake_uri)
+        keys = []
+        for day in days:
+            key = (
+                f"{settings.summaries_prefix}/{name}/{summaries.PARTITION_COLUMN}="
+                f"{day.isoformat()}/{summaries.PRE_DELTA_OBJECT}"
+            )
+            if day not in present:
+                rows = pq.read_table(f"{settings.s3_bucket}/{key}", filesystem=fs)
+                summaries.publish(settings, name, day, rows, source=source)
+                converted += 1
+            keys.append(key)
+        _delete(settings, client, keys)
+        say(f"  summaries {name}: {len(days)} day(s) converted")
+    state_keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=settings.s3_bucket, Prefix=f"{settings.summaries_prefix}/_state/"
+        )
+        for item in page.get("Contents", [])
+    ]
+    _delete(settings, client, state_keys)
+    return converted
 
 
 def _migrate_rejects(settings: Settings, old: OldLake) -> int:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finpipe import contracts, lake, lake_migration
+from finpipe import contracts, lake, lake_migration, summaries
 from finpipe.settings import Settings, load_settings
 from spark.job import LakeCheckpointMismatch, check_checkpoint_matches_lake
 
@@ -58,8 +58,10 @@ def _folder(day: dt.date, symbol: str) -> str:
 def old_lake(infrastructure: Settings, tmp_path: Path) -> tuple[Settings, set[tuple]]:
     """An old lake: batch files, a segment with the batch files it covers still there,
     a late batch after the segment, the older ``compacted-upto`` form, and rejects."""
+    run = uuid.uuid4().hex[:8]
     settings = load_settings(
-        LAKE_PREFIX=f"tests/migrate-{uuid.uuid4().hex[:8]}/processed_trades",
+        LAKE_PREFIX=f"tests/migrate-{run}/processed_trades",
+        SUMMARIES_PREFIX=f"tests/migrate-{run}/summaries",
         FINPIPE_HOME=tmp_path / "home",
         SPARK_CHECKPOINT_DIR=tmp_path / "checkpoint",
     )
@@ -125,6 +127,27 @@ def old_lake(infrastructure: Settings, tmp_path: Path) -> tuple[Settings, set[tu
         }
     )
     _put(settings, "_rejects/batch-000000000004.parquet", rejects)
+    # the summaries' old layout: one object per day, and an incremental state object
+    for day in DAYS:
+        bar = {
+            "trade_date": day,
+            "symbol": btc,
+            "minute": dt.datetime.combine(day, dt.time(10), tzinfo=dt.UTC),
+            **dict.fromkeys(("open", "high", "low", "close", "volume", "trade_value", "vwap"), 1.0),
+            "trade_count": 3,
+        }
+        old_schema = pa.schema(
+            [(f.name, OLD_TS if pa.types.is_timestamp(f.type) else f.type)
+             for f in summaries.SCHEMAS[summaries.OHLCV_1M]]
+        )  # fmt: skip
+        key = f"{settings.summaries_prefix}/{summaries.OHLCV_1M}/trade_date={day}/data.parquet"
+        fs = lake.s3_filesystem(settings)
+        old = pa.Table.from_pylist([bar], schema=old_schema)
+        pq.write_table(old, f"{settings.s3_bucket}/{key}", filesystem=fs)
+    state = (
+        f"{settings.s3_bucket}/{settings.summaries_prefix}/_state/trade_date={DAYS[1]}/data.parquet"
+    )
+    pq.write_table(pa.table({"x": [1]}), state, filesystem=lake.s3_filesystem(settings))
     expected = (
         {(btc, 0, o) for o in range(0, 7)}
         | {(brk, 1, o) for o in range(0, 6)}
@@ -162,6 +185,13 @@ def test_every_row_of_the_old_rule_lands_once_and_the_old_objects_go(old_lake) -
     ]
     client = lake.s3_client(settings)
     assert lake_migration.old_layout_keys(settings, client) == []
+    bars = summaries.read(settings, summaries.OHLCV_1M, list(DAYS)).to_pylist()
+    assert sorted((b["trade_date"], b["trade_count"]) for b in bars) == [(d, 3) for d in DAYS]
+    assert summaries.pre_delta_days(settings, summaries.OHLCV_1M) == []
+    left = client.list_objects_v2(
+        Bucket=settings.s3_bucket, Prefix=f"{settings.summaries_prefix}/_state/"
+    )
+    assert left.get("KeyCount", 0) == 0
     assert lake_migration.old_layout_problem(settings) is None
     # The checkpoint that wrote the old lake (planned up to batch 7) is accepted...
     offsets = settings.checkpoint_dir / "offsets"
