@@ -38,6 +38,16 @@ from spark.store_retry import with_retries
 
 T = TypeVar("T")
 
+MAX_UNCOMMITTED_SECONDS = 3600.0
+"""A batch whose files were written longer ago than this is not committed: the query fails
+and Spark replays it with new files. So a file no commit names is either younger than an
+hour or never committed, and the orphan sweep's week of retention never deletes a file
+the writer is about to commit."""
+
+
+class StaleWrite(RuntimeError):
+    """A batch's files are too old to commit (see ``MAX_UNCOMMITTED_SECONDS``)."""
+
 
 @dataclass(frozen=True)
 class BatchWrite:
@@ -143,6 +153,11 @@ class LakeBatchSink:
                     self._table(self._rejects), contracts.REJECTS_TABLE, bad, batch_id
                 ),
                 f"commit the rejects of batch {batch_id}",
+            )
+        if time.monotonic() - started > MAX_UNCOMMITTED_SECONDS:
+            raise StaleWrite(
+                f"batch {batch_id} wrote its files {written_ms / 1000:.0f} s ago: too old to "
+                "commit; the replay writes new ones"
             )
         version = None
         if data:

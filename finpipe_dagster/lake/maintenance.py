@@ -77,7 +77,8 @@ size; a file this large is never rewritten again until the day closes."""
 
 ORPHAN_SWEEP_RETENTION_HOURS = 7 * 24
 """A full vacuum deletes files no commit names: only those older than a week, far beyond
-the hour after which the Spark writer refuses to commit what it wrote."""
+the hour after which the Spark writer refuses to commit what it wrote
+(``spark.sink.MAX_UNCOMMITTED_SECONDS``)."""
 
 HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 """As the writer commits: checkpoints at the table's interval, log cleanup only when
