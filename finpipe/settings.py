@@ -265,6 +265,10 @@ class Settings(BaseSettings):
     # scrapes the endpoints above and loads the alert rules of monitoring/.
     prometheus_enabled: bool = Field(default=False, alias="PROMETHEUS_ENABLED")
     prometheus_port: int = Field(default=9090, ge=1, le=65535, alias="PROMETHEUS_PORT")
+    # How often that Prometheus scrapes and evaluates its rules; drills set a second or two.
+    prometheus_scrape_seconds: float = Field(
+        default=15.0, ge=1, le=300, alias="PROMETHEUS_SCRAPE_SECONDS"
+    )
 
     # --- local paths ------------------------------------------------------------------
     home: Path = Field(

@@ -2,7 +2,8 @@
 
 * Kafka broker jars: Maven Central (``org.apache.kafka:kafka_2.13`` + a log4j2 binding),
 * Spark's Kafka source: Maven Central, versions read off the installed pyspark,
-* MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy.
+* MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy,
+* Prometheus and promtool: ``go install`` of a pinned version of its Go module, likewise.
 
 Everything lands in ``<cache>/<component>/<version>/`` with a ``manifest.json`` written
 last, so an interrupted download is redone, and a complete one is reused.
@@ -26,6 +27,10 @@ LOG4J_VERSION = "2.25.2"
 MINIO_MODULE = "github.com/minio/minio"
 # The repository is archived; this is its final commit's pseudo-version.
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+# The Go module's v0.3xx.y versions are Prometheus 3.xx.y releases.
+PROMETHEUS_VERSION = "v0.316.0"
+PROMETHEUS_COMMANDS = ("prometheus", "promtool")
 COMPOSE_MODULE = "github.com/docker/compose/v2"
 COMPOSE_VERSION = "v2.40.3"
 
@@ -260,6 +265,40 @@ def ensure_minio(cache_dir: Path) -> Artifact:
     artifact.write_manifest([binary])
     say(f"MinIO {MINIO_VERSION} built: {binary}")
     return artifact
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+
+def prometheus_artifact(cache_dir: Path) -> Artifact:
+    return Artifact("prometheus", PROMETHEUS_VERSION, cache_dir / "prometheus" / PROMETHEUS_VERSION)
+
+
+def ensure_prometheus(cache_dir: Path) -> Artifact:
+    """``prometheus`` and ``promtool`` built from the Go module (no web UI assets: the
+    HTTP API, which the drills and Grafana use, is complete without them)."""
+    artifact = prometheus_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    go = _require("go", "install Go 1.26+ (https://go.dev/doc/install)")
+    artifact.root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GOBIN=str(artifact.root), CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
+    say("building Prometheus from source: many minutes and a few GB of RAM, done once")
+    packages = [f"{PROMETHEUS_MODULE}/cmd/{c}@{PROMETHEUS_VERSION}" for c in PROMETHEUS_COMMANDS]
+    _run_streaming(
+        [go, "install", "-v", *packages], cwd=artifact.root, env=env, label="building Prometheus"
+    )
+    binaries = [artifact.root / c for c in PROMETHEUS_COMMANDS]
+    missing = [str(b) for b in binaries if not b.is_file()]
+    if missing:
+        raise ProvisioningError(f"go install finished but {', '.join(missing)} is missing")
+    artifact.write_manifest(binaries)
+    say(f"Prometheus {PROMETHEUS_VERSION} built: {artifact.root}")
+    return artifact
+
+
+def prometheus_binary(cache_dir: Path, command: str = "prometheus") -> Path:
+    return ensure_prometheus(cache_dir).root / command
 
 
 # --- Docker Compose (for the tests: `docker-compose config` needs no Docker engine) ------

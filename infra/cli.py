@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also build Docker Compose, which the tests use to validate docker-compose.yml",
     )
     prov.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also build Prometheus and promtool (the tests' drill and rules check use them)",
+    )
+    prov.add_argument(
         "--only",
         choices=sorted(stack.PROVISIONERS),
         action="append",
@@ -55,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "provision":
-            stack.provision(settings, browser=args.browser, compose=args.compose, only=args.only)
+            stack.provision(
+                settings,
+                browser=args.browser,
+                compose=args.compose,
+                prometheus=args.prometheus,
+                only=args.only,
+            )
         elif args.command == "up":
             stack.up(settings)
             _print_status(settings)
