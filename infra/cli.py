@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     prov.add_argument(
         "--prometheus",
         action="store_true",
-        help="also build Prometheus and promtool (the tests' drill and rules check use them)",
+        help="also fetch Prometheus and promtool (the tests' drill and rules check use them)",
     )
     prov.add_argument(
         "--only",
