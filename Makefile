@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	@UV_PYTHON=$(PYTHON) $(UV) sync --frozen
 	@touch $@
 
-provision: $(STAMP) ## fetch/build Kafka, MinIO, Spark's jars, and the tests' Chromium, Docker Compose and Delta reader
-	@$(INFRA) provision --browser --compose --delta-spark
+provision: $(STAMP) ## fetch/build Kafka, MinIO, Spark's jars, and the tests' Chromium, Docker Compose, Delta reader and Prometheus
+	@$(INFRA) provision --browser --compose --delta-spark --prometheus
 
 up: $(STAMP) ## start the platform on loopback
 	@$(INFRA) up

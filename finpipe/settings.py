@@ -236,6 +236,24 @@ class Settings(BaseSettings):
     dagster_port: int = Field(default=3000, ge=1, le=65535, alias="DAGSTER_PORT")
     streamlit_port: int = Field(default=8501, ge=1, le=65535, alias="STREAMLIT_PORT")
 
+    # --- Prometheus metrics (loopback in local mode; 0 turns an endpoint off) -----------
+    producer_metrics_port: int = Field(default=9461, ge=0, le=65535, alias="PRODUCER_METRICS_PORT")
+    spark_metrics_port: int = Field(default=9462, ge=0, le=65535, alias="SPARK_METRICS_PORT")
+    # The lake and the control plane (freshness, incidents, supervision), served by the
+    # control-plane exporter that `make up` starts.
+    control_metrics_port: int = Field(default=9463, ge=0, le=65535, alias="CONTROL_METRICS_PORT")
+    # The address the endpoints bind to. Only a container whose host publishes the ports
+    # on loopback (docker-compose.yml) needs another value (0.0.0.0).
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, alias="METRICS_HOST")
+    # `make up` also starts a Prometheus server (provisioned like Kafka and MinIO) that
+    # scrapes the endpoints above and loads the alert rules of monitoring/.
+    prometheus_enabled: bool = Field(default=False, alias="PROMETHEUS_ENABLED")
+    prometheus_port: int = Field(default=9090, ge=1, le=65535, alias="PROMETHEUS_PORT")
+    # How often that Prometheus scrapes and evaluates its rules; drills set a second or two.
+    prometheus_scrape_seconds: float = Field(
+        default=15.0, ge=1, le=300, alias="PROMETHEUS_SCRAPE_SECONDS"
+    )
+
     # --- local paths ------------------------------------------------------------------
     home: Path = Field(
         default_factory=lambda: Path.home() / ".local" / "share" / "finpipe", alias="FINPIPE_HOME"
@@ -365,6 +383,7 @@ class Settings(BaseSettings):
                 f"PRODUCER_LOG_MAX_MB={self.producer_log_max_mb} must hold at least two "
                 f"segments of PRODUCER_LOG_SEGMENT_MB={self.producer_log_segment_mb}"
             )
+        self._check_ports_distinct()
         keys_given = (self.s3_access_key is None, self.s3_secret_key is None)
         if keys_given[0] != keys_given[1]:
             raise ValueError("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither")
@@ -381,6 +400,26 @@ class Settings(BaseSettings):
                 "of your own in .env (for compose, also the MinIO root user they create)"
             )
         return self
+
+    def _check_ports_distinct(self) -> None:
+        """Every metrics endpoint on a port of its own, not one another service listens on."""
+        ports = {
+            "SIMULATOR_PORT": self.simulator_port,
+            "MINIO_CONSOLE_PORT": self.minio_console_port,
+            "SPARK_UI_PORT": self.spark_ui_port,
+            "DAGSTER_PORT": self.dagster_port,
+            "STREAMLIT_PORT": self.streamlit_port,
+            "PROMETHEUS_PORT": self.prometheus_port,
+        }
+        for name in ("PRODUCER_METRICS_PORT", "SPARK_METRICS_PORT", "CONTROL_METRICS_PORT"):
+            port = getattr(self, name.lower())
+            taken = [other for other, value in ports.items() if value == port]
+            if port and taken:
+                raise ValueError(
+                    f"{name}={port} is also {taken[0]}: give each endpoint a port of its "
+                    "own (0 turns a metrics endpoint off)"
+                )
+            ports[name] = port
 
     @property
     def s3_uses_example_keys(self) -> bool:

@@ -5,6 +5,7 @@
 * MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy,
 * Delta Lake's Spark reader (tests only: an implementation other than finpipe's writer
   reads the lake): Maven Central, the release built on the installed pyspark's minor.
+* Prometheus and promtool: Debian's ``prometheus`` package, unpacked (not installed).
 
 Everything lands in ``<cache>/<component>/<version>/`` with a ``manifest.json`` written
 last, so an interrupted download is redone, and a complete one is reused.
@@ -31,6 +32,8 @@ MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 # Delta Lake's Spark connector per Spark minor: its artifact id names the Spark minor it is
 # built on (delta-spark_<spark minor>_<scala>), its version is Delta's own.
 DELTA_SPARK_RELEASES = {"4.2": "4.4.0"}
+PROMETHEUS_PACKAGE = "prometheus"
+PROMETHEUS_COMMANDS = ("prometheus", "promtool")
 COMPOSE_MODULE = "github.com/docker/compose/v2"
 COMPOSE_VERSION = "v2.40.3"
 
@@ -300,6 +303,73 @@ def ensure_minio(cache_dir: Path) -> Artifact:
     artifact.write_manifest([binary])
     say(f"MinIO {MINIO_VERSION} built: {binary}")
     return artifact
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+
+def prometheus_artifact(cache_dir: Path) -> Artifact:
+    """The newest complete unpacked ``prometheus`` package in the cache (or where the
+    next one goes: its version is Debian's, known once downloaded)."""
+    folder = cache_dir / "prometheus"
+    found = sorted(folder.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    for manifest in reversed(found):
+        artifact = Artifact("prometheus", manifest.parent.name, manifest.parent)
+        if artifact.is_complete():
+            return artifact
+    return Artifact("prometheus", "none", folder / "none")
+
+
+def _apt_download(package: str, into: Path) -> Path:
+    """``apt-get download`` (no install, no root needed); refreshes the package lists once
+    when they do not know the package yet."""
+    apt = _require("apt-get", "Prometheus comes from Debian's packages: run on Debian/Ubuntu")
+    for attempt in range(2):
+        done = subprocess.run(
+            [apt, "-q", "download", package], cwd=into, capture_output=True, text=True
+        )
+        debs = sorted(into.glob(f"{package}_*.deb"))
+        if done.returncode == 0 and debs:
+            return debs[-1]
+        if attempt == 0:
+            say(f"apt-get download {package} failed; updating the package lists once")
+            subprocess.run([apt, "-q", "update"], capture_output=True, text=True)
+    raise ProvisioningError(
+        f"apt-get download {package} failed: {(done.stderr or done.stdout).strip()[-1500:]}. "
+        "As root, `apt-get update` refreshes the package lists."
+    )
+
+
+def ensure_prometheus(cache_dir: Path) -> Artifact:
+    """``prometheus`` and ``promtool`` from Debian's ``prometheus`` package, unpacked into
+    the cache: nothing is installed on the system and no service is started. (Building
+    them from the Go module, as MinIO is, was not done after 20 minutes on 2 busy cores here.)"""
+    artifact = prometheus_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    dpkg_deb = _require("dpkg-deb", "Prometheus comes from Debian's packages: install dpkg")
+    with tempfile.TemporaryDirectory(prefix="finpipe-prometheus-") as work:
+        say(f"downloading Debian's {PROMETHEUS_PACKAGE} package (prometheus and promtool)")
+        deb = _apt_download(PROMETHEUS_PACKAGE, Path(work))
+        version = deb.name.split("_")[1].replace("%3a", ":")
+        unpacked = Path(work) / "unpacked"
+        subprocess.run([dpkg_deb, "-x", str(deb), str(unpacked)], check=True)
+        artifact = Artifact("prometheus", version, cache_dir / "prometheus" / version)
+        shutil.rmtree(artifact.root, ignore_errors=True)
+        artifact.root.mkdir(parents=True)
+        binaries = []
+        for command in PROMETHEUS_COMMANDS:
+            source = unpacked / "usr" / "bin" / command
+            if not source.is_file():
+                raise ProvisioningError(f"{deb.name} has no usr/bin/{command}")
+            binaries.append(Path(shutil.copy2(source, artifact.root / command)))
+    artifact.write_manifest(binaries)
+    say(f"Prometheus {version} (Debian) cached in {artifact.root}")
+    return artifact
+
+
+def prometheus_binary(cache_dir: Path, command: str = "prometheus") -> Path:
+    return ensure_prometheus(cache_dir).root / command
 
 
 # --- Docker Compose (for the tests: `docker-compose config` needs no Docker engine) ------

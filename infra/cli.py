@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also fetch Delta Lake's Spark reader, which the tests read the lake with",
     )
     prov.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also fetch Prometheus and promtool (the tests' drill and rules check use them)",
+    )
+    prov.add_argument(
         "--only",
         choices=sorted(stack.PROVISIONERS),
         action="append",
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 browser=args.browser,
                 compose=args.compose,
                 delta_spark=args.delta_spark,
+                prometheus=args.prometheus,
                 only=args.only,
             )
         elif args.command == "up":

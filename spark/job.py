@@ -27,6 +27,7 @@ from finpipe import contracts, exit_codes, lake_migration
 from finpipe.health import PROGRESS_KEY, SPARK, StreamReporter
 from finpipe.lake import rejects_table, trades_table
 from finpipe.settings import Settings, SettingsError
+from spark.metrics import SparkMetrics, observe_receive_times
 from spark.progress import BatchProgress, ProgressListener, StreamTotals
 from spark.session import build_spark_session
 from spark.sink import LakeBatchSink, committed_batch
@@ -63,7 +64,7 @@ def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) ->
     checkpoint = settings.checkpoint_dir.expanduser().resolve()
     checkpoint.mkdir(parents=True, exist_ok=True)
     return (
-        prepare_trades(kafka, settings.trade_future_tolerance_ms)
+        observe_receive_times(prepare_trades(kafka, settings.trade_future_tolerance_ms))
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(sink)
         .option("checkpointLocation", checkpoint.as_uri())
@@ -165,9 +166,10 @@ class StreamingJob:
         self._last_heartbeat = 0.0
         self._ui_url: str | None = None
         self._listener: ProgressListener | None = None
+        self.metrics = SparkMetrics(settings, self.totals, lambda: self._counters()[PROGRESS_KEY])
 
     def run(self) -> int:
-        with StreamReporter(self.settings, STREAM_NAME) as reporter:
+        with StreamReporter(self.settings, STREAM_NAME) as reporter, self.metrics:
             self._beat(reporter, "starting")
             log.info("spark_job_starting", **describe(self.settings))
             try:
@@ -248,6 +250,7 @@ class StreamingJob:
             if written is None:  # a trigger without new data: nothing was committed
                 continue
             self.totals.record(progress, written)
+            self.metrics.batch_committed(progress)
             reporter.heartbeat({**self._counters(), "status": "running", "event": "batch"})
             self._last_heartbeat = time.monotonic()
             log.info("spark_batch_committed", **self.totals.last or {})

@@ -20,6 +20,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from finpipe import contracts, lake
 from finpipe.contracts import TradeRecord
 from finpipe.health import PROGRESS_KEY
+from spark.metrics import COUNTERS
 from tests.spark.spark_job_harness import (
     SparkJobEnv,
     TradeFeed,
@@ -31,6 +32,8 @@ from tests.spark.spark_job_harness import (
 from tests.spark.spark_job_harness import (
     produce as _produce,
 )
+from tests.support.metrics import scrape, value
+from tests.support.network import listening_addresses
 
 NOW_MS = int(time.time() * 1000)
 LAST_MS_OF_MARCH_1 = int(dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp() * 1000) - 1
@@ -105,6 +108,7 @@ def test_known_trades_land_exactly_and_a_restart_resumes_from_the_checkpoint(
         job, lambda h: (h[PROGRESS_KEY] or 0) > beat[PROGRESS_KEY] + 1, timeout=60
     )
     assert (idle["batch_id"], idle["total_rows"]) == (beat["batch_id"], beat["total_rows"])
+    _scrape_agrees_with_the_heartbeat(job_env, oldest_receive_ms=LAST_MS_OF_MARCH_1 + 9)
 
     # What a DuckDB reader of the lake sees: exactly the produced trades, by value and type.
     settings = job_env.settings
@@ -270,3 +274,29 @@ def test_an_unreachable_lake_fails_at_start_with_the_settings_to_check(
     assert beat["status"] == "failed", dumps(beat)
     assert endpoint in beat["error"] and "S3_ENDPOINT_URL" in beat["error"]
     assert "Traceback" not in job_env.log_tail(200)
+
+
+def _scrape_agrees_with_the_heartbeat(job_env: SparkJobEnv, oldest_receive_ms: int) -> None:
+    """While the query idles nothing moves: /metrics and the heartbeat are one moment."""
+    settings = job_env.settings
+    assert listening_addresses(settings.spark_metrics_port) == {"127.0.0.1"}
+    samples = scrape(f"http://127.0.0.1:{settings.spark_metrics_port}/metrics")
+    beat = job_env.health()
+    for name, (key, _) in COUNTERS.items():
+        assert value(samples, f"finpipe_spark_{name}_total") == beat[key], (name, dumps(beat))
+    assert value(samples, "finpipe_spark_last_batch_id") == beat["batch_id"]
+    assert value(samples, "finpipe_spark_last_commit_timestamp_seconds") == (
+        beat["committed_ts_ms"] / 1000
+    )
+    assert value(samples, "finpipe_spark_last_progress_timestamp_seconds") >= (
+        beat["committed_ts_ms"] / 1000 - 60
+    )
+    behind = [v for (n, _), v in samples.items() if n == "finpipe_spark_kafka_offsets_behind"]
+    assert behind and sum(behind) == beat["lag_records"]
+    assert value(samples, "finpipe_spark_batch_duration_seconds_count") == beat["batches"]
+    # The first batch held every record, the oldest received (by its ingest time) on
+    # March 1st: Spark's observed minimum reached the driver through the progress.
+    waited = beat["committed_ts_ms"] / 1000 - oldest_receive_ms / 1000
+    first_batch = value(samples, "finpipe_spark_receive_to_commit_seconds_sum")
+    assert value(samples, "finpipe_spark_receive_to_commit_seconds_count") == beat["batches"] == 1
+    assert abs(first_batch - waited) < 60, (first_batch, waited)
