@@ -60,9 +60,9 @@ class BatchWrite:
     max_trade_ts_ms: int | None
     processed_ts_ms: int
     write_ms: int
-    commit_ms: int
-    table_version: int | None
-    """The trades table's version after the batch (None: the batch added no trades)."""
+    commit_ms: int = 0
+    table_version: int | None = None
+    """The trades table's version after the batch (None: not known)."""
     replayed: bool = False
     """The tables already held the batch (a replay after a crash): nothing was added."""
 
