@@ -117,7 +117,8 @@ def check_checkpoint_matches_lake(settings: Settings) -> None:
             committed = committed_batches(settings)
     except (OSError, DeltaError, BotoCoreError, ClientError) as exc:
         raise LakeUnreachable(
-            f"cannot open the lake {settings.lake_uri} at {settings.s3_endpoint_url}: {exc} "
+            f"cannot open the lake {settings.lake_uri} at {settings.s3_endpoint_url}: "
+            f"{one_line(str(exc))} "
             "(is MinIO/S3 up, and are S3_ENDPOINT_URL, S3_BUCKET and the S3 keys right?)"
         ) from exc
     if old_layout is not None:
@@ -268,6 +269,17 @@ class StreamingJob:
     def _beat(self, reporter: StreamReporter, status: str) -> None:
         reporter.heartbeat({**self._counters(), "status": status, "event": "idle"})
         self._last_heartbeat = time.monotonic()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(error: str, limit: int = 400) -> str:
+    """A store client's error (delta-rs prints a coloured tree of causes) on one plain line:
+    what a heartbeat, a run's failure and an alert can show."""
+    parts = [p.strip(" ↳-") for p in _ANSI.sub("", error).splitlines()]
+    text = " / ".join(p for p in parts if p)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _JAVA_ERROR = re.compile(r"^:?\s*([\w$]+\.)+[\w$]*(Exception|Error): .+")

@@ -17,6 +17,7 @@ from spark.job import (
     LakeCheckpointMismatch,
     check_checkpoint_matches_lake,
     last_planned_batch,
+    one_line,
     root_cause,
 )
 
@@ -118,3 +119,15 @@ def test_a_new_checkpoint_over_a_committed_table_is_refused(
     _commit_batch(lake.trades_table(settings), 0)
     with pytest.raises(LakeCheckpointMismatch, match=r"checkpoint .* is new"):
         check_checkpoint_matches_lake(settings)
+
+
+def test_a_store_clients_error_is_shown_on_one_plain_line() -> None:
+    tree = (
+        "Generic S3 error\n  \x1b[31m↳\x1b[0m Error performing GET http://127.0.0.1:1/x\n"
+        "   \x1b[31m↳\x1b[0m Connection refused (os error 111)\n"
+    )
+    assert one_line(tree) == (
+        "Generic S3 error / Error performing GET http://127.0.0.1:1/x / "
+        "Connection refused (os error 111)"
+    )
+    assert len(one_line("x" * 1000)) == 400
