@@ -25,19 +25,18 @@ anyway once the replay covers an hour).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
-from deltalake.transaction import AddAction
 
 from finpipe import contracts, delta_commit, lake
 from finpipe.settings import Settings
 from finpipe_dagster.lake import maintenance
 from spark.lake_files import LAKE_KIND, LakeLocation, write_batch_rows
+from spark.sink import add_actions
 
 TRIGGER_S = 5
 """SPARK_TRIGGER_SECONDS' default: one micro-batch every 5 s."""
@@ -102,18 +101,7 @@ class Seeder:
             filesystem=self.fs,
             threads=self.settings.spark_write_threads,
         )
-        adds = [
-            AddAction(
-                r["path"],
-                r["size"],
-                json.loads(r["partition"]),
-                int(time.time() * 1000),
-                True,
-                r["stats"],
-            )
-            for r in report.to_pylist()
-            if r["kind"] == LAKE_KIND
-        ]
+        adds = add_actions([r for r in report.to_pylist() if r["kind"] == LAKE_KIND])
         self.delta.update_incremental()  # the maintenance commits too
         delta_commit.commit_files(
             self.delta,

@@ -216,13 +216,9 @@ def _artifact_id_of(jar_name: str) -> str:
     return re.sub(r"-\d+\.[\w.]*(?:-[\w.]+)?\.jar$", "", jar_name)
 
 
-def ensure_spark_connectors(cache_dir: Path) -> Artifact:
-    artifact = spark_connectors_artifact(cache_dir)
-    if artifact.is_complete():
-        return artifact
-    spark, scala = spark_versions()
-    jars = _maven_copy(artifact, [("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark)])
-    # Jars that pyspark already ships (hadoop, slf4j, ...) would clash on the classpath.
+def _keep_unshipped(artifact: Artifact, jars: list[Path]) -> list[Path]:
+    """The jars pyspark does not ship already (its hadoop, slf4j, ... would clash on the
+    classpath): the others are deleted; the artifact's manifest names what stays."""
     shipped = {_artifact_id_of(j.name) for j in pyspark_jars_dir().glob("*.jar")}
     kept = []
     for jar in jars:
@@ -231,6 +227,16 @@ def ensure_spark_connectors(cache_dir: Path) -> Artifact:
             continue
         kept.append(jar)
     artifact.write_manifest(kept)
+    return kept
+
+
+def ensure_spark_connectors(cache_dir: Path) -> Artifact:
+    artifact = spark_connectors_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    spark, scala = spark_versions()
+    jars = _maven_copy(artifact, [("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark)])
+    kept = _keep_unshipped(artifact, jars)
     say(f"Spark's Kafka source for Spark {spark}: {len(kept)} jars cached")
     return artifact
 
@@ -264,14 +270,7 @@ def ensure_delta_spark(cache_dir: Path) -> Artifact:
     minor = ".".join(spark.split(".")[:2])
     delta = DELTA_SPARK_RELEASES[minor]
     jars = _maven_copy(artifact, [("io.delta", f"delta-spark_{minor}_{scala}", delta)])
-    shipped = {_artifact_id_of(j.name) for j in pyspark_jars_dir().glob("*.jar")}
-    kept = []
-    for jar in jars:
-        if _artifact_id_of(jar.name) in shipped:
-            jar.unlink()
-            continue
-        kept.append(jar)
-    artifact.write_manifest(kept)
+    kept = _keep_unshipped(artifact, jars)
     say(f"Delta Lake {delta} for Spark {minor}: {len(kept)} jars cached")
     return artifact
 

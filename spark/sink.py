@@ -101,6 +101,21 @@ def _root(table: LakeTable, settings: Settings) -> str:
     return f"{settings.s3_bucket}/{table.key_prefix}"
 
 
+def add_actions(reports: list) -> list[AddAction]:
+    """The log's ``add`` actions of the files the executors reported (``REPORT_SCHEMA``)."""
+    return [
+        AddAction(
+            r["path"],
+            r["size"],
+            json.loads(r["partition"]),
+            int(time.time() * 1000),
+            True,
+            r["stats"],
+        )
+        for r in reports
+    ]
+
+
 def committed_batch(table: DeltaTable) -> int:
     """The newest batch the streaming query committed to ``table`` (-1: none)."""
     done = delta_commit.committed_version(table, contracts.SPARK_APP_ID)
@@ -189,20 +204,9 @@ class LakeBatchSink:
     def _commit(
         table: DeltaTable, spec: contracts.TableSpec, reports: list, batch_id: int
     ) -> int | None:
-        adds = [
-            AddAction(
-                r["path"],
-                r["size"],
-                json.loads(r["partition"]),
-                int(time.time() * 1000),
-                True,
-                r["stats"],
-            )
-            for r in reports
-        ]
         return delta_commit.commit_files(
             table,
-            adds,
+            add_actions(reports),
             app_id=contracts.SPARK_APP_ID,
             batch_id=batch_id,
             partition_by=spec.partition_by,
