@@ -9,10 +9,13 @@ the release built on the installed pyspark) reads it, and must return exactly th
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -67,6 +70,31 @@ def _write_and_commit(root: Path, table: DeltaTable, batch_id: int, rows: list) 
     LakeBatchSink._commit(table, contracts.LAKE_TABLE, data, batch_id)
 
 
+SPARK_READER = """
+import sys
+from pyspark.sql import SparkSession
+import pyarrow.parquet as pq
+from finpipe import contracts
+
+jars, table, out = sys.argv[1:]
+spark = (
+    SparkSession.builder.master("local[1]")
+    .appName("finpipe-outside-reader")
+    .config("spark.jars", jars)
+    .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+    .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+    .config("spark.sql.session.timeZone", "UTC")
+    .config("spark.ui.enabled", "false")
+    .getOrCreate()
+)
+frame = spark.read.format("delta").load(table)
+assert set(frame.columns) == set(contracts.LAKE_SCHEMA.names), frame.columns
+rows = frame.select(*contracts.LAKE_SCHEMA.names).orderBy("kafka_partition", "kafka_offset")
+pq.write_table(rows.toArrow(), out)
+spark.stop()
+"""
+
+
 def test_delta_sparks_reader_returns_exactly_finpipes_rows(tmp_path: Path) -> None:
     settings = load_settings()
     delta = artifacts.ensure_delta_spark(settings.cache_dir)  # cached by `make test`
@@ -82,30 +110,16 @@ def test_delta_sparks_reader_returns_exactly_finpipes_rows(tmp_path: Path) -> No
                                                  ("kafka_offset", "ascending")])  # fmt: skip
     assert expected_rows.num_rows == 6 * 12 * len(SYMBOLS)
 
-    from pyspark.sql import SparkSession
-
+    # Spark in a process of its own: a JVM gateway started in the test process would stay
+    # with it, and later tests of the same worker build sessions of their own.
     jars = ",".join(str(p) for p in sorted((delta.root / "libs").glob("*.jar")))
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .appName("finpipe-outside-reader")
-        .config("spark.jars", jars)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config(
-            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
-        )
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
+    out = tmp_path / "read-by-spark.parquet"
+    subprocess.run(
+        [sys.executable, "-c", SPARK_READER, jars, str(root), str(out)],
+        check=True,
+        timeout=600,
     )
-    try:
-        frame = spark.read.format("delta").load(str(root))
-        assert set(frame.columns) == set(contracts.LAKE_SCHEMA.names)
-        found = frame.select(*contracts.LAKE_SCHEMA.names).orderBy(
-            "kafka_partition", "kafka_offset"
-        )
-        got = found.toArrow()
-    finally:
-        spark.stop()
+    got = pq.read_table(out)
     assert got.num_rows == expected_rows.num_rows
     assert got.cast(contracts.LAKE_SCHEMA).to_pylist() == expected_rows.to_pylist()
     assert {r["symbol"] for r in got.to_pylist()} == set(SYMBOLS)
