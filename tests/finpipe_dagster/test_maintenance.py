@@ -2,19 +2,18 @@
 (``compacted_trades``), the open day's compaction, the lite vacuum, and what a reader
 holding an older snapshot sees meanwhile."""
 
-import threading
 from collections import Counter
 
 import pyarrow.compute as pc
 import pytest
-from dagster import Failure, execute_job, instance_for_test, materialize
-from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster import Failure, instance_for_test, materialize
 
 from finpipe import lake, lake_log
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.instance import MAINTENANCE_POOL, MAINTENANCE_TAG
 from finpipe_dagster.partitions import today_utc
 from finpipe_dagster.resources.finpipe_settings import environment_overrides
+from tests.support.dagster_runs import execute_at_once
 
 from .conftest import DAY, SeededLake
 from .test_close_day_drill import step_times
@@ -148,33 +147,24 @@ def test_two_maintenance_runs_at_once_never_overlap_and_double_nothing(
     seeded: SeededLake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The drill of the hazard: two ``lake_maintenance_job`` runs submitted at the same
-    moment, each step in its own process as the daemon runs them, on an instance with the
-    generated pool limit. Their compacting steps never overlap, and the open day holds
-    each Kafka record exactly once (two compactions from one snapshot would double it)."""
+    moment, each in a process of its own as the daemon's run launcher starts them, on an
+    instance with the generated pool limit. Their compacting steps never overlap, and the
+    open day holds each Kafka record exactly once (two compactions from one snapshot would
+    double it)."""
     day = today_utc()
     for seed in range(6):
         seeded.write(seeded.trades(day, 30, seed=70 + seed))
     for name, value in environment_overrides(seeded.resource).items():
         monkeypatch.setenv(name, value)
-    repository = ReconstructableRepository.for_module("finpipe_dagster.definitions", "defs")
-    job = repository.get_reconstructable_job("lake_maintenance_job")
     pools = {"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}}
     with instance_for_test(overrides=pools) as instance:
-        results: list = []
-        start = threading.Barrier(2)
-
-        def run() -> None:
-            start.wait()
-            results.append(execute_job(job, instance, raise_on_error=True))
-
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(600)
-        assert len(results) == 2 and all(r.success for r in results)
+        # The pool's slots from the instance's default limit, as the daemon's run queue
+        # sets them up before it launches a run that uses the pool.
+        assert instance.event_log_storage.initialize_concurrency_limit_to_default(MAINTENANCE_POOL)
+        results = execute_at_once(instance, "lake_maintenance_job", copies=2)
+        assert len(results) == 2 and all(success for _, success in results), results
         spans = sorted(
-            span for result in results for span in step_times(instance, result.run_id).values()
+            span for run_id, _ in results for span in step_times(instance, run_id).values()
         )
     assert len(spans) == 2
     (_, first_end), (second_start, _) = spans
