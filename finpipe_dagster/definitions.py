@@ -8,7 +8,7 @@ and freshness windows of the assets, the sensors' intervals and the schedules' c
 the values the sensors and assets use when they run.
 """
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from finpipe_dagster.alerts import definitions as alerts
 from finpipe_dagster.alerts.channel import AlertChannel
@@ -41,7 +41,11 @@ def build_defs(finpipe: FinpipeSettings | None = None) -> Definitions:
         lake.build_defs(settings),
         summaries.build_defs(settings),
         alerts.build_defs(settings),
-        Definitions(resources=build_resources(finpipe)),
+        # Every job but the streams' runs its steps in the run's own process: a step
+        # process of its own would import the code location once more (seconds of CPU for
+        # each refresh, check and maintenance run on a two-core machine), and these jobs'
+        # steps run one after another anyway. Pools are claimed per op in-process too.
+        Definitions(resources=build_resources(finpipe), executor=in_process_executor),
     )
 
 

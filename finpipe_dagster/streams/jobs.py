@@ -5,7 +5,7 @@ heartbeats stream into the run, Terminate in the UI stops it with SIGTERM, and t
 fails unless the process exits 0 *and* sent its final report.
 """
 
-from dagster import Failure, JobDefinition, OpExecutionContext, job, op
+from dagster import Failure, JobDefinition, OpExecutionContext, job, multiprocess_executor, op
 
 from finpipe import exit_codes, health
 from finpipe.health import PRODUCER, SPARK, STREAMS
@@ -48,7 +48,16 @@ def stream_job(stream: str) -> JobDefinition:
         final = [m for m in invocation.get_custom_messages() if isinstance(m, dict)][-1]
         context.log.info(f"{stream} stopped cleanly; final report: {final}")
 
-    @job(name=f"{stream}_stream", description=description, tags={STREAM_TAG: stream})
+    # The stream's op in a step process of its own, as Dagster runs ops by default: a
+    # terminated run interrupts that process, whose Pipes client stops the stream (the
+    # drills of termination and supervision hold this path). The other jobs of the code
+    # location run their steps in the run's own process (``definitions.py``).
+    @job(
+        name=f"{stream}_stream",
+        description=description,
+        tags={STREAM_TAG: stream},
+        executor_def=multiprocess_executor,
+    )
     def stream_job_def() -> None:
         run_stream()
 

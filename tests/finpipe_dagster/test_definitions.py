@@ -75,7 +75,7 @@ def graph_snapshot(definitions: Definitions) -> dict[str, Any]:
     return {
         "assets": assets,
         "jobs": {
-            job.name: {"tags": dict(sorted(job.tags.items()))}
+            job.name: {"tags": dict(sorted(job.tags.items())), "executor": job.executor_def.name}
             for job in sorted(repo.get_all_jobs(), key=lambda j: j.name)
             if not job.name.startswith("__")
         },
