@@ -1,8 +1,10 @@
-"""The finpipe dashboard page: layout only (queries live in ``analytics.py``).
+"""The finpipe dashboard page: layout only (queries live in ``analytics.py``, how tables
+write numbers in ``tables.py``).
 
-Run with ``streamlit run streamlit_app/app.py``. The live part of the page is one
+Run with ``streamlit run streamlit_app/app.py``. The page below the controls is one
 ``st.fragment`` that reruns every DASHBOARD_REFRESH_SECONDS unless paused, so the page
-refreshes without a full reload.
+refreshes without a full reload. The controls sit above it, not in a sidebar: at 1,280 px
+a sidebar took a quarter of the width the tables need.
 """
 
 from __future__ import annotations
@@ -10,23 +12,32 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pandas as pd
 import streamlit as st
 
 from finpipe.health import PRODUCER, SPARK, read_health
 from finpipe.settings import Settings, SettingsError, load_settings
-from streamlit_app import analytics, charts
+from streamlit_app import analytics, charts, tables
 from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_status
 from streamlit_app.store import Snapshot, Store, StoreUnavailable, shared_store
 from streamlit_app.windows import Window, WindowChoice, resolve
 
 MARKET_TABLE_MAX_HEIGHT = 540
-SYMBOL_WIDTH = 190  # px: the longest Finnhub spellings (BINANCE:1000PEPEUSDT) in full
+SYMBOL_WIDTH = 180  # px: the longest Finnhub spellings (BINANCE:1000PEPEUSDT) in full
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!:$~|<>])")
 
 
 def plain(text: str) -> str:
     """Escape Markdown so labels show symbols verbatim (``BINANCE:BTCUSDT``, ``BRK.B``)."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def symbol_column() -> st.column_config.Column:
+    return st.column_config.TextColumn("symbol", pinned=True, width=SYMBOL_WIDTH)
+
+
+def time_column(label: str) -> st.column_config.Column:
+    return st.column_config.DatetimeColumn(f"{label} (UTC)", format=tables.TIME_FORMAT)
 
 
 # --- sections ---------------------------------------------------------------------------
@@ -40,10 +51,11 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
         level = freshness_level(freshness.age_seconds, settings)
         color, word = LEVEL_BADGE[level]
         st.metric(
-            "Newest trade in the lake",
+            "Lake freshness",
             age_text(freshness.age_seconds) + (" old" if freshness.age_seconds else ""),
-            help=f"green ≤ {settings.freshness_warn_seconds} s, "
-            f"red > {settings.freshness_fail_seconds} s (FRESHNESS_* settings)",
+            help="age of the newest trade in the lake; green ≤ "
+            f"{settings.freshness_warn_seconds} s, red > {settings.freshness_fail_seconds} s "
+            "(FRESHNESS_* settings)",
         )
         st.badge(word, color=color)
     with cols[1]:
@@ -53,11 +65,13 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
             else "—"
         )
         st.metric(
-            f"Latency p50 / p95 (last {analytics.LATENCY_MINUTES} min)",
+            "Lake latency p50 / p95",
             value,
-            help="producer receive (ingest_ts) → row written to the lake (processed_ts)",
+            help="from the producer's receipt of a trade (ingest_ts) to its row written to "
+            f"the lake (processed_ts), over the trades received in the last "
+            f"{analytics.LATENCY_MINUTES} min",
         )
-        st.caption(f"{latency.trades:,} trades")
+        st.caption(f"receive → lake · {analytics.LATENCY_MINUTES} min · {latency.trades:,} trades")
     for col, stream, title in ((cols[2], PRODUCER, "Producer"), (cols[3], SPARK, "Spark")):
         with col:
             status = stream_status(read_health(settings, stream), settings)
@@ -67,38 +81,39 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
     with cols[4]:
         refreshed = snapshot.summaries_refreshed_at
         st.metric(
-            "Last summary refresh (UTC)",
-            refreshed.strftime("%H:%M:%S") if refreshed else "—",
-            help="newest publication of today's summary partitions",
+            "Summaries",
+            refreshed.strftime(tables.TIME_STRFTIME) if refreshed else "—",
+            help="newest publication of today's summary partitions (UTC)",
         )
         if refreshed:
-            st.caption(age_text((snapshot.now - refreshed).total_seconds()) + " ago")
+            age = age_text((snapshot.now - refreshed).total_seconds())
+            st.caption(f"published (UTC) · {age} ago")
         else:
             st.caption("no summary for today yet: are the Dagster assets running?")
 
 
-def markets(snapshot: Snapshot, symbols: list[str]) -> None:
+def markets(tiles: pd.DataFrame) -> None:
     """Every subscribed symbol at a glance, readable at 50: a heatmap of today's change and
     a sortable table with a sparkline per symbol (tiles would fill screens)."""
-    tiles = analytics.price_tiles(snapshot, symbols)
     traded = tiles[tiles["price"].notna()]
     if not traded.empty:
         st.html(charts.returns_heatmap(traded))
+    shown = tiles[["symbol", "price", "change_pct", "sparkline", "trade_ts"]]
     st.dataframe(
-        tiles[["symbol", "price", "change_pct", "sparkline", "trade_ts"]],
+        tables.styled(shown, {"price": tables.price_text}),
         hide_index=True,
         height=min(MARKET_TABLE_MAX_HEIGHT, 38 + 35 * len(tiles)),
         key="markets",
         column_config={
-            "symbol": st.column_config.TextColumn("symbol", pinned=True, width=SYMBOL_WIDTH),
-            "price": st.column_config.NumberColumn("last price", format="localized"),
+            "symbol": symbol_column(),
+            "price": st.column_config.NumberColumn("last price"),
             "change_pct": st.column_config.NumberColumn(
                 "change today", format="%+.2f %%", help="since the session's first trade (UTC day)"
             ),
             "sparkline": st.column_config.LineChartColumn(
                 "today (1-min closes)", width="large", color="auto"
             ),
-            "trade_ts": st.column_config.DatetimeColumn("last trade (UTC)", format="HH:mm:ss"),
+            "trade_ts": time_column("last trade"),
         },
     )
 
@@ -134,28 +149,37 @@ def candle_chart(snapshot: Snapshot, symbol: str, window: Window) -> None:
     st.plotly_chart(charts.candlestick(bars, symbol, window), key="candles")
     last = bars.iloc[-1]
     st.caption(
-        f"{len(bars)} one-minute bars · last close {last['close']:,.2f} · "
-        f"bar VWAP {last['vwap']:,.2f} · session VWAP {last['session_vwap']:,.2f}"
+        f"{len(bars):,} one-minute bars · last close {tables.price_text(last['close'])} · "
+        f"bar VWAP {tables.price_text(last['vwap'])} · "
+        f"session VWAP {tables.price_text(last['session_vwap'])}"
     )
 
 
-def trade_tape(snapshot: Snapshot, symbol: str, settings: Settings) -> None:
-    tape = analytics.trade_tape(snapshot, symbol)
-    if tape.empty:
-        st.info(
-            f"No trades of {symbol} in the last {settings.dashboard_tail_minutes} minutes "
-            "of the lake."
-        )
-        return
+def trade_tape(tape: pd.DataFrame, symbol: str, latency_label: str) -> None:
+    """The newest trades of one symbol, newest first (the lake's, or the live feed's)."""
+    currency = tables.quote_currency(symbol)
+    shown = tape[["trade_ts", "price", "volume", "trade_value", "conditions", "latency_ms"]]
     st.dataframe(
-        tape,
+        tables.styled(
+            shown.assign(conditions=shown["conditions"].map(tables.conditions_text)),
+            {
+                "price": tables.price_text,
+                "volume": tables.volume_text,
+                "trade_value": tables.money_text,
+                "latency_ms": tables.count_text,
+            },
+        ),
         hide_index=True,
         height=360,
         column_config={
-            "trade_ts": st.column_config.DatetimeColumn("time (UTC)", format="HH:mm:ss.SSS"),
-            "price": st.column_config.NumberColumn(format="%.4f"),
-            "trade_value": st.column_config.NumberColumn("value", format="%.2f"),
-            "latency_ms": st.column_config.NumberColumn("latency ms"),
+            "trade_ts": time_column("time"),
+            "price": st.column_config.NumberColumn("price"),
+            "volume": st.column_config.NumberColumn("volume"),
+            "trade_value": st.column_config.NumberColumn(
+                f"value ({currency})" if currency else "value"
+            ),
+            "conditions": st.column_config.TextColumn("conditions"),
+            "latency_ms": st.column_config.NumberColumn(latency_label),
         },
     )
 
@@ -165,14 +189,31 @@ def daily_table(snapshot: Snapshot, day: dt.date) -> None:
     if stats.empty:
         st.info(f"No daily statistics published for {day.isoformat()} yet.")
         return
+    prices = ["open", "high", "low", "close", "vwap"]
     st.dataframe(
-        stats,
+        tables.styled(
+            stats,
+            {
+                **dict.fromkeys(prices, tables.price_text),
+                "volume": tables.volume_text,
+                "trade_count": tables.count_text,
+                "realized_volatility": tables.percent_text,
+            },
+            money=["traded_value"],
+        ),
         hide_index=True,
         column_config={
-            "traded_value": st.column_config.NumberColumn("traded value", format="%.0f"),
-            "realized_volatility": st.column_config.NumberColumn("realized vol", format="%.5f"),
-            "first_trade_ts": st.column_config.DatetimeColumn("first", format="HH:mm:ss"),
-            "last_trade_ts": st.column_config.DatetimeColumn("last", format="HH:mm:ss"),
+            "symbol": symbol_column(),
+            **{name: st.column_config.NumberColumn(name) for name in prices},
+            "vwap": st.column_config.NumberColumn("VWAP"),
+            "volume": st.column_config.NumberColumn("volume"),
+            "traded_value": st.column_config.NumberColumn("traded value"),
+            "trade_count": st.column_config.NumberColumn("trades"),
+            "realized_volatility": st.column_config.NumberColumn(
+                "realized vol", help="square root of the sum of squared 1-minute log returns"
+            ),
+            "first_trade_ts": time_column("first"),
+            "last_trade_ts": time_column("last"),
         },
     )
 
@@ -186,13 +227,13 @@ def comparison(snapshot: Snapshot, present: list[str], window: Window) -> None:
     if prices.empty:
         st.info(f"No bars of the chosen symbols in {window.label.lower()}.")
         return
-    st.plotly_chart(charts.comparison(prices), key="comparison")
+    st.plotly_chart(charts.comparison(prices, window), key="comparison")
 
 
 # --- page -------------------------------------------------------------------------------
 
 
-def live_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.date | None) -> None:
+def lake_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.date | None) -> None:
     now = dt.datetime.now(dt.UTC)
     window = resolve(choice, now, day)
     try:
@@ -208,7 +249,7 @@ def live_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.da
     present += [s for s in found if s not in present]
     subscribed = list(dict.fromkeys([*settings.finnhub_tickers, *present]))
     st.subheader("Markets today")
-    markets(snapshot, subscribed)
+    markets(analytics.price_tiles(snapshot, subscribed))
     if not present:
         st.info(
             "Waiting for the first trades — is the producer running? "
@@ -220,17 +261,46 @@ def live_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.da
     st.subheader(f"1-minute candles · {window.label}")
     symbol = chosen_symbol(present)
     candle_chart(snapshot, symbol, window)
-    tape_col, stats_col = st.columns([2, 3])
-    with tape_col:
-        st.subheader("Trade tape")
-        trade_tape(snapshot, symbol, settings)
-    with stats_col:
-        day_shown = window.start.date() if not window.live else snapshot.today
-        st.subheader(f"Daily statistics · {day_shown.isoformat()}")
-        daily_table(snapshot, day_shown)
+    st.subheader("Trade tape")
+    tape = analytics.trade_tape(snapshot, symbol)
+    if tape.empty:
+        st.info(
+            f"No trades of {symbol} in the last {settings.dashboard_tail_minutes} minutes "
+            "of the lake."
+        )
+    else:
+        trade_tape(tape, symbol, "receive → lake ms")
+    day_shown = window.start.date() if not window.live else snapshot.today
+    st.subheader(f"Daily statistics · {day_shown.isoformat()}")
+    daily_table(snapshot, day_shown)
     st.subheader(f"Normalized prices · {window.label}")
     comparison(snapshot, present, window)
-    st.caption(f"Updated {now:%H:%M:%S} UTC")
+    st.caption(f"Updated {now:{tables.TIME_STRFTIME}} UTC")
+
+
+def controls(store: Store, settings: Settings) -> tuple[bool, WindowChoice, dt.date | None]:
+    """The window of the charts, a past day, and the pause switch, in one row."""
+    window_col, day_col, pause_col = st.columns([3, 2, 2], vertical_alignment="bottom")
+    with window_col:
+        choice = st.radio("Window", list(WindowChoice), key="window", horizontal=True)
+    day: dt.date | None = None
+    with day_col:
+        if choice is WindowChoice.PAST_DAY:
+            today = dt.datetime.now(dt.UTC).date()
+            try:
+                days = [d for d in store.available_days() if d < today]
+            except StoreUnavailable:
+                days = []
+            if days:
+                day = st.selectbox("Day", days, key="day")
+            else:
+                st.caption("No past day has published summaries yet.")
+    with pause_col:
+        paused = st.toggle("Pause auto-refresh", value=False, key="paused")
+        st.caption(
+            f"Refreshes every {settings.dashboard_refresh_seconds:g} s (DASHBOARD_REFRESH_SECONDS)."
+        )
+    return paused, choice, day
 
 
 def main() -> None:
@@ -242,28 +312,9 @@ def main() -> None:
         st.error(str(exc))
         st.stop()
     store = shared_store(settings)
-
-    with st.sidebar:
-        st.header("View")
-        paused = st.toggle("Pause auto-refresh", value=False, key="paused")
-        st.caption(
-            f"Refreshes every {settings.dashboard_refresh_seconds:g} s (DASHBOARD_REFRESH_SECONDS)."
-        )
-        choice = st.radio("Window", list(WindowChoice), key="window")
-        day: dt.date | None = None
-        if choice is WindowChoice.PAST_DAY:
-            today = dt.datetime.now(dt.UTC).date()
-            try:
-                days = [d for d in store.available_days() if d < today]
-            except StoreUnavailable:
-                days = []
-            if days:
-                day = st.selectbox("Day", days, key="day")
-            else:
-                st.caption("No past day has published summaries yet.")
-
+    paused, choice, day = controls(store, settings)
     run_every = None if paused else settings.dashboard_refresh_seconds
-    st.fragment(run_every=run_every)(live_view)(store, settings, choice, day)
+    st.fragment(run_every=run_every)(lake_view)(store, settings, choice, day)
 
 
 main()

@@ -51,16 +51,19 @@ def warm_up() -> None:
     """The page's modules and, through them, its heavy libraries (the script imports them
     again by name and finds them loaded), then the page's code on an empty snapshot: what
     is loaded on first use gets loaded."""
+    import pandas as pd
+
     import streamlit_app.status  # noqa: F401
-    from streamlit_app import analytics, charts
+    from streamlit_app import analytics, charts, tables
     from streamlit_app.windows import WindowChoice, resolve
 
     now = dt.datetime.now(dt.UTC)
     window = resolve(WindowChoice.TODAY, now)
     snapshot = empty_snapshot(now)
     charts.candlestick(analytics.candles(snapshot, "warm-up", window), "warm-up", window)
-    charts.comparison(analytics.normalized_prices(snapshot, ["warm-up"], window))
+    charts.comparison(analytics.normalized_prices(snapshot, ["warm-up"], window), window)
     analytics.price_tiles(snapshot, ["warm-up"])
+    tables.styled(pd.DataFrame({"price": [1.0]}), {"price": tables.price_text}).to_html()
     import boto3  # the lake tail's client, imported by name when it is made
 
     boto3.client("s3", region_name="us-east-1")  # loads and caches S3's service model
