@@ -133,27 +133,68 @@ class Latency:
     p50_ms: float | None
     p95_ms: float | None
     trades: int
+    since: dt.datetime | None = None
+    """When the window starts later than its minutes ago: the lake writer's current run
+    began then (its catch-up is left out); None when the writer ran all along."""
+
+
+# A lake writer that committed nothing for this long while trades waited for it was not
+# running (a restart: the JVM alone takes ~15 s); a quiet market pauses it too, but then
+# no trade waits through the pause.
+WRITER_PAUSE_SECONDS = 30.0
 
 
 def end_to_end_latency(snapshot: Snapshot, minutes: int = LATENCY_MINUTES) -> Latency:
-    """Producer receive -> row in the lake (ingest_ts -> processed_ts), recent rows only."""
+    """Producer receive -> row in the lake (ingest_ts -> processed_ts), over the trades
+    received in the last ``minutes`` and since the lake writer's current run began.
+
+    A micro-batch has one ``processed_ts``. A batch committed more than
+    ``WRITER_PAUSE_SECONDS`` after the previous one (or after the tail's start) that holds
+    a trade received that long before it is a writer's first after a pause: a (re)started
+    platform catching up. Trades received before the newest such batch are left out: that
+    catch-up is not the platform's latency. Later batches count, however slow.
+    """
     row = (
         connection(snapshot)
         .execute(
             """
-            SELECT quantile_cont(latency_ms, [0.5, 0.95]), count(*)
-            FROM (
-                SELECT epoch_ms(processed_ts) - epoch_ms(ingest_ts) AS latency_ms
-                FROM tail
-                WHERE processed_ts >= $since
+            WITH batches AS (
+                SELECT processed_ts, min(ingest_ts) AS first_received
+                FROM tail GROUP BY processed_ts
+            ),
+            paused AS (
+                SELECT processed_ts, first_received,
+                       coalesce(lag(processed_ts) OVER (ORDER BY processed_ts), $tail_start)
+                           AS previous
+                FROM batches
+            ),
+            run AS (
+                SELECT max(processed_ts) AS began FROM paused
+                WHERE epoch_ms(processed_ts) - epoch_ms(previous) > $pause_ms
+                  AND epoch_ms(processed_ts) - epoch_ms(first_received) > $pause_ms
             )
+            SELECT quantile_cont(latency_ms, [0.5, 0.95]), count(latency_ms), any_value(began)
+            FROM run LEFT JOIN (
+                SELECT epoch_ms(processed_ts) - epoch_ms(ingest_ts) AS latency_ms, ingest_ts
+                FROM tail WHERE ingest_ts >= $since
+            ) AS recent ON began IS NULL OR ingest_ts >= began
             """,
-            {"since": snapshot.now - dt.timedelta(minutes=minutes)},
+            {
+                "since": snapshot.now - dt.timedelta(minutes=minutes),
+                "tail_start": snapshot.tail_cutoff,
+                "pause_ms": WRITER_PAUSE_SECONDS * 1000,
+            },
         )
         .fetchone()
     )
     p50, p95 = row[0] if row[0] is not None else (None, None)
-    return Latency(p50, p95, int(row[1]))
+    began = row[2]
+    since = (
+        began
+        if began is not None and began > snapshot.now - dt.timedelta(minutes=minutes)
+        else None
+    )
+    return Latency(p50, p95, int(row[1]), since)
 
 
 # --- symbols and tiles ------------------------------------------------------------------
