@@ -36,6 +36,9 @@ from streamlit_app.windows import Window, ceil_minute
 
 TRADE_TAPE_ROWS = 50
 LATENCY_MINUTES = 5
+# A sparkline of a whole day (1,440 closes) is cut to about this many points: the cell is a
+# few hundred pixels wide, and the table is sent to every session every second.
+SPARKLINE_POINTS = 120
 
 # The tail's 1-minute bars (the core's bar, finpipe.bars), computed once per snapshot
 # (every minute the tail touches, the partial first one included) and shared by all
@@ -106,26 +109,28 @@ def _frame(snapshot: Snapshot, sql: str, params: dict[str, object]) -> pd.DataFr
 class Freshness:
     newest_trade_ts: dt.datetime | None
     age_seconds: float | None
+    newest_received_ts: dt.datetime | None = None
+    """The producer's receive time of the newest trade read from the lake's tail."""
 
 
 def lake_freshness(snapshot: Snapshot) -> Freshness:
     """Age of the newest trade: from the tail, else from the latest-prices summary."""
-    newest = (
+    newest, received = (
         connection(snapshot)
         .execute(
             """
-            SELECT max(ts) FROM (
+            SELECT max(ts), (SELECT max(ingest_ts) FROM tail) FROM (
                 SELECT max(trade_ts) AS ts FROM tail
                 UNION ALL
                 SELECT max(trade_ts) FROM latest
             )
             """
         )
-        .fetchone()[0]
+        .fetchone()
     )
     if newest is None:
-        return Freshness(None, None)
-    return Freshness(newest, (snapshot.now - newest).total_seconds())
+        return Freshness(None, None, received)
+    return Freshness(newest, (snapshot.now - newest).total_seconds(), received)
 
 
 @dataclass(frozen=True)
@@ -220,9 +225,10 @@ def symbols_present(snapshot: Snapshot) -> list[str]:
 
 def price_tiles(snapshot: Snapshot, symbols: list[str]) -> pd.DataFrame:
     """Per symbol of today's session: last price, change since the session's first trade,
-    and the 1-minute closes for a sparkline. Symbols without trades today get NULLs."""
+    and the 1-minute closes for a sparkline (every n-th and the last, at most about
+    ``SPARKLINE_POINTS``). Symbols without trades today get NULLs."""
     day_start = dt.datetime.combine(snapshot.today, dt.time(), dt.UTC)
-    return _frame(
+    tiles = _frame(
         snapshot,
         _BARS
         + """
@@ -264,6 +270,17 @@ def price_tiles(snapshot: Snapshot, symbols: list[str]) -> pd.DataFrame:
             "day_end": day_start + dt.timedelta(days=1),
         },
     )
+    tiles["sparkline"] = tiles["sparkline"].map(thinned)
+    return tiles
+
+
+def thinned(closes: list[float], points: int = SPARKLINE_POINTS) -> list[float]:
+    """Every n-th close and the last one, about ``points`` in all."""
+    step = max(1, math.ceil(len(closes) / points))
+    kept = list(closes[::step])
+    if len(closes) and (len(closes) - 1) % step:
+        kept.append(closes[-1])
+    return kept
 
 
 # --- charts -----------------------------------------------------------------------------

@@ -3,8 +3,12 @@ write numbers in ``tables.py``).
 
 Run with ``streamlit run streamlit_app/app.py``. The page below the controls is one
 ``st.fragment`` that reruns every DASHBOARD_REFRESH_SECONDS unless paused, so the page
-refreshes without a full reload. The controls sit above it, not in a sidebar: at 1,280 px
-a sidebar took a quarter of the width the tables need.
+refreshes without a full reload: it reads the lake and its summaries. Inside it, the
+live parts (the markets' prices and changes, the chosen symbol's price, the trade tape)
+are fragments of their own that rerun every ``live.REFRESH_SECONDS`` with what the Kafka
+feed (``live.py``) read, over the lake's data of the enclosing run; without the feed
+they show that lake data and say why. The controls sit above, not in a sidebar: at
+1,280 px a sidebar took a quarter of the width the tables need.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import streamlit as st
 
 from finpipe.health import PRODUCER, SPARK, read_health
 from finpipe.settings import Settings, SettingsError, load_settings
-from streamlit_app import analytics, charts, tables
+from streamlit_app import analytics, charts, live, tables
+from streamlit_app.live import FeedState, FeedStatus, LiveFeed
 from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_status
 from streamlit_app.store import Snapshot, Store, StoreUnavailable, shared_store
 from streamlit_app.windows import Window, WindowChoice, resolve
@@ -43,11 +48,26 @@ def time_column(label: str) -> st.column_config.Column:
 # --- sections ---------------------------------------------------------------------------
 
 
-def header(snapshot: Snapshot, settings: Settings) -> None:
-    freshness = analytics.lake_freshness(snapshot)
+FEED_WORDS = {
+    FeedState.LIVE: ("live", "green"),
+    FeedState.CONNECTING: ("starting", "gray"),
+    FeedState.NO_TOPIC: ("no topic", "orange"),
+    FeedState.UNREACHABLE: ("down", "red"),
+}
+
+
+def header(
+    snapshot: Snapshot, freshness: analytics.Freshness, feed: FeedStatus, settings: Settings
+) -> None:
     latency = analytics.end_to_end_latency(snapshot)
-    cols = st.columns(5)
+    cols = st.columns(6)
     with cols[0]:
+        word, color = FEED_WORDS[feed.state]
+        st.metric("Live feed", word, help=f"prices and the trade tape from Kafka: {feed.message}")
+        st.badge(
+            f"{feed.trades_per_second:,.0f} trades/s" if feed.live else "lake only", color=color
+        )
+    with cols[1]:
         level = freshness_level(freshness.age_seconds, settings)
         color, word = LEVEL_BADGE[level]
         st.metric(
@@ -58,7 +78,7 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
             "(FRESHNESS_* settings)",
         )
         st.badge(word, color=color)
-    with cols[1]:
+    with cols[2]:
         value = (
             f"{latency.p50_ms / 1000:,.1f} / {latency.p95_ms / 1000:,.1f} s"
             if analytics.is_number(latency.p50_ms) and analytics.is_number(latency.p95_ms)
@@ -78,13 +98,13 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
             else f"{analytics.LATENCY_MINUTES} min"
         )
         st.caption(f"receive → lake · {window} · {latency.trades:,} trades")
-    for col, stream, title in ((cols[2], PRODUCER, "Producer"), (cols[3], SPARK, "Spark")):
+    for col, stream, title in ((cols[3], PRODUCER, "Producer"), (cols[4], SPARK, "Spark")):
         with col:
             status = stream_status(read_health(settings, stream), settings)
             color, _ = LEVEL_BADGE[status.level]
             st.metric(title, status.word)
             st.badge(status.text, color=color)
-    with cols[4]:
+    with cols[5]:
         refreshed = snapshot.summaries_refreshed_at
         st.metric(
             "Summaries",
@@ -98,17 +118,53 @@ def header(snapshot: Snapshot, settings: Settings) -> None:
             st.caption("no summary for today yet: are the Dagster assets running?")
 
 
-def markets(tiles: pd.DataFrame) -> None:
+def source_badge(live_now: bool) -> str:
+    return ":green-badge[live]" if live_now else ":gray-badge[lake]"
+
+
+def with_feed(tiles: pd.DataFrame, feed: LiveFeed, status: FeedStatus) -> pd.DataFrame:
+    """The lake's tiles, with the feed's newer prices when it is live."""
+    if status.live:
+        return live.with_live_prices(tiles, feed.latest())
+    return tiles.assign(live=False)
+
+
+def live_markets(tiles: pd.DataFrame, lake_received: dt.datetime | None, feed: LiveFeed) -> None:
     """Every subscribed symbol at a glance, readable at 50: a heatmap of today's change and
-    a sortable table with a sparkline per symbol (tiles would fill screens)."""
-    traded = tiles[tiles["price"].notna()]
+    a sortable table with a sparkline per symbol (tiles would fill screens); prices and
+    changes from the live feed where it has them, else from the lake."""
+    status = feed.status()
+    shown = with_feed(tiles, feed, status)
+    live_rows = int(shown["live"].sum())
+    st.subheader(f"Markets today {source_badge(live_rows > 0)}")
+    newest = max(
+        (t for t in (live.newest_received(shown), lake_received) if t is not None), default=None
+    )
+    received = f" · newest trade received {newest:{tables.TIME_STRFTIME}} UTC" if newest else ""
+    if status.live:
+        st.caption(
+            f"Prices from Kafka as they arrive ({feed.topic}, {status.trades_per_second:,.0f} "
+            f"trades/s): {live_rows} of {len(shown)} symbols traded since this dashboard "
+            f"started, the others from the lake{received}"
+        )
+    elif status.state is FeedState.UNREACHABLE:
+        st.warning(f"{status.message} Prices come from the lake meanwhile.", icon="⚠️")
+    else:
+        st.caption(f"Prices from the lake: {status.message}{received}")
+    traded = shown[shown["price"].notna()]
     if not traded.empty:
-        st.html(charts.returns_heatmap(traded))
-    shown = tiles[["symbol", "price", "change_pct", "sparkline", "trade_ts"]]
+        st.html(
+            charts.returns_heatmap(
+                traded,
+                source="live" if live_rows else "lake",
+                newest_received=newest,
+            )
+        )
+    table = shown[["symbol", "price", "change_pct", "sparkline", "trade_ts"]]
     st.dataframe(
-        tables.styled(shown, {"price": tables.price_text}),
+        tables.styled(table, {"price": tables.price_text}),
         hide_index=True,
-        height=min(MARKET_TABLE_MAX_HEIGHT, 38 + 35 * len(tiles)),
+        height=min(MARKET_TABLE_MAX_HEIGHT, 38 + 35 * len(table)),
         key="markets",
         column_config={
             "symbol": symbol_column(),
@@ -122,6 +178,43 @@ def markets(tiles: pd.DataFrame) -> None:
             "trade_ts": time_column("last trade"),
         },
     )
+
+
+def live_quote(tile: pd.DataFrame, feed: LiveFeed) -> None:
+    """The chosen symbol's last price, change today and last trade (one tile row)."""
+    row = with_feed(tile, feed, feed.status()).iloc[0]
+    cols = st.columns(3)
+    change = row["change_pct"]
+    cols[0].metric(
+        "Last price",
+        tables.price_text(row["price"]),
+        delta=f"{change:+.2f} % today" if analytics.is_number(change) else None,
+    )
+    traded = row["trade_ts"]
+    cols[1].metric(
+        "Last trade (UTC)", traded.strftime(tables.TIME_STRFTIME) if pd.notna(traded) else "—"
+    )
+    cols[2].metric(
+        "Price from",
+        "live" if row["live"] else "lake",
+        help="live: the Kafka feed's newest trade; lake: the lake's (seconds behind)",
+    )
+
+
+def live_tape(lake_tape: pd.DataFrame, symbol: str, feed: LiveFeed, settings: Settings) -> None:
+    """The symbol's newest trades from the feed when it has some, else the lake's."""
+    trades = feed.tape(symbol) if feed.status().live else []
+    st.subheader(f"Trade tape {source_badge(bool(trades))}")
+    if trades:
+        trade_tape(live.tape_frame(trades), symbol, "receive → dashboard ms")
+        st.caption(f"The newest {len(trades)} trades read from Kafka since this dashboard started.")
+    elif lake_tape.empty:
+        st.info(
+            f"No trades of {symbol} in the last {settings.dashboard_tail_minutes} minutes "
+            "of the lake."
+        )
+    else:
+        trade_tape(lake_tape, symbol, "receive → lake ms")
 
 
 def chosen_symbol(present: list[str]) -> str:
@@ -239,7 +332,14 @@ def comparison(snapshot: Snapshot, present: list[str], window: Window) -> None:
 # --- page -------------------------------------------------------------------------------
 
 
-def lake_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.date | None) -> None:
+def lake_view(
+    store: Store,
+    feed: LiveFeed,
+    settings: Settings,
+    choice: WindowChoice,
+    day: dt.date | None,
+    live_every: float | None,
+) -> None:
     now = dt.datetime.now(dt.UTC)
     window = resolve(choice, now, day)
     try:
@@ -248,14 +348,16 @@ def lake_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.da
         st.error(str(exc), icon="🚫")
         st.caption(f"Retrying every {settings.dashboard_refresh_seconds:g} s.")
         return
-    header(snapshot, settings)
+    freshness = analytics.lake_freshness(snapshot)
+    header(snapshot, freshness, feed.status(), settings)
     found = analytics.symbols_present(snapshot)
     # subscribed symbols first, in the order of FINNHUB_TICKERS, then any others found
     present = [s for s in settings.finnhub_tickers if s in found]
     present += [s for s in found if s not in present]
     subscribed = list(dict.fromkeys([*settings.finnhub_tickers, *present]))
-    st.subheader("Markets today")
-    markets(analytics.price_tiles(snapshot, subscribed))
+    tiles = analytics.price_tiles(snapshot, subscribed)
+    refreshed = st.fragment(run_every=live_every)
+    refreshed(live_markets)(tiles, freshness.newest_received_ts, feed)
     if not present:
         st.info(
             "Waiting for the first trades — is the producer running? "
@@ -266,16 +368,9 @@ def lake_view(store: Store, settings: Settings, choice: WindowChoice, day: dt.da
         return
     st.subheader(f"1-minute candles · {window.label}")
     symbol = chosen_symbol(present)
+    refreshed(live_quote)(tiles[tiles["symbol"] == symbol].reset_index(drop=True), feed)
     candle_chart(snapshot, symbol, window)
-    st.subheader("Trade tape")
-    tape = analytics.trade_tape(snapshot, symbol)
-    if tape.empty:
-        st.info(
-            f"No trades of {symbol} in the last {settings.dashboard_tail_minutes} minutes "
-            "of the lake."
-        )
-    else:
-        trade_tape(tape, symbol, "receive → lake ms")
+    refreshed(live_tape)(analytics.trade_tape(snapshot, symbol), symbol, feed, settings)
     day_shown = window.start.date() if not window.live else snapshot.today
     st.subheader(f"Daily statistics · {day_shown.isoformat()}")
     daily_table(snapshot, day_shown)
@@ -304,7 +399,8 @@ def controls(store: Store, settings: Settings) -> tuple[bool, WindowChoice, dt.d
     with pause_col:
         paused = st.toggle("Pause auto-refresh", value=False, key="paused")
         st.caption(
-            f"Refreshes every {settings.dashboard_refresh_seconds:g} s (DASHBOARD_REFRESH_SECONDS)."
+            f"Live prices every {live.REFRESH_SECONDS:g} s, the rest every "
+            f"{settings.dashboard_refresh_seconds:g} s (DASHBOARD_REFRESH_SECONDS)."
         )
     return paused, choice, day
 
@@ -318,9 +414,11 @@ def main() -> None:
         st.error(str(exc))
         st.stop()
     store = shared_store(settings)
+    feed = live.shared_feed(settings)
     paused, choice, day = controls(store, settings)
     run_every = None if paused else settings.dashboard_refresh_seconds
-    st.fragment(run_every=run_every)(lake_view)(store, settings, choice, day)
+    live_every = None if paused else live.REFRESH_SECONDS
+    st.fragment(run_every=run_every)(lake_view)(store, feed, settings, choice, day, live_every)
 
 
 main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import math
 
@@ -124,9 +125,19 @@ def readable_range(values: pd.Series, least_span: float) -> list[float] | None:
     return [middle - least_span / 2, middle + least_span / 2]
 
 
-def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> str:
+def returns_heatmap(
+    tiles: pd.DataFrame,
+    columns: int = HEATMAP_COLUMNS,
+    *,
+    source: str = "lake",
+    newest_received: dt.datetime | None = None,
+) -> str:
     """Today's change of every symbol as a grid of cells, biggest gain first, red to green
     around zero (one colour scale for all, so 50 symbols read at a glance).
+
+    The grid's ``data-source`` (``live`` or ``lake``) and ``data-newest-received-ms`` (the
+    producer's receive time of the newest trade shown, epoch ms) let a browser measure how
+    old what it shows is (``bench/dashboard_live.py``).
 
     HTML for ``st.html``, not a Plotly figure: the browser draws it as soon as it arrives.
     As a Plotly chart, the page's first view waited for plotly.js, the largest script of
@@ -144,9 +155,11 @@ def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> str:
         _heatmap_cell(str(symbol), pct, colour)
         for symbol, pct, colour in zip(ordered["symbol"], changes, colours, strict=True)
     )
+    received = "" if newest_received is None else str(int(newest_received.timestamp() * 1000))
     return (
         f"<style>{HEATMAP_STYLE}</style>"
-        f'<div class="{HEATMAP_CLASS}" style="grid-template-columns: '
+        f'<div class="{HEATMAP_CLASS}" data-source="{html.escape(source, quote=True)}" '
+        f'data-newest-received-ms="{received}" style="grid-template-columns: '
         f'repeat({columns}, minmax(0, 1fr))">{cells}</div>'
     )
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import structlog
 
 from finpipe.settings import Settings, load_settings
+from streamlit_app import live
 from streamlit_app.store import empty_snapshot, shared_store
 
 APP = Path(__file__).with_name("app.py")
@@ -70,12 +71,14 @@ def warm_up() -> None:
 
 
 def warm_store(settings: Settings | None = None) -> bool:
-    """The store's first snapshot, before a browser asks (a page that comes while it is
-    taken waits for it and then reads only what is new). False when settings or storage
-    are wrong: the page then shows what is wrong."""
+    """The live feed's start and the store's first snapshot, before a browser asks (a page
+    that comes while it is taken waits for it and then reads only what is new; the feed is
+    the one every session shares). False when settings or storage are wrong: the page
+    then shows what is wrong."""
     try:
         settings = settings or load_settings()
         started = time.monotonic()
+        live.shared_feed(settings)  # its consumer connects while the store reads
         shared_store(settings).snapshot([])
     except Exception as exc:  # the page shows what is wrong with settings or storage
         log.info("dashboard.warm_up_skipped", reason=f"{type(exc).__name__}: {exc}"[:300])

@@ -111,3 +111,12 @@ def test_one_flat_candle_gets_a_price_axis_around_its_price() -> None:
     low, high = figure.layout.yaxis.range
     assert low < 93720.2 < high and high - low == pytest.approx(MIN_PRICE_SPAN * 93720.2)
     assert figure.layout.yaxis.separatethousands
+
+
+def test_the_heatmap_says_where_its_prices_come_from_and_how_new_they_are() -> None:
+    tiles = pd.DataFrame({"symbol": ["UP"], "change_pct": [1.0]})
+    received = dt.datetime(2026, 3, 10, 14, 30, 20, 123000, tzinfo=dt.UTC)
+    page = returns_heatmap(tiles, source="live", newest_received=received)
+    assert 'data-source="live"' in page
+    assert f'data-newest-received-ms="{int(received.timestamp() * 1000)}"' in page
+    assert 'data-source="lake" data-newest-received-ms=""' in returns_heatmap(tiles)
