@@ -12,12 +12,13 @@ import msgspec
 import pandas as pd
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings
 from streamlit_app import analytics, live
 from streamlit_app.live import FeedState, LiveFeed, LiveTrade
+from tests.streamlit_app.dashboard_seed import new_topic
 from tests.streamlit_app.test_store import closed_port
 from tests.support.waiting import wait_for
 
@@ -93,11 +94,9 @@ def test_sparklines_are_thinned_to_about_the_points_a_cell_shows() -> None:
 
 @pytest.fixture
 def topic(infrastructure: Settings) -> Iterator[str]:
-    name = f"live-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": infrastructure.kafka_server})
-    admin.create_topics([NewTopic(name, 3, 1)])[name].result(30)
+    name = new_topic(infrastructure)
     yield name
-    admin.delete_topics([name])
+    AdminClient({"bootstrap.servers": infrastructure.kafka_server}).delete_topics([name])
 
 
 def produce(settings: Settings, topic: str, records: list[TradeRecord | bytes]) -> None:
