@@ -276,10 +276,11 @@ def price_tiles(snapshot: Snapshot, symbols: list[str]) -> pd.DataFrame:
 
 def thinned(closes: list[float], points: int = SPARKLINE_POINTS) -> list[float]:
     """Every n-th close and the last one, about ``points`` in all."""
-    step = max(1, math.ceil(len(closes) / points))
-    kept = list(closes[::step])
-    if len(closes) and (len(closes) - 1) % step:
-        kept.append(closes[-1])
+    values = [float(close) for close in closes]  # numpy scalars are slow to write as text
+    step = max(1, math.ceil(len(values) / points))
+    kept = values[::step]
+    if values and (len(values) - 1) % step:
+        kept.append(values[-1])
     return kept
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from finpipe.health import PRODUCER, SPARK, read_health
 from finpipe.settings import Settings, SettingsError, load_settings
@@ -122,19 +124,43 @@ def source_badge(live_now: bool) -> str:
     return ":green-badge[live]" if live_now else ":gray-badge[lake]"
 
 
-def with_feed(tiles: pd.DataFrame, feed: LiveFeed, status: FeedStatus) -> pd.DataFrame:
-    """The lake's tiles, with the feed's newer prices when it is live."""
-    if status.live:
-        return live.with_live_prices(tiles, feed.latest())
-    return tiles.assign(live=False)
+@dataclass(frozen=True)
+class LiveParts:
+    """Where the live parts go on the page (containers of the lake's run) and the lake's
+    data they show when the feed has nothing newer."""
+
+    markets: DeltaGenerator
+    tiles: pd.DataFrame  # analytics.price_tiles
+    lake_received: dt.datetime | None  # the newest trade's receive time in the lake's tail
+    quote: DeltaGenerator | None = None
+    tape: DeltaGenerator | None = None
+    symbol: str | None = None
+    lake_tape: pd.DataFrame | None = None
 
 
-def live_markets(tiles: pd.DataFrame, lake_received: dt.datetime | None, feed: LiveFeed) -> None:
-    """Every subscribed symbol at a glance, readable at 50: a heatmap of today's change and
-    a sortable table with a sparkline per symbol (tiles would fill screens); prices and
-    changes from the live feed where it has them, else from the lake."""
+def live_parts(parts: LiveParts, feed: LiveFeed, settings: Settings) -> None:
+    """The markets, the chosen symbol's price and the trade tape: the feed's newest trades
+    where it has them, else the lake's; rerun every ``live.REFRESH_SECONDS`` in one
+    fragment that writes into the places the lake's run made for them."""
     status = feed.status()
-    shown = with_feed(tiles, feed, status)
+    shown = live.with_live_prices(parts.tiles, feed.latest()) if status.live else parts.tiles
+    shown = shown if status.live else shown.assign(live=False)
+    with parts.markets:
+        live_markets(shown, status, parts.lake_received, feed.topic)
+    if parts.symbol is None or parts.quote is None or parts.tape is None:
+        return
+    with parts.quote:
+        live_quote(shown[shown["symbol"] == parts.symbol].iloc[0])
+    with parts.tape:
+        trades = feed.tape(parts.symbol) if status.live else []
+        live_tape(trades, parts.lake_tape, parts.symbol, settings)
+
+
+def live_markets(
+    shown: pd.DataFrame, status: FeedStatus, lake_received: dt.datetime | None, topic: str
+) -> None:
+    """Every subscribed symbol at a glance, readable at 50: a heatmap of today's change and
+    a sortable table with a sparkline per symbol (tiles would fill screens)."""
     live_rows = int(shown["live"].sum())
     st.subheader(f"Markets today {source_badge(live_rows > 0)}")
     newest = max(
@@ -143,7 +169,7 @@ def live_markets(tiles: pd.DataFrame, lake_received: dt.datetime | None, feed: L
     received = f" · newest trade received {newest:{tables.TIME_STRFTIME}} UTC" if newest else ""
     if status.live:
         st.caption(
-            f"Prices from Kafka as they arrive ({feed.topic}, {status.trades_per_second:,.0f} "
+            f"Prices from Kafka as they arrive ({topic}, {status.trades_per_second:,.0f} "
             f"trades/s): {live_rows} of {len(shown)} symbols traded since this dashboard "
             f"started, the others from the lake{received}"
         )
@@ -155,9 +181,7 @@ def live_markets(tiles: pd.DataFrame, lake_received: dt.datetime | None, feed: L
     if not traded.empty:
         st.html(
             charts.returns_heatmap(
-                traded,
-                source="live" if live_rows else "lake",
-                newest_received=newest,
+                traded, source="live" if live_rows else "lake", newest_received=newest
             )
         )
     table = shown[["symbol", "price", "change_pct", "sparkline", "trade_ts"]]
@@ -180,9 +204,8 @@ def live_markets(tiles: pd.DataFrame, lake_received: dt.datetime | None, feed: L
     )
 
 
-def live_quote(tile: pd.DataFrame, feed: LiveFeed) -> None:
-    """The chosen symbol's last price, change today and last trade (one tile row)."""
-    row = with_feed(tile, feed, feed.status()).iloc[0]
+def live_quote(row: pd.Series) -> None:
+    """The chosen symbol's last price, change today and last trade."""
     cols = st.columns(3)
     change = row["change_pct"]
     cols[0].metric(
@@ -201,14 +224,15 @@ def live_quote(tile: pd.DataFrame, feed: LiveFeed) -> None:
     )
 
 
-def live_tape(lake_tape: pd.DataFrame, symbol: str, feed: LiveFeed, settings: Settings) -> None:
+def live_tape(
+    trades: list[live.LiveTrade], lake_tape: pd.DataFrame | None, symbol: str, settings: Settings
+) -> None:
     """The symbol's newest trades from the feed when it has some, else the lake's."""
-    trades = feed.tape(symbol) if feed.status().live else []
     st.subheader(f"Trade tape {source_badge(bool(trades))}")
     if trades:
         trade_tape(live.tape_frame(trades), symbol, "receive → dashboard ms")
         st.caption(f"The newest {len(trades)} trades read from Kafka since this dashboard started.")
-    elif lake_tape.empty:
+    elif lake_tape is None or lake_tape.empty:
         st.info(
             f"No trades of {symbol} in the last {settings.dashboard_tail_minutes} minutes "
             "of the lake."
@@ -355,9 +379,10 @@ def lake_view(
     present = [s for s in settings.finnhub_tickers if s in found]
     present += [s for s in found if s not in present]
     subscribed = list(dict.fromkeys([*settings.finnhub_tickers, *present]))
-    tiles = analytics.price_tiles(snapshot, subscribed)
-    refreshed = st.fragment(run_every=live_every)
-    refreshed(live_markets)(tiles, freshness.newest_received_ts, feed)
+    parts = LiveParts(
+        st.container(), analytics.price_tiles(snapshot, subscribed), freshness.newest_received_ts
+    )
+    live_view = st.fragment(run_every=live_every)(live_parts)
     if not present:
         st.info(
             "Waiting for the first trades — is the producer running? "
@@ -365,18 +390,25 @@ def lake_view(
             f"{settings.spark_trigger_seconds:g} s.)",
             icon="⏳",
         )
+        live_view(parts, feed, settings)
         return
     st.subheader(f"1-minute candles · {window.label}")
     symbol = chosen_symbol(present)
-    refreshed(live_quote)(tiles[tiles["symbol"] == symbol].reset_index(drop=True), feed)
-    candle_chart(snapshot, symbol, window)
-    refreshed(live_tape)(analytics.trade_tape(snapshot, symbol), symbol, feed, settings)
-    day_shown = window.start.date() if not window.live else snapshot.today
-    st.subheader(f"Daily statistics · {day_shown.isoformat()}")
-    daily_table(snapshot, day_shown)
-    st.subheader(f"Normalized prices · {window.label}")
-    comparison(snapshot, present, window)
-    st.caption(f"Updated {now:{tables.TIME_STRFTIME}} UTC")
+    quote, candles, tape, rest = st.container(), st.container(), st.container(), st.container()
+    # the live parts first, into their places: the markets are what the page is opened for
+    lake_tape = analytics.trade_tape(snapshot, symbol)
+    live_view(
+        replace(parts, quote=quote, tape=tape, symbol=symbol, lake_tape=lake_tape), feed, settings
+    )
+    with candles:
+        candle_chart(snapshot, symbol, window)
+    with rest:
+        day_shown = window.start.date() if not window.live else snapshot.today
+        st.subheader(f"Daily statistics · {day_shown.isoformat()}")
+        daily_table(snapshot, day_shown)
+        st.subheader(f"Normalized prices · {window.label}")
+        comparison(snapshot, present, window)
+        st.caption(f"Updated {now:{tables.TIME_STRFTIME}} UTC")
 
 
 def controls(store: Store, settings: Settings) -> tuple[bool, WindowChoice, dt.date | None]:
