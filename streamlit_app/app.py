@@ -5,9 +5,9 @@ Run with ``streamlit run streamlit_app/app.py``. The page below the controls is 
 ``st.fragment`` that reruns every DASHBOARD_REFRESH_SECONDS unless paused, so the page
 refreshes without a full reload: it reads the lake and its summaries. Inside it, the
 live parts (the markets' prices and changes, the chosen symbol's price, the trade tape)
-are fragments of their own that rerun every ``live.REFRESH_SECONDS`` with what the Kafka
-feed (``live.py``) read, over the lake's data of the enclosing run; without the feed
-they show that lake data and say why. The controls sit above, not in a sidebar: at
+are one fragment of their own that reruns every DASHBOARD_LIVE_REFRESH_SECONDS with what
+the Kafka feed (``live.py``) read, over the lake's data of the enclosing run; without the
+feed it shows that lake data and says why. The controls sit above, not in a sidebar: at
 1,280 px a sidebar took a quarter of the width the tables need.
 """
 
@@ -140,7 +140,7 @@ class LiveParts:
 
 def live_parts(parts: LiveParts, feed: LiveFeed, settings: Settings) -> None:
     """The markets, the chosen symbol's price and the trade tape: the feed's newest trades
-    where it has them, else the lake's; rerun every ``live.REFRESH_SECONDS`` in one
+    where it has them, else the lake's; rerun every DASHBOARD_LIVE_REFRESH_SECONDS in one
     fragment that writes into the places the lake's run made for them."""
     status = feed.status()
     shown = live.with_live_prices(parts.tiles, feed.latest()) if status.live else parts.tiles
@@ -431,8 +431,8 @@ def controls(store: Store, settings: Settings) -> tuple[bool, WindowChoice, dt.d
     with pause_col:
         paused = st.toggle("Pause auto-refresh", value=False, key="paused")
         st.caption(
-            f"Live prices every {live.REFRESH_SECONDS:g} s, the rest every "
-            f"{settings.dashboard_refresh_seconds:g} s (DASHBOARD_REFRESH_SECONDS)."
+            f"Live prices every {settings.dashboard_live_refresh_seconds:g} s, the rest every "
+            f"{settings.dashboard_refresh_seconds:g} s (DASHBOARD_*_SECONDS)."
         )
     return paused, choice, day
 
@@ -449,7 +449,7 @@ def main() -> None:
     feed = live.shared_feed(settings)
     paused, choice, day = controls(store, settings)
     run_every = None if paused else settings.dashboard_refresh_seconds
-    live_every = None if paused else live.REFRESH_SECONDS
+    live_every = None if paused else settings.dashboard_live_refresh_seconds
     st.fragment(run_every=run_every)(lake_view)(store, feed, settings, choice, day, live_every)
 
 

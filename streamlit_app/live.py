@@ -50,7 +50,6 @@ log = structlog.get_logger(__name__)
 
 TAPE_ROWS = 50  # the trade tape's rows (analytics.TRADE_TAPE_ROWS, the lake's tape)
 MAX_SYMBOLS = 500  # Finnhub allows 50 per connection; the topic may hold replays too
-REFRESH_SECONDS = 1.0  # how often the page's live parts rerun
 POLL_SECONDS = 0.2
 PROBE_SECONDS = 2.0  # without a record for this long, the broker is asked for metadata
 PROBE_TIMEOUT_SECONDS = 2.0
