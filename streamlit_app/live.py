@@ -155,6 +155,10 @@ class LiveFeed:
 
     # --- running ---------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> LiveFeed:
         self._thread.start()
         return self

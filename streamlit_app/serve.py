@@ -63,7 +63,8 @@ def warm_up() -> None:
     snapshot = empty_snapshot(now)
     charts.candlestick(analytics.candles(snapshot, "warm-up", window), "warm-up", window)
     charts.comparison(analytics.normalized_prices(snapshot, ["warm-up"], window), window)
-    analytics.price_tiles(snapshot, ["warm-up"])
+    live.with_live_prices(analytics.price_tiles(snapshot, ["warm-up"]), {})
+    live.tape_frame([])
     tables.styled(pd.DataFrame({"price": [1.0]}), {"price": tables.price_text}).to_html()
     import boto3  # the lake tail's client, imported by name when it is made
 
