@@ -1,5 +1,5 @@
 """The finpipe dashboard page: layout only (queries live in ``analytics.py``, how tables
-write numbers in ``tables.py``).
+write numbers in ``tables.py``, the live parts in ``live_parts.py``).
 
 Run with ``streamlit run streamlit_app/app.py``. The page below the controls is one
 ``st.fragment`` that reruns every DASHBOARD_REFRESH_SECONDS unless paused, so the page
@@ -15,36 +15,24 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import pandas as pd
 import streamlit as st
-from streamlit.delta_generator import DeltaGenerator
 
 from finpipe.health import PRODUCER, SPARK, read_health
 from finpipe.settings import Settings, SettingsError, load_settings
-from streamlit_app import analytics, charts, live, tables
+from streamlit_app import analytics, charts, live, live_parts, tables
 from streamlit_app.live import FeedState, FeedStatus, LiveFeed
 from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_status
 from streamlit_app.store import Snapshot, Store, StoreUnavailable, shared_store
 from streamlit_app.windows import Window, WindowChoice, resolve
 
-MARKET_TABLE_MAX_HEIGHT = 540
-SYMBOL_WIDTH = 180  # px: the longest Finnhub spellings (BINANCE:1000PEPEUSDT) in full
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!:$~|<>])")
 
 
 def plain(text: str) -> str:
     """Escape Markdown so labels show symbols verbatim (``BINANCE:BTCUSDT``, ``BRK.B``)."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def symbol_column() -> st.column_config.Column:
-    return st.column_config.TextColumn("symbol", pinned=True, width=SYMBOL_WIDTH)
-
-
-def time_column(label: str) -> st.column_config.Column:
-    return st.column_config.DatetimeColumn(f"{label} (UTC)", format=tables.TIME_FORMAT)
 
 
 # --- sections ---------------------------------------------------------------------------
@@ -61,45 +49,13 @@ FEED_WORDS = {
 def header(
     snapshot: Snapshot, freshness: analytics.Freshness, feed: FeedStatus, settings: Settings
 ) -> None:
-    latency = analytics.end_to_end_latency(snapshot)
     cols = st.columns(6)
     with cols[0]:
-        word, color = FEED_WORDS[feed.state]
-        st.metric("Live feed", word, help=f"prices and the trade tape from Kafka: {feed.message}")
-        st.badge(
-            f"{feed.trades_per_second:,.0f} trades/s" if feed.live else "lake only", color=color
-        )
+        feed_tile(feed)
     with cols[1]:
-        level = freshness_level(freshness.age_seconds, settings)
-        color, word = LEVEL_BADGE[level]
-        st.metric(
-            "Lake freshness",
-            age_text(freshness.age_seconds) + (" old" if freshness.age_seconds else ""),
-            help="age of the newest trade in the lake; green ≤ "
-            f"{settings.freshness_warn_seconds} s, red > {settings.freshness_fail_seconds} s "
-            "(FRESHNESS_* settings)",
-        )
-        st.badge(word, color=color)
+        freshness_tile(freshness, settings)
     with cols[2]:
-        value = (
-            f"{latency.p50_ms / 1000:,.1f} / {latency.p95_ms / 1000:,.1f} s"
-            if analytics.is_number(latency.p50_ms) and analytics.is_number(latency.p95_ms)
-            else "—"
-        )
-        st.metric(
-            "Lake latency p50 / p95",
-            value,
-            help="from the producer's receipt of a trade (ingest_ts) to its row written to "
-            f"the lake (processed_ts), over the trades received in the last "
-            f"{analytics.LATENCY_MINUTES} min; after a restart, over those received once "
-            "the lake writer had caught up (the catch-up is not the platform's latency)",
-        )
-        window = (
-            f"since {latency.since:{tables.TIME_STRFTIME}} (restart)"
-            if latency.since
-            else f"{analytics.LATENCY_MINUTES} min"
-        )
-        st.caption(f"receive → lake · {window} · {latency.trades:,} trades")
+        latency_tile(analytics.end_to_end_latency(snapshot))
     for col, stream, title in ((cols[3], PRODUCER, "Producer"), (cols[4], SPARK, "Spark")):
         with col:
             status = stream_status(read_health(settings, stream), settings)
@@ -107,138 +63,61 @@ def header(
             st.metric(title, status.word)
             st.badge(status.text, color=color)
     with cols[5]:
-        refreshed = snapshot.summaries_refreshed_at
-        st.metric(
-            "Summaries",
-            refreshed.strftime(tables.TIME_STRFTIME) if refreshed else "—",
-            help="newest publication of today's summary partitions (UTC)",
-        )
-        if refreshed:
-            age = age_text((snapshot.now - refreshed).total_seconds())
-            st.caption(f"published (UTC) · {age} ago")
-        else:
-            st.caption("no summary for today yet: are the Dagster assets running?")
+        summaries_tile(snapshot)
 
 
-def source_badge(live_now: bool) -> str:
-    return ":green-badge[live]" if live_now else ":gray-badge[lake]"
+def feed_tile(feed: FeedStatus) -> None:
+    word, color = FEED_WORDS[feed.state]
+    st.metric("Live feed", word, help=f"prices and the trade tape from Kafka: {feed.message}")
+    st.badge(f"{feed.trades_per_second:,.0f} trades/s" if feed.live else "lake only", color=color)
 
 
-@dataclass(frozen=True)
-class LiveParts:
-    """Where the live parts go on the page (containers of the lake's run) and the lake's
-    data they show when the feed has nothing newer."""
-
-    markets: DeltaGenerator
-    tiles: pd.DataFrame  # analytics.price_tiles
-    lake_received: dt.datetime | None  # the newest trade's receive time in the lake's tail
-    quote: DeltaGenerator | None = None
-    tape: DeltaGenerator | None = None
-    symbol: str | None = None
-    lake_tape: pd.DataFrame | None = None
-
-
-def live_parts(parts: LiveParts, feed: LiveFeed, settings: Settings) -> None:
-    """The markets, the chosen symbol's price and the trade tape: the feed's newest trades
-    where it has them, else the lake's; rerun every DASHBOARD_LIVE_REFRESH_SECONDS in one
-    fragment that writes into the places the lake's run made for them."""
-    status = feed.status()
-    shown = live.with_live_prices(parts.tiles, feed.latest()) if status.live else parts.tiles
-    shown = shown if status.live else shown.assign(live=False)
-    with parts.markets:
-        live_markets(shown, status, parts.lake_received, feed.topic)
-    if parts.symbol is None or parts.quote is None or parts.tape is None:
-        return
-    with parts.quote:
-        live_quote(shown[shown["symbol"] == parts.symbol].iloc[0])
-    with parts.tape:
-        trades = feed.tape(parts.symbol) if status.live else []
-        live_tape(trades, parts.lake_tape, parts.symbol, settings)
-
-
-def live_markets(
-    shown: pd.DataFrame, status: FeedStatus, lake_received: dt.datetime | None, topic: str
-) -> None:
-    """Every subscribed symbol at a glance, readable at 50: a heatmap of today's change and
-    a sortable table with a sparkline per symbol (tiles would fill screens)."""
-    live_rows = int(shown["live"].sum())
-    st.subheader(f"Markets today {source_badge(live_rows > 0)}")
-    newest = max(
-        (t for t in (live.newest_received(shown), lake_received) if t is not None), default=None
+def freshness_tile(freshness: analytics.Freshness, settings: Settings) -> None:
+    color, word = LEVEL_BADGE[freshness_level(freshness.age_seconds, settings)]
+    st.metric(
+        "Lake freshness",
+        age_text(freshness.age_seconds) + (" old" if freshness.age_seconds else ""),
+        help="age of the newest trade in the lake; green ≤ "
+        f"{settings.freshness_warn_seconds} s, red > {settings.freshness_fail_seconds} s "
+        "(FRESHNESS_* settings)",
     )
-    received = f" · newest trade received {newest:{tables.TIME_STRFTIME}} UTC" if newest else ""
-    if status.live:
-        st.caption(
-            f"Prices from Kafka as they arrive ({topic}, {status.trades_per_second:,.0f} "
-            f"trades/s): {live_rows} of {len(shown)} symbols traded since this dashboard "
-            f"started, the others from the lake{received}"
-        )
-    elif status.state is FeedState.UNREACHABLE:
-        st.warning(f"{status.message} Prices come from the lake meanwhile.", icon="⚠️")
+    st.badge(word, color=color)
+
+
+def latency_tile(latency: analytics.Latency) -> None:
+    value = (
+        f"{latency.p50_ms / 1000:,.1f} / {latency.p95_ms / 1000:,.1f} s"
+        if analytics.is_number(latency.p50_ms) and analytics.is_number(latency.p95_ms)
+        else "—"
+    )
+    st.metric(
+        "Lake latency p50 / p95",
+        value,
+        help="from the producer's receipt of a trade (ingest_ts) to its row written to "
+        f"the lake (processed_ts), over the trades received in the last "
+        f"{analytics.LATENCY_MINUTES} min; after a restart, over those received once "
+        "the lake writer had caught up (the catch-up is not the platform's latency)",
+    )
+    window = (
+        f"since {latency.since:{tables.TIME_STRFTIME}} (restart)"
+        if latency.since
+        else f"{analytics.LATENCY_MINUTES} min"
+    )
+    st.caption(f"receive → lake · {window} · {latency.trades:,} trades")
+
+
+def summaries_tile(snapshot: Snapshot) -> None:
+    refreshed = snapshot.summaries_refreshed_at
+    st.metric(
+        "Summaries",
+        refreshed.strftime(tables.TIME_STRFTIME) if refreshed else "—",
+        help="newest publication of today's summary partitions (UTC)",
+    )
+    if refreshed:
+        age = age_text((snapshot.now - refreshed).total_seconds())
+        st.caption(f"published (UTC) · {age} ago")
     else:
-        st.caption(f"Prices from the lake: {status.message}{received}")
-    traded = shown[shown["price"].notna()]
-    if not traded.empty:
-        st.html(
-            charts.returns_heatmap(
-                traded, source="live" if live_rows else "lake", newest_received=newest
-            )
-        )
-    table = shown[["symbol", "price", "change_pct", "sparkline", "trade_ts"]]
-    st.dataframe(
-        tables.styled(table, {"price": tables.price_text}),
-        hide_index=True,
-        height=min(MARKET_TABLE_MAX_HEIGHT, 38 + 35 * len(table)),
-        key="markets",
-        column_config={
-            "symbol": symbol_column(),
-            "price": st.column_config.NumberColumn("last price"),
-            "change_pct": st.column_config.NumberColumn(
-                "change today", format="%+.2f %%", help="since the session's first trade (UTC day)"
-            ),
-            "sparkline": st.column_config.LineChartColumn(
-                "today (1-min closes)", width="large", color="auto"
-            ),
-            "trade_ts": time_column("last trade"),
-        },
-    )
-
-
-def live_quote(row: pd.Series) -> None:
-    """The chosen symbol's last price, change today and last trade."""
-    cols = st.columns(3)
-    change = row["change_pct"]
-    cols[0].metric(
-        "Last price",
-        tables.price_text(row["price"]),
-        delta=f"{change:+.2f} % today" if analytics.is_number(change) else None,
-    )
-    traded = row["trade_ts"]
-    cols[1].metric(
-        "Last trade (UTC)", traded.strftime(tables.TIME_STRFTIME) if pd.notna(traded) else "—"
-    )
-    cols[2].metric(
-        "Price from",
-        "live" if row["live"] else "lake",
-        help="live: the Kafka feed's newest trade; lake: the lake's (seconds behind)",
-    )
-
-
-def live_tape(
-    trades: list[live.LiveTrade], lake_tape: pd.DataFrame | None, symbol: str, settings: Settings
-) -> None:
-    """The symbol's newest trades from the feed when it has some, else the lake's."""
-    st.subheader(f"Trade tape {source_badge(bool(trades))}")
-    if trades:
-        trade_tape(live.tape_frame(trades), symbol, "receive → dashboard ms")
-        st.caption(f"The newest {len(trades)} trades read from Kafka since this dashboard started.")
-    elif lake_tape is None or lake_tape.empty:
-        st.info(
-            f"No trades of {symbol} in the last {settings.dashboard_tail_minutes} minutes "
-            "of the lake."
-        )
-    else:
-        trade_tape(lake_tape, symbol, "receive → lake ms")
+        st.caption("no summary for today yet: are the Dagster assets running?")
 
 
 def chosen_symbol(present: list[str]) -> str:
@@ -278,35 +157,6 @@ def candle_chart(snapshot: Snapshot, symbol: str, window: Window) -> None:
     )
 
 
-def trade_tape(tape: pd.DataFrame, symbol: str, latency_label: str) -> None:
-    """The newest trades of one symbol, newest first (the lake's, or the live feed's)."""
-    currency = tables.quote_currency(symbol)
-    shown = tape[["trade_ts", "price", "volume", "trade_value", "conditions", "latency_ms"]]
-    st.dataframe(
-        tables.styled(
-            shown.assign(conditions=shown["conditions"].map(tables.conditions_text)),
-            {
-                "price": tables.price_text,
-                "volume": tables.volume_text,
-                "trade_value": tables.money_text,
-                "latency_ms": tables.count_text,
-            },
-        ),
-        hide_index=True,
-        height=360,
-        column_config={
-            "trade_ts": time_column("time"),
-            "price": st.column_config.NumberColumn("price"),
-            "volume": st.column_config.NumberColumn("volume"),
-            "trade_value": st.column_config.NumberColumn(
-                f"value ({currency})" if currency else "value"
-            ),
-            "conditions": st.column_config.TextColumn("conditions"),
-            "latency_ms": st.column_config.NumberColumn(latency_label),
-        },
-    )
-
-
 def daily_table(snapshot: Snapshot, day: dt.date) -> None:
     stats = analytics.daily_stats(snapshot, day)
     if stats.empty:
@@ -326,7 +176,7 @@ def daily_table(snapshot: Snapshot, day: dt.date) -> None:
         ),
         hide_index=True,
         column_config={
-            "symbol": symbol_column(),
+            "symbol": tables.symbol_column(),
             **{name: st.column_config.NumberColumn(name) for name in prices},
             "vwap": st.column_config.NumberColumn("VWAP"),
             "volume": st.column_config.NumberColumn("volume"),
@@ -335,8 +185,8 @@ def daily_table(snapshot: Snapshot, day: dt.date) -> None:
             "realized_volatility": st.column_config.NumberColumn(
                 "realized vol", help="square root of the sum of squared 1-minute log returns"
             ),
-            "first_trade_ts": time_column("first"),
-            "last_trade_ts": time_column("last"),
+            "first_trade_ts": tables.time_column("first"),
+            "last_trade_ts": tables.time_column("last"),
         },
     )
 
@@ -379,10 +229,10 @@ def lake_view(
     present = [s for s in settings.finnhub_tickers if s in found]
     present += [s for s in found if s not in present]
     subscribed = list(dict.fromkeys([*settings.finnhub_tickers, *present]))
-    parts = LiveParts(
+    parts = live_parts.LiveParts(
         st.container(), analytics.price_tiles(snapshot, subscribed), freshness.newest_received_ts
     )
-    live_view = st.fragment(run_every=live_every)(live_parts)
+    live_view = st.fragment(run_every=live_every)(live_parts.draw)
     if not present:
         st.info(
             "Waiting for the first trades — is the producer running? "

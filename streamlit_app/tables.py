@@ -1,4 +1,5 @@
-"""How the page's tables write their numbers and times (pure: values in, text out).
+"""How the page's tables write their numbers and times (values in, text out), and the
+columns they share.
 
 * prices and volumes with thousands separators and the decimals the value has, never
   more than ``SIGNIFICANT_DIGITS`` significant digits (a price's magnitude sets its
@@ -21,9 +22,11 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
 import pandas as pd
+import streamlit as st
 from pandas.io.formats.style import Styler
 
 SIGNIFICANT_DIGITS = 7
+SYMBOL_WIDTH = 180  # px: the longest Finnhub spellings (BINANCE:1000PEPEUSDT) in full
 TIME_FORMAT = "HH:mm:ss"  # st.column_config.DatetimeColumn's (moment.js) spelling
 TIME_STRFTIME = "%H:%M:%S"  # the same for Python's datetimes
 MISSING = "—"
@@ -131,3 +134,12 @@ def styled(
                 na_rep=MISSING,
             )
     return style
+
+
+def symbol_column() -> st.column_config.Column:
+    """The symbol, pinned on the left, whole."""
+    return st.column_config.TextColumn("symbol", pinned=True, width=SYMBOL_WIDTH)
+
+
+def time_column(label: str) -> st.column_config.Column:
+    return st.column_config.DatetimeColumn(f"{label} (UTC)", format=TIME_FORMAT)
