@@ -68,7 +68,10 @@ def header(
 
 def feed_tile(feed: FeedStatus) -> None:
     word, color = FEED_WORDS[feed.state]
-    st.metric("Live feed", word, help=f"prices and the trade tape from Kafka: {feed.message}")
+    skipped = f"; {feed.skipped:,} records were not valid trades" if feed.skipped else ""
+    st.metric(
+        "Live feed", word, help=f"prices and the trade tape from Kafka: {feed.message}{skipped}"
+    )
     st.badge(f"{feed.trades_per_second:,.0f} trades/s" if feed.live else "lake only", color=color)
 
 

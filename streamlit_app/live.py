@@ -72,6 +72,8 @@ class FeedStatus:
     """For the page: what the feed does, or what is wrong and what to check."""
     trades_per_second: float = 0.0
     symbols: int = 0
+    skipped: int = 0
+    """Records read that are not valid trades (the contract's rule), since the start."""
 
     @property
     def live(self) -> bool:
@@ -139,7 +141,8 @@ class LiveFeed:
         with self._lock:
             done = [(second, n) for second, n in self._rates if now - RATE_SECONDS <= second < now]
             rate = sum(n for _, n in done) / (now - done[0][0]) if done else 0.0
-            return FeedStatus(self._state, self._message, rate, len(self._symbols))
+            symbols, skipped = len(self._symbols), self._skipped
+            return FeedStatus(self._state, self._message, rate, symbols, skipped)
 
     def latest(self) -> dict[str, LiveTrade]:
         """The newest trade of every symbol seen since the feed started."""
@@ -338,10 +341,6 @@ def release_feeds() -> None:
 
 
 # --- what the page shows ------------------------------------------------------------------
-
-
-def _timestamp(ms: int) -> pd.Timestamp:
-    return pd.Timestamp(ms, unit="ms", tz="UTC")
 
 
 def with_live_prices(tiles: pd.DataFrame, latest: Mapping[str, LiveTrade]) -> pd.DataFrame:

@@ -136,6 +136,7 @@ def test_the_feed_starts_at_the_end_keeps_a_bounded_tape_and_skips_invalid_recor
         assert set(feed.latest()) == {"AAPL", "BRK.B"}  # the least recently traded went
         assert feed.tape("MSFT") == []
         assert feed.status().symbols == 2
+        assert feed.status().skipped == 2  # the junk and the negative price
         assert feed.status().trades_per_second > 0
     finally:
         feed.stop()
