@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from dashboard_queries import cleanup, load
 from playwright.sync_api import Page, sync_playwright
@@ -121,7 +121,12 @@ def started(
 
 def wait(what: str, probe: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not probe():
+    while True:
+        try:
+            if probe():
+                return
+        except KafkaException:  # a topic just created has no partition leader yet
+            pass
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(1)
