@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -191,6 +192,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pages.append((LAKE_PATH, {"KAFKA_SERVER": f"127.0.0.1:{closed_port()}"}))
     with contextlib.ExitStack() as stack:
         stack.callback(cleanup, settings, name)
+        for data in ("home", "checkpoint", "producer-log"):  # the processes' logs stay
+            stack.callback(shutil.rmtree, work / data, ignore_errors=True)
         stack.callback(
             lambda: AdminClient({"bootstrap.servers": base.kafka_server}).delete_topics(
                 [name, f"{name}-dlq"]
