@@ -18,6 +18,10 @@ user comes; the same moment since the server waits for the warm-up). Each varian
 reports the time from the process's start to its first view (process up + first view):
 what a user who opens the page while the dashboard starts waits in all.
 
+``--baseline-rev REV`` also starts the launcher of the project as of git revision REV
+(from a copy of that revision's files, ``git archive``), same run, interleaved: the cost
+of a change to the page, under the same load.
+
 ``--baseline-plain`` starts the process the way it was started before the launcher
 (``streamlit run streamlit_app/app.py``: the page's libraries import on the first page),
 in turn with ``finpipe-dashboard``, same run, and prints the ratio; ``--baseline-imports``
@@ -108,11 +112,21 @@ cli.main(prog_name="streamlit")
 """
 
 
-def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def export_revision(rev: str) -> Path:
+    """The project's files as of ``rev``, in a new temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix=f"first-page-{rev}-"))
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def start(
+    argv: list[str], env: dict[str, str], port: int, log: Path, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [*argv, "--server.address", "127.0.0.1", "--server.port", str(port)],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -168,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also the launcher as it was before its warm-up: the page's imports only",
     )
     parser.add_argument(
+        "--baseline-rev",
+        metavar="GIT_REV",
+        help="also the launcher of the project as of this revision",
+    )
+    parser.add_argument(
         "--baseline-sequential",
         action="store_true",
         help="also the launcher whose server did not wait for the store's first snapshot",
@@ -220,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         variants["imports only"] = [sys.executable, "-c", IMPORTS_ONLY]
     if args.baseline_sequential:
         variants[SEQUENTIAL] = [sys.executable, "-c", STORE_AFTER_WARM_UP]
+    folders: dict[str, Path] = {}  # where a variant runs (its imports come from there)
+    if args.baseline_rev:
+        at_rev = f"launcher at {args.baseline_rev}"
+        variants[at_rev] = [sys.executable, "-m", "streamlit_app.serve"]
+        folders[at_rev] = export_revision(args.baseline_rev)
     pages: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     starts: dict[str, list[float]] = {name: [] for name in variants}
     again: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
@@ -236,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                     put_all(settings, open_segments)
                     put_batches(settings, symbols, recent, now)
                     log = logs / f"{name.replace(' ', '-')}-{n}.log"
-                    proc = start(command, env, args.port, log)
+                    proc = start(command, env, args.port, log, folders.get(name, ROOT))
                     try:
                         starts[name].append(wait_healthy(url, proc))
                         if name == WARM:
@@ -275,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             f"first view p50 {statistics.median(v for v, _ in again[name]):.2f} s, whole "
             f"p50 {statistics.median(w for _, w in again[name]):.2f} s"
         )
-    for baseline in ("plain streamlit run", "imports only", SEQUENTIAL):
+    at = [f"launcher at {args.baseline_rev}"] if args.baseline_rev else []
+    for baseline in ("plain streamlit run", "imports only", SEQUENTIAL, *at):
         if baseline not in pages:
             continue
         for i, what in enumerate(("first view", "whole page")):
