@@ -45,12 +45,14 @@ CELL_TEXTS = """els => els.map(e => [e.querySelector('.symbol').textContent,
 HAS_CANDLESTICK = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .some(p => (p.data || []).some(t => t.type === 'candlestick'))"""
 # What a reader cannot see whole: per table the width hidden behind its horizontal scroll
-# bar; the tiles' texts cut by an ellipsis.
+# bar; the tiles' texts cut by an ellipsis; the heatmap's symbols and changes cut.
 HIDDEN = """() => ({
     tables: [...document.querySelectorAll('[data-testid="stDataFrame"]')]
         .map(t => { const s = t.querySelector('.dvn-scroller');
                     return s ? s.scrollWidth - s.clientWidth : null; }),
     tiles: [...document.querySelectorAll('[data-testid="stMetric"] *')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent),
+    cells: [...document.querySelectorAll('.finpipe-heatmap .cell')]
         .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent),
 })"""
 SOURCE = f"""() => {{
@@ -229,7 +231,7 @@ def test_browser_shows_the_markets_live_and_every_table_whole(
         hidden = page.evaluate(HIDDEN)
         assert len(hidden["tables"]) == 3, hidden  # markets, tape, daily statistics
         assert all(overflow == 0 for overflow in hidden["tables"]), (width, hidden)
-        assert hidden["tiles"] == [], (width, hidden)
+        assert hidden["tiles"] == [] and hidden["cells"] == [], (width, hidden)
     page.set_viewport_size({"width": WIDTHS[0], "height": 3000})  # the whole page
     page.wait_for_timeout(2_000)  # let plotly and the tables finish drawing
     page.screenshot(path=str(picture), full_page=True)
