@@ -46,6 +46,7 @@ import argparse
 import datetime as dt
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             browser.close()
     finally:
         cleanup(settings, root)
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
     for name, samples in pages.items():
         views, wholes = [v for v, _ in samples], [w for _, w in samples]
         print(
