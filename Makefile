@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # MinIO and ports (tests/conftest.py): most of a drill is waiting, which overlaps.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up down status logs test unit lint format provision
+.PHONY: help up down status logs test unit lint format provision migrate-lake
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,8 +32,8 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	@UV_PYTHON=$(PYTHON) $(UV) sync --frozen
 	@touch $@
 
-provision: $(STAMP) ## fetch/build Kafka, MinIO, Spark's jars, and the tests' Chromium and Docker Compose
-	@$(INFRA) provision --browser --compose
+provision: $(STAMP) ## fetch/build Kafka, MinIO, Spark's jars, and the tests' Chromium, Docker Compose, Delta reader and Prometheus
+	@$(INFRA) provision --browser --compose --delta-spark --prometheus
 
 up: $(STAMP) ## start the platform on loopback
 	@$(INFRA) up
@@ -43,6 +43,9 @@ down: $(STAMP) ## stop everything `make up` started
 
 status: $(STAMP) ## show what runs, where, and its log file
 	@$(INFRA) status
+
+migrate-lake: $(STAMP) ## convert a lake of the pre-Delta layout into Delta tables, once (platform down)
+	@$(INFRA) migrate-lake
 
 logs: $(STAMP) ## follow the logs of every component
 	@$(INFRA) logs

@@ -1,15 +1,20 @@
-"""The dashboard's first page in a new Streamlit process, in a real browser, at 23:59 of a
-50-symbol rolling-compacted day.
+"""The dashboard's first page in a new Streamlit process, in a real browser, at the end of a
+50-symbol day in the Delta lake.
 
-Builds the day as ``dashboard_queries.py --fifty --rolling`` does (per symbol 23 hour
-segments written before the tail's window, then inside it the open segment and the young
-batch files), then for each load: PUTs the young objects again (so they are inside the
-window), starts a new dashboard process on the day, opens the page in headless Chromium
-and times from the navigation to two milestones: the first view (the header's five
-metrics, the markets heatmap and the markets table: what the page is opened for) and the
-whole first run (also the Plotly charts, the other tables and the "Updated" line the run
-writes last); then the same page once more in that process ("the page again": store and
-imports warm, so what is left is mostly the browser's).
+Seeds the day as ``dashboard_queries.py --fifty`` does (``bench/lake_seed.py``): a
+24-hour day of ``--trades`` trades ending now in the 50 symbols of the simulator's demo
+list, the last ``--replay-minutes`` committed as 5 s micro-batches through the sink's code
+with a maintenance run every 60 batches (the last one ``--recent-batches`` batches before
+the newest), the hours before fast-forwarded and maintained (yesterday z-ordered, today
+compacted); the summaries published. Then for each load: the pipeline *catches up* (the
+micro-batches of the seconds since the newest commit, up to now, committed the same way,
+with the maintenance on the same cadence: the rows are the day's own of 24 h before,
+moved forward a day), starts a new dashboard process on the table, opens the page in
+headless Chromium and times from the navigation to two milestones: the first view (the
+header's five metrics, the markets heatmap and the markets table: what the page is
+opened for) and the whole first run (also the Plotly charts, the other tables and the
+"Updated" line the run writes last); then the same page once more in that process ("the
+page again": store and imports warm, so what is left is mostly the browser's).
 
 The launcher's process is measured twice per load: the page opened the moment the server
 answers (the worst case), and opened once the process has logged the end of its store
@@ -30,14 +35,24 @@ the launcher as it was before its warm-up (the page's imports only);
 first snapshot (the snapshot started after the imports and the warm-up, in a thread
 beside the server).
 
+What changed with the Delta lake (the measurement, milestones, variants and flags stay,
+``--replay-minutes`` is new): the day was the rolling-compacted layout of objects, whose
+young objects were PUT again before each load (the old tail told young from old by the
+objects' LastModified, so the window was 1 minute and the bench waited it out). The
+tail now picks the table's files by the ``trade_ts`` bounds in the log, so the window is
+``DASHBOARD_TAIL_MINUTES`` as configured (15 minutes by default; ``--replay-minutes``
+must cover it), and what a new process reads is what the writer and the maintenance
+leave: the open day's compacted files that reach the window and the micro-batch files
+committed since the last maintenance run. That count moves between loads as the
+pipeline catches up (one batch per 5 s, a maintenance run every 60 batches): each load
+prints it, with the store warm-up's duration and the number of files its tail read, as
+the process logged them.
+
 Usage (against the test MinIO that ``make test`` starts, kept with
 ``FINPIPE_KEEP_SERVICES=1``):
 
     S3_ENDPOINT_URL=http://127.0.0.1:19000 FINPIPE_ENV_FILE= .venv/bin/python \\
         bench/dashboard_first_page.py --baseline-plain --baseline-imports
-
-The tail's window is 1 minute (``DASHBOARD_TAIL_MINUTES``' least) so the segments can be
-made old by waiting two minutes (window + the tail's clock slack).
 """
 
 from __future__ import annotations
@@ -55,26 +70,21 @@ import time
 import uuid
 from pathlib import Path
 
-from dashboard_queries import (
-    SEGMENT_BATCHES,
-    build_summaries,
-    cleanup,
-    generate,
-    load,
-    put_all,
-    put_batches,
-    rolling_segments,
-)
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from dashboard_queries import build_summaries, generate, load, seed_lake, seeded
+from lake_seed import MAINTENANCE_EVERY, TRIGGER_S, Seeder, cleanup
 from playwright.sync_api import Page, sync_playwright
 
+from finpipe import contracts
 from finpipe.settings import load_settings
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
-from streamlit_app import lake_tail
 from streamlit_app.charts import HEATMAP_CELLS
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW_MINUTES = 1
+DAY_BATCHES = 86_400 // TRIGGER_S
 # the first view: the header's five metrics, the heatmap and the markets table
 FIRST_VIEW = f"""() => document.querySelectorAll('[data-testid="stMetric"]').length >= 5
     && document.querySelectorAll('{HEATMAP_CELLS}').length > 0
@@ -170,10 +180,81 @@ def first_page(page: Page, url: str) -> tuple[float, float]:
     return view, time.perf_counter() - began
 
 
+def warm_up(log: Path) -> str:
+    """The store warm-up's duration and the files its tail read, as the launcher logged
+    them ("-" where not logged)."""
+    text = log.read_text(errors="replace")
+    seconds = re.search(r"dashboard\.store_warm\b[^\n]*?\bseconds\W+([\d.]+)", text)
+    files = re.search(r"lake_tail\.loaded\b[^\n]*?\bfiles\W+(\d+)", text)
+    return (
+        f"store warm-up {f'{float(seconds.group(1)):.2f} s' if seconds else '-'}"
+        f" (tail's first read: {files.group(1) if files else '-'} files)"
+    )
+
+
+class Pipeline:
+    """The streaming writer and the maintenance after the seeding: :meth:`catch_up` commits
+    the micro-batches completed since the newest one, as ``seed_lake`` did (the rows of
+    the seeded day 24 h earlier, moved forward a day, Kafka offsets past the day's), with
+    a maintenance run after every batch id on the seeding's cadence."""
+
+    def __init__(self, seeder: Seeder, day: pa.Table, recent_batches: int) -> None:
+        self.seeder = seeder
+        batch = day["processed_ts"].cast(pa.int64()).to_numpy() // (TRIGGER_S * 1_000_000)
+        order = np.argsort(batch, kind="stable")
+        self.rows = day.take(pa.array(order))
+        self.batch = batch[order]
+        self.offset = day.num_rows  # past every Kafka offset of the day
+        self.last = seeder.delta.transaction_version(contracts.SPARK_APP_ID) or 0
+        self.phase = (self.last - recent_batches) % MAINTENANCE_EVERY
+        self.since_maintenance = recent_batches  # batch ids since the last run
+
+    def catch_up(self, now: dt.datetime) -> tuple[int, float]:
+        """Commits the batches completed by ``now``; returns how many and the seconds."""
+        began, commits = time.perf_counter(), 0
+        for batch_id in range(self.last + 1, int(now.timestamp()) // TRIGGER_S):
+            lo, hi = np.searchsorted(
+                self.batch, [batch_id - DAY_BATCHES, batch_id - DAY_BATCHES + 1]
+            )
+            if hi > lo:
+                rows = self.rows.slice(int(lo), int(hi - lo))
+                self.seeder.batch(self.moved(rows), batch_id)
+                commits += 1
+            self.last = batch_id
+            self.since_maintenance += 1
+            if (batch_id - self.phase) % MAINTENANCE_EVERY == 0:
+                day = dt.datetime.fromtimestamp(batch_id * TRIGGER_S, dt.UTC).date()
+                self.seeder.maintain(day)
+                self.since_maintenance = 0
+        return commits, time.perf_counter() - began
+
+    def moved(self, rows: pa.Table) -> pa.Table:
+        """``rows`` a day later, with Kafka offsets no row of the day has."""
+        one_day = pa.scalar(dt.timedelta(days=1), pa.duration("us"))
+        columns = {name: rows[name] for name in rows.column_names}
+        for name in ("trade_ts", "ingest_ts", "processed_ts"):
+            columns[name] = pc.add(rows[name], one_day)
+        columns["kafka_offset"] = pc.add(rows["kafka_offset"], self.offset)
+        days = pc.add(rows["trade_date"].cast(pa.int32()), pa.scalar(1, pa.int32()))
+        columns["trade_date"] = days.cast(pa.date32())
+        return pa.table(columns).cast(contracts.LAKE_SCHEMA)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trades", type=int, default=10_000_000)
-    parser.add_argument("--recent-batches", type=int, default=36)
+    parser.add_argument(
+        "--recent-batches",
+        type=int,
+        default=36,
+        help="micro-batches committed since the last maintenance run when seeded (0..59)",
+    )
+    parser.add_argument(
+        "--replay-minutes",
+        type=int,
+        default=20,
+        help="minutes before now seeded as 5 s micro-batches (the hours before fast-forwarded)",
+    )
     parser.add_argument("--loads", type=int, default=3, help="new processes per variant")
     parser.add_argument("--baseline-plain", action="store_true")
     parser.add_argument("--port", type=int, default=18599)
@@ -195,32 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = load_settings()
+    window = base.dashboard_tail_minutes
+    if args.replay_minutes < window:
+        parser.error(f"--replay-minutes must cover the tail's window ({window} min)")
     root = f"bench-first-page-{uuid.uuid4().hex[:8]}"
     symbols = DEMO_50_TICKERS
     settings = base.model_copy(
-        update={
-            "lake_prefix": f"{root}/lake",
-            "summaries_prefix": f"{root}/summaries",
-            "dashboard_tail_minutes": WINDOW_MINUTES,
-        }
+        update={"lake_prefix": f"{root}/lake", "summaries_prefix": f"{root}/summaries"}
     )
     print(f"store {base.s3_endpoint_url} bucket {base.s3_bucket} prefix {root}/")
-    print(f"{os.cpu_count()} cores; {load()}", flush=True)
-    began = dt.datetime.now(dt.UTC)
-    table = generate(args.trades, began, symbols)
-    build_summaries(settings, table)
-    old = rolling_segments(settings, table, symbols, began.date(), range(23))
-    put_all(settings, old, threads=16)
-    open_segments = rolling_segments(
-        settings, table, symbols, began.date(), range(23, 24), SEGMENT_BATCHES - args.recent_batches
-    )
-    first_recent = 24 * SEGMENT_BATCHES - args.recent_batches + 1
-    recent = range(first_recent, first_recent + args.recent_batches)
-    print(f"{args.trades:,} trades; {len(old):,} segments before the window; {load()}")
-    # the segments are old once they are older than the window and the tail's clock slack
-    ready = time.monotonic() + (WINDOW_MINUTES * 60 + lake_tail.CLOCK_SLACK.total_seconds() + 5)
-    time.sleep(max(0.0, ready - time.monotonic()))
-
+    print(f"{os.cpu_count()} cores; tail window {window} min; {load()}", flush=True)
     env = {
         **os.environ,
         "FINPIPE_ENV_FILE": "",
@@ -228,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "S3_BUCKET": settings.s3_bucket,
         "LAKE_PREFIX": settings.lake_prefix,
         "SUMMARIES_PREFIX": settings.summaries_prefix,
-        "DASHBOARD_TAIL_MINUTES": str(WINDOW_MINUTES),
+        "DASHBOARD_TAIL_MINUTES": str(window),
         "FINNHUB_TICKERS": ",".join(symbols),
     }
     launcher = [str(Path(sys.executable).with_name("finpipe-dashboard"))]
@@ -251,15 +316,24 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix=f"{root}-"))
     url = f"http://127.0.0.1:{args.port}"
     try:
+        began = time.perf_counter()
+        table = generate(args.trades, dt.datetime.now(dt.UTC), symbols)
+        seeder = seed_lake(settings, table, args.replay_minutes, args.recent_batches)
+        seeded("lake", seeder)
+        build_summaries(settings, table)
+        pipeline = Pipeline(seeder, table, args.recent_batches)
+        print(
+            f"{args.trades:,} trades of {len(symbols)} symbols seeded and summarised in "
+            f"{time.perf_counter() - began:.0f} s; {load()}",
+            flush=True,
+        )
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=ensure_chromium(), args=list(CHROMIUM_ARGS), headless=True
             )
             for n in range(args.loads):
                 for name, command in variants.items():
-                    now = dt.datetime.now(dt.UTC)
-                    put_all(settings, open_segments)
-                    put_batches(settings, symbols, recent, now)
+                    commits, catch_up = pipeline.catch_up(dt.datetime.now(dt.UTC))
                     log = logs / f"{name.replace(' ', '-')}-{n}.log"
                     proc = start(command, env, args.port, log, folders.get(name, ROOT))
                     try:
@@ -279,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
                         proc.wait(timeout=30)
                     (view, whole), (view_again, whole_again) = pages[name][-1], again[name][-1]
                     print(
-                        f"  {name:<20} load {n + 1}: process up {starts[name][-1]:5.2f} s, "
+                        f"  {name:<20} load {n + 1}: caught up {commits} batches in "
+                        f"{catch_up:.1f} s (table v{seeder.version}, "
+                        f"{pipeline.since_maintenance} since the last maintenance run); "
+                        f"{warm_up(log)}; "
+                        f"process up {starts[name][-1]:5.2f} s, "
                         f"first page: first view {view:5.2f} s, whole {whole:5.2f} s; the page "
                         f"again: first view {view_again:5.2f} s, whole {whole_again:5.2f} s; "
                         f"{load()}",

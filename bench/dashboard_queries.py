@@ -1,14 +1,27 @@
-"""Benchmark of the dashboard's reads over one day of 10 million trades.
+"""Benchmark of the dashboard's reads over one day of 10 million trades in the Delta lake.
 
-Generates 24 hours of trades ending now (7 symbols, vectorized), writes them to the
-object store twice under a unique prefix: compacted (one ``compacted-upto-<id>.parquet``
-per partition) and raw (one ``batch-<id>.parquet`` per symbol and 5 s micro-batch, as the
-Spark sink writes them), builds the summaries with DuckDB, then times:
+Generates 24 hours of trades ending now (7 symbols, vectorized) and writes them to the
+object store, under a unique prefix, as the lake table ``processed_trades`` the way the
+platform produces it (``bench/lake_seed.py``): the last ``--replay-minutes`` as 5 s
+micro-batches, each written by the streaming writer's code and committed with the query's
+application transaction, with a ``lake_maintenance_job`` pass (open-day compaction, lite
+vacuum, log cleanup) every 60 batches, placed so that the last one ran
+``--recent-batches`` batches before now; the hours before are fast-forwarded (hour-sized
+commits) and then maintained like the rest: yesterday z-ordered as ``compacted_trades``
+does, today compacted. It builds the summaries with DuckDB (published as Delta tables),
+then times:
 
 * every query the page runs (``streamlit_app.analytics``), p50/p95 over repeats;
 * the snapshot I/O (summaries + lake tail, cold and warm);
 * a full page render through Streamlit's AppTest;
-* the same lake reads over the raw layout, as ratios.
+* the lake reads over today's snapshot (open, tail pushdown, count, OHLCV);
+* the dashboard's ``LakeTail``: a fresh reader's first read, a refresh after one more
+  micro-batch commit, a refresh with nothing new, a refresh after a maintenance run.
+
+``--baseline GIT_REV`` also times ``streamlit_app/analytics.py`` of that revision on the
+same snapshot, interleaved; ``--tail-baseline GIT_REV`` the ``LakeTail`` of a revision
+(one that reads the Delta table: revisions before it read batch objects, which this
+table does not have).
 
 Usage (against the test MinIO the test suite starts):
 
@@ -20,21 +33,18 @@ Prints one line per figure; ``--keep`` leaves the objects in place.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import datetime as dt
 import importlib.util
-import io
 import itertools
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -43,22 +53,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from lake_seed import MAINTENANCE_EVERY, TRIGGER_S, Seeder, cleanup, log_size
 
-from finpipe import contracts, summaries
+from finpipe import contracts, lake, summaries
 from finpipe.lake import lake_dataset
+from finpipe.logs import configure_logging
 from finpipe.settings import DEFAULT_TICKERS, Settings, load_settings
 from streamlit_app import analytics
-from streamlit_app.lake_tail import RELIST_SECONDS, TAIL_COLUMNS, LakeTail, s3_client
+from streamlit_app.lake_tail import TAIL_COLUMNS, LakeTail
 from streamlit_app.store import Store
 from streamlit_app.windows import WindowChoice, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_PRICES = (65000.0, 3400.0, 150.0, 190.0, 420.0, 180.0, 120.0)
 MS_PER_DAY = 86_400_000
-
-
+HOUR_BATCHES = 3600 // TRIGGER_S
 # --- data --------------------------------------------------------------------------------
 
 
@@ -107,91 +116,69 @@ def _weights(n: int) -> np.ndarray:
     return raw / raw.sum()
 
 
-def partitions(table: pa.Table) -> dict[tuple[dt.date, str], pa.Table]:
-    con = duckdb.connect()
-    con.register("trades", table)
-    keys = con.execute("SELECT DISTINCT trade_date, symbol FROM trades ORDER BY ALL").fetchall()
-    out = {}
-    for day, symbol in keys:
-        mask = pc.and_(
-            pc.equal(table["trade_date"], pa.scalar(day, pa.date32())),
-            pc.equal(table["symbol"], symbol),
-        )
-        out[(day, symbol)] = table.filter(mask)
-    return out
+def _batches(rows: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """``rows`` in micro-batch order, and each row's batch id (``processed_ts`` // 5 s,
+    the batch that wrote it)."""
+    batch = rows["processed_ts"].cast(pa.int64()).to_numpy() // (TRIGGER_S * 1_000_000)
+    order = np.argsort(batch, kind="stable")
+    return rows.take(pa.array(order)), batch[order]
 
 
-def put_all(
-    settings: Settings,
-    objects: list[tuple[str, pa.Table]],
-    threads: int = 16,
-    local: pafs.FileSystem | None = None,
-) -> None:
-    """PUT each object on the store, or write it under ``local`` (bucket/key)."""
-    client = s3_client(settings) if local is None else None
-
-    def put(item: tuple[str, pa.Table]) -> None:
-        buffer = io.BytesIO()
-        pq.write_table(item[1], buffer, compression="zstd", row_group_size=131_072)
-        if local is not None:
-            path = f"{settings.s3_bucket}/{item[0]}"
-            local.create_dir(path.rsplit("/", 1)[0])
-            with local.open_output_stream(path) as out:
-                out.write(buffer.getvalue())
-        else:
-            client.put_object(Bucket=settings.s3_bucket, Key=item[0], Body=buffer.getvalue())
-
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        list(pool.map(put, objects))
+def _runs(batch: np.ndarray, stop: int) -> Iterator[tuple[int, int, int]]:
+    """(batch id, first row, end row) of each batch id below ``stop`` in sorted ``batch``."""
+    end = int(np.searchsorted(batch, stop))
+    if end == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, batch[1:end] != batch[: end - 1]])
+    bounds = np.r_[starts, end]
+    for lo, hi in itertools.pairwise(bounds):
+        yield int(batch[lo]), int(lo), int(hi)
 
 
-def write_compacted(
-    settings: Settings,
-    parts: dict[tuple[dt.date, str], pa.Table],
-    local: pafs.FileSystem | None = None,
-) -> None:
-    put_all(
-        settings,
-        [
-            (
-                f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}/"
-                f"{contracts.compacted_file_name(last_batch_id(part))}",
-                part,
-            )
-            for (day, symbol), part in parts.items()
-        ],
-        local=local,
+def seed_lake(
+    settings: Settings, rows: pa.Table, replay_minutes: int, recent_batches: int
+) -> Seeder:
+    """``rows`` as the lake table the platform leaves: micro-batches of the last
+    ``replay_minutes``, a maintenance run every 60 batches (the last one
+    ``recent_batches`` batches before the newest batch), the hours before fast-forwarded
+    and maintained (closed days z-ordered, today compacted)."""
+    if not 0 <= recent_batches < MAINTENANCE_EVERY:
+        raise SystemExit(f"--recent-batches must be 0..{MAINTENANCE_EVERY - 1}")
+    seeder = Seeder(settings)
+    ordered, batch = _batches(rows)
+    last = int(batch[-1])
+    phase = (last - recent_batches) % MAINTENANCE_EVERY  # maintenance after these batches
+    start = last - replay_minutes * 60 // TRIGGER_S
+    start -= (start - 1 - phase) % MAINTENANCE_EVERY  # the fast-forward ends at a maintenance
+    today = dt.datetime.fromtimestamp(last * TRIGGER_S, dt.UTC).date()
+    hours: dict[int, tuple[int, int, int]] = {}
+    for batch_id, lo, hi in _runs(batch, start):
+        first = hours.get(batch_id // HOUR_BATCHES, (batch_id, lo, hi))
+        hours[batch_id // HOUR_BATCHES] = (batch_id, first[1], hi)
+    seeder.fast_forward((b, ordered.slice(lo, hi - lo)) for b, lo, hi in hours.values())
+    if hours:
+        days = pc.unique(ordered.slice(0, hours[max(hours)][2])["trade_date"]).to_pylist()
+        for day in sorted(d for d in days if d < today):
+            seeder.close_day(day)
+        seeder.maintain(today)
+    first_replayed = int(np.searchsorted(batch, start))
+    ahead, ahead_batch = ordered.slice(first_replayed), batch[first_replayed:]
+    for batch_id, lo, hi in _runs(ahead_batch, last + 1):
+        seeder.batch(ahead.slice(lo, hi - lo), batch_id)
+        if (batch_id - phase) % MAINTENANCE_EVERY == 0:
+            seeder.maintain(today)
+    return seeder
+
+
+def seeded(name: str, seeder: Seeder) -> None:
+    log = log_size(seeder.settings, seeder.table)
+    print(
+        f"  {name}: table v{seeder.version}, {seeder.commits} commits "
+        f"({seeder.files} files), {seeder.maintenance_runs} maintenance runs, "
+        f"{len(lake.table_files(seeder.table.open()))} live files; log {log['json']} entries, "
+        f"newest checkpoint {log['newest_checkpoint_bytes'] / 1e3:.0f} kB",
+        flush=True,
     )
-
-
-def last_batch_id(part: pa.Table) -> int:
-    """The raw layout's batch id of the partition's last row (see ``write_raw``)."""
-    newest = pc.max(part["processed_ts"].cast(pa.int64())).as_py()
-    return (newest or 0) // 5_000
-
-
-def write_raw(
-    settings: Settings,
-    parts: dict[tuple[dt.date, str], pa.Table],
-    local: pafs.FileSystem | None = None,
-) -> int:
-    """One object per 5 s micro-batch (batch id = processed_ts // 5 s) and partition."""
-    objects = []
-    for (day, symbol), part in parts.items():
-        if part.num_rows == 0:
-            continue
-        ordered = part.sort_by("processed_ts")
-        batch = pc.divide(
-            ordered["processed_ts"].cast(pa.int64()), pa.scalar(5_000, pa.int64())
-        ).to_numpy()
-        starts = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]])
-        bounds = np.r_[starts, len(batch)]
-        folder = f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}"
-        for lo, hi in itertools.pairwise(bounds):
-            name = contracts.batch_file_name(int(batch[lo]))
-            objects.append((f"{folder}/{name}", ordered.slice(lo, hi - lo)))
-    put_all(settings, objects, threads=4 if local else 24, local=local)
-    return len(objects)
 
 
 SUMMARY_SQL = {
@@ -231,10 +218,12 @@ def build_summaries(settings: Settings, table: pa.Table) -> None:
     con.execute("SET TimeZone = 'UTC'")
     con.register("lake", table)
     days = sorted({d for d in table["trade_date"].unique().to_pylist()})
+    source = summaries.LakeState(settings.lake_uri)  # the lake's rows, in memory: no batch ids
     for day in days:
         for name, sql in SUMMARY_SQL.items():
             result = con.execute(sql, {"day": day}).to_arrow_table()
-            summaries.publish(settings, name, day, pa.Table.from_batches(result.to_batches()))
+            rows = pa.Table.from_batches(result.to_batches())
+            summaries.publish(settings, name, day, rows, source=source)
 
 
 # --- timing ------------------------------------------------------------------------------
@@ -448,306 +437,206 @@ def page_render(settings: Settings, repeats: int, baseline: ModuleType | None = 
     report_pair("page render via AppTest, warm", *pair, target=2000)
 
 
-def lake_reads(
-    compacted: Settings, raw: Settings, now: dt.datetime, repeats: int, local: pafs.FileSystem
-) -> None:
-    """The same lake reads over both layouts (on local disk: see the module docstring)."""
-    cutoff = pa.scalar(now - dt.timedelta(minutes=15), pa.timestamp("ms", tz="UTC"))
-    results: dict[str, dict[str, tuple[float, float]]] = {}
-    for label, settings in (("compacted", compacted), ("raw", raw)):
-        fs = local
-        days = [now.date()]
-        res = results.setdefault(label, {})
-        res["list partitions + open dataset (today)"] = timed(
-            lambda s=settings, f=fs, d=days: lake_dataset(s, d, filesystem=f), 1
-        )
-        dataset = lake_dataset(settings, days, filesystem=fs)
-        res["tail via lake_dataset, 15 min pushdown"] = timed(
-            lambda d=dataset: d.to_table(
-                columns=TAIL_COLUMNS, filter=ds.field("trade_ts") >= cutoff
-            ),
-            max(1, repeats // 10) if label == "raw" else 3,
-        )
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("lake", dataset)
-        res["count(*) today"] = timed(
-            lambda c=con: c.execute("SELECT count(*) FROM lake").fetchall(), 1
-        )
-        res["1-min OHLCV of one symbol, today"] = timed(
-            lambda c=con: c.execute(
+def lake_reads(settings: Settings, now: dt.datetime, repeats: int) -> None:
+    """Today's lake reads over the newest snapshot on the store."""
+    cutoff = pa.scalar(now - dt.timedelta(minutes=15), contracts.LAKE_TS)
+    days = [now.date()]
+    table = lake.trades_table(settings)
+    report("lake: open the table (newest snapshot)", *timed(table.open, max(3, repeats // 3)))
+    report(
+        "lake: open + dataset of today",
+        *timed(lambda: lake_dataset(settings, days), max(3, repeats // 3)),
+    )
+    dataset = lake_dataset(settings, days)
+    print(f"  today: {sum(1 for _ in dataset.get_fragments())} files", flush=True)
+    report(
+        "lake: tail via lake_dataset, 15 min pushdown",
+        *timed(
+            lambda: dataset.to_table(columns=TAIL_COLUMNS, filter=ds.field("trade_ts") >= cutoff),
+            3,
+        ),
+    )
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("lake", dataset)
+    report(
+        "lake: count(*) today",
+        *timed(lambda: con.execute("SELECT count(*) FROM lake").fetchall(), 3),
+    )
+    report(
+        "lake: 1-min OHLCV of one symbol, today",
+        *timed(
+            lambda: con.execute(
                 "SELECT time_bucket(INTERVAL 1 minute, trade_ts) m, min(price), max(price), "
                 "sum(volume) FROM lake WHERE symbol = $s GROUP BY m",
                 {"s": DEFAULT_TICKERS[0]},
             ).fetchall(),
-            1,
-        )
-    for name in results["compacted"]:
-        c, r = results["compacted"][name], results["raw"][name]
-        print(
-            f"lake {name:<43} compacted {c[1]:9.1f} ms   raw {r[1]:9.1f} ms   "
-            f"raw/compacted {r[1] / c[1]:6.1f}x",
-            flush=True,
-        )
-
-
-def lake_tail_raw(
-    raw: Settings,
-    parts: dict[tuple[dt.date, str], pa.Table],
-    now: dt.datetime,
-    baseline: ModuleType | None = None,
-) -> None:
-    """The dashboard's incremental tail over raw micro-batches on the store: the last
-    15 minutes of the day as objects (cold read), then one new micro-batch (a refresh)."""
-    cutoff = pa.scalar(now - dt.timedelta(minutes=15), pa.timestamp("ms", tz="UTC"))
-    recent = {k: t.filter(pc.greater_equal(t["trade_ts"], cutoff)) for k, t in parts.items()}
-    count = once("write last 15 min as raw objects on the store", lambda: write_raw(raw, recent))
-    print(f"  raw objects: {count:,}")
-    tail = LakeTail(raw)
-    first = once(
-        "LakeTail cold: list + read the 15 min", lambda: tail.read(dt.datetime.now(dt.UTC))
+            3,
+        ),
     )
-    print(f"  ({first.num_rows:,} rows)")
-    # All objects were just written; LakeTail relists objects younger than RELIST_SECONDS
-    # on every refresh, which a steady stream never has more than ~30 s of. Let them age
-    # so the refreshes below list what a running pipeline's refresh lists.
-    time.sleep(RELIST_SECONDS + 1)
-    tail.read(dt.datetime.now(dt.UTC))
-    batch_ts = dt.datetime.now(dt.UTC)
-    rows = len(DEFAULT_TICKERS)
-    new_batch = pa.table(
+    con.close()
+
+
+def one_batch(symbols: tuple[str, ...], at: dt.datetime, offset: int) -> pa.Table:
+    """One trade per symbol at ``at``, as a micro-batch holds them (LAKE_SCHEMA)."""
+    rows = len(symbols)
+    return pa.table(
         {
-            "symbol": list(DEFAULT_TICKERS),
-            "price": BASE_PRICES[:rows],
+            "symbol": list(symbols),
+            "price": [BASE_PRICES[i % len(BASE_PRICES)] for i in range(rows)],
             "volume": [1.0] * rows,
-            "trade_value": BASE_PRICES[:rows],
-            "trade_ts": [batch_ts] * rows,
-            "ingest_ts": [batch_ts] * rows,
-            "processed_ts": [batch_ts + dt.timedelta(seconds=1)] * rows,
+            "trade_value": [BASE_PRICES[i % len(BASE_PRICES)] for i in range(rows)],
+            "trade_ts": [at] * rows,
+            "ingest_ts": [at] * rows,
+            "processed_ts": [at + dt.timedelta(seconds=1)] * rows,
             "conditions": [None] * rows,
-            "kafka_partition": [0] * rows,
-            "kafka_offset": list(range(rows)),
-            "trade_date": [batch_ts.date()] * rows,
+            "kafka_partition": [i % 3 for i in range(rows)],
+            "kafka_offset": [offset + i for i in range(rows)],
+            "trade_date": [at.date()] * rows,
         },
         schema=contracts.LAKE_SCHEMA,
     )
-    write_raw(raw, partitions(new_batch))
+
+
+def next_batch(seeder: Seeder, symbols: tuple[str, ...]) -> dt.datetime:
+    """Commit one more micro-batch (one trade per symbol, now); returns its time."""
+    at = dt.datetime.now(dt.UTC)
+    batch_id = int(at.timestamp()) // TRIGGER_S
+    done = seeder.delta.transaction_version(contracts.SPARK_APP_ID) or 0
+    seeder.batch(one_batch(symbols, at, 10**12 + batch_id * 100), max(batch_id, done + 1))
+    return at
+
+
+def lake_tail(
+    settings: Settings,
+    seeder: Seeder,
+    symbols: tuple[str, ...],
+    repeats: int,
+    baseline: ModuleType | None = None,
+) -> None:
+    """The dashboard's tail over the seeded table: a fresh reader's first read, a refresh
+    after one more micro-batch, refreshes with nothing new, a refresh after maintenance."""
+    tail = LakeTail(settings)
+    first = once(
+        f"LakeTail first read ({tail.window.total_seconds() / 60:.0f} min)",
+        lambda: tail.read(dt.datetime.now(dt.UTC)),
+    )
+    print(
+        f"  ({first.num_rows:,} rows from {tail.stats.files} files, table v{tail.version})",
+        flush=True,
+    )
+    next_batch(seeder, symbols)
     once("LakeTail refresh: one new micro-batch", lambda: tail.read(dt.datetime.now(dt.UTC)))
     if baseline is None:
-        refresh = timed(lambda: tail.read(dt.datetime.now(dt.UTC)), 20)
-        report("LakeTail refresh, nothing new", *refresh)
-        return
-    old = baseline.LakeTail(raw)
-    old.read(dt.datetime.now(dt.UTC))
-    pair = timed_pair(
-        lambda: tail.read(dt.datetime.now(dt.UTC)), lambda: old.read(dt.datetime.now(dt.UTC)), 20
-    )
-    report_pair("LakeTail refresh, nothing new", *pair, target=None)
-
-
-# --- 50 symbols at the end of a busy day: the first load of a fresh process -------------
-
-
-def put_batches(
-    settings: Settings, symbols: tuple[str, ...], batch_ids: range, now: dt.datetime
-) -> int:
-    """One small object per symbol and batch id, in today's folders, as the Spark sink
-    names them (rows: one trade each, ``now``-relative times)."""
-    day = now.date()
-    objects = []
-    for batch_id in batch_ids:
-        rows = len(symbols)
-        ts = now - dt.timedelta(seconds=30)
-        table = pa.table(
-            {
-                "symbol": list(symbols),
-                "price": [BASE_PRICES[i % len(BASE_PRICES)] for i in range(rows)],
-                "volume": [1.0] * rows,
-                "trade_value": [BASE_PRICES[i % len(BASE_PRICES)] for i in range(rows)],
-                "trade_ts": [ts] * rows,
-                "ingest_ts": [ts] * rows,
-                "processed_ts": [ts + dt.timedelta(seconds=1)] * rows,
-                "conditions": [None] * rows,
-                "kafka_partition": [i % 3 for i in range(rows)],
-                "kafka_offset": [batch_id * rows + i for i in range(rows)],
-                "trade_date": [day] * rows,
-            },
-            schema=contracts.LAKE_SCHEMA,
+        report(
+            "LakeTail refresh, nothing new", *timed(lambda: tail.read(dt.datetime.now(dt.UTC)), 20)
         )
-        for i, symbol in enumerate(symbols):
-            folder = f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}"
-            objects.append((f"{folder}/{contracts.batch_file_name(batch_id)}", table.slice(i, 1)))
-    put_all(settings, objects, threads=24)
-    return len(objects)
+    else:
+        old = baseline.LakeTail(settings)
+        old.read(dt.datetime.now(dt.UTC))
+        pair = timed_pair(
+            lambda: tail.read(dt.datetime.now(dt.UTC)),
+            lambda: old.read(dt.datetime.now(dt.UTC)),
+            20,
+        )
+        report_pair("LakeTail refresh, nothing new", *pair, target=None)
+    upkeep = once(
+        "maintenance run (open-day compaction, vacuum, log cleanup)",
+        lambda: seeder.maintain(dt.datetime.now(dt.UTC).date()),
+    )
+    compaction = upkeep[0].compaction if upkeep else None  # type: ignore[index]
+    print(f"  {compaction}", flush=True)
+    files = tail.stats.files
+    once("LakeTail refresh after the maintenance", lambda: tail.read(dt.datetime.now(dt.UTC)))
+    print(f"  (files read: {tail.stats.files - files})", flush=True)
 
 
-# ROLLING_COMPACTION_SEGMENT_BATCHES' default: an hour of 5 s batches
-SEGMENT_BATCHES = Settings.model_fields["rolling_compaction_segment_batches"].default
-
-
-def rolling_segments(
-    settings: Settings,
-    table: pa.Table,
-    symbols: tuple[str, ...],
-    day: dt.date,
-    hours: range,
-    open_batches: int = 0,
-) -> list[tuple[str, pa.Table]]:
-    """The compacted segments a rolling-compacted open day holds, one per symbol and hour
-    of ``table`` (24 hours): hour ``k`` is ``compacted-<k*720+1>-<(k+1)*720>``; with
-    ``open_batches`` the last hour is the open segment, of that many batches. Rows keep
-    their times; the folder is ``day``'s (the tail reads by time, not by ``trade_date``)."""
-    ts = table["trade_ts"].cast(pa.int64()).to_numpy()
-    hour_of = (ts - ts.min()) // 3_600_000
-    objects = []
-    for k in hours:
-        last = (k + 1) * SEGMENT_BATCHES if not open_batches else k * SEGMENT_BATCHES + open_batches
-        name = contracts.compacted_segment_name(k * SEGMENT_BATCHES + 1, last)
-        in_hour = table.filter(pa.array(hour_of == k))
-        for symbol in symbols:
-            rows = in_hour.filter(pc.equal(in_hour["symbol"], symbol)).sort_by(
-                [("trade_ts", "ascending"), ("kafka_offset", "ascending")]
-            )
-            rows = rows.set_column(
-                rows.schema.get_field_index("trade_date"),
-                "trade_date",
-                pa.array([day] * rows.num_rows, pa.date32()),
-            )
-            folder = f"{settings.lake_prefix}/{contracts.partition_dir(day.isoformat(), symbol)}"
-            objects.append((f"{folder}/{name}", rows))
-    return objects
+# --- 50 symbols: the first load of a fresh process ------------------------------------------
 
 
 def first_load_fifty(
     base: Settings,
     root: str,
-    old_batches: int,
-    recent_batches: int,
     trades: int,
     repeats: int,
     tail_baseline: ModuleType | None,
-    rolling: bool = False,
+    *,
+    replay_minutes: int,
+    recent_batches: int,
     first_loads: int = 1,
 ) -> None:
-    """A fresh process's first page load and the warm refreshes with 50 symbols, over an
-    open day holding ``old_batches`` batch objects per symbol before the tail's window
-    and ``recent_batches`` inside it; the baseline's LakeTail on the same objects.
-
-    ``rolling``: the day as the rolling compaction keeps it at 23:59 instead: per symbol
-    23 hour segments written before the window, the open segment (the last hour but its
-    ``recent_batches``) rewritten inside it, and the ``recent_batches`` young batch files
-    (the default leaves (120 + 60) s / 5 s = 36).
-
-    The objects' LastModified is the store's clock, so "old" objects are made old by
-    reading at a later ``now``: the window is 1 minute (DASHBOARD_TAIL_MINUTES' least)
-    and the tail's RECENT_SLACK is 0 here (the bench cannot wait minutes); with the
-    default 5 minutes the first listing names 5 more minutes of objects per partition.
-    """
+    """A fresh process's first page load and the warm refreshes with 50 symbols, over a
+    24-hour day of ``trades`` trades ending now, seeded as the platform writes and
+    maintains it (``seed_lake``); the tail window is ``DASHBOARD_TAIL_MINUTES``. With
+    ``tail_baseline``, that revision's ``LakeTail`` in turn on the same table."""
     from producer.simulator.market import DEMO_50_TICKERS
-    from streamlit_app import lake_tail
 
     symbols = DEMO_50_TICKERS
     settings = base.model_copy(
-        update={
-            "lake_prefix": f"{root}/fifty",
-            "summaries_prefix": f"{root}/fifty-summaries",
-            "dashboard_tail_minutes": 1,
-        }
+        update={"lake_prefix": f"{root}/fifty", "summaries_prefix": f"{root}/fifty-summaries"}
     )
-    lake_tail.RECENT_SLACK = dt.timedelta(0)
-    start = dt.datetime.now(dt.UTC)
     table = once(
-        f"generate {trades:,} trades of 50 symbols (24 h)", lambda: generate(trades, start, symbols)
+        f"generate {trades:,} trades of 50 symbols (24 h)",
+        lambda: generate(trades, dt.datetime.now(dt.UTC), symbols),
     )
+    seeder = once(
+        "seed the lake table (micro-batches + maintenance)",
+        lambda: seed_lake(settings, table, replay_minutes, recent_batches),
+    )
+    seeded("lake", seeder)
     once(
         "build + publish summaries of 50 symbols (DuckDB)", lambda: build_summaries(settings, table)
     )
-    first_recent = old_batches + 1
-    if rolling:
-        old = rolling_segments(settings, table, symbols, start.date(), range(23))
-        once(
-            f"PUT 23 hour segments x 50 symbols ({table.num_rows:,} trades in all)",
-            lambda: put_all(settings, old, threads=16),
-        )
-        count = len(old)
-        first_recent = 24 * SEGMENT_BATCHES - recent_batches + 1
-    else:
-        count = once(
-            f"PUT {old_batches} old batches x 50 symbols",
-            lambda: put_batches(settings, symbols, range(1, old_batches + 1), start),
-        )
-    print(f"  old objects: {count:,} (a full day at 5 s: {50 * 17_280:,}; {count / 864_000:.2%})")
-    time.sleep(1.5)
-    between = dt.datetime.now(dt.UTC)
-    time.sleep(1.5)
-    now = between + dt.timedelta(minutes=1) + lake_tail.CLOCK_SLACK
-    if rolling:
-        segments = rolling_segments(
-            settings, table, symbols, start.date(), range(23, 24), SEGMENT_BATCHES - recent_batches
-        )
-        once("PUT the open segment x 50 symbols", lambda: put_all(settings, segments))
-    recent = range(first_recent, first_recent + recent_batches)
-    count = once(
-        f"PUT {recent_batches} recent batches x 50 symbols",
-        lambda: put_batches(settings, symbols, recent, now),
-    )
-    print(f"  recent objects: {count:,}" + (" + 50 open segments" if rolling else ""))
     print(load(), flush=True)
 
     def fresh(module: ModuleType) -> Store:
         return Store(settings, tail=module.LakeTail(settings))
 
-    def listing(store: Store) -> dict[str, int]:
-        """Keys and pages the tail's first load listed (a baseline before the tail
-        counted its listings: botocore's hook, which sees only boto3's listings)."""
-        stats = getattr(store.tail, "listed", None)
-        if stats is not None:
-            return {"keys": stats.keys, "requests": stats.listings}
-        return dict(hooked[id(store.tail)])
-
-    hooked: dict[int, dict[str, int]] = {}
-
-    def hook(store: Store) -> Store:
-        if getattr(store.tail, "listed", None) is None:
-            counts = hooked[id(store.tail)] = {"keys": 0, "requests": 0}
-
-            def count(parsed: dict, **_: object) -> None:
-                counts["requests"] += 1
-                counts["keys"] += len(parsed.get("Contents", []))
-
-            store.tail._client.meta.events.register("after-call.s3.ListObjectsV2", count)
-        return store
-
-    def first_load(store: Store) -> object:
+    def first_load(store: Store, now: dt.datetime) -> object:
         snap = store.snapshot([now.date()], now)
         return page_refresh(snap, symbols, now)
 
-    variants = [("current", lake_tail)] + ([("baseline", tail_baseline)] if tail_baseline else [])
+    from streamlit_app import lake_tail as current_tail
+
+    variants = [("current", current_tail)] + (
+        [("baseline", tail_baseline)] if tail_baseline else []
+    )
     # Fresh stores in turn (current, baseline, current, ...): one sample each is noise.
     firsts: dict[str, list[float]] = {label: [] for label, _ in variants}
     warm: dict[str, Store] = {}
-    lists: dict[str, dict[str, int]] = {}
     for _ in range(first_loads):
         for label, module in variants:
-            store = hook(fresh(module))
+            store = fresh(module)
             start_ms = time.perf_counter()
-            first_load(store)
+            first_load(store, dt.datetime.now(dt.UTC))
             firsts[label].append((time.perf_counter() - start_ms) * 1000)
-            warm[label], lists[label] = store, listing(store)
+            warm[label] = store
     for label, _ in variants:
         samples = firsts[label]
         report(f"first load, fresh store ({label}), {len(samples)}x", *_percentiles(samples), 3000)
-        print(f"  max {max(samples):.1f} ms; listed {lists[label]['keys']:,} keys in "
-              f"{lists[label]['requests']:,} pages", flush=True)  # fmt: skip
+        stats = getattr(warm[label].tail, "stats", None)
+        read = f"; tail read {stats.files:,} files" if stats is not None else ""
+        print(f"  max {max(samples):.1f} ms{read}", flush=True)
     if tail_baseline:
         ratio = statistics.median(firsts["current"]) / statistics.median(firsts["baseline"])
         print(f"  first load current / baseline (p50): {ratio:.2f}")
     for label, _ in variants:
         store = warm[label]
         report(
-            f"warm refresh ({label})", *timed(lambda s=store: first_load(s), repeats), target=3000
+            f"warm refresh ({label})",
+            *timed(lambda s=store: first_load(s, dt.datetime.now(dt.UTC)), repeats),
+            target=3000,
         )
-    store = fresh(lake_tail)
+    next_batch(seeder, symbols)
+    for label, _ in variants:
+        store = warm[label]
+        report(
+            f"warm refresh after one new micro-batch ({label})",
+            *timed(lambda s=store: first_load(s, dt.datetime.now(dt.UTC)), 1),
+            target=3000,
+        )
+    store = fresh(current_tail)
+    now = dt.datetime.now(dt.UTC)
     store.snapshot([now.date()], now)
     page_queries(store, now, repeats, symbols=symbols)
 
@@ -765,41 +654,41 @@ def page_refresh(snap: object, symbols: tuple[str, ...], now: dt.datetime) -> ob
     return analytics.normalized_prices(snap, list(symbols[:4]), window)
 
 
-def cleanup(settings: Settings, root: str) -> None:
-    client = s3_client(settings)
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=settings.s3_bucket, Prefix=f"{root}/"):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=settings.s3_bucket, Delete={"Objects": keys})
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trades", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--keep", action="store_true", help="leave the objects in place")
-    parser.add_argument("--skip-raw", action="store_true", help="compacted layout only")
     parser.add_argument(
         "--baseline",
         metavar="GIT_REV",
         help="also time streamlit_app/analytics.py of this revision, interleaved, same snapshot",
     )
+    parser.add_argument(
+        "--tail-baseline",
+        metavar="GIT_REV",
+        help="also time streamlit_app/lake_tail.py of this revision (one that reads Delta)",
+    )
     parser.add_argument("--skip-render", action="store_true", help="no AppTest page render")
     parser.add_argument(
-        "--tail-only", action="store_true", help="only the LakeTail section over raw objects"
+        "--tail-only", action="store_true", help="only the lake reads and the LakeTail section"
     )
     parser.add_argument(
         "--fifty",
         action="store_true",
         help="only the first load of a fresh process and warm refreshes with 50 symbols",
     )
-    parser.add_argument("--old-batches", type=int, default=40, help="with --fifty")
-    parser.add_argument("--recent-batches", type=int, default=6, help="with --fifty")
     parser.add_argument(
-        "--rolling",
-        action="store_true",
-        help="with --fifty: the open day as the rolling compaction keeps it at 23:59",
+        "--replay-minutes",
+        type=int,
+        default=20,
+        help="minutes before now seeded as 5 s micro-batches (the hours before fast-forwarded)",
+    )
+    parser.add_argument(
+        "--recent-batches",
+        type=int,
+        default=36,
+        help="micro-batches committed since the last maintenance run (0..59)",
     )
     parser.add_argument(
         "--first-loads",
@@ -808,34 +697,28 @@ def main(argv: list[str] | None = None) -> int:
         help="with --fifty: first loads of a fresh store per variant, interleaved",
     )
     args = parser.parse_args(argv)
+    configure_logging("WARNING")  # the tail's debug lines off stdout
 
     base = load_settings()
     baseline = load_baseline(args.baseline) if args.baseline else None
-    tail_baseline = load_baseline(args.baseline, "lake_tail") if args.baseline else None
+    tail_baseline = load_baseline(args.tail_baseline, "lake_tail") if args.tail_baseline else None
     root = f"bench-dashboard-{uuid.uuid4().hex[:8]}"
-
-    def variant(lake: str) -> Settings:
-        return base.model_copy(
-            update={"lake_prefix": f"{root}/{lake}", "summaries_prefix": f"{root}/summaries"}
-        )
-
-    compacted, raw = variant("compacted"), variant("raw")
-    local_dir = Path(tempfile.mkdtemp(prefix=f"{root}-"))
-    local = pafs.SubTreeFileSystem(str(local_dir), pafs.LocalFileSystem())
+    settings = base.model_copy(
+        update={"lake_prefix": f"{root}/processed_trades", "summaries_prefix": f"{root}/summaries"}
+    )
     now = dt.datetime.now(dt.UTC)
-    print(f"store {base.s3_endpoint_url} bucket {base.s3_bucket} prefix {root}/; local {local_dir}")
+    print(f"store {base.s3_endpoint_url} bucket {base.s3_bucket} prefix {root}/")
     print(f"{os.cpu_count()} cores; {load()}")
     try:
         if args.fifty:
             first_load_fifty(
                 base,
                 root,
-                args.old_batches,
-                args.recent_batches,
                 args.trades,
                 args.repeats,
                 tail_baseline,
-                rolling=args.rolling,
+                replay_minutes=args.replay_minutes,
+                recent_batches=args.recent_batches,
                 first_loads=args.first_loads,
             )
             print(load(), flush=True)
@@ -844,30 +727,23 @@ def main(argv: list[str] | None = None) -> int:
             f"generate {args.trades:,} trades (24 h to now)",
             lambda: generate(args.trades, now, DEFAULT_TICKERS),
         )
-        parts = once("split into partitions", lambda: partitions(table))
-        if args.tail_only:
-            lake_tail_raw(raw, parts, now, tail_baseline)
-            print(load(), flush=True)
-            return 0
-        once("write compacted lake on the store", lambda: write_compacted(compacted, parts))
-        once("build + publish summaries (DuckDB)", lambda: build_summaries(compacted, table))
-        store = Store(compacted)
-        once("snapshot cold (summaries + tail)", lambda: store.snapshot([now.date()], now))
-        page_queries(store, dt.datetime.now(dt.UTC), args.repeats, baseline)
-        if not args.skip_render:
-            page_render(compacted, max(5, args.repeats // 6), baseline)
-            print(load(), flush=True)
-        if not args.skip_raw:
-            once(
-                "write compacted lake on local disk",
-                lambda: write_compacted(compacted, parts, local),
-            )
-            count = once("write raw lake on local disk", lambda: write_raw(raw, parts, local))
-            print(f"  raw objects: {count:,}")
-            lake_reads(compacted, raw, now, args.repeats, local)
-            lake_tail_raw(raw, parts, now, tail_baseline)
+        seeder = once(
+            "seed the lake table (micro-batches + maintenance)",
+            lambda: seed_lake(settings, table, args.replay_minutes, args.recent_batches),
+        )
+        seeded("lake", seeder)
+        if not args.tail_only:
+            once("build + publish summaries (DuckDB)", lambda: build_summaries(settings, table))
+            store = Store(settings)
+            once("snapshot cold (summaries + tail)", lambda: store.snapshot([now.date()], now))
+            page_queries(store, dt.datetime.now(dt.UTC), args.repeats, baseline)
+            if not args.skip_render:
+                page_render(settings, max(5, args.repeats // 6), baseline)
+                print(load(), flush=True)
+        lake_reads(settings, dt.datetime.now(dt.UTC), args.repeats)
+        lake_tail(settings, seeder, DEFAULT_TICKERS, args.repeats, tail_baseline)
+        print(load(), flush=True)
     finally:
-        shutil.rmtree(local_dir, ignore_errors=True)
         if not args.keep:
             cleanup(base, root)
     return 0

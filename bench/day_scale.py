@@ -1,65 +1,77 @@
-"""Benchmark: a 50-symbol, 24-hour open day, as the code once kept it and with the rolling
-compaction, for today's summary refresh, today's quality checks and the objects listed.
+"""Benchmark: a 50-symbol, 24-hour open day of the Delta lake table, at points of the day,
+for opening the table, today's summary refresh, today's quality checks, the dashboard's
+lake tail and the open-day maintenance.
 
-For each point of the day (default 01:00, 06:00, 12:00, 23:59) it writes, under a unique
-prefix of the object store, the state the open day is in at that moment with the rolling
-compaction (the writer's layout: ``contracts.partition_dir`` folders, Spark's batch-id
-names, the contract's schema): per symbol the hour segments and the open segment the
-rolling compaction would have produced (written directly as ``compacted-<first>-<last>``,
-the same rows a run of ``rolling_compaction.roll_day`` writes: PUTs at a few hundred
-objects/s cannot replay a day of batches in minutes), and the batch files of the last
-``ROLLING_COMPACTION_MIN_AGE_SECONDS`` + 60 s. Then it times, on that state:
+For each point of the day (default 01:00, 06:00, 12:00, 23:59) it builds, under a unique
+prefix of the object store, the lake table ``processed_trades`` as the platform leaves it
+at that moment (``bench/lake_seed.py``): ``--symbols`` symbols, ``--rows`` trades per
+symbol per 5 s micro-batch, each micro-batch written by the streaming writer's own code
+(one file per symbol, ``spark.lake_files``) and committed with the query's application
+transaction (``finpipe.delta_commit.commit_files``), and every 60 batches (5 minutes)
+one ``lake_maintenance_job`` pass (``maintenance.maintain``: the open day compacted, lite
+vacuum, log cleanup). The last ``--replay-minutes`` before the point are replayed batch by
+batch; the day before them is fast-forwarded (hour-sized commits, then compacted by the
+same maintenance, so the day's files are the ones the maintenance leaves; see
+``lake_seed``). On the way, the summaries are refreshed ``--refresh-batches`` batches
+before the point and the table version of ``--check-minutes`` before it is kept as the
+checks' watermark. Then, at the point, it times:
 
-* ``refresh``: today's summaries after one more minute of batches (12 per symbol), from
-  the previous refresh's state: listing, incremental rebuild, publishing (what a run of
-  ``summaries_refresh_sensor`` does);
-* ``checks``: the scheduled quality checks (schema, row rules, duplicates) over what
-  arrived since a check 10 minutes before (``checked_span``); the Kafka reconciliation is
-  not included (it needs a topic);
-* ``roll``: one rolling compaction run over that state (the minute's fold of the young
-  batch files into the open segments);
-* ``close``: the summaries of the whole day from nothing, at the last point only.
+* ``open``: opening the newest snapshot (``LakeTable.open``: the newest checkpoint and
+  the log entries after it), median of 3; with the log's size;
+* ``refresh``: today's summaries from the previous refresh's state (what a
+  ``summaries_refresh_sensor`` run does, without Dagster: the state, a snapshot, the log's
+  new files since the state's version, the affected minutes re-read, three publishes,
+  the state saved);
+* ``checks``: the scheduled quality checks (schema, row rules, duplicates, rejects) over
+  what the commits since the watermark added (``checks.scope``: the new files' Kafka
+  offset ranges); the Kafka reconciliation is not included (it needs a topic);
+* ``tail``: the dashboard's ``LakeTail`` (``DASHBOARD_TAIL_MINUTES``) read by a fresh
+  reader at the point, then a warm refresh after one more micro-batch, a refresh with
+  nothing new (median of 5), and a refresh after the next maintenance run;
+* ``maint``: one ``lake_maintenance_job`` pass at the point (the files the open day's
+  compaction rewrote).
 
-The baseline (every batch object still there, the full rebuild of the summaries and the
-full-day checks the code did before) is generated for the first minutes of the day only
-(``--baseline-minutes``; 864,000 objects would take the object store most of an hour to
-accept), and its cost per object is extrapolated linearly to each point, which the
-output says.
+**The baseline, same run, same table** (there is no old layout to compare with any
+more): each bounded operation against its unbounded form at full size. ``rebuild`` is
+the refresh from no state (the three summaries of the whole day from the snapshot, as a
+refresh did before it was incremental, and as the close does); ``full checks`` are the
+checks over yesterday and today in full (what a run without a usable watermark reads).
+The ratios printed are rebuild / refresh and full checks / checks.
 
-Usage (against the test MinIO the test suite starts for slot N at 127.0.0.1:19000+100*N):
+Usage (against a MinIO; the test suite's for slot N is at 127.0.0.1:19000+100*N):
 
     S3_ENDPOINT_URL=http://127.0.0.1:19600 .venv/bin/python bench/day_scale.py
+
+A smoke run: ``--symbols 2 --points 00:15 --replay-minutes 12``.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime as dt
-import io
 import os
+import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from lake_seed import MAINTENANCE_EVERY, TRIGGER_S, Seeder, cleanup, log_size
 
 from finpipe import contracts, lake, summaries
+from finpipe.logs import configure_logging
 from finpipe.settings import Settings, load_settings
-from finpipe_dagster.lake import checked_span, checks
-from finpipe_dagster.lake.rolling_compaction import roll_day
-from finpipe_dagster.resources import FinpipeSettings, LakeS3Resource
+from finpipe_dagster.lake import checks
 from finpipe_dagster.summaries import incremental
-from finpipe_dagster.summaries import sql as summary_sql
+from streamlit_app.lake_tail import LakeTail
 
-TRIGGER_S = 5
 FIRST_BATCH = 1_000_000  # the checkpoint's batch ids go on from earlier days
 POINTS = ("01:00", "06:00", "12:00", "23:59")
+HOUR_BATCHES = 3600 // TRIGGER_S
 
 
 def symbols(count: int) -> list[str]:
@@ -67,101 +79,39 @@ def symbols(count: int) -> list[str]:
     return crypto + [f"S{i:02d}.X" for i in range(count - len(crypto))]
 
 
-def batch_rows(day: dt.date, symbol_index: int, symbol: str, batch: int, n: int) -> dict:
-    """The ``n`` trades of one batch for one symbol: trade times inside the batch's 5 s."""
-    start_ms = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
-    rng = np.random.default_rng(batch * 1000 + symbol_index)
-    t0 = start_ms + (batch - FIRST_BATCH) * TRIGGER_S * 1000
-    ts = np.sort(t0 + rng.integers(0, TRIGGER_S * 1000, n))
-    price = 100 + symbol_index + np.round(rng.normal(0, 0.5, n), 2)
-    volume = np.round(rng.uniform(0.001, 5, n), 3)
-    offsets = (batch - FIRST_BATCH) * n + np.arange(n)
-    return {
-        "ts": ts,
-        "price": price,
-        "volume": volume,
-        "offset": offsets,
-        "symbol": symbol,
-        "partition": symbol_index,
-    }
-
-
-def to_table(parts: list[dict], day: dt.date) -> pa.Table:
-    ts = np.concatenate([p["ts"] for p in parts])
-    price = np.concatenate([p["price"] for p in parts])
-    volume = np.concatenate([p["volume"] for p in parts])
-    n = len(ts)
-    stamp = pa.array(ts, pa.timestamp("ms", tz="UTC"))
+def batch_rows(day: dt.date, names: list[str], batches: range, n: int) -> pa.Table:
+    """The ``n`` trades per symbol of each batch index in ``batches`` (batch ``b`` holds
+    trade times inside the day's ``b``-th 5 s), ``LAKE_SCHEMA``; symbol ``i`` is alone on
+    Kafka partition ``i``, its offsets ``b * n ...``."""
+    count, width = len(names), len(batches)
+    day_ms = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
+    rng = np.random.default_rng(batches.start * 1000 + count)
+    index = np.arange(batches.start, batches.stop)
+    t0 = day_ms + index * TRIGGER_S * 1000
+    ts = np.sort(rng.integers(0, TRIGGER_S * 1000, (count, width, n)), axis=2) + t0[None, :, None]
+    symbol = np.broadcast_to(np.arange(count)[:, None, None], ts.shape)
+    processed = np.broadcast_to((t0 + TRIGGER_S * 1000 + 500)[None, :, None], ts.shape)
+    offset = np.broadcast_to((index * n)[None, :, None] + np.arange(n), ts.shape)
+    price = 100 + symbol + np.round(rng.normal(0, 0.5, ts.shape), 2)
+    volume = np.round(rng.uniform(0.001, 5, ts.shape), 3)
+    total = ts.size
+    stamp = lambda ms: pa.array(ms.ravel(), pa.int64()).cast(pa.timestamp("ms", tz="UTC"))  # noqa: E731
     table = pa.table(
         {
-            "symbol": pa.array([parts[0]["symbol"]] * n),
-            "price": price,
-            "volume": volume,
-            "trade_value": price * volume,
-            "trade_ts": stamp,
-            "ingest_ts": stamp,
-            "processed_ts": stamp,
-            "conditions": pa.nulls(n, pa.list_(pa.string())),
-            "kafka_partition": pa.array([parts[0]["partition"]] * n, pa.int32()),
-            "kafka_offset": np.concatenate([p["offset"] for p in parts]),
-            "trade_date": pa.array([day] * n, pa.date32()),
+            "symbol": pa.array(names).take(pa.array(symbol.ravel())),
+            "price": price.ravel(),
+            "volume": volume.ravel(),
+            "trade_value": (price * volume).ravel(),
+            "trade_ts": stamp(ts),
+            "ingest_ts": stamp(ts + 20),
+            "processed_ts": stamp(processed),
+            "conditions": pa.nulls(total, pa.list_(pa.string())),
+            "kafka_partition": pa.array(symbol.ravel(), pa.int32()),
+            "kafka_offset": offset.ravel(),
+            "trade_date": pa.array([day] * total, pa.date32()),
         }
     )
     return table.cast(contracts.LAKE_SCHEMA)
-
-
-def put(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    with fs.open_output_stream(path) as out:
-        out.write(buffer.getvalue())
-
-
-def folder(settings: Settings, day: dt.date, symbol: str) -> str:
-    return (
-        f"{settings.s3_bucket}/{settings.lake_prefix}/"
-        f"{contracts.partition_dir(day.isoformat(), symbol)}"
-    )
-
-
-def write_all(fs: pafs.FileSystem, jobs: list[tuple[str, Callable[[], pa.Table]]]) -> float:
-    started = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda job: put(fs, job[0], job[1]()), jobs))
-    return time.perf_counter() - started
-
-
-def batch_jobs(
-    settings: Settings, day: dt.date, names: list[str], batches: range, rows: int
-) -> list[tuple[str, Callable[[], pa.Table]]]:
-    return [
-        (
-            f"{folder(settings, day, s)}/{contracts.batch_file_name(b)}",
-            lambda i=i, s=s, b=b: to_table([batch_rows(day, i, s, b, rows)], day),
-        )
-        for i, s in enumerate(names)
-        for b in batches
-    ]
-
-
-def segment_jobs(
-    settings: Settings, day: dt.date, names: list[str], folded: int, span: int, rows: int
-) -> list[tuple[str, Callable[[], pa.Table]]]:
-    """The segments the rolling compaction leaves once ``folded`` batches are folded."""
-    ranges = [
-        (FIRST_BATCH + lo, FIRST_BATCH + min(lo + span, folded) - 1)
-        for lo in range(0, folded, span)
-    ]
-    return [
-        (
-            f"{folder(settings, day, s)}/{contracts.compacted_segment_name(first, last)}",
-            lambda i=i, s=s, first=first, last=last: to_table(
-                [batch_rows(day, i, s, b, rows) for b in range(first, last + 1)], day
-            ).sort_by([("trade_ts", "ascending"), ("kafka_offset", "ascending")]),
-        )
-        for i, s in enumerate(names)
-        for first, last in ranges
-    ]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -170,56 +120,48 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
+def median_of(fn: Callable[[], Any], repeats: int) -> float:
+    return statistics.median(timed(fn)[0] for _ in range(repeats))
+
+
 def refresh_once(
-    settings: Settings, fs: pafs.FileSystem, day: dt.date
+    settings: Settings, fs: pafs.FileSystem, day: dt.date, *, from_nothing: bool = False
 ) -> incremental.RefreshReport:
-    """What one refresh run does: list, rebuild what changed, publish, save the state."""
-    previous = incremental.load_state(settings, fs, day)
-    files = lake.list_lake_files(settings, [day], filesystem=fs)
+    """What one run of today's summaries does (``summaries.assets._build_day`` and the
+    publishes): the previous state (none: ``from_nothing``), one snapshot, the refresh,
+    three publishes naming the lake version, the state saved."""
+    previous = None if from_nothing else incremental.load_state(settings, fs, day)
+    table = lake.trades_table(settings)
+    snapshot = table.open()
     con = duckdb.connect()
-    state, report = incremental.refresh(con, settings, fs, files, previous)
-    for name, table in incremental.published_tables(con, state, dt.datetime.now(dt.UTC)).items():
-        summaries.publish(settings, name, day, table, filesystem=fs)
-    incremental.save_state(settings, fs, day, state)
+    state, report = incremental.refresh(con, settings, snapshot, day, previous, table=table)
+    tables = incremental.published_tables(con, state, dt.datetime.now(dt.UTC))
     con.close()
+    source = summaries.LakeState(settings.lake_uri, state.version, state.rows)
+    for name, rows in tables.items():
+        summaries.publish(settings, name, day, rows, source=source)
+    incremental.save_state(settings, fs, day, state)
     return report
 
 
-def full_rebuild_old(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> None:
-    """The refresh as it was: the three summaries from the whole day's files."""
-    files = lake.list_lake_files(settings, [day], filesystem=fs)
+def run_checks(settings: Settings, day: dt.date, since: int | None) -> checks.Scope:
+    """The reads of one scheduled quality-check run (``checks._evaluate`` without Dagster
+    and Kafka): the rows since ``since`` (None: yesterday and today in full)."""
+    table = lake.trades_table(settings)
+    snapshot = table.open()
+    days = [day - dt.timedelta(days=1), day]
+    found = checks.scope(table, snapshot, days, since)
     con = duckdb.connect()
-    con.register("processed_trades", lake.files_dataset(files, fs))
-    summary_sql.ohlcv_1m(con, day)
-    summary_sql.daily_symbol_stats(con, day)
-    summary_sql.latest_prices(con, day, dt.datetime.now(dt.UTC))
-    con.close()
-
-
-def row_checks(
-    settings: Settings, fs: pafs.FileSystem, files: list[lake.LakeFile], *, read_once: bool
-) -> int:
-    """The checks' reads (schema, row rules, duplicates) over ``files``; returns the rows.
-    ``read_once``: as the bounded run does (its share read into memory once)."""
-    con = duckdb.connect()
-    dataset = lake.files_dataset(files, fs)
-    con.register("processed_trades", dataset.to_table() if read_once else dataset)
+    con.register("processed_trades", found.rows)
     rows = checks._scalar(con, "SELECT count(*) FROM processed_trades")
-    checks.schema_problems(settings, [], files)
+    checks.schema_problems(snapshot)
     for where in checks.RULES.values():
         checks._count_and_sample(con, where)
-    checks._duplicates(con, rows, {})
+    checks._duplicates(con, rows)
     con.close()
-    return rows
-
-
-def bounded_checks(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> tuple[int, int]:
-    span = checked_span.day_to_check(settings, fs, day, day)
-    if span is None:
-        return 0, 0
-    rows = row_checks(settings, fs, span.files, read_once=True)
-    checked_span.save_span(settings, fs, day, span.span)
-    return len(span.files), rows
+    checks.rejects_in_days(settings, days)
+    found.meta["rows_checked"] = rows
+    return found
 
 
 def point_seconds(point: str) -> int:
@@ -227,174 +169,162 @@ def point_seconds(point: str) -> int:
     return int(hours) * 3600 + int(minutes) * 60
 
 
+def hour_chunks(
+    day: dt.date, names: list[str], stop: int, rows: int
+) -> Iterator[tuple[int, pa.Table]]:
+    """The batches ``[0, stop)`` of the day an hour at a time: (last batch id, rows)."""
+    for first in range(0, stop, HOUR_BATCHES):
+        batches = range(first, min(first + HOUR_BATCHES, stop))
+        yield FIRST_BATCH + batches.stop - 1, batch_rows(day, names, batches, rows)
+
+
 def measure_point(base: Settings, point: str, names: list[str], args: argparse.Namespace) -> dict:
+    root = f"bench-day/{args.run}/{point.replace(':', '')}"
     settings = base.model_copy(
-        update={
-            "lake_prefix": f"bench-day/{args.run}/{point.replace(':', '')}/processed_trades",
-            "summaries_prefix": f"bench-day/{args.run}/{point.replace(':', '')}/summaries",
-            "rolling_compaction_min_age_seconds": 0,
-            "compaction_grace_seconds": 0,
-        }
+        update={"lake_prefix": f"{root}/processed_trades", "summaries_prefix": f"{root}/summaries"}
     )
     fs = lake.s3_filesystem(settings)
     day = args.day
-    now_batches = point_seconds(point) // TRIGGER_S
-    young = (base.rolling_compaction_min_age_seconds + 60) // TRIGGER_S
-    span = base.rolling_compaction_segment_batches
-    # the state of 10 minutes ago for the checks, then of 1 minute ago for the refresh
-    folded_10 = max(now_batches - young - 120, 0)
-    earlier = segment_jobs(settings, day, names, folded_10, span, args.rows)
-    put_s = write_all(fs, earlier)
-    checked_span.save_span(
-        settings,
-        fs,
-        day,
-        checked_span.day_to_check(settings, fs, day, day).span,  # type: ignore[union-attr]
-    )
-    folded = max(now_batches - young, 0)
-    written = {path for path, _ in earlier}  # full hours are the same 10 minutes later
-    put_s += write_all(
-        fs,
-        [
-            j
-            for j in segment_jobs(settings, day, names, folded, span, args.rows)
-            if j[0] not in written
-        ],
-    )
-    put_s += write_all(
-        fs,
-        batch_jobs(
-            settings,
-            day,
-            names,
-            range(FIRST_BATCH + folded, FIRST_BATCH + now_batches - 12),
-            args.rows,
-        ),
-    )
-    # leftovers of the folds are gone (grace 0): keep only what the rolling compaction leaves
-    lake_s3 = LakeS3Resource(settings=FinpipeSettings(**_env(settings)))
-    roll_day(
-        settings.model_copy(update={"rolling_compaction_min_age_seconds": 10**9}), fs, lake_s3, day
-    )
-    refresh_once(settings, fs, day)  # the previous refresh
-    put_s += write_all(
-        fs,
-        batch_jobs(
-            settings,
-            day,
-            names,
-            range(FIRST_BATCH + now_batches - 12, FIRST_BATCH + now_batches),
-            args.rows,
-        ),
-    )
-    objects = len(lake.list_lake_objects(settings, [day], filesystem=fs))
+    now = point_seconds(point) // TRIGGER_S  # batches 0 .. now-1 are in by the point
+    at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=now * TRIGGER_S)
+    start = max(now - args.replay_minutes * 60 // TRIGGER_S, 0)
+    start -= start % MAINTENANCE_EVERY  # the fast-forward ends where a maintenance ran
+    refresh_at = now - 1 - args.refresh_batches
+    check_at = now - 1 - args.check_minutes * 60 // TRIGGER_S
+    seeder = Seeder(settings)
+    watermark = seeder.version
+    if start:
+        seeder.fast_forward(hour_chunks(day, names, start, args.rows))
+        seeder.maintain(day)
+        watermark = seeder.version
+    if refresh_at < start:
+        refresh_once(settings, fs, day)
+    for i in range(start, now):
+        seeder.batch(batch_rows(day, names, range(i, i + 1), args.rows), FIRST_BATCH + i)
+        if (i + 1) % MAINTENANCE_EVERY == 0:
+            seeder.maintain(day)
+        if i == refresh_at:
+            refresh_once(settings, fs, day)  # the previous refresh
+        if i == check_at:
+            watermark = seeder.version  # the previous check's
+    seed_s = seeder.seconds
+    table = lake.trades_table(settings)
+    open_s = median_of(table.open, 3)
+    snapshot = table.open()
+    assert snapshot is not None
+    files = lake.table_files(snapshot, [day])
+    log = log_size(settings, table)
     refresh_s, report = timed(lambda: refresh_once(settings, fs, day))
-    checks_s, (check_objects, check_rows) = timed(lambda: bounded_checks(settings, fs, day))
-    roll_s, rolled = timed(lambda: roll_day(settings, fs, lake_s3, day))
+    checks_s, scope = timed(lambda: run_checks(settings, day, watermark))
+    full_checks_s, full_scope = timed(lambda: run_checks(settings, day, None))
+    rebuild_s, rebuilt = timed(lambda: refresh_once(settings, fs, day, from_nothing=True))
+    tail = LakeTail(settings)
+    tail_s, tail_rows = timed(lambda: tail.read(at))
+    tail_files = tail.stats.files
+    seeder.batch(batch_rows(day, names, range(now, now + 1), args.rows), FIRST_BATCH + now)
+    later = at + dt.timedelta(seconds=TRIGGER_S)
+    tail_refresh_s, _ = timed(lambda: tail.read(later))
+    tail_idle_s = median_of(lambda: tail.read(later), 5)
+    maint_s, upkeep = timed(lambda: seeder.maintain(day))
+    tail_after_maint_s, _ = timed(lambda: tail.read(later))
+    compaction = upkeep[0].compaction if upkeep else None
     result = {
         "point": point,
-        "objects": objects,
-        "segments_per_symbol": -(-folded // span),
+        "version": snapshot.version(),
+        "files": len(files),
+        "rows_in_day": sum(f.rows for f in files),
+        "log": log,
+        "open_s": open_s,
         "refresh_s": refresh_s,
-        "refresh_objects_read": report.objects_read,
+        "refresh": report,
+        "rebuild_s": rebuild_s,
+        "rebuild": rebuilt,
         "checks_s": checks_s,
-        "checks_objects": check_objects,
-        "checks_rows": check_rows,
-        "roll_s": roll_s,
-        "roll_batches": rolled.batches_folded,
-        "rows_in_day": now_batches * args.rows * len(names),
-        "put_s": put_s,
+        "checks_files": getattr(scope.meta.get("files_added"), "value", None),
+        "checks_rows": scope.meta["rows_checked"],
+        "checks_bounded": scope.bounded,
+        "full_checks_s": full_checks_s,
+        "full_checks_rows": full_scope.meta["rows_checked"],
+        "tail_s": tail_s,
+        "tail_files": tail_files,
+        "tail_rows": tail_rows.num_rows,
+        "tail_refresh_s": tail_refresh_s,
+        "tail_idle_s": tail_idle_s,
+        "tail_after_maint_s": tail_after_maint_s,
+        "maint_s": maint_s,
+        "maint_files": compaction.files_removed if compaction else 0,
+        "seed_s": seed_s,
+        "commits": seeder.commits,
+        "fast_forwarded": start,
     }
-    if point == args.points[-1]:
-        files = lake.list_lake_files(settings, [day], filesystem=fs)
-        result["close_s"], _ = timed(
-            lambda: incremental.refresh(duckdb.connect(), settings, fs, files, None)
-        )
-    fs.delete_dir_contents(f"{settings.s3_bucket}/bench-day/{args.run}/{point.replace(':', '')}")
+    if not args.keep:
+        cleanup(base, root)
     return result
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    return {"lake_prefix": settings.lake_prefix, "summaries_prefix": settings.summaries_prefix}
-
-
-def measure_baseline(base: Settings, names: list[str], args: argparse.Namespace) -> list[dict]:
-    """The old layout and code on the first minutes of the day: cost per object."""
-    results = []
-    for minutes in args.baseline_minutes:
-        settings = base.model_copy(
-            update={
-                "lake_prefix": f"bench-day/{args.run}/base{minutes}/processed_trades",
-                "summaries_prefix": f"bench-day/{args.run}/base{minutes}/summaries",
-            }
-        )
-        fs = lake.s3_filesystem(settings)
-        batches = range(FIRST_BATCH, FIRST_BATCH + minutes * 60 // TRIGGER_S)
-        put_s = write_all(fs, batch_jobs(settings, args.day, names, batches, args.rows))
-        objects = len(lake.list_lake_objects(settings, [args.day], filesystem=fs))
-        started = time.perf_counter()
-        full_rebuild_old(settings, fs, args.day)
-        refresh_s = time.perf_counter() - started
-        started = time.perf_counter()
-        row_checks(
-            settings, fs, lake.list_lake_files(settings, [args.day], filesystem=fs), read_once=False
-        )
-        checks_s = time.perf_counter() - started
-        results.append(
-            {
-                "minutes": minutes,
-                "objects": objects,
-                "refresh_s": refresh_s,
-                "checks_s": checks_s,
-                "put_s": put_s,
-            }
-        )
-        fs.delete_dir_contents(f"{settings.s3_bucket}/bench-day/{args.run}/base{minutes}")
-    return results
+def show(r: dict) -> None:
+    log, refresh, rebuilt = r["log"], r["refresh"], r["rebuild"]
+    print(
+        f"{r['point']}  table v{r['version']}: {r['files']} files / {r['rows_in_day']:,} rows "
+        f"in the day; log {log['json']} entries ({log['json_bytes'] / 1e6:.1f} MB), "
+        f"newest checkpoint {log['newest_checkpoint_bytes'] / 1e3:.0f} kB\n"
+        f"  open={r['open_s']:.3f}s\n"
+        f"  refresh={r['refresh_s']:.2f}s ({refresh.files_added} new files, read "
+        f"{refresh.files_read} files / {refresh.rows_read:,} rows, "
+        f"{refresh.minutes_rebuilt} minutes)  rebuild={r['rebuild_s']:.2f}s (read "
+        f"{rebuilt.files_read} files / {rebuilt.rows_read:,} rows; "
+        f"x{r['rebuild_s'] / r['refresh_s']:.1f})\n"
+        f"  checks={r['checks_s']:.2f}s ({'bounded' if r['checks_bounded'] else 'WHOLE DAYS'}: "
+        f"{r['checks_files']} new files, {r['checks_rows']:,} rows)  "
+        f"full checks={r['full_checks_s']:.2f}s ({r['full_checks_rows']:,} rows; "
+        f"x{r['full_checks_s'] / max(r['checks_s'], 1e-9):.1f})\n"
+        f"  tail first read={r['tail_s']:.2f}s ({r['tail_files']} files, {r['tail_rows']:,} rows)"
+        f"  refresh after one batch={r['tail_refresh_s'] * 1000:.0f}ms  "
+        f"nothing new={r['tail_idle_s'] * 1000:.0f}ms  "
+        f"after maintenance={r['tail_after_maint_s'] * 1000:.0f}ms\n"
+        f"  maint={r['maint_s']:.2f}s ({r['maint_files']} files compacted)\n"
+        f"  (seeding {r['seed_s']:.0f}s: {r['commits']} commits, the first "
+        f"{r['fast_forwarded']} batches fast-forwarded)",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--symbols", type=int, default=50)
-    parser.add_argument("--rows", type=int, default=10, help="trades per symbol per batch")
+    parser.add_argument("--rows", type=int, default=10, help="trades per symbol per 5 s batch")
     parser.add_argument("--points", nargs="+", default=list(POINTS))
-    parser.add_argument("--baseline-minutes", nargs="+", type=int, default=[2, 5, 10])
+    parser.add_argument(
+        "--replay-minutes",
+        type=int,
+        default=60,
+        help="minutes before each point replayed as micro-batches (the rest fast-forwarded)",
+    )
+    parser.add_argument(
+        "--refresh-batches",
+        type=int,
+        default=1,
+        help="batches since the previous summaries refresh (12: the sensor's 60 s)",
+    )
+    parser.add_argument(
+        "--check-minutes", type=int, default=10, help="minutes since the previous checks"
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the tables in place")
     args = parser.parse_args(argv)
+    configure_logging("WARNING")  # the tail's debug lines off stdout
     args.run = uuid.uuid4().hex[:8]
     args.day = dt.datetime.now(dt.UTC).date()
     base = load_settings()
     names = symbols(args.symbols)
     print(
         f"# day_scale: {len(names)} symbols, {args.rows} trades per symbol per 5 s batch, "
-        f"cores={os.cpu_count()}"
+        f"replay {args.replay_minutes} min, maintenance every {MAINTENANCE_EVERY} batches, "
+        f"cores={os.cpu_count()}, load {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
-    baseline = measure_baseline(base, names, args)
-    for b in baseline:
-        print(
-            f"baseline 00:{b['minutes']:02d}  objects={b['objects']:>6}  "
-            f"refresh={b['refresh_s']:.2f}s  checks={b['checks_s']:.2f}s  (put {b['put_s']:.1f}s)"
-        )
-    # a straight line through the first and last baseline points: fixed cost + per object
-    first, last = baseline[0], baseline[-1]
-    spread = max(last["objects"] - first["objects"], 1)
-    per_object_refresh = max(last["refresh_s"] - first["refresh_s"], 0) / spread
-    per_object_checks = max(last["checks_s"] - first["checks_s"], 0) / spread
     for point in args.points:
-        r = measure_point(base, point, names, args)
-        old_objects = point_seconds(point) // TRIGGER_S * len(names)
-        old_refresh = last["refresh_s"] + per_object_refresh * (old_objects - last["objects"])
-        old_checks = last["checks_s"] + per_object_checks * (old_objects - last["objects"])
-        print(
-            f"{point}  objects={r['objects']:>5} (baseline {old_objects:>6})  "
-            f"refresh={r['refresh_s']:.2f}s read {r['refresh_objects_read']} "
-            f"(baseline ~{old_refresh:.0f}s, x{old_refresh / r['refresh_s']:.0f})  "
-            f"checks={r['checks_s']:.2f}s over {r['checks_objects']} objects "
-            f"/{r['checks_rows']} rows "
-            f"(baseline ~{old_checks:.0f}s, x{old_checks / max(r['checks_s'], 1e-9):.0f})  "
-            f"roll={r['roll_s']:.2f}s ({r['roll_batches']} batches)  rows={r['rows_in_day']}"
-            + (f"  close={r['close_s']:.2f}s" if "close_s" in r else "")
-            + f"  (put {r['put_s']:.1f}s)"
-        )
+        show(measure_point(base, point, names, args))
+    print(f"# load {os.getloadavg()[0]:.1f}")
     return 0
 
 

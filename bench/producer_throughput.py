@@ -1,15 +1,20 @@
-"""Producer throughput: replay -> WebSocket -> producer -> Kafka (acks=all), log on vs off.
+"""Producer throughput: replay -> WebSocket -> producer -> Kafka (acks=all), log on vs
+off, metrics on vs off.
 
     .venv/bin/python bench/producer_throughput.py [--trades 1000000] [--per-frame 100]
-        [--flush-ms 200 --flush-ms 50 --flush-ms 1000] [--repeats 3]
+        [--flush-ms 200 --flush-ms 50 --flush-ms 1000] [--repeats 3] [--no-metrics]
 
 * Writes a synthetic session (the simulator's market model) as a JSON-lines replay file.
 * Serves it with ``finpipe-simulator --replay FILE --speed 0`` in its own process.
 * Runs the real ``TradeProducer`` (in this process, in threads) with its durable receive
   log, once per ``--flush-ms`` window, until Kafka has confirmed every trade; reports
   trades/s from the first frame to the last delivery report.
+* The same with its Prometheus metrics on (the first ``--flush-ms`` window): the
+  histogram observed per acknowledged record and ``/metrics`` scraped every
+  ``--scrape-seconds`` (1 s: 15 times Prometheus's default rate) while it runs.
 * The same without the log: the single-threaded loop the producer had before (receive,
-  validate, produce, serve reports), with the same validation and Kafka settings.
+  validate, produce, serve reports), with the same validation and Kafka settings. Like
+  the producer, it waits for room in librdkafka's queue as long as it takes.
 * The runs are interleaved (each repetition runs every configuration once, in a rotated
   order), so load from other work on the machine falls on all of them alike; the script
   prints each run, then per configuration the median trades/s, the median ratio to the
@@ -39,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +66,7 @@ from producer.app import TradeProducer  # noqa: E402
 from producer.delivery import producer_config  # noqa: E402
 from producer.feed import open_feed  # noqa: E402
 from producer.frames import FrameProcessor  # noqa: E402
+from producer.metrics import ProducerMetrics  # noqa: E402
 from producer.simulator.market import Market  # noqa: E402
 from producer.topics import ensure_topics  # noqa: E402
 
@@ -123,9 +130,37 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
+class Scraper:
+    """Scrapes a /metrics endpoint every ``every`` seconds from a thread, as Prometheus does."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url, self.every, self.scrapes = url, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            with urllib.request.urlopen(self.url, timeout=10) as answer:
+                answer.read()
+            self.scrapes += 1
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.scrapes
+
+
 def run_producer(
-    trades: int, port: int, run_id: str, flush_ms: int, log_dir: Path, profile: bool = False
+    trades: int,
+    port: int,
+    run_id: str,
+    flush_ms: int,
+    log_dir: Path,
+    profile: bool = False,
+    scrape_seconds: float | None = None,
 ) -> dict[str, float]:
+    """The real producer; with ``scrape_seconds``, its metrics on and scraped that often."""
     settings = load_settings(
         SIMULATOR_PORT=port,
         KAFKA_TOPIC=f"bench-trades-{run_id}",
@@ -133,9 +168,12 @@ def run_producer(
         FINPIPE_REPLAY_FILE="bench.jsonl",
         PRODUCER_LOG_DIR=str(log_dir),
         PRODUCER_LOG_FLUSH_MS=flush_ms,
+        PRODUCER_METRICS_PORT=free_port() if scrape_seconds else 0,
     )
     ensure_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
     producer = TradeProducer(settings)
+    metrics = ProducerMetrics(producer).start() if scrape_seconds else None
+    scraper = Scraper(metrics.endpoint.url, scrape_seconds) if metrics and scrape_seconds else None
     profiler = cProfile.Profile() if profile else None
 
     def run() -> None:
@@ -153,13 +191,26 @@ def run_producer(
     cpu = cpu_seconds() - cpu_before
     producer.stop()
     thread.join()
+    scrapes = scraper.stop() if scraper else 0
+    if metrics is not None:
+        metrics.close()
+        observed = metrics.registry.get_sample_value(
+            "finpipe_producer_receive_to_ack_seconds_count"
+        )
+        assert scrapes > 0 and observed, ("the metrics were not used", scrapes, observed)
     assert c.balanced() and c.delivered == trades, c.snapshot()
     assert c.first_frame_ts_ms is not None and c.last_delivery_ts_ms is not None
     seconds = (c.last_delivery_ts_ms - c.first_frame_ts_ms) / 1000
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
     log_mb = sum(f.stat().st_size for f in log_dir.glob("seg-*.log")) / 1e6
-    return {"trades": c.delivered, "seconds": seconds, "cpu": cpu, "log_mb": log_mb}
+    return {
+        "trades": c.delivered,
+        "seconds": seconds,
+        "cpu": cpu,
+        "log_mb": log_mb,
+        "scrapes": scrapes,
+    }
 
 
 def run_without_log(trades: int, port: int, run_id: str) -> dict[str, float]:
@@ -188,11 +239,12 @@ def run_without_log(trades: int, port: int, run_id: str) -> dict[str, float]:
         _, data = ws.recv_data()
         first = first or time.perf_counter()
         for key, value in frames.process(data).records:
-            try:
-                producer.produce(topic, value, key)
-            except BufferError:
-                producer.poll(0.05)
-                producer.produce(topic, value, key)
+            while True:  # librdkafka's queue is full: serve reports until there is room
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
             produced += 1
         producer.poll(0)
     producer.flush(60)
@@ -249,24 +301,32 @@ def _with_simulator(replay: Path, port: int, run: Callable[[], Any], *, loop: bo
 
 
 NO_LOG = "no log"
+METRICS = " + metrics"
+Config = tuple[int | None, bool]
+"""(PRODUCER_LOG_FLUSH_MS, or None for the loop without the log; metrics on)."""
 
 
-def _label(window: int | None) -> str:
-    return NO_LOG if window is None else f"log {window} ms"
+def _label(config: Config) -> str:
+    window, metrics = config
+    return NO_LOG if window is None else f"log {window} ms" + (METRICS if metrics else "")
 
 
 def run_interleaved(
     args: argparse.Namespace, replay: Path, tmp: Path, run_id: str
 ) -> dict[str, list[dict[str, float]]]:
     """Every configuration once per repetition, the order rotated each time."""
-    configs: list[int | None] = [None, *(args.flush_ms or [200])]
+    windows = args.flush_ms or [200]
+    configs: list[Config] = [(None, False), *((w, False) for w in windows)]
+    if not args.no_metrics:
+        configs.append((windows[0], True))
     runs: dict[str, list[dict[str, float]]] = {_label(c): [] for c in configs}
     for rep in range(args.repeats):
         shift = rep % len(configs)
-        for window in configs[shift:] + configs[:shift]:
+        for window, metrics in configs[shift:] + configs[:shift]:
             port = free_port()
-            tag = f"{run_id}-{rep}-{window or 0}"
+            tag = f"{run_id}-{rep}-{window or 0}-{int(metrics)}"
             before = load1()
+            scrape = args.scrape_seconds if metrics else None
             if window is None:
                 result = _with_simulator(
                     replay, port, lambda at=port, t=tag: run_without_log(args.trades, at, t)
@@ -276,16 +336,17 @@ def run_interleaved(
                 result = _with_simulator(
                     replay,
                     port,
-                    lambda at=port, t=tag, w=window, d=log_dir: run_producer(
-                        args.trades, at, t, w, d, args.profile
+                    lambda at=port, t=tag, w=window, d=log_dir, s=scrape: run_producer(
+                        args.trades, at, t, w, d, args.profile, s
                     ),
                 )
                 shutil.rmtree(log_dir, ignore_errors=True)
             result |= {"rep": rep, "load_before": before, "load_after": load1()}
             result["rate"] = result["trades"] / result["seconds"]
-            runs[_label(window)].append(result)
+            runs[_label((window, metrics))].append(result)
             print(
-                f"  rep {rep + 1} {_label(window):>12}: {result['rate']:>9,.0f} trades/s, "
+                f"  rep {rep + 1} {_label((window, metrics)):>22}: "
+                f"{result['rate']:>9,.0f} trades/s, "
                 f"{cpu_per_million(result):5.2f} CPU s/M trades (simulator "
                 f"{result['sim_cpu'] / result['trades'] * 1e6:4.2f}), "
                 f"load {before:4.1f} -> {result['load_after']:4.1f}",
@@ -302,7 +363,7 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> None:
     """Median per configuration, and the median of per-repetition ratios to no log."""
     no_log = {r["rep"]: r["rate"] for r in runs[NO_LOG]}
     print(
-        f"{'configuration':>14} | {'median trades/s':>15} | {'min..max':>19} | "
+        f"{'configuration':>22} | {'median trades/s':>15} | {'min..max':>19} | "
         f"{'on/off (median)':>15} | {'CPU s/M trades':>14} | load (1 min)"
     )
     for label, results in runs.items():
@@ -311,10 +372,19 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> None:
         cpu = statistics.median(cpu_per_million(r) for r in results)
         loads = [r["load_before"] for r in results] + [r["load_after"] for r in results]
         print(
-            f"{label:>14} | {statistics.median(rates):>15,.0f} | "
+            f"{label:>22} | {statistics.median(rates):>15,.0f} | "
             f"{min(rates):>8,.0f}..{max(rates):>9,.0f} | "
             f"{statistics.median(ratios):>15.2f} | {cpu:>14.2f} | "
             f"{min(loads):.1f}..{max(loads):.1f}"
+        )
+    for label in [label for label in runs if label.endswith(METRICS)]:
+        off = {r["rep"]: r["rate"] for r in runs[label.removesuffix(METRICS)]}
+        ratios = sorted(r["rate"] / off[r["rep"]] for r in runs[label])
+        scrapes = sum(int(r.get("scrapes", 0)) for r in runs[label])
+        print(
+            f"metrics on/off    : {statistics.median(ratios):.3f} median of per-repetition "
+            f"ratios ({', '.join(f'{x:.3f}' for x in ratios)}; {label.removesuffix(METRICS)}, "
+            f"{scrapes} scrapes)"
         )
 
 
@@ -331,6 +401,15 @@ def main() -> None:
         help="PRODUCER_LOG_FLUSH_MS of a run with the log (repeatable; default 200)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the producer thread")
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="skip the run with the producer's metrics on"
+    )
+    parser.add_argument(
+        "--scrape-seconds",
+        type=float,
+        default=1.0,
+        help="how often the metrics run is scraped (Prometheus's default is 15 s)",
+    )
     parser.add_argument("--plot", help="write a throughput bar chart to this PNG")
     args = parser.parse_args()
     configure_logging("WARNING")
@@ -361,7 +440,7 @@ def main() -> None:
         f"naive baseline    : {naive['trades']:>10,.0f} trades in {naive['seconds']:6.2f} s "
         f"= {naive['rate']:>9,.0f} trades/s (produce + flush per trade)"
     )
-    first_log = next(label for label in runs if label != NO_LOG)
+    first_log = next(label for label in runs if label != NO_LOG and not label.endswith(METRICS))
     fast = {"rate": statistics.median(r["rate"] for r in runs[first_log])}
     print(f"ratio             : {fast['rate'] / naive['rate']:.0f}x ({first_log}, median)")
     if args.plot:

@@ -3,9 +3,9 @@
 Runs the real job (a ``finpipe-spark`` subprocess) against the Kafka and MinIO named by
 the settings, on its own topic, lake prefix and checkpoint. A producer process writes
 ``TradeRecord``s at a fixed rate with ``ingest_ts_ms`` = the moment it creates them (the
-producer's receive time); a reader thread lists the lake the way ``finpipe.lake`` does
-and reads each new object's ``ingest_ts`` as soon as the object is listable, so
-latency = first moment a lake reader can see the row - ingest time.
+producer's receive time); a reader thread follows the lake table's Delta log and reads the
+``ingest_ts`` of each new commit's files, so latency = the time of the commit that made
+the row visible (the first moment any Delta reader can see it) - ingest time.
 
 Keeping up means: every batch's duration below the trigger (p95 reported) and the lag
 (produced - committed) not growing over the run.
@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from finpipe import lake
+from finpipe import lake, lake_log
 from finpipe.contracts import TradeRecord
 from finpipe.settings import DEFAULT_TICKERS, Settings, load_settings
 from infra import artifacts, services
@@ -107,13 +107,14 @@ def produce(
 
 
 class LakeWatcher(threading.Thread):
-    """Lists the lake every ``poll`` seconds; latency of each row when its object appears."""
+    """Follows the lake's Delta log every ``poll`` seconds; the latency of each row is
+    from its receive time to the commit that made it visible."""
 
     def __init__(self, settings: Settings, poll: float) -> None:
         super().__init__(name="lake-watcher", daemon=True)
         self.settings = settings
         self.poll = poll
-        self.seen: set[str] = set()
+        self.version = -1
         self.latencies_ms: list[np.ndarray] = []
         self.rows = 0
         self.errors = 0
@@ -121,26 +122,30 @@ class LakeWatcher(threading.Thread):
 
     def run(self) -> None:
         fs = lake.s3_filesystem(self.settings)
-        # The warm-up's objects are not part of the measurement.
-        self.seen = {f.path for f in lake.list_lake_files(self.settings, filesystem=fs)}
+        table = lake.trades_table(self.settings)
+        # The warm-up's commits are not part of the measurement.
+        snapshot = table.open()
+        self.version = snapshot.version() if snapshot is not None else -1
         while not self.stop.is_set():
             try:
-                self._read_new_objects(fs)
+                self._read_new_commits(table, fs)
             except OSError as exc:  # a slow S3 answer on a loaded machine: retry, say so
                 self.errors += 1
                 say(f"lake watcher: {exc}")
             self.stop.wait(self.poll)
 
-    def _read_new_objects(self, fs: Any) -> None:
-        for file in lake.list_lake_files(self.settings, filesystem=fs):
-            if file.path in self.seen:
-                continue
-            visible_ms = time.time() * 1000
-            table = pq.read_table(file.path, columns=["ingest_ts"], filesystem=fs)
-            self.seen.add(file.path)
-            ingest = pc.cast(table["ingest_ts"], "int64").to_numpy()
-            self.latencies_ms.append(visible_ms - ingest)
-            self.rows += len(ingest)
+    def _read_new_commits(self, table: lake.LakeTable, fs: Any) -> None:
+        snapshot = table.open()
+        if snapshot is None or snapshot.version() <= self.version:
+            return
+        changes = lake_log.changes(table, self.version, snapshot.version())
+        for add in changes.adds:
+            read = pq.read_table(f"{self.settings.s3_bucket}/{table.key_prefix}/{add.path}",
+                                 columns=["ingest_ts"], filesystem=fs)  # fmt: skip
+            ingest_ms = pc.cast(read["ingest_ts"], "int64").to_numpy() / 1000
+            self.latencies_ms.append(add.commit_ms - ingest_ms)
+            self.rows += len(ingest_ms)
+        self.version = changes.version
 
     def percentiles(self) -> dict[str, float]:
         if not self.latencies_ms:

@@ -4,7 +4,7 @@
   type validators and the (de)serializers at once),
 * what a valid trade is beyond its types (``finpipe.validity``, re-exported here),
 * the dead-letter record,
-* the lake table ``processed_trades`` (a pyarrow schema; Spark derives its own from it),
+* the lake's Delta tables ``processed_trades`` and its rejects (schemas, layout, properties),
 * the names of topics, bucket, prefixes and object keys.
 
 See ``docs/architecture.md`` for the guarantees behind them.
@@ -13,9 +13,8 @@ See ``docs/architecture.md`` for the guarantees behind them.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import urllib.parse
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -153,7 +152,10 @@ class DeadLetter(msgspec.Struct, frozen=True):
     """As for ``TradeRecord``: where the receive log holds the rejected input."""
 
 
-# --- the lake table `processed_trades` ---------------------------------------------------
+# --- the lake table `processed_trades` (a Delta Lake table) -------------------------------
+
+LAKE_TS = pa.timestamp("us", tz="UTC")
+"""Delta Lake's one timestamp type (microseconds, UTC): every engine reads it as itself."""
 
 LAKE_SCHEMA = pa.schema(
     [
@@ -161,17 +163,18 @@ LAKE_SCHEMA = pa.schema(
         pa.field("price", pa.float64(), nullable=False),
         pa.field("volume", pa.float64(), nullable=False),
         pa.field("trade_value", pa.float64(), nullable=False),
-        pa.field("trade_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
-        pa.field("ingest_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
-        pa.field("processed_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("trade_ts", LAKE_TS, nullable=False),
+        pa.field("ingest_ts", LAKE_TS, nullable=False),
+        pa.field("processed_ts", LAKE_TS, nullable=False),
         pa.field("conditions", pa.list_(pa.string()), nullable=True),
         pa.field("kafka_partition", pa.int32(), nullable=False),
         pa.field("kafka_offset", pa.int64(), nullable=False),
         pa.field("trade_date", pa.date32(), nullable=False),
     ]
 )
-"""Every data file holds all these columns, partition columns included, so a reader
-never depends on how a partition folder's name encodes a symbol."""
+"""The table's columns as every reader sees them. ``trade_date`` and ``symbol`` are its
+partition columns: as Delta writers do, the data files leave them out and the log's
+``partitionValues`` hold them (the true symbol, never a folder name's encoding)."""
 
 
 def quote_partition_value(value: str) -> str:
@@ -180,135 +183,86 @@ def quote_partition_value(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def partition_dir(trade_date: str, symbol: str) -> str:
-    """The object-key folder of one lake partition, relative to the lake prefix; the true
-    symbol is the column in the file."""
-    return f"trade_date={trade_date}/symbol={quote_partition_value(symbol)}"
-
-
-def symbol_from_partition_value(value: str) -> str:
-    return urllib.parse.unquote(value)
-
-
 def trade_dates(first: dt.date, last: dt.date) -> list[dt.date]:
     """The ``trade_date`` partitions from ``first`` to ``last``, both included."""
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def batch_file_name(batch_id: int) -> str:
-    """Deterministic object name of one micro-batch's file: a replay overwrites it."""
-    return f"batch-{batch_id:012d}.parquet"
+@dataclass(frozen=True)
+class TableSpec:
+    """One Delta table of the lake: what it holds and how it is laid out."""
 
-
-def compacted_file_name(upto_batch_id: int) -> str:
-    """Name of a partition's compacted file holding every batch up to ``upto_batch_id``
-    (the first form of compacted data; read as the segment ``0..upto_batch_id``)."""
-    return f"compacted-upto-{upto_batch_id:012d}.parquet"
-
-
-def compacted_segment_name(first_batch_id: int, last_batch_id: int) -> str:
-    """Name of a compacted segment: the rows of the folder's batches ``first..last``."""
-    if first_batch_id > last_batch_id:
-        raise ValueError(f"segment {first_batch_id}..{last_batch_id} is empty")
-    return f"compacted-{first_batch_id:012d}-{last_batch_id:012d}.parquet"
-
-
-_BATCH_NAME = re.compile(r"^batch-(\d{12})\.parquet$")
-_COMPACTED_NAME = re.compile(r"^compacted-upto-(\d{12})\.parquet$")
-_SEGMENT_NAME = re.compile(r"^compacted-(\d{12})-(\d{12})\.parquet$")
-
-
-class LakeObjectName(NamedTuple):
-    compacted: bool
-    batch_id: int  # the batch's id, or the last batch a compacted file holds
-    first_batch_id: int = -1  # the first batch a compacted file holds (-1: batch_id)
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...]
+    stats_columns: tuple[str, ...]
+    """The columns whose bounds each file's log entry records: the ones readers prune by
+    (fewer columns, a smaller log)."""
+    properties: tuple[tuple[str, str], ...] = ()
 
     @property
-    def first(self) -> int:
-        """The first batch id this object covers (a batch covers only its own)."""
-        return self.batch_id if self.first_batch_id < 0 else self.first_batch_id
+    def file_schema(self) -> pa.Schema:
+        """The columns a data file holds (the partition columns are in the log)."""
+        return pa.schema([f for f in self.schema if f.name not in self.partition_by])
 
-    def covers(self, other: LakeObjectName) -> bool:
-        """True when every batch ``other`` holds is also in this object."""
-        return self.first <= other.first and other.batch_id <= self.batch_id
-
-
-def parse_lake_object_name(name: str) -> LakeObjectName | None:
-    """What a partition folder's object is, from its base name; None: not table data."""
-    if found := _BATCH_NAME.match(name):
-        return LakeObjectName(False, int(found[1]))
-    if found := _COMPACTED_NAME.match(name):
-        return LakeObjectName(True, int(found[1]), 0)
-    if found := _SEGMENT_NAME.match(name):
-        first, last = int(found[1]), int(found[2])
-        return LakeObjectName(True, last, first) if first <= last else None
-    return None
+    @property
+    def configuration(self) -> dict[str, str]:
+        return dict(self.properties)
 
 
-def visible_object_names(names: Iterable[str]) -> list[str]:
-    """The objects of one partition folder that make up the table, sorted: the reading rule.
+LAKE_STATS_COLUMNS = ("trade_ts", "kafka_partition", "kafka_offset")
 
-    Every compacted object covers a range of batch ids: ``compacted-<first>-<last>``
-    holds the rows of the folder's batches ``first..last`` (``compacted-upto-<N>``, the
-    older form, the range ``0..N``). The table is
+TABLE_PROPERTIES = (
+    ("delta.checkpointInterval", "100"),
+    ("delta.logRetentionDuration", "interval 24 hours"),
+    ("delta.deletedFileRetentionDuration", "interval 1 hours"),
+)
+"""Every finpipe table's properties: a checkpoint each 100 commits bounds the log a reader
+replays; a day of log for time travel; replaced files kept an hour for readers that hold
+an older snapshot (docs/design/open-table.md)."""
 
-    * the compacted objects no other compacted object covers (the *maximal* ones), taken
-      newest ``last`` first and skipping any that overlaps one already taken, and
-    * every batch file no taken compacted object covers.
+LAKE_TABLE = TableSpec(
+    name=LAKE_PREFIX,
+    schema=LAKE_SCHEMA,
+    partition_by=("trade_date", "symbol"),
+    stats_columns=LAKE_STATS_COLUMNS,
+    properties=(
+        *TABLE_PROPERTIES,
+        ("delta.dataSkippingStatsColumns", ",".join(LAKE_STATS_COLUMNS)),
+    ),
+)
 
-    Writers keep the ranges nested or disjoint (a compaction folds whole visible objects
-    into one new segment, one compaction of a folder at a time), so the overlap rule only
-    decides what a broken writer left. Covered objects are leftovers a compaction is
-    about to delete (or was stopped before deleting): never read them. An interrupted
-    compaction leaves its inputs visible (its segment was not written) or hidden (it
-    was: one PUT), never both, so every batch is read exactly once at any moment. A batch
-    that arrives after its range was compacted (late trades, a replayed session) carries
-    a higher id: it is visible at once, and the next compaction folds it in.
-    """
-    parsed = {name: p for name in names if (p := parse_lake_object_name(name)) is not None}
-    taken = taken_segments(parsed)
-    segments = [parsed[name] for name in taken]
-    return sorted(
-        taken
-        + [
-            n
-            for n, p in parsed.items()
-            if not p.compacted and not any(s.covers(p) for s in segments)
-        ]
-    )
-
-
-def taken_segments(parsed: dict[str, LakeObjectName]) -> list[str]:
-    """The compacted objects the reading rule reads: newest ``last`` first, the widest
-    first among equals (then by name, so two names of one range never both count)."""
-    segments = sorted(
-        (name for name, p in parsed.items() if p.compacted),
-        key=lambda n: (-parsed[n].batch_id, parsed[n].first, n),
-    )
-    taken: list[LakeObjectName] = []
-    names: list[str] = []
-    for name in segments:
-        segment = parsed[name]
-        if not any(t.first <= segment.batch_id and segment.first <= t.batch_id for t in taken):
-            taken.append(segment)
-            names.append(name)
-    return names
-
+SPARK_APP_ID = "finpipe-spark/processed_trades"
+"""The streaming query's identity in the tables' application transactions: each micro-batch
+commits ``(SPARK_APP_ID, batch id)``. Fixed, not Spark's query id: a new checkpoint keeps
+the name, so the writer notices that the table is ahead of it instead of starting over."""
 
 # --- rejected input of the Spark query (kept, never dropped) ------------------------------
 
-LAKE_REJECTS_DIR = "_rejects"
-"""Folder under the lake prefix with the Kafka records that are not a valid ``TradeRecord``:
-``<lake_prefix>/_rejects/<batch_file_name(batch_id)>``. The ``_`` keeps it out of the table."""
+REJECTS_SUFFIX = "_rejects"
+"""The rejects table lives beside the lake table: ``<lake_prefix>_rejects``
+(``processed_trades_rejects``): the Kafka records that are not a valid ``TradeRecord``."""
 
 REJECTS_SCHEMA = pa.schema(
     [
         pa.field("kafka_partition", pa.int32(), nullable=False),
         pa.field("kafka_offset", pa.int64(), nullable=False),
-        pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC"), nullable=True),
+        pa.field("kafka_timestamp", LAKE_TS, nullable=True),
         pa.field("key", pa.string(), nullable=True),
         pa.field("value", pa.string(), nullable=True),
         pa.field("reason", pa.string(), nullable=False),
-        pa.field("processed_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("processed_ts", LAKE_TS, nullable=False),
+        pa.field("processed_date", pa.date32(), nullable=False),
     ]
+)
+
+REJECTS_TABLE = TableSpec(
+    name=LAKE_PREFIX + REJECTS_SUFFIX,
+    schema=REJECTS_SCHEMA,
+    partition_by=("processed_date",),
+    stats_columns=("kafka_partition", "kafka_offset"),
+    properties=(
+        *TABLE_PROPERTIES,
+        ("delta.dataSkippingStatsColumns", "kafka_partition,kafka_offset"),
+    ),
 )

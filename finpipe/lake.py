@@ -1,41 +1,50 @@
-"""The one way finpipe reads the lake table ``processed_trades``.
+"""How finpipe reaches the lake: its Delta tables, and the object store under them.
 
-Used by the asset checks, the DuckDB summaries and the dashboard alike. It lists the
-objects of the wanted partitions and keeps, per partition folder, what
-``contracts.visible_object_names`` says make up the table: the compacted objects no other
-covers and the batch files they do not cover. So a compaction that has written its
-object but not yet deleted the ones it replaced never shows a row twice, and a batch that
-arrives after its range was compacted is not hidden. Any other object (``_``-prefixed
-status files, temporary uploads) is not data.
+The lake is two Delta Lake tables (``contracts.LAKE_TABLE``, ``contracts.REJECTS_TABLE``)
+written with delta-rs. Every reader opens a *snapshot*: the table's log up to one version
+names exactly the data files that make up the table then, so no reader sees a row twice or
+a row that will not stay, whatever the writer and the maintenance jobs do meanwhile. Any
+Delta reader (DuckDB, Spark, Polars, Trino, delta-rs) sees the same rows.
 
-A compaction keeps the objects it replaces for ``COMPACTION_GRACE_SECONDS``, so a reader
-that listed before the switch can still read them. A reader slower than that finds an
-object gone: ``read_relisting`` runs its read once more over a fresh listing, which
-names the compacted file instead.
-
-Outside readers follow the same convention (see ``docs/architecture.md``).
+One snapshot's files outlive it by the tables' ``delta.deletedFileRetentionDuration``; a
+reader slower than that finds a file gone: ``read_reloading`` runs its read once more on
+a fresh snapshot.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-import posixpath
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 from obstore.exceptions import NotFoundError as ObjectStoreNotFound
 
 from finpipe import contracts
+from finpipe.delta_storage import storage_options
 from finpipe.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+# --- the object store ------------------------------------------------------------------
+
+
+CLIENT_TIMEOUT_SECONDS = 30
+"""One request to the store, and its retries, give up after this: the callers decide how
+long to wait for a store that is away (the streaming sink within S3_WRITE_RETRY_SECONDS,
+a reader on its next refresh), not the client's own three-minute retry default."""
 
 
 def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
@@ -53,20 +62,22 @@ def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
 
 
 def object_store(
-    settings: Settings, *, timeout_seconds: float = 10, connect_timeout_seconds: float = 3
+    settings: Settings,
+    *,
+    prefix: str | None = None,
+    timeout_seconds: float = 10,
+    connect_timeout_seconds: float = 3,
+    max_retries: int = 0,
 ) -> Any:
-    """An obstore ``S3Store`` of the bucket, for readers of many small objects.
-
-    One GET per object, issued from Rust outside the GIL: pyarrow's S3 filesystem sends a
-    HEAD before each object's GET, and its per-request client cost was most of reading a
-    micro-batch object (``docs/benchmarks/dashboard.md``). One attempt, no retries: its
-    callers are interactive and retry on their next refresh.
-    """
+    """An obstore ``S3Store`` of the bucket (under ``prefix`` when given): one GET per
+    object, issued from Rust outside the GIL. No retries by default: its callers are
+    interactive and retry on their next refresh."""
     from obstore.store import S3Store
 
     access, secret = settings.s3_credentials
     return S3Store(
         settings.s3_bucket,
+        prefix=prefix,
         endpoint=settings.s3_endpoint_url,
         access_key_id=access,
         secret_access_key=secret,
@@ -77,7 +88,10 @@ def object_store(
             "timeout": dt.timedelta(seconds=timeout_seconds),
             "connect_timeout": dt.timedelta(seconds=connect_timeout_seconds),
         },
-        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=timeout_seconds)},
+        retry_config={
+            "max_retries": max_retries,
+            "retry_timeout": dt.timedelta(seconds=timeout_seconds),
+        },
     )
 
 
@@ -109,135 +123,127 @@ def s3_client(
     )
 
 
+# --- the tables ------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class LakeFile:
-    path: str  # bucket/key, as pyarrow.fs names it
-    trade_date: dt.date
-    symbol: str
-    size: int
-    modified: dt.datetime | None = None  # the object store's LastModified
+class LakeTable:
+    """Where one Delta table of the lake lives and how to reach it."""
+
+    uri: str
+    spec: contracts.TableSpec
+    storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    settings: Settings | None = field(default=None, repr=False, compare=False)
 
     @property
-    def name(self) -> str:
-        return posixpath.basename(self.path)
+    def is_local(self) -> bool:
+        return "://" not in self.uri or self.uri.startswith("file://")
+
+    def open(self, version: int | None = None) -> DeltaTable | None:
+        """A snapshot of the table (the newest, or ``version``); None: no table there yet."""
+        try:
+            return DeltaTable(self.uri, version=version, storage_options=dict(self.storage_options))
+        except TableNotFoundError:
+            return None
+
+    def ensure(self) -> DeltaTable:
+        """The table, created empty with the contract's schema, layout and properties when
+        there is none (a no-op when it exists)."""
+        return DeltaTable.create(
+            self.uri,
+            schema=self.spec.schema,
+            partition_by=list(self.spec.partition_by),
+            mode="ignore",
+            name=self.spec.name,
+            configuration=self.spec.configuration,
+            storage_options=dict(self.storage_options),
+        )
+
+    @functools.cached_property
+    def store(self) -> Any:
+        """An obstore store rooted at the table (reads ``_delta_log`` entries)."""
+        if self.is_local:
+            from obstore.store import LocalStore
+
+            return LocalStore(Path(self.uri.removeprefix("file://")))
+        assert self.settings is not None, "an S3 table carries its settings"
+        return object_store(self.settings, prefix=self.key_prefix, max_retries=3)
 
     @property
-    def batch_id(self) -> int:
-        """The batch id in the name: a batch file's own, a compacted file's last."""
-        parsed = contracts.parse_lake_object_name(self.name)
-        assert parsed is not None, self.path  # listings keep only the contract's names
-        return parsed.batch_id
+    def key_prefix(self) -> str:
+        """The table's key in its bucket (S3 tables)."""
+        return urllib.parse.urlsplit(self.uri).path.lstrip("/")
 
 
-def _partition_values(relative: str) -> tuple[dt.date, str] | None:
-    parts = relative.split("/")
-    if len(parts) != 3 or not parts[0].startswith("trade_date="):
-        return None
-    if not parts[1].startswith("symbol=") or contracts.parse_lake_object_name(parts[2]) is None:
-        return None
-    try:
-        day = dt.date.fromisoformat(parts[0].removeprefix("trade_date="))
-    except ValueError:
-        return None
-    return day, contracts.symbol_from_partition_value(parts[1].removeprefix("symbol="))
-
-
-def list_lake_files(
-    settings: Settings,
-    dates: Iterable[dt.date] | None = None,
-    *,
-    prefix: str | None = None,
-    filesystem: pafs.FileSystem | None = None,
-) -> list[LakeFile]:
-    """Every data file of the wanted days (all days when ``dates`` is None)."""
-    return _visible(list_lake_objects(settings, dates, prefix=prefix, filesystem=filesystem))
-
-
-def list_lake_objects(
-    settings: Settings,
-    dates: Iterable[dt.date] | None = None,
-    *,
-    prefix: str | None = None,
-    filesystem: pafs.FileSystem | None = None,
-) -> list[LakeFile]:
-    """Every object of the wanted days with a table name, leftovers of a compaction too."""
-    fs = filesystem or s3_filesystem(settings)
-    root = f"{settings.s3_bucket}/{prefix or settings.lake_prefix}"
-    bases = (
-        [f"{root}/trade_date={d.isoformat()}" for d in sorted(set(dates))]
-        if dates is not None
-        else [root]
+def _s3_table(settings: Settings, prefix: str, spec: contracts.TableSpec) -> LakeTable:
+    return LakeTable(
+        f"s3://{settings.s3_bucket}/{prefix}",
+        spec,
+        storage_options(settings, timeout_seconds=CLIENT_TIMEOUT_SECONDS, max_retries=2),
+        settings,
     )
-    found: list[LakeFile] = []
-    for base in bases:
-        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-        for info in fs.get_file_info(selector):
-            if info.type != pafs.FileType.File:
-                continue
-            values = _partition_values(info.path[len(root) + 1 :])
-            if values is not None:
-                found.append(LakeFile(info.path, values[0], values[1], info.size or 0, info.mtime))
-    return found
 
 
-def lake_days(settings: Settings, *, filesystem: pafs.FileSystem | None = None) -> list[dt.date]:
-    """The days that have a partition folder in the lake (one listing of the prefix)."""
-    fs = filesystem or s3_filesystem(settings)
-    root = f"{settings.s3_bucket}/{settings.lake_prefix}"
-    days = set()
-    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
-        name = posixpath.basename(info.path)
-        if info.type == pafs.FileType.Directory and name.startswith("trade_date="):
-            try:
-                days.add(dt.date.fromisoformat(name.removeprefix("trade_date=")))
-            except ValueError:
-                continue
-    return sorted(days)
+def trades_table(settings: Settings) -> LakeTable:
+    """The lake table ``processed_trades`` at ``LAKE_PREFIX``."""
+    return _s3_table(settings, settings.lake_prefix, contracts.LAKE_TABLE)
 
 
-def batch_ids_by_symbol(files: Iterable[LakeFile]) -> dict[str, int]:
-    """Per symbol, the newest batch the given (visible) files hold.
-
-    One micro-batch writes one object per partition folder, and batch ids only grow, so
-    a reader that recorded these ids knows exactly which batches it has seen: an object
-    that lands in a folder later carries a higher id there.
-    """
-    newest: dict[str, int] = {}
-    for file in files:
-        newest[file.symbol] = max(newest.get(file.symbol, -1), file.batch_id)
-    return dict(sorted(newest.items()))
+def rejects_table(settings: Settings) -> LakeTable:
+    """The rejects table beside it (``<LAKE_PREFIX>_rejects``)."""
+    return _s3_table(
+        settings, settings.lake_prefix + contracts.REJECTS_SUFFIX, contracts.REJECTS_TABLE
+    )
 
 
-def _visible(files: list[LakeFile]) -> list[LakeFile]:
-    by_partition: dict[tuple[dt.date, str], dict[str, LakeFile]] = defaultdict(dict)
-    for file in files:
-        by_partition[(file.trade_date, file.symbol)][file.name] = file
-    chosen: list[LakeFile] = []
-    for key in sorted(by_partition):
-        group = by_partition[key]
-        chosen.extend(group[name] for name in contracts.visible_object_names(group))
-    return chosen
+def local_table(path: str | Path, spec: contracts.TableSpec = contracts.LAKE_TABLE) -> LakeTable:
+    """A table on the local filesystem (tests, and tools that build one elsewhere first)."""
+    return LakeTable(str(path), spec)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def day_filter(days: Iterable[dt.date] | None) -> list[tuple[str, str, Any]] | None:
+    """delta-rs's file filter for the ``trade_date`` partitions of ``days`` (None: all)."""
+    if days is None:
+        return None
+    return [("trade_date", "in", sorted({d.isoformat() for d in days}))]
+
+
+def snapshot_dataset(
+    snapshot: DeltaTable | None,
+    spec: contracts.TableSpec,
+    days: Iterable[dt.date] | None = None,
+) -> ds.Dataset:
+    """A pyarrow dataset of one snapshot's files of ``days`` (all when None), with the
+    contract's schema. Each file's partition values and column bounds are its fragment's
+    ``partition_expression``, so a filter on ``trade_ts`` skips files by their bounds."""
+    if snapshot is None:
+        return ds.dataset(spec.schema.empty_table())
+    wanted = list(days) if days is not None else None
+    if wanted is not None and not wanted:
+        return ds.dataset(spec.schema.empty_table())
+    return snapshot.to_pyarrow_dataset(file_pruning_predicate=_day_filter_for(spec, wanted))
+
+
+def _day_filter_for(spec: contracts.TableSpec, days: list[dt.date] | None) -> Any:
+    if days is None or "trade_date" not in spec.partition_by:
+        return None
+    return day_filter(days)
 
 
 def lake_dataset(
-    settings: Settings,
-    dates: Iterable[dt.date] | None = None,
-    *,
-    filesystem: pafs.FileSystem | None = None,
+    settings: Settings, dates: Iterable[dt.date] | None = None, *, version: int | None = None
 ) -> ds.Dataset:
-    """A pyarrow dataset over the chosen files, with the contract's schema."""
-    fs = filesystem or s3_filesystem(settings)
-    return files_dataset(list_lake_files(settings, dates, filesystem=fs), fs)
+    """The lake's rows of ``dates`` (all days when None) in the newest snapshot (or
+    ``version``'s), as a pyarrow dataset: scanned lazily, with filter pushdown."""
+    return snapshot_dataset(trades_table(settings).open(version), contracts.LAKE_TABLE, dates)
 
 
-def files_dataset(files: Iterable[LakeFile], filesystem: pafs.FileSystem) -> ds.Dataset:
-    """A pyarrow dataset over files already listed (``list_lake_files``)."""
-    return ds.dataset(
-        [f.path for f in files],
-        schema=contracts.LAKE_SCHEMA,
-        format="parquet",
-        filesystem=filesystem,
-    )
+def rejects_dataset(settings: Settings) -> ds.Dataset:
+    """Every reject the Spark query kept (the newest snapshot of the rejects table)."""
+    return snapshot_dataset(rejects_table(settings).open(), contracts.REJECTS_TABLE)
 
 
 def duckdb_with_lake(
@@ -253,15 +259,79 @@ def duckdb_with_lake(
     return con
 
 
-# --- reading while a compaction deletes what it replaced ------------------------------
+def lake_days(settings: Settings) -> list[dt.date]:
+    """The days the lake holds rows of (from the newest snapshot's partitions)."""
+    snapshot = trades_table(settings).open()
+    if snapshot is None:
+        return []
+    return sorted({dt.date.fromisoformat(p["trade_date"]) for p in snapshot.partitions()})
 
-# How a vanished object shows: pyarrow's own error, or its text inside another library's
+
+@dataclass(frozen=True)
+class TableFile:
+    """One data file of a snapshot, as its log entry describes it."""
+
+    path: str
+    """Relative to the table, as the log names it: percent-encoded once more than the
+    store names the file (``symbol=BINANCE%253ABTCUSDT``); ``store_path`` decodes it."""
+    trade_date: dt.date
+    symbol: str
+    size: int
+    rows: int
+    min_trade_ts: dt.datetime | None
+    max_trade_ts: dt.datetime | None
+    modified: dt.datetime
+
+    @property
+    def store_path(self) -> str:
+        """The file's key relative to the table, as the object store names it."""
+        return urllib.parse.unquote(self.path)
+
+
+def table_files(
+    snapshot: DeltaTable | None, days: Iterable[dt.date] | None = None
+) -> list[TableFile]:
+    """The data files of ``snapshot`` (of ``days`` when given), from its log: no listing."""
+    if snapshot is None:
+        return []
+    wanted = {d for d in days} if days is not None else None
+    actions = pa.table(snapshot.get_add_actions(flatten=True))
+    names = set(actions.column_names)
+    files = []
+    for row in actions.to_pylist():
+        day = row["partition.trade_date"]
+        if wanted is not None and day not in wanted:
+            continue
+        files.append(
+            TableFile(
+                path=row["path"],
+                trade_date=day,
+                symbol=row["partition.symbol"],
+                size=row["size_bytes"],
+                rows=row["num_records"] or 0,
+                min_trade_ts=row["min.trade_ts"] if "min.trade_ts" in names else None,
+                max_trade_ts=row["max.trade_ts"] if "max.trade_ts" in names else None,
+                modified=dt.datetime.fromtimestamp(row["modification_time"] / 1000, dt.UTC),
+            )
+        )
+    return files
+
+
+# --- reading while maintenance removes replaced files ----------------------------------
+
+# How a vanished file shows: pyarrow's own error, or its text inside another library's
 # error (DuckDB re-raises what a pyarrow scan raised as its own exception type).
-_VANISHED_TEXT = ("Path does not exist", "NoSuchKey", "NO_SUCH_KEY", "key does not exist")
+_VANISHED_TEXT = (
+    "Path does not exist",
+    "NoSuchKey",
+    "NO_SUCH_KEY",
+    "key does not exist",
+    "Object at location",
+)
 
 
 def object_vanished(error: BaseException) -> bool:
-    """True when ``error`` says an object that was listed is gone (deleted meanwhile)."""
+    """True when ``error`` says a file a snapshot named is gone (removed meanwhile)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -278,18 +348,20 @@ def object_vanished(error: BaseException) -> bool:
     return False
 
 
-def read_relisting(read: Callable[[], T], *, what: str = "lake read") -> T:
-    """``read()``, run once more when an object it listed vanished under it.
+def read_reloading(read: Callable[[], T], *, what: str = "lake read") -> T:
+    """``read()``, run once more when a file of its snapshot vanished under it.
 
-    ``read`` must list the lake itself (``list_lake_files``, ``lake_dataset``,
-    ``duckdb_with_lake``): the second run lists again and finds the compacted file that
-    replaced the vanished objects. Only once: two vanishings in a row mean something
-    deletes objects without a grace period, which a retry would hide.
+    ``read`` must open the table itself (``lake_dataset``, ``duckdb_with_lake``,
+    ``LakeTable.open``): the second run opens the newest snapshot, whose files are there.
+    Only once: two vanishings in a row mean something deletes files younger than the
+    retention, which a retry would hide.
     """
     try:
         return read()
     except Exception as error:
         if not object_vanished(error):
             raise
-        log.warning("%s: an object vanished under the reader (%s); listing again", what, error)
+        log.warning(
+            "%s: a file vanished under the reader (%s); reading a newer snapshot", what, error
+        )
         return read()

@@ -193,28 +193,9 @@ class Settings(BaseSettings):
         default=30.0, ge=0, alias="SUPERVISOR_KILL_GRACE_SECONDS"
     )
     summaries_start_date: str = Field(default="2026-01-01", alias="SUMMARIES_START_DATE")
-    # How long a compaction keeps the objects it replaced, counted from the moment its
-    # compacted file hid them. A project reader holds a listing for seconds (the
-    # dashboard) to minutes (the checks over the whole lake); an hour also covers an
-    # outside reader's long query. Longer only costs storage and the listing of those
-    # objects; a reader slower than this still re-lists once (finpipe.lake).
-    compaction_grace_seconds: int = Field(default=3600, ge=0, alias="COMPACTION_GRACE_SECONDS")
     # A closed day that got batches after its compaction is compacted again once its
     # newest batch is this old, so a backlog that is still landing is folded in one pass.
     late_batch_settle_seconds: int = Field(default=300, ge=0, alias="LATE_BATCH_SETTLE_SECONDS")
-    # The open day's rolling compaction folds batch files at least this old into the
-    # folder's compacted segments; younger ones stay, so Spark's newest objects and a
-    # replay of the newest batch never race a rewrite. The open day holds about
-    # (this + ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS) / trigger batch files per symbol.
-    rolling_compaction_min_age_seconds: int = Field(
-        default=120, ge=0, alias="ROLLING_COMPACTION_MIN_AGE_SECONDS"
-    )
-    # A segment grows by rolling compaction until it spans this many batch ids (720 is
-    # an hour at the 5 s trigger); then the next one starts, so no run rewrites more
-    # than one segment per symbol, whatever the hour of day.
-    rolling_compaction_segment_batches: int = Field(
-        default=720, ge=1, alias="ROLLING_COMPACTION_SEGMENT_BATCHES"
-    )
     # How often each sensor ticks (its minimum interval) and when the quality checks run.
     # The defaults suit a live platform; the drills set a few seconds, so that what they
     # wait for (a restart, an alert, a refresh) comes in seconds instead of minutes.
@@ -225,8 +206,11 @@ class Settings(BaseSettings):
     processed_trades_sensor_interval_seconds: int = Field(
         default=30, gt=0, alias="PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS"
     )
-    rolling_compaction_sensor_interval_seconds: int = Field(
-        default=60, gt=0, alias="ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS"
+    # The lake's maintenance (the open day's compaction, the lite vacuum, the log's
+    # cleanup): each run rewrites the open day's files below the compaction target, so
+    # more often means fewer small files for readers and more rewriting.
+    lake_maintenance_sensor_interval_seconds: int = Field(
+        default=300, gt=0, alias="LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS"
     )
     summaries_refresh_sensor_interval_seconds: int = Field(
         default=60, gt=0, alias="SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS"
@@ -254,6 +238,24 @@ class Settings(BaseSettings):
     # --- user interfaces (loopback ports in local mode) ---------------------------------
     dagster_port: int = Field(default=3000, ge=1, le=65535, alias="DAGSTER_PORT")
     streamlit_port: int = Field(default=8501, ge=1, le=65535, alias="STREAMLIT_PORT")
+
+    # --- Prometheus metrics (loopback in local mode; 0 turns an endpoint off) -----------
+    producer_metrics_port: int = Field(default=9461, ge=0, le=65535, alias="PRODUCER_METRICS_PORT")
+    spark_metrics_port: int = Field(default=9462, ge=0, le=65535, alias="SPARK_METRICS_PORT")
+    # The lake and the control plane (freshness, incidents, supervision), served by the
+    # control-plane exporter that `make up` starts.
+    control_metrics_port: int = Field(default=9463, ge=0, le=65535, alias="CONTROL_METRICS_PORT")
+    # The address the endpoints bind to. Only a container whose host publishes the ports
+    # on loopback (docker-compose.yml) needs another value (0.0.0.0).
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, alias="METRICS_HOST")
+    # `make up` also starts a Prometheus server (provisioned like Kafka and MinIO) that
+    # scrapes the endpoints above and loads the alert rules of monitoring/.
+    prometheus_enabled: bool = Field(default=False, alias="PROMETHEUS_ENABLED")
+    prometheus_port: int = Field(default=9090, ge=1, le=65535, alias="PROMETHEUS_PORT")
+    # How often that Prometheus scrapes and evaluates its rules; drills set a second or two.
+    prometheus_scrape_seconds: float = Field(
+        default=15.0, ge=1, le=300, alias="PROMETHEUS_SCRAPE_SECONDS"
+    )
 
     # --- local paths ------------------------------------------------------------------
     home: Path = Field(
@@ -384,6 +386,7 @@ class Settings(BaseSettings):
                 f"PRODUCER_LOG_MAX_MB={self.producer_log_max_mb} must hold at least two "
                 f"segments of PRODUCER_LOG_SEGMENT_MB={self.producer_log_segment_mb}"
             )
+        self._check_ports_distinct()
         keys_given = (self.s3_access_key is None, self.s3_secret_key is None)
         if keys_given[0] != keys_given[1]:
             raise ValueError("set both S3_ACCESS_KEY and S3_SECRET_KEY, or neither")
@@ -400,6 +403,26 @@ class Settings(BaseSettings):
                 "of your own in .env (for compose, also the MinIO root user they create)"
             )
         return self
+
+    def _check_ports_distinct(self) -> None:
+        """Every metrics endpoint on a port of its own, not one another service listens on."""
+        ports = {
+            "SIMULATOR_PORT": self.simulator_port,
+            "MINIO_CONSOLE_PORT": self.minio_console_port,
+            "SPARK_UI_PORT": self.spark_ui_port,
+            "DAGSTER_PORT": self.dagster_port,
+            "STREAMLIT_PORT": self.streamlit_port,
+            "PROMETHEUS_PORT": self.prometheus_port,
+        }
+        for name in ("PRODUCER_METRICS_PORT", "SPARK_METRICS_PORT", "CONTROL_METRICS_PORT"):
+            port = getattr(self, name.lower())
+            taken = [other for other, value in ports.items() if value == port]
+            if port and taken:
+                raise ValueError(
+                    f"{name}={port} is also {taken[0]}: give each endpoint a port of its "
+                    "own (0 turns a metrics endpoint off)"
+                )
+            ports[name] = port
 
     @property
     def s3_uses_example_keys(self) -> bool:
@@ -462,14 +485,49 @@ class Settings(BaseSettings):
         return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
 
 
+REMOVED_SETTINGS = {
+    "COMPACTION_GRACE_SECONDS": (
+        "the lake is a Delta table: replaced files are kept for its "
+        "delta.deletedFileRetentionDuration (1 hour), then vacuumed"
+    ),
+    "ROLLING_COMPACTION_MIN_AGE_SECONDS": (
+        "the lake is a Delta table: lake_maintenance_job compacts the open day with optimize"
+    ),
+    "ROLLING_COMPACTION_SEGMENT_BATCHES": (
+        "the lake is a Delta table: lake_maintenance_job compacts the open day with optimize"
+    ),
+    "ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS": (
+        "renamed LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS (the whole lake maintenance)"
+    ),
+}
+"""Variables an older finpipe read: set, they would be silently ignored, so they are refused
+with what replaced them."""
+
+
+def _removed_settings(env_file: str | None) -> list[str]:
+    from dotenv import dotenv_values
+
+    given = set(os.environ)
+    if env_file and Path(env_file).is_file():
+        given |= set(dotenv_values(env_file))
+    return [
+        f"  {name}: no longer a setting; {why}. Remove it."
+        for name, why in REMOVED_SETTINGS.items()
+        if name in given
+    ]
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings, turning pydantic's errors into one message per bad variable.
 
     The environment wins over the `.env` file (``FINPIPE_ENV_FILE`` names another one,
     or none when empty); keyword overrides win over both.
     """
+    env_file = os.environ.get("FINPIPE_ENV_FILE", ".env")
+    removed = _removed_settings(env_file or None)
+    if removed:
+        raise SettingsError("invalid finpipe settings:\n" + "\n".join(removed))
     try:
-        env_file = os.environ.get("FINPIPE_ENV_FILE", ".env")
         # Overrides may use field names or variable names. (Letting pydantic match field
         # names itself would also read them from the environment: HOME -> `home`.)
         aliases = {name: f.alias for name, f in Settings.model_fields.items() if f.alias}

@@ -26,6 +26,18 @@ LIVE_RUN_STATUS_FILTER = [DagsterRunStatus(status) for status in sorted(LIVE_RUN
 
 MAX_CONCURRENT_RUNS = 6
 
+MAINTENANCE_POOL = "lake_maintenance"
+"""The Dagster pool of every op and asset that commits maintenance (compaction, vacuum)
+to a lake table: the instance gives each pool one slot, so two never run at once, in one
+run or in several (two concurrent compactions of a partition double its rows in
+deltalake 1.6.6: ``finpipe_dagster/lake/maintenance.py``)."""
+
+MAINTENANCE_TAG = "finpipe/maintenance"
+"""Run tag of the runs that commit maintenance to the lake: the run queue starts one at a
+time (a second waits queued, instead of holding a worker while it waits for the pool)."""
+
+POOL_DEFAULT_LIMIT = 1
+
 POSTGRES_URL_VAR = "DAGSTER_POSTGRES_URL"
 """The variable Dagster reads the PostgreSQL URL from (``env:`` in dagster.yaml)."""
 
@@ -45,7 +57,10 @@ def instance_config(settings: Settings | None = None) -> dict[str, Any]:
     """dagster.yaml's content.
 
     * the run queue allows one run per value of :data:`STREAM_TAG`, so a second copy of a
-      stream waits in the queue instead of running next to the first one;
+      stream waits in the queue instead of running next to the first one, and one run
+      tagged :data:`MAINTENANCE_TAG` at a time;
+    * every pool (:data:`MAINTENANCE_POOL`) has one slot: its ops never overlap, whatever
+      run they belong to (slots are claimed per op);
     * run retries are on for the runs that ask for them (tag ``dagster/max_retries``: the
       close-day and late-data runs); the default stays 0, so a stream run is never
       re-executed behind its supervisor's back;
@@ -68,9 +83,11 @@ def instance_config(settings: Settings | None = None) -> dict[str, Any]:
             "runs": {
                 "max_concurrent_runs": MAX_CONCURRENT_RUNS,
                 "tag_concurrency_limits": [
-                    {"key": STREAM_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+                    {"key": STREAM_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+                    {"key": MAINTENANCE_TAG, "limit": 1},
                 ],
-            }
+            },
+            "pools": {"default_limit": POOL_DEFAULT_LIMIT, "granularity": "op"},
         },
         "run_monitoring": {
             "enabled": True,

@@ -2,7 +2,10 @@
 
 * Kafka broker jars: Maven Central (``org.apache.kafka:kafka_2.13`` + a log4j2 binding),
 * Spark's Kafka source: Maven Central, versions read off the installed pyspark,
-* MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy.
+* MinIO: ``go install`` of a pinned pseudo-version through the Go module proxy,
+* Delta Lake's Spark reader (tests only: an implementation other than finpipe's writer
+  reads the lake): Maven Central, the release built on the installed pyspark's minor.
+* Prometheus and promtool: Debian's ``prometheus`` package, unpacked (not installed).
 
 Everything lands in ``<cache>/<component>/<version>/`` with a ``manifest.json`` written
 last, so an interrupted download is redone, and a complete one is reused.
@@ -26,6 +29,11 @@ LOG4J_VERSION = "2.25.2"
 MINIO_MODULE = "github.com/minio/minio"
 # The repository is archived; this is its final commit's pseudo-version.
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+# Delta Lake's Spark connector per Spark minor: its artifact id names the Spark minor it is
+# built on (delta-spark_<spark minor>_<scala>), its version is Delta's own.
+DELTA_SPARK_RELEASES = {"4.2": "4.4.0"}
+PROMETHEUS_PACKAGE = "prometheus"
+PROMETHEUS_COMMANDS = ("prometheus", "promtool")
 COMPOSE_MODULE = "github.com/docker/compose/v2"
 COMPOSE_VERSION = "v2.40.3"
 
@@ -208,13 +216,9 @@ def _artifact_id_of(jar_name: str) -> str:
     return re.sub(r"-\d+\.[\w.]*(?:-[\w.]+)?\.jar$", "", jar_name)
 
 
-def ensure_spark_connectors(cache_dir: Path) -> Artifact:
-    artifact = spark_connectors_artifact(cache_dir)
-    if artifact.is_complete():
-        return artifact
-    spark, scala = spark_versions()
-    jars = _maven_copy(artifact, [("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark)])
-    # Jars that pyspark already ships (hadoop, slf4j, ...) would clash on the classpath.
+def _keep_unshipped(artifact: Artifact, jars: list[Path]) -> list[Path]:
+    """The jars pyspark does not ship already (its hadoop, slf4j, ... would clash on the
+    classpath): the others are deleted; the artifact's manifest names what stays."""
     shipped = {_artifact_id_of(j.name) for j in pyspark_jars_dir().glob("*.jar")}
     kept = []
     for jar in jars:
@@ -223,6 +227,16 @@ def ensure_spark_connectors(cache_dir: Path) -> Artifact:
             continue
         kept.append(jar)
     artifact.write_manifest(kept)
+    return kept
+
+
+def ensure_spark_connectors(cache_dir: Path) -> Artifact:
+    artifact = spark_connectors_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    spark, scala = spark_versions()
+    jars = _maven_copy(artifact, [("org.apache.spark", f"spark-sql-kafka-0-10_{scala}", spark)])
+    kept = _keep_unshipped(artifact, jars)
     say(f"Spark's Kafka source for Spark {spark}: {len(kept)} jars cached")
     return artifact
 
@@ -231,6 +245,34 @@ def spark_jars_folder(cache_dir: Path) -> Path:
     """Where provisioning puts Spark's connector jars: the value of ``SPARK_JARS`` that
     the launchers set (nothing is fetched here; a missing folder fails in the job)."""
     return spark_connectors_artifact(cache_dir).root / "libs"
+
+
+def delta_spark_artifact(cache_dir: Path) -> Artifact:
+    spark, scala = spark_versions()
+    minor = ".".join(spark.split(".")[:2])
+    delta = DELTA_SPARK_RELEASES.get(minor)
+    if delta is None:
+        raise ProvisioningError(
+            f"no Delta Lake release for Spark {minor} is pinned (infra/artifacts.py, "
+            f"DELTA_SPARK_RELEASES: {DELTA_SPARK_RELEASES}): pin the delta-spark_{minor}_"
+            f"{scala} version that Maven Central serves for the installed pyspark {spark}"
+        )
+    version = f"delta-spark_{minor}_{scala}-{delta}"
+    return Artifact("delta-spark", version, cache_dir / "delta-spark" / version)
+
+
+def ensure_delta_spark(cache_dir: Path) -> Artifact:
+    """Delta's Spark reader and its runtime jars, less those pyspark ships."""
+    artifact = delta_spark_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    spark, scala = spark_versions()
+    minor = ".".join(spark.split(".")[:2])
+    delta = DELTA_SPARK_RELEASES[minor]
+    jars = _maven_copy(artifact, [("io.delta", f"delta-spark_{minor}_{scala}", delta)])
+    kept = _keep_unshipped(artifact, jars)
+    say(f"Delta Lake {delta} for Spark {minor}: {len(kept)} jars cached")
+    return artifact
 
 
 # --- MinIO -------------------------------------------------------------------------------
@@ -260,6 +302,73 @@ def ensure_minio(cache_dir: Path) -> Artifact:
     artifact.write_manifest([binary])
     say(f"MinIO {MINIO_VERSION} built: {binary}")
     return artifact
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+
+def prometheus_artifact(cache_dir: Path) -> Artifact:
+    """The newest complete unpacked ``prometheus`` package in the cache (or where the
+    next one goes: its version is Debian's, known once downloaded)."""
+    folder = cache_dir / "prometheus"
+    found = sorted(folder.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    for manifest in reversed(found):
+        artifact = Artifact("prometheus", manifest.parent.name, manifest.parent)
+        if artifact.is_complete():
+            return artifact
+    return Artifact("prometheus", "none", folder / "none")
+
+
+def _apt_download(package: str, into: Path) -> Path:
+    """``apt-get download`` (no install, no root needed); refreshes the package lists once
+    when they do not know the package yet."""
+    apt = _require("apt-get", "Prometheus comes from Debian's packages: run on Debian/Ubuntu")
+    for attempt in range(2):
+        done = subprocess.run(
+            [apt, "-q", "download", package], cwd=into, capture_output=True, text=True
+        )
+        debs = sorted(into.glob(f"{package}_*.deb"))
+        if done.returncode == 0 and debs:
+            return debs[-1]
+        if attempt == 0:
+            say(f"apt-get download {package} failed; updating the package lists once")
+            subprocess.run([apt, "-q", "update"], capture_output=True, text=True)
+    raise ProvisioningError(
+        f"apt-get download {package} failed: {(done.stderr or done.stdout).strip()[-1500:]}. "
+        "As root, `apt-get update` refreshes the package lists."
+    )
+
+
+def ensure_prometheus(cache_dir: Path) -> Artifact:
+    """``prometheus`` and ``promtool`` from Debian's ``prometheus`` package, unpacked into
+    the cache: nothing is installed on the system and no service is started. (Building
+    them from the Go module, as MinIO is, was not done after 20 minutes on 2 busy cores here.)"""
+    artifact = prometheus_artifact(cache_dir)
+    if artifact.is_complete():
+        return artifact
+    dpkg_deb = _require("dpkg-deb", "Prometheus comes from Debian's packages: install dpkg")
+    with tempfile.TemporaryDirectory(prefix="finpipe-prometheus-") as work:
+        say(f"downloading Debian's {PROMETHEUS_PACKAGE} package (prometheus and promtool)")
+        deb = _apt_download(PROMETHEUS_PACKAGE, Path(work))
+        version = deb.name.split("_")[1].replace("%3a", ":")
+        unpacked = Path(work) / "unpacked"
+        subprocess.run([dpkg_deb, "-x", str(deb), str(unpacked)], check=True)
+        artifact = Artifact("prometheus", version, cache_dir / "prometheus" / version)
+        shutil.rmtree(artifact.root, ignore_errors=True)
+        artifact.root.mkdir(parents=True)
+        binaries = []
+        for command in PROMETHEUS_COMMANDS:
+            source = unpacked / "usr" / "bin" / command
+            if not source.is_file():
+                raise ProvisioningError(f"{deb.name} has no usr/bin/{command}")
+            binaries.append(Path(shutil.copy2(source, artifact.root / command)))
+    artifact.write_manifest(binaries)
+    say(f"Prometheus {version} (Debian) cached in {artifact.root}")
+    return artifact
+
+
+def prometheus_binary(cache_dir: Path, command: str = "prometheus") -> Path:
+    return ensure_prometheus(cache_dir).root / command
 
 
 # --- Docker Compose (for the tests: `docker-compose config` needs no Docker engine) ------

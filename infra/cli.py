@@ -7,9 +7,10 @@ import json
 import subprocess
 import sys
 
+from finpipe import lake_migration
 from finpipe.settings import SettingsError, load_settings
-from infra import artifacts, stack
-from infra.artifacts import ProvisioningError
+from infra import artifacts, services, stack
+from infra.artifacts import ProvisioningError, say
 from infra.processes import ServiceError
 
 
@@ -37,6 +38,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also build Docker Compose, which the tests use to validate docker-compose.yml",
     )
     prov.add_argument(
+        "--delta-spark",
+        action="store_true",
+        help="also fetch Delta Lake's Spark reader, which the tests read the lake with",
+    )
+    prov.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also fetch Prometheus and promtool (the tests' drill and rules check use them)",
+    )
+    prov.add_argument(
         "--only",
         choices=sorted(stack.PROVISIONERS),
         action="append",
@@ -45,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start the platform on loopback")
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="show what runs and where")
+    sub.add_parser(
+        "migrate-lake",
+        help="convert a lake of the pre-Delta layout into Delta tables (platform down)",
+    )
     sub.add_parser(
         "spark-jars", help="provision Spark's connector jars and print their folder (SPARK_JARS)"
     )
@@ -55,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "provision":
-            stack.provision(settings, browser=args.browser, compose=args.compose, only=args.only)
+            stack.provision(
+                settings,
+                browser=args.browser,
+                compose=args.compose,
+                delta_spark=args.delta_spark,
+                prometheus=args.prometheus,
+                only=args.only,
+            )
         elif args.command == "up":
             stack.up(settings)
             _print_status(settings)
@@ -64,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         elif args.command == "status":
             return _print_status(settings)
+        elif args.command == "migrate-lake":
+            services.start_infrastructure(settings)
+            lake_migration.migrate(settings, say=say)
         elif args.command == "spark-jars":
             stack.provision(settings, only=["spark"])
             print(artifacts.spark_jars_folder(settings.cache_dir))
@@ -74,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 if row["log"] != "-" and (not args.names or row["name"] in args.names)
             ]
             return subprocess.call(["tail", "-n", "50", "-F", *files])
-    except (SettingsError, ProvisioningError, ServiceError) as exc:
+    except (SettingsError, ProvisioningError, ServiceError, lake_migration.MigrationError) as exc:
         print(f"finpipe: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,8 +1,9 @@
 """The local platform as a whole: what `make up`, `make down` and `make status` act on.
 
 Start order: Kafka, MinIO, the simulator (when no Finnhub token is set), Dagster's
-webserver and daemon, Streamlit. Dagster's supervisor sensors then start the producer
-and Spark streams. Stop order: the daemon first (so nothing restarts the streams), the
+webserver and daemon, Streamlit, the control-plane metrics exporter, and Prometheus when
+``PROMETHEUS_ENABLED``. Dagster's supervisor sensors then start the producer and Spark
+streams. Stop order: the daemon first (so nothing restarts the streams), the
 streams (SIGTERM: the producer flushes, Spark finishes its batch), then the rest in
 reverse start order.
 """
@@ -21,12 +22,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from finpipe import health
+from finpipe import health, lake_migration
 from finpipe.settings import Settings, is_loopback_host
 from finpipe_dagster.instance import ensure_dagster_home
-from infra import artifacts, services
+from infra import artifacts, monitoring, services
 from infra.artifacts import say
-from infra.processes import ManagedProcess, pid_alive
+from infra.processes import ManagedProcess, ServiceError, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STREAMS = health.STREAMS
@@ -138,6 +139,20 @@ def streamlit_process(settings: Settings) -> ManagedProcess:
     )
 
 
+def control_metrics_process(settings: Settings) -> ManagedProcess:
+    port = settings.control_metrics_port
+    return ManagedProcess(
+        name="control-metrics",
+        argv=[_bin("finpipe-control-metrics")],
+        home=settings.home,
+        ports=[("127.0.0.1", port)],
+        env=_dagster_env(settings),
+        cwd=REPO_ROOT,
+        ready=lambda: _http_ok(f"http://127.0.0.1:{port}/metrics"),
+        ready_timeout=60,
+    )
+
+
 def components(settings: Settings) -> list[Component]:
     """Every part of the platform in start order (stop order is the reverse)."""
     kafka_local = services.kafka_is_local(settings)
@@ -169,6 +184,22 @@ def components(settings: Settings) -> list[Component]:
             "streamlit", f"http://127.0.0.1:{settings.streamlit_port}", streamlit_process(settings)
         ),
     ]
+    if settings.control_metrics_port:
+        parts.append(
+            Component(
+                "control-metrics",
+                f"http://127.0.0.1:{settings.control_metrics_port}/metrics",
+                control_metrics_process(settings),
+            )
+        )
+    if settings.prometheus_enabled:
+        parts.append(
+            Component(
+                "prometheus",
+                monitoring.prometheus_url(settings),
+                monitoring.prometheus_process(settings),
+            )
+        )
     return parts
 
 
@@ -184,15 +215,22 @@ def provision(
     *,
     browser: bool = False,
     compose: bool = False,
+    delta_spark: bool = False,
+    prometheus: bool = False,
     only: list[str] | None = None,
 ) -> None:
     """Fetch or build everything the platform needs (reused when cached); the tests also
-    need Chromium (``browser``) and Docker Compose (``compose``)."""
+    need Chromium (``browser``), Docker Compose (``compose``) and Prometheus
+    (``prometheus``, also built for `make up` when ``PROMETHEUS_ENABLED``)."""
     for name, ensure in PROVISIONERS.items():
         if only is None or name in only:
             ensure(settings.cache_dir)
     if compose:
         artifacts.ensure_compose(settings.cache_dir)
+    if delta_spark:
+        artifacts.ensure_delta_spark(settings.cache_dir)
+    if prometheus or (only is None and settings.prometheus_enabled):
+        artifacts.ensure_prometheus(settings.cache_dir)
     if browser:
         ensure_chromium()
 
@@ -248,7 +286,12 @@ def up(settings: Settings) -> None:
     provision(settings)
     say("starting Kafka and MinIO")
     services.start_infrastructure(settings)
+    problem = lake_migration.old_layout_problem(settings)
+    if problem is not None:
+        raise ServiceError(problem)
     _prepare_dagster_home(settings)
+    if settings.prometheus_enabled:
+        monitoring.write_prometheus_config(settings)
     for component in components(settings)[2:]:
         assert component.process is not None
         say(f"starting {component.name}")
@@ -324,6 +367,19 @@ def status_rows(settings: Settings) -> list[dict[str, str]]:
             }
         )
     rows.append(spark_ui_row(settings))
+    rows += metrics_rows(settings)
+    return rows
+
+
+def metrics_rows(settings: Settings) -> list[dict[str, str]]:
+    """Every Prometheus endpoint of the platform, and whether it answers now."""
+    rows = []
+    for job, url in monitoring.metrics_endpoints(settings).items():
+        if job == "finpipe_control":  # a component of its own (its row above)
+            continue
+        state = "answering" if _http_ok(url) else "not answering"
+        name = job.replace("finpipe_", "") + " metrics"
+        rows.append({"name": name, "state": state, "pid": "-", "url": url, "log": "-"})
     return rows
 
 

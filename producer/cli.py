@@ -19,6 +19,7 @@ from finpipe.logs import configure_logging
 from finpipe.settings import SettingsError, load_settings
 from producer.app import TradeProducer
 from producer.errors import FatalError
+from producer.metrics import ProducerMetrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
-            return producer.run()
+            if not settings.producer_metrics_port:
+                return producer.run()
+            with ProducerMetrics(producer):
+                return producer.run()
     except FatalError as exc:
         log.error("producer cannot run", error=str(exc))
         print(f"finpipe-producer: {exc}", file=sys.stderr)

@@ -200,6 +200,9 @@ class Delivery:
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.on_acknowledged: Callable[[int, int], None] | None = None
+        """Called with (receive time, now) in ms per log record Kafka fully confirmed
+        (``producer.metrics`` observes receive -> acknowledgement with it)."""
 
     # --- progress on disk ---------------------------------------------------------------
 
@@ -590,6 +593,8 @@ class Delivery:
         if not pending or pending[0].remaining or pending[0].failed:
             return
         c = self.counters
+        now_ms = time.time_ns() // 1_000_000
+        acknowledged = self.on_acknowledged
         with c.lock:
             while pending and not pending[0].remaining and not pending[0].failed:
                 record = pending.popleft()
@@ -598,7 +603,9 @@ class Delivery:
                 c.delivered += record.items - record.letters
                 c.dead_lettered += record.letters
                 c.in_flight -= record.items
-            c.last_delivery_ts_ms = time.time_ns() // 1_000_000
+                if acknowledged is not None:
+                    acknowledged(record.recv_ts_ms, now_ms)
+            c.last_delivery_ts_ms = now_ms
         # The heartbeat's age of the oldest undelivered record follows the window's front
         # at once (the periodic refresh alone left it up to PERSIST_SECONDS stale).
         if pending:

@@ -466,6 +466,7 @@ class Journal:
             "log_segments": len(self.segments),
             "log_last_seq": self.last_seq,
             "log_durable_seq": self._durable[2],
+            "log_used_fraction": round(fraction, 6),
             "log_near_capacity": fraction >= NEAR_CAPACITY_FRACTION,
             "log_truncated_bytes_at_open": self.truncated_bytes,
         }

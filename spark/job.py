@@ -3,12 +3,12 @@
 The loop owns the process's life: it reports a heartbeat per committed batch and every
 few seconds while idle, stops the query when asked (SIGTERM/SIGINT set ``stop``), and
 returns an exit code. An interrupted batch is simply abandoned: its offsets are already
-in the checkpoint, so the next start replays it into the same objects.
+in the checkpoint, so the next start replays it, and the sink commits it unless the
+tables already hold it.
 """
 
 from __future__ import annotations
 
-import posixpath
 import queue
 import re
 import threading
@@ -18,15 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from deltalake.exceptions import DeltaError
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from finpipe import contracts, exit_codes, lake
+from finpipe import contracts, exit_codes, lake_migration
 from finpipe.health import PROGRESS_KEY, SPARK, StreamReporter
+from finpipe.lake import rejects_table, trades_table
 from finpipe.settings import Settings, SettingsError
+from spark.metrics import SparkMetrics, observe_receive_times
 from spark.progress import BatchProgress, ProgressListener, StreamTotals
 from spark.session import build_spark_session
-from spark.sink import LakeBatchSink
+from spark.sink import LakeBatchSink, committed_batch
 from spark.transform import prepare_trades
 
 STREAM_NAME = SPARK
@@ -60,7 +64,7 @@ def start_query(spark: SparkSession, settings: Settings, sink: LakeBatchSink) ->
     checkpoint = settings.checkpoint_dir.expanduser().resolve()
     checkpoint.mkdir(parents=True, exist_ok=True)
     return (
-        prepare_trades(kafka, settings.trade_future_tolerance_ms)
+        observe_receive_times(prepare_trades(kafka, settings.trade_future_tolerance_ms))
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(sink)
         .option("checkpointLocation", checkpoint.as_uri())
@@ -74,15 +78,15 @@ class LakeCheckpointMismatch(Exception):
 
 
 class LakeUnreachable(Exception):
-    """The object store could not be listed at start-up."""
+    """The lake's tables could not be opened (or created) at start-up."""
 
 
 def last_planned_batch(checkpoint_dir: Path) -> int:
     """The highest batch id in the checkpoint's offset log, -1 for a new checkpoint.
 
-    Planned, not committed: a batch whose objects were written but whose commit was not
-    (a crash mid-batch) is replayed with the same offsets into the same objects, so its
-    objects in the lake are expected.
+    Planned, not committed: a batch the tables committed but Spark did not record as done
+    (a crash between the two) is replayed with the same offsets and skipped by the sink,
+    so the tables may be one batch ahead of the commit log, never of the offset log.
     """
     offsets = checkpoint_dir.expanduser() / "offsets"
     if not offsets.is_dir():
@@ -90,58 +94,54 @@ def last_planned_batch(checkpoint_dir: Path) -> int:
     return max((int(p.name) for p in offsets.iterdir() if p.name.isdigit()), default=-1)
 
 
-def highest_lake_batch(settings: Settings, client: Any) -> tuple[int, str | None]:
-    """(highest batch id any object of the table names, its key): batch files, compacted
-    files (the last batch they hold) and rejects, over the whole prefix."""
-    best, best_key = -1, None
-    pages = client.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.s3_bucket, Prefix=f"{settings.lake_prefix}/"
-    )
-    for page in pages:
-        for item in page.get("Contents", []):
-            parsed = contracts.parse_lake_object_name(posixpath.basename(item["Key"]))
-            if parsed is not None and parsed.batch_id > best:
-                best, best_key = parsed.batch_id, item["Key"]
-    return best, best_key
+def committed_batches(settings: Settings) -> int:
+    """The newest batch the streaming query committed to either table (-1: none), from
+    their application transactions; creates the tables when there are none yet."""
+    tables = (trades_table(settings), rejects_table(settings))
+    return max(committed_batch(table.ensure()) for table in tables)
 
 
-def check_checkpoint_matches_lake(settings: Settings, client: Any = None) -> None:
+def check_checkpoint_matches_lake(settings: Settings) -> None:
     """Refuse a checkpoint that is behind the lake: new, lost, or restored from a copy.
 
-    Such a checkpoint numbers its next batches with ids the lake already holds, for other
-    Kafka offsets: same-named objects would be overwritten (committed rows lost), and on
-    a compacted day a batch id at or below the compacted file's would be hidden by it. A
-    new checkpoint would also read the topic from its earliest offset again. One listing
-    of the table's prefix, before any Spark session is built.
+    Such a checkpoint numbers its next batches with ids the tables have already
+    committed, for other Kafka offsets: the sink would take those batches for replays and
+    add nothing (their trades lost), and a new checkpoint would also read the topic from
+    its earliest offset again. One read of each table's log, before any Spark session is
+    built; the tables are created here when there are none yet.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     planned = last_planned_batch(settings.checkpoint_dir)
-    client = client or lake.s3_client(settings)
     try:
-        highest, key = highest_lake_batch(settings, client)
-    except (BotoCoreError, ClientError) as exc:
+        old_layout = lake_migration.old_layout_problem(settings)
+        if old_layout is None:
+            committed = committed_batches(settings)
+    except (OSError, DeltaError, BotoCoreError, ClientError) as exc:
         raise LakeUnreachable(
-            f"cannot list the lake {settings.lake_uri} at {settings.s3_endpoint_url}: {exc} "
+            f"cannot open the lake {settings.lake_uri} at {settings.s3_endpoint_url}: "
+            f"{one_line(str(exc))} "
             "(is MinIO/S3 up, and are S3_ENDPOINT_URL, S3_BUCKET and the S3 keys right?)"
         ) from exc
-    if highest <= planned:
+    if old_layout is not None:
+        raise LakeCheckpointMismatch(old_layout)
+    if committed <= planned:
         return
     if planned < 0:
         raise LakeCheckpointMismatch(
-            f"the lake {settings.lake_uri} already holds batches (e.g. {key}), but the "
-            f"checkpoint {settings.checkpoint_dir} is new: starting would read the topic "
-            "again and overwrite same-named batch files. Restore the checkpoint the lake was "
-            "written with (SPARK_CHECKPOINT_DIR), or start a new table with a new LAKE_PREFIX."
+            f"the lake {settings.lake_uri} has committed batches up to {committed} of "
+            f"{contracts.SPARK_APP_ID}, but the checkpoint {settings.checkpoint_dir} is new: "
+            "starting would read the topic again and take its first batches for ones "
+            "already committed. Restore the checkpoint the lake was written with "
+            "(SPARK_CHECKPOINT_DIR), or start a new table with a new LAKE_PREFIX."
         )
     raise LakeCheckpointMismatch(
-        f"the lake {settings.lake_uri} holds batch {highest} ({key}), but the checkpoint "
-        f"{settings.checkpoint_dir} knows batches only up to {planned}: it is older than the "
-        "lake (restored from an older copy, or it lost its newest files). Starting would "
-        f"reuse batch ids {planned + 1}..{highest} for other Kafka offsets and overwrite or "
-        "hide rows the lake already holds. Restore the newest checkpoint the lake was "
-        "written with (SPARK_CHECKPOINT_DIR), or start a new table with a new LAKE_PREFIX; "
-        "see docs/operations.md, 'Spark refuses a checkpoint that is behind the lake'."
+        f"the lake {settings.lake_uri} has committed batch {committed} of "
+        f"{contracts.SPARK_APP_ID}, but the checkpoint {settings.checkpoint_dir} knows "
+        f"batches only up to {planned}: it is older than the lake (restored from an older "
+        "copy, or it lost its newest files). Starting would number other Kafka offsets "
+        f"{planned + 1}..{committed} and drop them as replays of what the lake holds. "
+        "Restore the newest checkpoint the lake was written with (SPARK_CHECKPOINT_DIR), "
+        "or start a new table with a new LAKE_PREFIX; see docs/operations.md, 'Spark "
+        "refuses a checkpoint that is behind the lake'."
     )
 
 
@@ -167,9 +167,10 @@ class StreamingJob:
         self._last_heartbeat = 0.0
         self._ui_url: str | None = None
         self._listener: ProgressListener | None = None
+        self.metrics = SparkMetrics(settings, self.totals, lambda: self._counters()[PROGRESS_KEY])
 
     def run(self) -> int:
-        with StreamReporter(self.settings, STREAM_NAME) as reporter:
+        with StreamReporter(self.settings, STREAM_NAME) as reporter, self.metrics:
             self._beat(reporter, "starting")
             log.info("spark_job_starting", **describe(self.settings))
             try:
@@ -250,6 +251,7 @@ class StreamingJob:
             if written is None:  # a trigger without new data: nothing was committed
                 continue
             self.totals.record(progress, written)
+            self.metrics.batch_committed(progress)
             reporter.heartbeat({**self._counters(), "status": "running", "event": "batch"})
             self._last_heartbeat = time.monotonic()
             log.info("spark_batch_committed", **self.totals.last or {})
@@ -267,6 +269,17 @@ class StreamingJob:
     def _beat(self, reporter: StreamReporter, status: str) -> None:
         reporter.heartbeat({**self._counters(), "status": status, "event": "idle"})
         self._last_heartbeat = time.monotonic()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(error: str, limit: int = 400) -> str:
+    """A store client's error (delta-rs prints a coloured tree of causes) on one plain line:
+    what a heartbeat, a run's failure and an alert can show."""
+    parts = [p.strip(" ↳-") for p in _ANSI.sub("", error).splitlines()]
+    text = " / ".join(p for p in parts if p)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _JAVA_ERROR = re.compile(r"^:?\s*([\w$]+\.)+[\w$]*(Exception|Error): .+")

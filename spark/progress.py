@@ -18,6 +18,11 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from spark.sink import BatchWrite
 
+RECEIVE_OBSERVATION = "finpipe_receive"
+"""The query's observed metrics (``Dataset.observe``, see ``spark.metrics``): computed
+while a batch runs, reported in its progress."""
+OLDEST_RECEIVE_KEY = "oldest_ingest_ts_ms"
+
 
 @dataclass(frozen=True)
 class BatchProgress:
@@ -26,15 +31,24 @@ class BatchProgress:
     batch_duration_ms: int
     end_offsets: dict[str, dict[str, int]]
     latest_offsets: dict[str, dict[str, int]]
+    oldest_receive_ms: int | None = None
+    """The producer's receive time of the batch's oldest row (None: not observed)."""
+
+    @property
+    def partition_lag(self) -> dict[str, dict[str, int]]:
+        """Per topic and partition, records in Kafka past this batch when it was planned."""
+        return {
+            topic: {
+                p: max(0, latest - self.end_offsets.get(topic, {}).get(p, 0))
+                for p, latest in partitions.items()
+            }
+            for topic, partitions in self.latest_offsets.items()
+        }
 
     @property
     def lag_records(self) -> int:
         """Records in Kafka not yet in a committed batch, when the batch was planned."""
-        lag = 0
-        for topic, partitions in self.latest_offsets.items():
-            ends = self.end_offsets.get(topic, {})
-            lag += sum(max(0, latest - ends.get(p, 0)) for p, latest in partitions.items())
-        return lag
+        return sum(sum(parts.values()) for parts in self.partition_lag.values())
 
 
 def _offsets(text: str | None) -> dict[str, dict[str, int]]:
@@ -53,6 +67,12 @@ def _offsets(text: str | None) -> dict[str, dict[str, int]]:
     }
 
 
+def _observed_oldest_receive(progress: Any) -> int | None:
+    observed = (getattr(progress, "observedMetrics", None) or {}).get(RECEIVE_OBSERVATION)
+    value = observed.asDict().get(OLDEST_RECEIVE_KEY) if observed is not None else None
+    return None if value is None else int(value)
+
+
 def batch_progress(progress: Any) -> BatchProgress:
     """From pyspark's ``StreamingQueryProgress`` (single Kafka source)."""
     source = progress.sources[0] if progress.sources else None
@@ -62,6 +82,7 @@ def batch_progress(progress: Any) -> BatchProgress:
         batch_duration_ms=int(progress.durationMs.get("triggerExecution", 0)),
         end_offsets=_offsets(source.endOffset if source else None),
         latest_offsets=_offsets(source.latestOffset if source else None),
+        oldest_receive_ms=_observed_oldest_receive(progress),
     )
 
 
@@ -94,6 +115,7 @@ class StreamTotals:
     batches: int = 0
     total_rows: int = 0
     total_rejects: int = 0
+    total_input_rows: int = 0
     last: dict[str, Any] | None = None
 
     def record(self, progress: BatchProgress, written: BatchWrite) -> dict[str, Any]:
@@ -101,8 +123,11 @@ class StreamTotals:
         self.batches += 1
         self.total_rows += written.rows
         self.total_rejects += written.rejects
+        self.total_input_rows += progress.input_rows
         self.last = {
             "batch_id": progress.batch_id,
+            # Spark reports a batch's progress once its commit is written (see above).
+            "committed_ts_ms": int(time.time() * 1000),
             "rows": written.rows,
             "rejects": written.rejects,
             "input_rows": progress.input_rows,
@@ -111,6 +136,9 @@ class StreamTotals:
             "lag_records": progress.lag_records,
             "batch_duration_ms": progress.batch_duration_ms,
             "write_ms": written.write_ms,
+            "commit_ms": written.commit_ms,
+            "table_version": written.table_version,
+            "replayed": written.replayed,
             "files_written": written.files_written,
             "processed_ts_ms": written.processed_ts_ms,
         }
@@ -122,4 +150,5 @@ class StreamTotals:
             "batches": self.batches,
             "total_rows": self.total_rows,
             "total_rejects": self.total_rejects,
+            "total_input_rows": self.total_input_rows,
         }

@@ -6,7 +6,8 @@ supervisor's backoff, minutes without data. A write that fails is therefore retr
 capped exponential backoff until a time budget (``S3_WRITE_RETRY_SECONDS``) is spent;
 only then does the error reach Spark and fail the query. Retrying is safe because each
 object's name and content are fixed by the batch (see ``spark.lake_files``) and a PUT
-that failed made nothing visible.
+that failed made nothing visible. The driver's commit of the batch to the Delta tables is
+retried the same way (``spark.sink``).
 
 Errors that no wait fixes (wrong keys, missing bucket) fail at once.
 """
@@ -37,8 +38,20 @@ PERMANENT_ERROR_MARKERS = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    """pyarrow reports every S3 failure as OSError; the text tells which kind it is."""
-    if not isinstance(exc, OSError):
+    """pyarrow reports every S3 failure as OSError, delta-rs as OSError or a DeltaError
+    (a commit that lost to others after its own retries, too: the sink's commit checks
+    the table's transaction first, so trying again never adds a batch twice); the text
+    tells which kind it is. A missing table or a schema or protocol mismatch is not."""
+    from deltalake.exceptions import (
+        DeltaError,
+        DeltaProtocolError,
+        SchemaMismatchError,
+        TableNotFoundError,
+    )
+
+    if isinstance(exc, TableNotFoundError | SchemaMismatchError | DeltaProtocolError):
+        return False
+    if not isinstance(exc, OSError | DeltaError):
         return False
     text = str(exc)
     return not any(marker in text for marker in PERMANENT_ERROR_MARKERS)

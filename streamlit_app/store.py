@@ -1,10 +1,12 @@
 """Everything the dashboard reads, fetched once per refresh into an in-memory snapshot.
 
-The summaries are small (one object per summary and day) and are re-read only when
-their object changed (compared by modification time), so a refresh costs one metadata
-request per summary and day. The live lake is read through :class:`LakeTail`, which
-only fetches the objects written since the previous refresh. Readers never wait for a
-writer: summaries are published with one atomic PUT and lake objects are immutable.
+Each summary is a Delta table (``finpipe.summaries``). The store keeps each table open
+and, per refresh, asks its log for a newer version (one listing of ``_delta_log``); only
+when the version changed does it look at which days' files changed, and it re-reads
+those days alone. "Refreshed at" is the commit time of today's newest publish. The live
+lake is read through :class:`LakeTail`, which only fetches the objects written since the
+previous refresh. Readers never wait for a writer: a summary's day is replaced in one
+commit and lake objects are immutable.
 
 Unreachable storage surfaces as :class:`StoreUnavailable`, whose message says what to
 check, so the page can show it instead of a stack trace.
@@ -17,15 +19,16 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import structlog
+from deltalake import DeltaTable
 
 from finpipe import summaries
+from finpipe.delta_storage import storage_options
 from finpipe.lake import s3_filesystem
 from finpipe.settings import Settings
 from streamlit_app.lake_tail import TAIL_SCHEMA, LakeTail
@@ -33,6 +36,11 @@ from streamlit_app.lake_tail import TAIL_SCHEMA, LakeTail
 log = structlog.get_logger(__name__)
 
 AVAILABLE_DAYS_TTL_SECONDS = 30.0
+# Commits read back for the publish times of a table opened for the first time (later,
+# only the commits since the version the store had).
+FIRST_HISTORY_COMMITS = 20
+# An interactive reader: a store that does not answer fails the refresh, not the page.
+TIMEOUT_SECONDS = 10.0
 
 
 class StoreUnavailable(RuntimeError):
@@ -75,6 +83,19 @@ def unreachable_message(settings: Settings, exc: BaseException) -> str:
     )
 
 
+@dataclass
+class _SummaryTable:
+    """What the store keeps of one summary table between refreshes."""
+
+    delta: DeltaTable | None = None
+    version: int | None = None
+    updated: float = 0.0  # time.monotonic() of the last look at its log
+    files: dict[dt.date, frozenset[str]] = field(default_factory=dict)
+    rows: dict[dt.date, tuple[frozenset[str], pa.Table]] = field(default_factory=dict)
+    published_at: dict[dt.date, dt.datetime] = field(default_factory=dict)
+    layout_checked: bool = False
+
+
 class Store:
     """One per settings and process; safe to share between Streamlit sessions."""
 
@@ -89,9 +110,11 @@ class Store:
     ) -> None:
         self.settings = settings
         self._fs = filesystem or s3_filesystem(settings)
+        self._options = storage_options(settings, timeout_seconds=TIMEOUT_SECONDS, max_retries=0)
         self.tail = tail or LakeTail(settings, filesystem=self._fs)
-        self._summaries: dict[tuple[str, dt.date], tuple[int, pa.Table]] = {}
-        self._days: tuple[float, list[dt.date]] | None = None
+        self._tables = {name: _SummaryTable() for name in self.SUMMARY_NAMES}
+        # Held while a table is brought up to date: sessions refreshing at once read a
+        # changed day once, and the second finds it cached.
         self._lock = threading.Lock()
 
     def snapshot(
@@ -105,7 +128,7 @@ class Store:
             tail = self.tail.read(now) if with_tail else TAIL_SCHEMA.empty_table()
         except StoreUnavailable:
             raise
-        except Exception as exc:  # pyarrow raises OSError, boto3 its own error classes
+        except Exception as exc:  # delta-rs and pyarrow raise OSError, boto3 its own errors
             log.warning("dashboard.store_unreachable", error=str(exc)[:300])
             raise StoreUnavailable(unreachable_message(self.settings, exc)) from exc
         return Snapshot(
@@ -120,60 +143,78 @@ class Store:
         )
 
     def available_days(self) -> list[dt.date]:
-        """Days with a published 1-minute OHLCV partition, newest first (cached briefly)."""
-        with self._lock:
-            if self._days and time.monotonic() - self._days[0] < AVAILABLE_DAYS_TTL_SECONDS:
-                return self._days[1]
-        base = f"{self.settings.s3_bucket}/{self.settings.summaries_prefix}/{summaries.OHLCV_1M}"
+        """Days with published 1-minute OHLCV bars (the table's partitions), newest first;
+        the table's log is looked at again after ``AVAILABLE_DAYS_TTL_SECONDS``."""
         try:
-            infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+            with self._lock:
+                table = self._tables[summaries.OHLCV_1M]
+                if time.monotonic() - table.updated >= AVAILABLE_DAYS_TTL_SECONDS:
+                    self._update(summaries.OHLCV_1M, table)
+                days = summaries.published_days(table.delta) if table.delta else []
         except Exception as exc:
             raise StoreUnavailable(unreachable_message(self.settings, exc)) from exc
-        days: list[dt.date] = []
-        for info in infos:
-            name = info.base_name
-            if info.type == pafs.FileType.Directory and name.startswith("trade_date="):
-                try:
-                    days.append(dt.date.fromisoformat(name.removeprefix("trade_date=")))
-                except ValueError:
-                    continue
-        days.sort(reverse=True)
-        with self._lock:
-            self._days = (time.monotonic(), days)
-        return days
+        return sorted(days, reverse=True)
 
     def _read_summaries(
         self, days: list[dt.date], today: dt.date
     ) -> tuple[dict[str, pa.Table], dt.datetime | None]:
-        wanted = [(name, day) for name in self.SUMMARY_NAMES for day in days]
-        keys = [summaries.partition_key(self.settings, name, day) for name, day in wanted]
-        infos = self._fs.get_file_info(keys)
-        parts: dict[str, list[pa.Table]] = {name: [] for name in self.SUMMARY_NAMES}
+        tables: dict[str, pa.Table] = {}
         refreshed: dt.datetime | None = None
-        for (name, day), key, info in zip(wanted, keys, infos, strict=True):
-            if info.type != pafs.FileType.File:
-                continue
-            parts[name].append(self._summary_table(name, day, key, info))
-            if day == today and info.mtime is not None:
-                mtime = info.mtime.astimezone(dt.UTC)
-                refreshed = max(refreshed, mtime) if refreshed else mtime
-        tables = {
-            name: pa.concat_tables(found) if found else summaries.SCHEMAS[name].empty_table()
-            for name, found in parts.items()
-        }
+        with self._lock:
+            for name, table in self._tables.items():
+                self._update(name, table)
+                tables[name] = self._days(name, table, days)
+                at = table.published_at.get(today)
+                if at is not None:
+                    refreshed = max(refreshed, at) if refreshed else at
         return tables, refreshed
 
-    def _summary_table(self, name: str, day: dt.date, key: str, info: Any) -> pa.Table:
-        version = info.mtime_ns or 0
-        with self._lock:
-            cached = self._summaries.get((name, day))
-        if cached and cached[0] == version:
-            return cached[1]
-        table = pq.read_table(key, filesystem=self._fs).select(summaries.SCHEMAS[name].names)
-        table = table.cast(summaries.SCHEMAS[name])
-        with self._lock:
-            self._summaries[(name, day)] = (version, table)
-        return table
+    def _update(self, name: str, table: _SummaryTable) -> None:
+        """Bring ``table`` to the newest version of its log (open it on first use)."""
+        if table.delta is None:
+            table.delta = summaries.open_table(self.settings, name, options=self._options)
+            if table.delta is None:
+                self._check_layout(name, table)
+        else:
+            table.delta.update_incremental()
+        table.updated = time.monotonic()
+        version = table.delta.version() if table.delta is not None else None
+        if table.delta is None or version == table.version:
+            return
+        known = table.version
+        commits = (
+            version - known if known is not None and version > known else FIRST_HISTORY_COMMITS
+        )
+        table.published_at.update(summaries.publish_times(table.delta, commits))
+        table.files = summaries.files_by_day(table.delta)
+        table.rows = {d: r for d, r in table.rows.items() if d in table.files}
+        table.version = version
+
+    def _days(self, name: str, table: _SummaryTable, days: list[dt.date]) -> pa.Table:
+        """The rows of ``days``: cached where a day's files did not change, else read (all
+        changed days in one scan of the table's snapshot)."""
+        stale = [
+            d for d in days if d in table.files and table.rows.get(d, (None,))[0] != table.files[d]
+        ]
+        if stale and table.delta is not None:
+            fresh = summaries.day_rows(table.delta, name, stale)
+            for day in stale:
+                one = fresh.filter(pc.equal(fresh[summaries.PARTITION_COLUMN], pa.scalar(day)))
+                table.rows[day] = (table.files[day], one)
+        found = [table.rows[d][1] for d in days if d in table.rows]
+        return pa.concat_tables(found) if found else summaries.SCHEMAS[name].empty_table()
+
+    def _check_layout(self, name: str, table: _SummaryTable) -> None:
+        """Once per table that is not there: say so when it is in the layout before Delta."""
+        if table.layout_checked:
+            return
+        old = summaries.pre_delta_days(self.settings, name, filesystem=self._fs)
+        table.layout_checked = True
+        if old:
+            log.warning(
+                "dashboard.summaries_before_delta",
+                message=summaries.pre_delta_message(self.settings, name, old),
+            )
 
 
 _SHARED: dict[str, Store] = {}

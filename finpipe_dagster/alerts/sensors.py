@@ -49,12 +49,22 @@ class Incident:
     text: str
 
 
+def lake_last_update(instance: DagsterInstance) -> float | None:
+    """When processed_trades was last materialized (the lake's last recorded update)."""
+    event = instance.get_latest_materialization_event(PROCESSED_TRADES)
+    return event.timestamp if event is not None else None
+
+
+def lake_age_seconds(last: float | None, watching_since: float, now: float) -> float:
+    """Since the lake's last update, or since watching started when none arrived yet."""
+    return now - (last if last is not None else watching_since)
+
+
 def lake_staleness(
     instance: DagsterInstance, settings: Settings, watching_since: float, now: float
 ) -> Incident | None:
-    event = instance.get_latest_materialization_event(PROCESSED_TRADES)
-    last = event.timestamp if event is not None else None
-    age = now - (last if last is not None else watching_since)
+    last = lake_last_update(instance)
+    age = lake_age_seconds(last, watching_since, now)
     if age <= settings.freshness_fail_seconds:
         return None
     what = f"last update {age:.0f}s ago" if last is not None else f"no update in {age:.0f}s"

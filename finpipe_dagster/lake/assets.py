@@ -14,6 +14,8 @@ from finpipe.settings import Settings
 
 STOCK_TICKS = AssetKey("stock_ticks")
 PROCESSED_TRADES = AssetKey("processed_trades")
+COMPACTED_TRADES = AssetKey("compacted_trades")
+"""The closed days' compaction of ``processed_trades`` (``lake/maintenance.py``)."""
 
 
 def stock_ticks_spec(settings: Settings) -> AssetSpec:
@@ -35,14 +37,14 @@ def processed_trades_spec(settings: Settings) -> AssetSpec:
         key=PROCESSED_TRADES,
         deps=[STOCK_TICKS],
         description=(
-            f"Parquet table `s3://{settings.s3_bucket}/{settings.lake_prefix}/` partitioned by "
-            "trade_date and symbol, written by the Spark query one file per batch and symbol. "
-            "Read it through `finpipe.lake`, or follow its rule (docs/architecture.md): a "
-            "partition's compacted objects that no other covers (`compacted-<first>-<last>`, "
-            "`compacted-upto-<N>` = 0..N) plus its `batch-<id>.parquet` files they do not cover."
+            f"Delta Lake table `s3://{settings.s3_bucket}/{settings.lake_prefix}` partitioned "
+            "by trade_date and symbol, written by the Spark query (one commit per micro-batch, "
+            f"application transaction `{contracts.SPARK_APP_ID}`). Any Delta reader reads it; "
+            "finpipe reads it through `finpipe.lake`. Its materializations carry the table "
+            "version as data version."
         ),
         group_name="streams",
-        kinds={"s3", "parquet"},
+        kinds={"s3", "delta"},
         freshness_policy=freshness_policy(settings),
         metadata={"columns": ", ".join(contracts.LAKE_SCHEMA.names)},
     )

@@ -1,22 +1,24 @@
 """Records the lake's updates as ``processed_trades`` materializations.
 
-The Spark query commits batches outside Dagster. This sensor turns each new committed
-batch (from the Spark heartbeat) into an ``AssetMaterialization`` with rows, latest trade
-time, files and lag; that drives the freshness policy and the summaries' refresh. When no
-Spark heartbeat exists (Spark runs elsewhere) it polls the lake for new files instead.
-It also observes ``stock_ticks``: end offsets per partition and Spark's lag behind them.
+The Spark query commits batches to the Delta table outside Dagster. Each tick this sensor
+opens the table; when its version moved past the cursor's, it reads what the commits in
+between added (``finpipe.lake_log``: data-change adds; a compaction's files are not new
+rows, and commits of maintenance alone record nothing) and records one
+``AssetMaterialization`` whose data version is the table version,
+with the rows and files added, the commit time, the newest trade time and the lag, plus
+the fields of the Spark heartbeat when Spark reports here. That drives the freshness
+policy and the summaries' refresh. Nothing new: no event. It also observes
+``stock_ticks``: end offsets per partition and Spark's lag behind them.
 """
 
-import datetime as dt
 import json
 import time
 from typing import Any
 
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from dagster import (
     AssetMaterialization,
     AssetObservation,
+    DataVersion,
     DefaultSensorStatus,
     MetadataValue,
     SensorDefinition,
@@ -24,86 +26,117 @@ from dagster import (
     SensorResult,
     sensor,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from finpipe import health, lake
+from finpipe import health, lake, lake_log
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES, STOCK_TICKS
 from finpipe_dagster.resources import FinpipeSettings, KafkaResource
 
-NEW_FILE_METADATA_LIMIT = 200
+
+def data_version_tags(version: int) -> dict[str, str]:
+    """An event's tags that give the asset the table version as its data version
+    (``AssetMaterialization`` takes it as a tag, as Dagster's own observations do)."""
+    return {DATA_VERSION_TAG: DataVersion(str(version)).value}
 
 
-def batch_materialization(beat: dict[str, Any], now: float) -> AssetMaterialization:
-    """A materialization describing the Spark query's latest committed batch."""
-    max_trade_ms = beat.get("max_trade_ts_ms")
+FIRST_TICK_COMMITS = 100
+"""Without a cursor (a new sensor, another lake), the commits read to describe the
+table's state: the newest ones only, so the first tick costs what a busy minute costs."""
+
+
+def heartbeat_metadata(beat: dict[str, Any]) -> dict[str, Any]:
+    """What the Spark heartbeat says of its latest committed batch."""
     metadata: dict[str, Any] = {
-        "source": "spark heartbeat",
         "batch_id": MetadataValue.int(int(beat["batch_id"])),
-        "rows": MetadataValue.int(int(beat.get("rows") or 0)),
+        "batch_rows": MetadataValue.int(int(beat.get("rows") or 0)),
         "total_rows_since_start": MetadataValue.int(int(beat.get("total_rows") or 0)),
-        "files": MetadataValue.int(int(beat.get("files_written") or 0)),
-        # Records of the batch that were not valid trades (kept in _rejects, never in the
-        # table); the `no_new_rejects` check fails on them.
+        "batch_files": MetadataValue.int(int(beat.get("files_written") or 0)),
+        # Records of the batch that were not valid trades (kept in the rejects table,
+        # never in this one); the `no_new_rejects` check fails on them.
         "rejects": MetadataValue.int(int(beat.get("rejects") or 0)),
         "total_rejects_since_start": MetadataValue.int(int(beat.get("total_rejects") or 0)),
     }
-    if beat.get("batch_duration_ms") is not None:
-        metadata["batch_duration_ms"] = MetadataValue.int(int(beat["batch_duration_ms"]))
+    for key in ("batch_duration_ms", "commit_ms", "table_version"):
+        if beat.get(key) is not None:
+            name = "heartbeat_table_version" if key == "table_version" else key
+            metadata[name] = MetadataValue.int(int(beat[key]))
     if beat.get("end_offsets"):
         metadata["end_offsets"] = MetadataValue.json(beat["end_offsets"])
+    return metadata
+
+
+def batch_materialization(beat: dict[str, Any], now: float) -> AssetMaterialization:
+    """A materialization describing the Spark query's latest committed batch (from its
+    heartbeat alone)."""
+    metadata = {"source": "spark heartbeat", **heartbeat_metadata(beat)}
+    max_trade_ms = beat.get("max_trade_ts_ms")
     if max_trade_ms:
         metadata["max_trade_ts"] = MetadataValue.timestamp(max_trade_ms / 1000)
         metadata["lag_seconds"] = MetadataValue.float(round(now - max_trade_ms / 1000, 3))
-    return AssetMaterialization(asset_key=PROCESSED_TRADES, metadata=metadata)
-
-
-def _max_trade_ts(metadata: pq.FileMetaData) -> float | None:
-    column = metadata.schema.names.index("trade_ts") if "trade_ts" in metadata.schema.names else -1
-    best = None
-    for i in range(metadata.num_row_groups if column >= 0 else 0):
-        stats = metadata.row_group(i).column(column).statistics
-        if stats is not None and stats.has_min_max:
-            value = stats.max
-            ts = value.timestamp() if isinstance(value, dt.datetime) else float(value) / 1000
-            best = ts if best is None else max(best, ts)
-    return best
-
-
-def poll_lake(
-    settings: Settings, since_mtime: float, now: float, fs: pafs.FileSystem | None = None
-) -> tuple[AssetMaterialization | None, float]:
-    """New data files of yesterday and today since ``since_mtime``; (event, new cursor)."""
-    fs = fs or lake.s3_filesystem(settings)
-    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
-    files = lake.list_lake_files(settings, [today - dt.timedelta(days=1), today], filesystem=fs)
-    infos = fs.get_file_info([f.path for f in files])
-    new = sorted(
-        (i for i in infos if i.mtime is not None and i.mtime.timestamp() > since_mtime),
-        key=lambda i: i.mtime,  # type: ignore[arg-type, return-value]
+    version = beat.get("table_version")
+    return AssetMaterialization(
+        asset_key=PROCESSED_TRADES,
+        metadata=metadata,
+        tags=data_version_tags(int(version)) if version is not None else None,
     )
-    if not new:
-        return None, since_mtime
-    rows = 0
-    max_ts = None
-    for info in new[-NEW_FILE_METADATA_LIMIT:]:
-        meta = pq.read_metadata(info.path, filesystem=fs)
-        rows += meta.num_rows
-        file_max = _max_trade_ts(meta)
-        if file_max is not None:
-            max_ts = file_max if max_ts is None else max(max_ts, file_max)
+
+
+def table_materialization(
+    found: lake_log.Changes, now: float, beat: dict[str, Any] | None = None
+) -> AssetMaterialization:
+    """A materialization of the table at ``found.version``: what ``found`` added."""
     metadata: dict[str, Any] = {
-        "source": "lake poll",
-        "files": MetadataValue.int(len(new)),
-        "rows": MetadataValue.int(rows),
-        "files_in_recent_days": MetadataValue.int(len(files)),
+        "source": "delta log",
+        "table_version": MetadataValue.int(found.version),
+        "since_version": MetadataValue.int(found.since),
     }
-    if len(new) > NEW_FILE_METADATA_LIMIT:
-        metadata["rows_counted_in_newest_files"] = MetadataValue.int(NEW_FILE_METADATA_LIMIT)
+    if found.commit_ms is not None:
+        metadata["commit_time"] = MetadataValue.timestamp(found.commit_ms / 1000)
+    if found.truncated:
+        # Entries of the range are gone (log retention): the counts would be short.
+        metadata["log_truncated"] = MetadataValue.bool(True)
+    else:
+        metadata["rows_added"] = MetadataValue.int(found.rows)
+        metadata["files_added"] = MetadataValue.int(len(found.adds))
+    bounds = [b for a in found.adds if (b := a.bound("trade_ts", "max")) is not None]
+    max_ts = max(b.timestamp() for b in bounds) if bounds else None
+    if max_ts is None and beat and beat.get("max_trade_ts_ms"):
+        max_ts = beat["max_trade_ts_ms"] / 1000
     if max_ts is not None:
         metadata["max_trade_ts"] = MetadataValue.timestamp(max_ts)
         metadata["lag_seconds"] = MetadataValue.float(round(now - max_ts, 3))
-    newest = new[-1].mtime.timestamp()  # type: ignore[union-attr]
-    return AssetMaterialization(asset_key=PROCESSED_TRADES, metadata=metadata), newest
+    if beat is not None and "batch_id" in beat:
+        metadata.update(heartbeat_metadata(beat))
+    return AssetMaterialization(
+        asset_key=PROCESSED_TRADES,
+        metadata=metadata,
+        tags=data_version_tags(found.version),
+    )
+
+
+def poll_table(
+    settings: Settings, cursor: dict[str, Any], now: float, beat: dict[str, Any] | None
+) -> AssetMaterialization | None:
+    """The table's new version since the cursor's, as one event (None: nothing new).
+    Moves the cursor."""
+    table = lake.trades_table(settings)
+    snapshot = table.open()
+    if snapshot is None:
+        return None
+    version = snapshot.version()
+    since = cursor.get("table_version")
+    if cursor.get("lake") != table.uri or not isinstance(since, int) or since > version:
+        since = max(version - FIRST_TICK_COMMITS, -1)  # new cursor, or another table
+    elif since == version:
+        return None
+    cursor["table_version"], cursor["lake"] = version, table.uri
+    found = lake_log.changes(table, since, version)
+    if not found.adds and not found.truncated and not found.removed_data:
+        # Maintenance only (a compaction's files hold rows the table had): no news, and
+        # no freshness either (the lake would never look stale while compactions run).
+        return None
+    return table_materialization(found, now, beat)
 
 
 def producer_backlog_metadata(beat: dict[str, Any] | None) -> dict[str, Any]:
@@ -157,14 +190,9 @@ def record_lake_updates(
     now = time.time()
     events: list[AssetMaterialization | AssetObservation] = []
     beat = health.read_health(settings, health.SPARK)
-    if beat is not None:  # Spark reports here: its committed batches are the updates
-        if "batch_id" in beat and beat["batch_id"] != cursor.get("batch_id"):
-            events.append(batch_materialization(beat, now))
-            cursor["batch_id"] = beat["batch_id"]
-    else:
-        event, cursor["lake_mtime"] = poll_lake(settings, float(cursor.get("lake_mtime", 0)), now)
-        if event is not None:
-            events.append(event)
+    event = poll_table(settings, cursor, now, beat)
+    if event is not None:
+        events.append(event)
     try:
         producer_beat = health.read_health(settings, "producer")
         observation, total = topic_observation(
@@ -187,6 +215,7 @@ def build_processed_trades_sensor(settings: Settings) -> SensorDefinition:
         minimum_interval_seconds=settings.processed_trades_sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Records new Spark batches as processed_trades materializations; observes Kafka."
+            "Records each new version of the lake table as a processed_trades materialization "
+            "(data version = table version); observes Kafka."
         ),
     )(record_lake_updates)

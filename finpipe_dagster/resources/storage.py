@@ -51,8 +51,8 @@ class LakeS3Resource(ConfigurableResource):
 class DuckDBResource(ConfigurableResource):
     """In-memory DuckDB connections that scan the lake through ``finpipe.lake``.
 
-    No database file: summaries are published as Parquet, so no writer ever holds a lock
-    the dashboard would wait on.
+    No database file: summaries are published as Delta tables, so no writer ever holds a
+    lock the dashboard would wait on.
     """
 
     settings: FinpipeSettings

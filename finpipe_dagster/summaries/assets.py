@@ -1,13 +1,16 @@
-"""Daily summary tables built with DuckDB from the lake and published as Parquet.
+"""Daily summary tables built with DuckDB from the lake and published as Delta tables.
 
 One multi-asset computes the three tables of each day from one connection over that
 day's lake files; a backfill of many days is one run (``BackfillPolicy.single_run``).
-Publishing replaces a day's object in one PUT, so re-running a day is idempotent and the
-dashboard never reads a half-written table.
+Publishing replaces a day's partition of each table in one commit
+(``finpipe.summaries.publish``), so re-running a day is idempotent and the dashboard
+never reads a half-written day.
 
-Each materialization records, per day, the newest batch it read in each symbol folder
-(``lake_batch_ids``) and the lake it read (``lake``): durable state from which the
-late-data sensor tells which closed days received batches since (``late_data.py``).
+Each materialization records, per day, the lake table version it read (``lake_version``)
+and the lake rows the day's summaries hold (``lake_rows``), and the lake it read
+(``lake``): durable state from which the late-data sensor tells which closed days received
+rows since (``late_data.py``). The same state goes with each commit as its metadata, and
+``table_version`` is the version of the summary table after the run's last publish.
 """
 
 import datetime as dt
@@ -33,8 +36,10 @@ from finpipe_dagster.resources import DuckDBResource, FinpipeSettings
 from finpipe_dagster.summaries import incremental
 
 LAKE_KEY = "lake"
-BATCH_IDS_KEY = "lake_batch_ids"
-"""Metadata of each summary materialization: {day: {symbol: newest batch id read}}."""
+LAKE_VERSION_KEY = "lake_version"
+"""Metadata of each summary materialization: {day: the lake table version it read}."""
+LAKE_ROWS_KEY = "lake_rows"
+"""Metadata of each summary materialization: {day: the lake rows its summaries hold}."""
 
 SUMMARY_SPECS = [
     AssetSpec(
@@ -65,18 +70,30 @@ def daily_summaries(
     days = partition_days(list(context.partition_keys))
     wanted = sorted(key.to_user_string() for key in context.selected_asset_keys)
     rows_per_day: dict[str, dict[str, int]] = {name: {} for name in wanted}
-    batch_ids: dict[str, dict[str, int]] = {}
+    versions: dict[str, int] = {}
+    lake_rows: dict[str, int] = {}
+    table_versions: dict[str, int] = {}
     for day in days:
-        tables, batch_ids[day.isoformat()], state, report = lake.read_relisting(
+        tables, state, report = lake.read_reloading(
             lambda day=day: _build_day(settings, lake_duckdb, day, wanted),
             what=f"summaries of {day}",
         )
+        versions[day.isoformat()], lake_rows[day.isoformat()] = state.version, state.rows
+        source = summaries.LakeState(settings.lake_uri, state.version, state.rows)
         for name, table in tables.items():
-            key = summaries.publish(settings, name, day, table)
+            published = summaries.publish(settings, name, day, table, source=source)
+            if published.pre_delta_days:
+                context.log.warning(
+                    summaries.pre_delta_message(settings, name, list(published.pre_delta_days))
+                )
             rows_per_day[name][day.isoformat()] = table.num_rows
-            context.log.info(f"published {name} {day}: {table.num_rows} rows -> s3://{key}")
+            table_versions[name] = published.version
+            context.log.info(
+                f"published {name} {day}: {table.num_rows} rows, version {published.version}"
+                f" of {summaries.table_uri(settings, name)}"
+            )
         # After the tables: a run stopped in between leaves the older state, whose next
-        # refresh reads the same new objects again.
+        # refresh reads the same changes again.
         incremental.save_state(settings, lake.s3_filesystem(settings), day, state)
         context.log.info(f"summaries of {day}: {report}")
     for name in wanted:
@@ -85,42 +102,42 @@ def daily_summaries(
             metadata={
                 "rows": MetadataValue.int(sum(rows_per_day[name].values())),
                 "rows_per_day": MetadataValue.json(rows_per_day[name]),
-                "location": MetadataValue.text(
-                    f"s3://{settings.s3_bucket}/{settings.summaries_prefix}/{name}/"
-                ),
+                "location": MetadataValue.text(summaries.table_uri(settings, name)),
+                "table_version": MetadataValue.int(table_versions[name]),
                 LAKE_KEY: MetadataValue.text(settings.lake_uri),
-                BATCH_IDS_KEY: MetadataValue.json(batch_ids),
+                LAKE_VERSION_KEY: MetadataValue.json(versions),
+                LAKE_ROWS_KEY: MetadataValue.json(lake_rows),
             },
         )
 
 
 def _build_day(
     settings: Settings, lake_duckdb: DuckDBResource, day: dt.date, wanted: list[str]
-) -> tuple[dict[str, pa.Table], dict[str, int], incremental.DayState, incremental.RefreshReport]:
-    """The day's tables from one listing, the newest batch per symbol it held, the state.
+) -> tuple[dict[str, pa.Table], incremental.DayState, incremental.RefreshReport]:
+    """The day's tables from one snapshot of the lake, and the day's state.
 
     Today's partition is refreshed from its previous state (what changed since); any
-    other day is built from all its files (the close, a backfill, a late-data rebuild).
-    Nothing is published here, so a second attempt over a fresh listing (an object
-    vanished under the first) publishes only tables of one consistent snapshot."""
+    other day is built from the snapshot (the close, a backfill, a late-data rebuild).
+    Nothing is published here, so a second attempt on a fresh snapshot (a file vanished
+    under the first) publishes only tables of one consistent snapshot."""
     fs = lake.s3_filesystem(settings)
     previous = incremental.load_state(settings, fs, day) if day >= today_utc() else None
-    files = lake.list_lake_files(settings, [day], filesystem=fs)
+    table = lake.trades_table(settings)
+    snapshot = table.open()
     con = lake_duckdb.connect()
     try:
-        state, report = incremental.refresh(con, settings, fs, files, previous)
+        state, report = incremental.refresh(con, settings, snapshot, day, previous, table=table)
         tables = incremental.published_tables(con, state, dt.datetime.now(dt.UTC))
     finally:
         con.close()
-    chosen = {name: tables[name] for name in wanted}
-    return chosen, lake.batch_ids_by_symbol(files), state, report
+    return {name: tables[name] for name in wanted}, state, report
 
 
 def daily_summaries_asset(partitions: PartitionsDefinition) -> AssetsDefinition:
     """The multi-asset over the code location's daily partitions (built at load)."""
     return multi_asset(
         specs=[
-            spec.replace_attributes(group_name="summaries", kinds={"duckdb", "parquet"})
+            spec.replace_attributes(group_name="summaries", kinds={"duckdb", "deltalake"})
             for spec in SUMMARY_SPECS
         ],
         partitions_def=partitions,

@@ -3,6 +3,7 @@
 from dagster import AssetSelection, define_asset_job
 
 from finpipe import summaries
+from finpipe_dagster.instance import MAINTENANCE_TAG
 
 REFRESH_TAG = "finpipe/summaries"
 RETRY_TAGS = {"dagster/max_retries": "3", "dagster/retry_strategy": "FROM_FAILURE"}
@@ -21,9 +22,10 @@ summaries_job = define_asset_job(
 close_day_job = define_asset_job(
     "close_day_job",
     selection=AssetSelection.assets(*SUMMARY_KEYS, "compacted_trades"),
-    tags={REFRESH_TAG: "close", **RETRY_TAGS},
+    # Its compaction is lake maintenance: the run queue admits one such run at a time.
+    tags={REFRESH_TAG: "close", MAINTENANCE_TAG: "close", **RETRY_TAGS},
     description=(
         "Finalizes a closed day: its summaries, then (an asset dependency) compacts its "
-        "lake files. Failed runs are retried."
+        "lake files. Failed runs are retried; one maintenance run at a time."
     ),
 )

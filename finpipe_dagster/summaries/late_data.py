@@ -1,33 +1,41 @@
-"""Keeps each closed day's summaries and compaction in step with the lake, from durable state.
+"""Keeps each closed day's summaries and compaction in step with the lake, from its log.
 
 Trades land in a day after it closed: stragglers after midnight, a backlog after an
-outage, a replayed session from the past. The lake shows them at once (see
-``finpipe.contracts.visible_object_names``); this sensor brings the rest along. Each tick
-it compares, for every closed day in the lake,
+outage, a replayed session from the past. The lake shows them at once; this sensor brings
+the rest along. Each tick it asks the lake table's log what the versions since its cursor
+added (``finpipe.lake_log.changes``: data-change files only, so a compaction is no news),
+notes the closed days those files belong to with the newest version that added rows to
+each, and compares that version, per day, with
 
-* the newest batch per symbol folder the lake holds (one listing of the day), with
-* the newest batch per symbol the day's summaries read (``lake_batch_ids`` in their
-  latest materializations, see ``summaries/assets.py``),
+* the lake version the day's summaries read (``lake_version`` in their latest
+  materializations, see ``summaries/assets.py``), and
+* the table version the day's compaction left (``table_version`` of its latest
+  ``compacted_trades`` materialization),
 
 and requests for the day:
 
-* its summaries, when the lake holds a batch they did not read (or the day was never
+* its summaries, when rows arrived after the version they read (or the day was never
   summarized, or summarized from another lake);
-* its compaction, when batch files sit in the day (beside a compacted file, or in a day
-  whose close is overdue) and the newest is ``LATE_BATCH_SETTLE_SECONDS`` old, or when
-  objects a compaction replaced are past ``COMPACTION_GRACE_SECONDS``;
+* its compaction, when rows arrived after its last compaction (or the day was never
+  compacted and its close is overdue), once the newest of them is
+  ``LATE_BATCH_SETTLE_SECONDS`` old;
 * both as one ``close_day_job`` run (summaries first, then compaction) when both are due.
 
-Nothing lives in process memory, and the cursor holds nothing: a restart of Spark, of the
-daemon or of this sensor forgets nothing, and a run that failed leaves the day behind, so
-the day is requested again (after ``RETRY_BACKOFF``; never while a run of that day is
-queued or running). The runs also carry Dagster run retries (``jobs.RETRY_TAGS``).
+When the log cannot answer (no cursor yet, or entries older than the log retention are
+gone, or the table was replaced), the sensor compares instead, for every closed day, the
+rows the snapshot's files hold with the rows the summaries recorded (``lake_rows``).
+
+The cursor keeps the version read and the days not yet in step, so a day stays requested
+until durable state (the materializations) says it caught up: a run that failed leaves the
+day behind, and it is requested again (after ``RETRY_BACKOFF``; never while a run of that
+day is queued or running). The runs also carry Dagster run retries (``jobs.RETRY_TAGS``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dagster import (
@@ -45,14 +53,15 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from deltalake import DeltaTable
 
-from finpipe import contracts, lake
+from finpipe import lake, lake_log
 from finpipe.settings import Settings, same_lake
 from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
-from finpipe_dagster.lake.compaction import COMPACTED_TRADES, expired_leftovers
+from finpipe_dagster.lake.assets import COMPACTED_TRADES
 from finpipe_dagster.partitions import first_day
 from finpipe_dagster.resources import FinpipeSettings
-from finpipe_dagster.summaries.assets import BATCH_IDS_KEY, LAKE_KEY
+from finpipe_dagster.summaries.assets import LAKE_KEY, LAKE_ROWS_KEY, LAKE_VERSION_KEY
 from finpipe_dagster.summaries.jobs import (
     REFRESH_TAG,
     RETRY_TAGS,
@@ -71,19 +80,19 @@ MAX_REQUESTS_PER_TICK = 8
 """Newest days first; the rest follow on later ticks (a replay of many past days, or the
 first tick after an upgrade, must not flood the run queue)."""
 IN_STEP = "all in step"
+COMPACTION_VERSION_KEY = "table_version"
+"""Metadata of a ``compacted_trades`` materialization: the table version it left."""
 
 # --- pure decisions ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class LakeDay:
-    """What one day of the lake holds, from a listing of all its objects."""
+    """What the lake's log says of one closed day."""
 
     day: dt.date
-    batch_ids: dict[str, int]  # newest batch per symbol the reading rule shows
-    pending_since: dt.datetime | None  # LastModified of the newest visible batch file
-    compacted: bool  # a folder of the day holds the close's compacted file
-    expired_leftovers: int  # replaced objects past the grace period
+    version: int  # the newest table version known to have added rows of the day
+    added_at: dt.datetime | None  # when that version was committed (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -93,57 +102,63 @@ class DayWork:
     compaction: bool
 
 
-def lake_day(
-    day: dt.date, objects: Iterable[lake.LakeFile], now: dt.datetime, grace: dt.timedelta
-) -> LakeDay:
-    folders: dict[str, dict[str, lake.LakeFile]] = {}
-    for file in objects:
-        folders.setdefault(file.symbol, {})[file.name] = file
-    batch_ids: dict[str, int] = {}
-    pending: list[dt.datetime] = []
-    compacted = False
-    expired = 0
-    for symbol, files in folders.items():
-        visible = [files[n] for n in contracts.visible_object_names(files)]
-        batch_ids[symbol] = max(f.batch_id for f in visible)
-        pending += [f.modified or now for f in visible if f.name.startswith("batch-")]
-        # Closed by its compaction (``compacted-upto-<N>``, the range 0..N); the rolling
-        # compaction's segments of the open day do not count: the close still has to run.
-        compacted = compacted or any(f.name.startswith("compacted-upto-") for f in visible)
-        expired += len(
-            expired_leftovers({n: f.modified or now for n, f in files.items()}, now, grace)
-        )
-    return LakeDay(
-        day, dict(sorted(batch_ids.items())), max(pending, default=None), compacted, expired
+def late_days(
+    adds: Iterable[lake_log.FileAdd], first: dt.date, today: dt.date
+) -> dict[dt.date, LakeDay]:
+    """The closed days (from ``first``, before ``today``) the ``adds`` brought rows to,
+    each with the newest version that did."""
+    found: dict[dt.date, LakeDay] = {}
+    for add in adds:
+        day = add.trade_date
+        if day is None or not first <= day < today:
+            continue
+        if day not in found or add.version >= found[day].version:
+            found[day] = LakeDay(
+                day, add.version, dt.datetime.fromtimestamp(add.commit_ms / 1000, dt.UTC)
+            )
+    return found
+
+
+def merge(pending: dict[dt.date, LakeDay], found: dict[dt.date, LakeDay]) -> dict[dt.date, LakeDay]:
+    """Days waiting from earlier ticks, with what this tick found (the newer version wins)."""
+    merged = dict(pending)
+    for day, state in found.items():
+        if day not in merged or state.version >= merged[day].version:
+            merged[day] = state
+    return merged
+
+
+def in_step(state: LakeDay, summarized: int | None, compacted: int | None) -> bool:
+    """The day's summaries and compaction both hold every row the log reported."""
+    return (
+        summarized is not None
+        and summarized >= state.version
+        and compacted is not None
+        and compacted >= state.version
     )
-
-
-def summaries_behind(lake_ids: Mapping[str, int], summarized: Mapping[str, int] | None) -> bool:
-    """True when the lake holds a batch the summaries did not read (or they never read it)."""
-    if summarized is None:
-        return True
-    return any(batch > summarized.get(symbol, -1) for symbol, batch in lake_ids.items())
 
 
 def decide(
     state: LakeDay,
-    summarized: Mapping[str, int] | None,
+    summarized: int | None,
+    compacted: int | None,
     *,
     now: dt.datetime,
     settle: dt.timedelta,
     busy: bool,
     failed_at: dt.datetime | None,
 ) -> DayWork | None:
-    """What a closed day needs now, or None."""
+    """What a closed day needs now, or None. ``summarized``/``compacted``: the lake version
+    its summaries read and the one its compaction left (None: never, or another lake)."""
     if busy or (failed_at is not None and now - failed_at < RETRY_BACKOFF):
         return None
     closes_at = dt.datetime.combine(state.day, dt.time(), dt.UTC) + dt.timedelta(days=1)
-    settled = state.pending_since is not None and state.pending_since <= now - settle
-    # A day never compacted is the close schedule's until its run had its chance (it
-    # failed, or the platform was down at that time).
+    settled = state.added_at is None or state.added_at <= now - settle
+    # Rows after the day's last compaction; a day never compacted is the close schedule's
+    # until its run had its chance (it failed, or the platform was down at that time).
     overdue = now >= closes_at + CLOSE_DELAY + RETRY_BACKOFF
-    compaction = state.expired_leftovers > 0 or (settled and (state.compacted or overdue))
-    behind = summaries_behind(state.batch_ids, summarized)
+    compaction = settled and (overdue if compacted is None else state.version > compacted)
+    behind = summarized is None or state.version > summarized
     if not (behind or compaction):
         return None
     return DayWork(state.day, behind, compaction)
@@ -167,34 +182,97 @@ def run_request(work: DayWork) -> RunRequest:
     )
 
 
-# --- durable state: the lake, the summaries' materializations, the runs -----------------
+# --- durable state: the lake, the materializations, the runs, the cursor ------------------
 
 
-def closed_lake_days(settings: Settings, now: dt.datetime) -> list[LakeDay]:
-    first = dt.date.fromisoformat(first_day(settings))
-    today = now.date()
-    days = [d for d in lake.lake_days(settings) if first <= d < today]
-    grace = dt.timedelta(seconds=settings.compaction_grace_seconds)
-    by_day: dict[dt.date, list[lake.LakeFile]] = {d: [] for d in days}
-    for file in lake.list_lake_objects(settings, days) if days else []:
-        by_day[file.trade_date].append(file)
-    return [lake_day(d, files, now, grace) for d, files in by_day.items() if files]
+@dataclass(frozen=True)
+class Cursor:
+    version: int | None  # the table version read last (None: never)
+    lake_uri: str | None
+    pending: dict[dt.date, LakeDay]
+
+    @staticmethod
+    def parse(text: str | None) -> Cursor:
+        try:
+            raw = json.loads(text or "{}")
+            pending = {
+                dt.date.fromisoformat(day): LakeDay(
+                    dt.date.fromisoformat(day),
+                    int(version),
+                    None if at is None else dt.datetime.fromtimestamp(at / 1000, dt.UTC),
+                )
+                for day, (version, at) in (raw.get("pending") or {}).items()
+            }
+            return Cursor(raw.get("version"), raw.get("lake"), pending)
+        except (ValueError, TypeError, AttributeError):  # an older sensor's cursor
+            return Cursor(None, None, {})
+
+    def dump(self) -> str:
+        pending = {
+            day.isoformat(): [
+                state.version,
+                None if state.added_at is None else int(state.added_at.timestamp() * 1000),
+            ]
+            for day, state in sorted(self.pending.items())
+        }
+        return json.dumps({"version": self.version, "lake": self.lake_uri, "pending": pending})
 
 
-def summarized_batch_ids(
+def days_by_counts(
+    snapshot: DeltaTable, days: list[dt.date], recorded: dict[str, int | None]
+) -> dict[dt.date, LakeDay]:
+    """The days whose rows in ``snapshot`` differ from the rows the summaries recorded
+    (``recorded``: per day, None when never recorded), each at the snapshot's version."""
+    rows: dict[dt.date, int] = {}
+    newest: dict[dt.date, dt.datetime] = {}
+    for file in lake.table_files(snapshot, days):
+        rows[file.trade_date] = rows.get(file.trade_date, 0) + file.rows
+        newest[file.trade_date] = max(file.modified, newest.get(file.trade_date, file.modified))
+    version = snapshot.version()
+    return {
+        day: LakeDay(day, version, newest.get(day))
+        for day in days
+        if day in rows and recorded.get(day.isoformat()) != rows[day]
+    }
+
+
+def summarized(
     instance: DagsterInstance, days: list[str], lake_uri: str
-) -> dict[str, dict[str, int] | None]:
-    """Per day, the newest batch per symbol that all three summaries read (their latest
-    materializations); None when one of them was never built from this lake."""
+) -> dict[str, tuple[int | None, int | None]]:
+    """Per day, (the lake version all three summaries read, the lake rows they hold):
+    the oldest of their latest materializations; (None, None) when one of them was never
+    built from this lake."""
     per_asset = [
-        _latest_batch_ids(instance, AssetKey(name), days, lake_uri) for name in SUMMARY_KEYS
+        _latest_metadata(instance, AssetKey(name), days, lake_uri, summary=True)
+        for name in SUMMARY_KEYS
     ]
-    return {day: _common([found.get(day) for found in per_asset]) for day in days}
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for day in days:
+        records = [meta.get(day) for meta in per_asset]
+        if any(r is None for r in records):
+            found[day] = (None, None)
+            continue
+        versions = [r[0] for r in records if r is not None]
+        rows = {r[1] for r in records if r is not None}
+        found[day] = (min(versions), rows.pop() if len(rows) == 1 else None)
+    return found
 
 
-def _latest_batch_ids(
-    instance: DagsterInstance, key: AssetKey, days: list[str], lake_uri: str
-) -> dict[str, dict[str, int]]:
+def compacted(instance: DagsterInstance, days: list[str]) -> dict[str, int]:
+    """Per day, the table version the day's latest compaction left (days never compacted
+    are missing)."""
+    found = _latest_metadata(instance, COMPACTED_TRADES, days, None, summary=False)
+    return {day: version for day, (version, _) in found.items()}
+
+
+def _latest_metadata(
+    instance: DagsterInstance,
+    key: AssetKey,
+    days: list[str],
+    lake_uri: str | None,
+    *,
+    summary: bool,
+) -> dict[str, tuple[int, int | None]]:
     latest = instance.get_latest_storage_id_by_partition(
         key, DagsterEventType.ASSET_MATERIALIZATION, set(days)
     )
@@ -203,25 +281,27 @@ def _latest_batch_ids(
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)
     ).records
-    found = {}
+    found: dict[str, tuple[int, int | None]] = {}
     for record in records:
         event = record.asset_materialization
         if event is None or event.partition is None:
             continue
-        lake_meta, ids_meta = event.metadata.get(LAKE_KEY), event.metadata.get(BATCH_IDS_KEY)
-        # Batch ids belong to one lake (one checkpoint): another lake's are no evidence.
-        if lake_meta is not None and same_lake(lake_meta.value, lake_uri) and ids_meta is not None:
-            ids = (ids_meta.value or {}).get(event.partition)
-            if ids is not None:
-                found[event.partition] = {str(s): int(b) for s, b in ids.items()}
+        meta = event.metadata
+        if not summary:
+            version = meta.get(COMPACTION_VERSION_KEY)
+            if version is not None and isinstance(version.value, int):
+                found[event.partition] = (version.value, None)
+            continue
+        # Versions belong to one lake table: another lake's are no evidence.
+        lake_meta, versions = meta.get(LAKE_KEY), meta.get(LAKE_VERSION_KEY)
+        if lake_meta is None or not same_lake(lake_meta.value, lake_uri) or versions is None:
+            continue
+        version = (versions.value or {}).get(event.partition)
+        rows_meta = meta.get(LAKE_ROWS_KEY)
+        rows = (rows_meta.value or {}).get(event.partition) if rows_meta is not None else None
+        if version is not None:
+            found[event.partition] = (int(version), None if rows is None else int(rows))
     return found
-
-
-def _common(found: list[dict[str, int] | None]) -> dict[str, int] | None:
-    if any(ids is None for ids in found):
-        return None
-    symbols = set().union(*found)  # type: ignore[arg-type]
-    return {s: min(ids.get(s, -1) for ids in found if ids is not None) for s in sorted(symbols)}
 
 
 def day_runs(
@@ -253,36 +333,68 @@ def request_late_days(
     """One tick of ``late_data_summaries_sensor``."""
     settings = finpipe.load()
     now = dt.datetime.now(dt.UTC)
-    states = closed_lake_days(settings, now)
-    summarized = summarized_batch_ids(
-        context.instance, [s.day.isoformat() for s in states], settings.lake_uri
-    )
+    today, first = now.date(), dt.date.fromisoformat(first_day(settings))
+    table = lake.trades_table(settings)
+    snapshot = table.open()
+    if snapshot is None:
+        return SkipReason(f"no lake table at {table.uri} yet")
+    version = snapshot.version()
+    cursor = Cursor.parse(context.cursor)
+    same = cursor.version is not None and same_lake(cursor.lake_uri, settings.lake_uri)
+    pending = cursor.pending if same else {}
+    changes = None
+    if same and cursor.version is not None and cursor.version <= version:
+        changes = lake_log.changes(table, cursor.version, version)
+    if changes is not None and not changes.truncated:
+        found = late_days(changes.adds, first, today)
+        how = f"the log of versions ({cursor.version}, {version}]"
+    else:
+        # No cursor, a lost log or another table: compare rows per day instead.
+        days = [d for d in lake_days_of(snapshot) if first <= d < today]
+        keys = [d.isoformat() for d in days]
+        recorded = summarized(context.instance, keys, settings.lake_uri)
+        never_compacted = set(keys) - set(compacted(context.instance, keys))
+        found = days_by_counts(snapshot, days, {k: rows for k, (_, rows) in recorded.items()})
+        for day in days:
+            if day.isoformat() in never_compacted and day not in found:
+                found[day] = LakeDay(day, version, None)
+        how = f"row counts of {len(days)} closed day(s) at version {version}"
+    pending = merge(pending, found)
+    keys = [d.isoformat() for d in pending]
+    summaries_read = summarized(context.instance, keys, settings.lake_uri)
+    compactions = compacted(context.instance, keys)
     busy, failed = day_runs(context.instance, now - RETRY_BACKOFF)
     settle = dt.timedelta(seconds=settings.late_batch_settle_seconds)
-    work = [
-        found
-        for state in sorted(states, key=lambda s: s.day, reverse=True)
-        if (
-            found := decide(
-                state,
-                summarized.get(state.day.isoformat()),
-                now=now,
-                settle=settle,
-                busy=state.day.isoformat() in busy,
-                failed_at=failed.get(state.day.isoformat()),
-            )
+    work: list[DayWork] = []
+    for day, state in sorted(pending.items(), reverse=True):
+        key = day.isoformat()
+        if in_step(state, summaries_read[key][0], compactions.get(key)):
+            del pending[day]
+            continue
+        found_work = decide(
+            state,
+            summaries_read[key][0],
+            compactions.get(key),
+            now=now,
+            settle=settle,
+            busy=key in busy,
+            failed_at=failed.get(key),
         )
-    ][:MAX_REQUESTS_PER_TICK]
+        if found_work is not None:
+            work.append(found_work)
+    new_cursor = Cursor(version, settings.lake_uri, pending).dump()
+    work = work[:MAX_REQUESTS_PER_TICK]
     if not work:
-        waiting = sum(1 for s in states if s.day.isoformat() in busy or s.day.isoformat() in failed)
-        if waiting:
+        context.update_cursor(new_cursor)
+        if pending:
             return SkipReason(
-                f"{waiting} of {len(states)} closed day(s) wait for a run in progress or for "
-                f"the backoff after a failed one ({RETRY_BACKOFF})"
+                f"{len(pending)} closed day(s) wait for a run in progress, for the backoff "
+                f"after a failed one ({RETRY_BACKOFF}), for their late rows to settle or for "
+                f"their close (read {how})"
             )
-        return SkipReason(f"{len(states)} closed day(s) in the lake: {IN_STEP}")
+        return SkipReason(f"closed days of the lake: {IN_STEP} (read {how})")
     context.log.info(
-        "closed days behind the lake: "
+        f"closed days behind the lake ({how}): "
         + ", ".join(
             f"{w.day} ({'summaries' if w.summaries else ''}"
             f"{'+' if w.summaries and w.compaction else ''}"
@@ -290,7 +402,12 @@ def request_late_days(
             for w in work
         )
     )
-    return SensorResult(run_requests=[run_request(w) for w in work])
+    return SensorResult(run_requests=[run_request(w) for w in work], cursor=new_cursor)
+
+
+def lake_days_of(snapshot: DeltaTable) -> list[dt.date]:
+    """The days the snapshot holds rows of (its partitions)."""
+    return sorted({dt.date.fromisoformat(p["trade_date"]) for p in snapshot.partitions()})
 
 
 def build_late_data_summaries_sensor(settings: Settings) -> SensorDefinition:
@@ -300,8 +417,8 @@ def build_late_data_summaries_sensor(settings: Settings) -> SensorDefinition:
         minimum_interval_seconds=settings.late_data_sensor_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Keeps closed days' summaries and compaction in step with the lake: rebuilds a "
-            "day's summaries when it holds batches they did not read, compacts late batches, "
-            "deletes replaced objects after their grace period, and requests a failed day again."
+            "Keeps closed days' summaries and compaction in step with the lake's log: rebuilds "
+            "a day's summaries when rows arrived after the version they read, compacts late "
+            "rows once settled, and requests a failed day again."
         ),
     )(request_late_days)

@@ -100,13 +100,10 @@ def latest_prices(
 STATE_BAR_EXTRA = (
     ("min(trade_ts)", "first_ts"),
     (f"arg_max(volume, {bars.TRADE_ORDER_IN_MINUTE})", "last_volume"),
-    ("min(src_first)", "min_batch"),
-    ("max(src_last)", "max_batch"),
 )
 """Beyond a published bar, what the state keeps per minute: the first trade's time and the
-last trade's volume (for the day's statistics and latest price), and the range of batch
-ids of the objects its trades came from (so a refresh finds the older trades of a minute
-that new trades joined, without reading the rest of the day)."""
+last trade's volume (for the day's statistics and latest price). A refresh finds the older
+trades of a minute that new trades joined in the lake's snapshot, by the files' bounds."""
 
 STATE_SCHEMA = pa.schema(
     [
@@ -128,8 +125,6 @@ STATE_SCHEMA = pa.schema(
         ("last_ts", summaries.TS),
         ("first_ts", summaries.TS),
         ("last_volume", pa.float64()),
-        ("min_batch", pa.int64()),
-        ("max_batch", pa.int64()),
     ]
 )
 
@@ -138,7 +133,7 @@ SELECT * FROM ({
     bars.ohlcv_1m_sql("day_rows", "trade_date, symbol", exact_sums=True, extra=STATE_BAR_EXTRA)
 }) ORDER BY symbol, minute
 """
-"""State bars of the rows in view ``day_rows`` (lake columns plus src_first, src_last)."""
+"""State bars of the rows in view ``day_rows`` (the lake's columns)."""
 
 OHLCV_FROM_STATE_SQL = """
 SELECT trade_date, symbol, minute, open, high, low, close, volume, trade_value, trade_count,

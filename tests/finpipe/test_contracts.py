@@ -1,24 +1,32 @@
 from __future__ import annotations
 
+import urllib.parse
+
 import msgspec
+import pyarrow as pa
 import pytest
 
-from finpipe import contracts
+from finpipe import contracts, delta_commit
 
 
 @pytest.mark.parametrize("symbol", ["AAPL", "BINANCE:BTCUSDT", "BRK.B", "COINBASE:BTC-USD", "A/B%"])
-def test_partition_dir_round_trips_any_symbol(symbol: str) -> None:
-    folder = contracts.partition_dir("2026-01-02", symbol)
-    assert folder.startswith("trade_date=2026-01-02/symbol=")
-    value = folder.split("symbol=", 1)[1]
-    assert "/" not in value and ":" not in value
-    assert contracts.symbol_from_partition_value(value) == symbol
+def test_a_partition_value_is_one_folder_name_that_decodes_back(symbol: str) -> None:
+    path = delta_commit.data_file_path({"trade_date": "2026-01-02", "symbol": symbol}, 7)
+    day, folder, name = path.split("/")
+    assert day == "trade_date=2026-01-02" and name.startswith("part-000000000007-")
+    assert ":" not in folder
+    assert urllib.parse.unquote(folder.removeprefix("symbol=")) == symbol
 
 
-def test_batch_file_names_sort_in_batch_order() -> None:
-    names = [contracts.batch_file_name(i) for i in (2, 10, 1234)]
-    assert names == sorted(names)
-    assert contracts.batch_file_name(7) == "batch-000000000007.parquet"
+def test_the_tables_layout_is_the_contracts() -> None:
+    assert contracts.LAKE_TABLE.partition_by == ("trade_date", "symbol")
+    assert contracts.LAKE_TABLE.file_schema.names == [
+        n for n in contracts.LAKE_SCHEMA.names if n not in ("trade_date", "symbol")
+    ]
+    assert all(pa.types.is_timestamp(f.type) and f.type.unit == "us" and f.type.tz == "UTC"
+               for f in contracts.LAKE_SCHEMA if f.name.endswith("_ts"))  # fmt: skip
+    assert set(contracts.LAKE_STATS_COLUMNS) <= set(contracts.LAKE_SCHEMA.names)
+    assert contracts.REJECTS_TABLE.partition_by == ("processed_date",)
 
 
 def test_server_frames_decode_by_type() -> None:

@@ -38,6 +38,9 @@ def test_tickers_are_upper_cased_like_finnhub_spells_them() -> None:
         ({"S3_ENDPOINT_URL": "https://s3.example.com"}, "set S3_ACCESS_KEY"),
         ({"S3_ACCESS_KEY": "k"}, "set both"),
         ({"SPARK_TRIGGER_SECONDS": 0}, "greater than 0"),
+        ({"SPARK_METRICS_PORT": 4040, "SPARK_UI_PORT": 4040}, "SPARK_METRICS_PORT=4040 is also"),
+        ({"CONTROL_METRICS_PORT": 9461, "PRODUCER_METRICS_PORT": 9461}, "a port of its own"),
+        ({"PRODUCER_METRICS_PORT": 70000}, "less than or equal to 65535"),
     ],
 )
 def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: str) -> None:
@@ -51,7 +54,7 @@ def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: 
     [
         ("SUPERVISOR_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
         ("PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS", -30, "greater than 0"),
-        ("ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
+        ("LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS", 0, "greater than 0"),
         ("SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS", -1, "greater than 0"),
         ("LATE_DATA_SENSOR_INTERVAL_SECONDS", "a minute", "valid integer"),
         ("ALERTS_SENSOR_INTERVAL_SECONDS", 2.5, "valid integer"),
@@ -179,3 +182,30 @@ def test_state_stored_under_the_former_s3a_address_still_names_the_lake() -> Non
     assert not same_lake("s3://warehouse/other", settings.lake_uri)
     assert not same_lake("s3a://elsewhere/processed_trades", settings.lake_uri)
     assert not same_lake(None, settings.lake_uri)
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("COMPACTION_GRACE_SECONDS", "deletedFileRetentionDuration"),
+        ("ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS", "LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS"),
+    ],
+)
+def test_a_removed_setting_is_refused_with_what_replaced_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, words: str
+) -> None:
+    monkeypatch.setenv(name, "60")
+    with pytest.raises(SettingsError, match=words) as refused:
+        load_settings()
+    assert name in str(refused.value)
+
+
+def test_metrics_endpoints_default_to_loopback_and_zero_turns_them_off() -> None:
+    settings = load_settings()
+    assert settings.metrics_host == "127.0.0.1" and not settings.prometheus_enabled
+    off = load_settings(PRODUCER_METRICS_PORT=0, SPARK_METRICS_PORT=0, CONTROL_METRICS_PORT=0)
+    assert (off.producer_metrics_port, off.spark_metrics_port, off.control_metrics_port) == (
+        0,
+        0,
+        0,
+    )

@@ -1,4 +1,4 @@
-"""A lake of known trades under a unique prefix, written in the contract's layout."""
+"""A lake of known trades under a unique prefix: a Delta table written as Spark writes it."""
 
 import datetime as dt
 import random
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from finpipe import contracts, lake
 from finpipe.settings import Settings
@@ -32,23 +32,27 @@ class SeededLake:
     def resources(self) -> dict[str, object]:
         return build_resources(self.resource)
 
-    def write(self, rows: list[dict], *, schema: pa.Schema = contracts.LAKE_SCHEMA) -> None:
-        """One batch: one file per (day, symbol), as the Spark query writes them."""
-        fs = lake.s3_filesystem(self.settings)
-        groups: dict[tuple[dt.date, str], list[dict]] = {}
-        for row in rows:
-            groups.setdefault((row["trade_date"], row["symbol"]), []).append(row)
-        for (day, symbol), group in groups.items():
-            table = pa.Table.from_pylist(group, schema=contracts.LAKE_SCHEMA)
-            table = table.select(schema.names).cast(schema)
-            path = (
-                f"{self.settings.s3_bucket}/{self.settings.lake_prefix}/"
-                f"{contracts.partition_dir(day.isoformat(), symbol)}/"
-                f"{contracts.batch_file_name(self.next_batch)}"
-            )
-            pq.write_table(table, path, filesystem=fs)
+    @property
+    def table(self) -> lake.LakeTable:
+        return lake.trades_table(self.settings)
+
+    def write(self, rows: list[dict]) -> int:
+        """One batch, as the Spark query commits one: one file per (day, symbol), one
+        commit carrying the query's app transaction. Returns the table's new version."""
+        table = pa.Table.from_pylist(rows, schema=contracts.LAKE_SCHEMA)
+        snapshot = self.table.ensure()
+        write_deltalake(
+            snapshot,
+            table,
+            mode="append",
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(contracts.SPARK_APP_ID, self.next_batch)]
+            ),
+        )
         self.next_batch += 1
         self.rows.extend(rows)
+        snapshot.update_incremental()
+        return snapshot.version()
 
     def trades(self, day: dt.date, count: int, seed: int, minutes: int = 5) -> list[dict]:
         """Random trades of the day's 10:00-10:0x UTC; a symbol keeps one Kafka partition."""

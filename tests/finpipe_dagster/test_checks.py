@@ -1,11 +1,19 @@
-"""Quality checks of processed_trades on a seeded lake and a real Kafka topic."""
+"""Quality checks of processed_trades on a seeded Delta lake and a real Kafka topic."""
 
 import datetime as dt
+from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pytest
 from confluent_kafka import Producer
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import (
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    define_asset_job,
+    instance_for_test,
+)
+from deltalake import write_deltalake
 
 from finpipe import contracts, lake
 from finpipe.settings import load_settings
@@ -16,7 +24,14 @@ from infra import services
 from .conftest import DAY, SeededLake
 
 
-def run_checks(seeded: SeededLake) -> dict[str, object]:
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """One instance for a test's runs: a run reads what the previous one recorded."""
+    with instance_for_test() as test_instance:
+        yield test_instance
+
+
+def run_checks(seeded: SeededLake, instance: DagsterInstance | None = None) -> dict[str, object]:
     defs = Definitions(
         assets=[processed_trades_spec(load_settings())],
         asset_checks=[processed_trades_quality],
@@ -25,6 +40,7 @@ def run_checks(seeded: SeededLake) -> dict[str, object]:
     )
     result = defs.resolve_job_def("checks").execute_in_process(
         run_config={"ops": {"processed_trades_quality": {"config": {"days": [DAY.isoformat()]}}}},
+        instance=instance,
         raise_on_error=False,
     )
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -45,7 +61,7 @@ def produce_matching_records(seeded: SeededLake, extra: dict[int, int] | None = 
 def write_rejects(
     seeded: SeededLake, rows: list[tuple[int, int, str]], processed: dt.date = DAY
 ) -> None:
-    """A rejects object as the Spark job writes it, processed at noon of ``processed``."""
+    """Rejects as the Spark job commits them, processed at noon of ``processed``."""
     noon = dt.datetime.combine(processed, dt.time(12), dt.UTC)
     table = pa.Table.from_pylist(
         [
@@ -57,16 +73,21 @@ def write_rejects(
                 "value": "{not a trade",
                 "reason": reason,
                 "processed_ts": noon,
+                "processed_date": processed,
             }
             for p, o, reason in rows
         ],
         schema=contracts.REJECTS_SCHEMA,
     )
-    settings = seeded.settings
-    name = contracts.batch_file_name(seeded.next_batch)
-    path = f"{settings.s3_bucket}/{settings.lake_prefix}/{contracts.LAKE_REJECTS_DIR}/{name}"
-    pq.write_table(table, path, filesystem=lake.s3_filesystem(settings))
-    seeded.next_batch += 1
+    write_deltalake(lake.rejects_table(seeded.settings).ensure(), table, mode="append")
+
+
+def write_with_an_extra_column(seeded: SeededLake, rows: list[dict]) -> None:
+    """A writer that evolved the table's schema (a column the contract does not have)."""
+    table = pa.Table.from_pylist(rows, schema=contracts.LAKE_SCHEMA)
+    table = table.append_column("venue", pa.array(["XNAS"] * len(rows)))
+    write_deltalake(seeded.table.ensure(), table, mode="append", schema_mode="merge")
+    seeded.rows.extend(rows)
 
 
 def test_checks_pass_on_good_data(seeded: SeededLake) -> None:
@@ -91,8 +112,7 @@ def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
     negative = seeded.trades(DAY, 1, seed=8)[0] | {"price": -1.5}
     negative["trade_value"] = negative["price"] * negative["volume"]
     seeded.write([negative])
-    without_trade_value = pa.schema([f for f in contracts.LAKE_SCHEMA if f.name != "trade_value"])
-    seeded.write(seeded.trades(DAY, 1, seed=9), schema=without_trade_value)
+    write_with_an_extra_column(seeded, seeded.trades(DAY, 1, seed=9))
     write_rejects(seeded, [(0, 41, "not JSON: truncated"), (1, 7, "out of range: price -1")])
     write_rejects(seeded, [(0, 5, "out of range: old")], processed=DAY - dt.timedelta(days=2))
 
@@ -102,7 +122,6 @@ def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
         "schema_matches_contract",
         "price_positive",
         "no_duplicate_kafka_records",
-        "trade_value_is_price_times_volume",  # the file without the column reads as NULL
         "reconciles_with_kafka",
         "no_new_rejects",
     }
@@ -120,9 +139,8 @@ def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
         "from": 0,
         "to": 3,
     }
-    schema = evaluations["schema_matches_contract"].metadata["bad_files"].value
-    assert len(schema) == 1
-    assert "missing ['trade_value']" in next(iter(schema.values()))
+    schema = evaluations["schema_matches_contract"].metadata["problems"].value
+    assert list(schema) == ["venue"] and schema["venue"].startswith("unexpected column")
     price = evaluations["price_positive"].metadata
     assert price["failing_rows"].value == 1
     assert price["sample"].value[0]["price"] == -1.5
@@ -132,20 +150,22 @@ def test_checks_fail_with_metadata_on_bad_data(seeded: SeededLake) -> None:
     assert evaluations["no_null_keys"].passed
 
 
-def run_scheduled_checks(seeded: SeededLake) -> dict[str, object]:
-    """The scheduled run: no ``days``, so yesterday and today, bounded by what passed."""
+def run_scheduled_checks(seeded: SeededLake, instance: DagsterInstance) -> dict[str, object]:
+    """The scheduled run: no ``days``: what the table received since the checks passed."""
     defs = Definitions(
         assets=[processed_trades_spec(load_settings())],
         asset_checks=[processed_trades_quality],
         jobs=[define_asset_job("checks", AssetSelection.checks_for_assets(PROCESSED_TRADES))],
         resources=seeded.resources,
     )
-    result = defs.resolve_job_def("checks").execute_in_process(raise_on_error=False)
+    result = defs.resolve_job_def("checks").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
 def test_scheduled_checks_read_only_what_arrived_since_they_last_passed(
-    seeded: SeededLake,
+    seeded: SeededLake, instance: DagsterInstance
 ) -> None:
     from finpipe_dagster.partitions import today_utc
 
@@ -154,31 +174,53 @@ def test_scheduled_checks_read_only_what_arrived_since_they_last_passed(
     yesterday = today - dt.timedelta(days=1)
     seeded.write(seeded.trades(yesterday, 30, seed=11))
     seeded.write(seeded.trades(today, 50, seed=12))
-    first = run_scheduled_checks(seeded)
+    first = run_scheduled_checks(seeded, instance)
     assert first["no_null_keys"].passed
     assert first["no_null_keys"].metadata["rows_checked"].value == 80  # both days in full
+    assert first["no_null_keys"].metadata["scope"].value == "whole days"
+    checked = first["no_null_keys"].metadata["checked_through_version"].value
 
-    seeded.write(seeded.trades(today, 20, seed=13))
-    second = run_scheduled_checks(seeded)
+    version = seeded.write(seeded.trades(today, 20, seed=13))
+    second = run_scheduled_checks(seeded, instance)
     assert second["no_null_keys"].metadata["rows_checked"].value == 20  # only the new batch
-    assert second["no_null_keys"].metadata["checked_spans"].value == {
-        today.isoformat(): "new objects"
-    }
+    assert second["no_null_keys"].metadata["scope"].value == f"since version {checked}"
+    assert second["no_null_keys"].metadata["checked_through_version"].value == version
 
     bad = seeded.trades(today, 5, seed=14)
     bad[0]["price"] = -1.0
     seeded.write(bad)
     for _ in range(2):  # a failure stays failing: its rows are read again
-        failing = run_scheduled_checks(seeded)
+        failing = run_scheduled_checks(seeded, instance)
         assert not failing["price_positive"].passed
         assert failing["price_positive"].metadata["failing_rows"].value == 1
 
-    # a record written twice (a later batch repeats an offset already checked): the day
-    # is read in full, so both copies are in view
-    seeded.write([r for r in seeded.rows if r["trade_date"] == today][:1])
-    again = run_scheduled_checks(seeded)
-    assert not again["no_duplicate_kafka_records"].passed
-    assert again["no_null_keys"].metadata["rows_checked"].value == 76
+    # a record written twice (a later batch repeats an offset already checked), then the
+    # day compacted: the new file's offsets reach the old copy, wherever it now is
+    first_row = [r for r in seeded.rows if r["trade_date"] == today][:1]
+    seeded.write(first_row)
+    snapshot = seeded.table.open()
+    assert snapshot is not None
+    snapshot.optimize.compact(partition_filters=[("trade_date", "=", today.isoformat())])
+    again = run_scheduled_checks(seeded, instance)
+    duplicates = again["no_duplicate_kafka_records"]
+    assert not duplicates.passed and duplicates.metadata["failing_rows"].value == 1
+    assert duplicates.metadata["sample"].value[0]["kafka_offset"] == first_row[0]["kafka_offset"]
+    # the rows read: those whose Kafka coordinates lie in the ranges of what arrived since
+    # the last pass (the failed batch and the repeat), both copies of the repeat included
+    new = bad + first_row
+    ranges = {
+        p: (min(offsets), max(offsets))
+        for p in {r["kafka_partition"] for r in new}
+        if (offsets := [r["kafka_offset"] for r in new if r["kafka_partition"] == p])
+    }
+    in_ranges = [
+        r
+        for r in seeded.rows
+        if r["kafka_partition"] in ranges
+        and ranges[r["kafka_partition"]][0] <= r["kafka_offset"] <= ranges[r["kafka_partition"]][1]
+    ]
+    assert again["no_null_keys"].metadata["rows_checked"].value == len(in_ranges)
+    assert len(in_ranges) < len(seeded.rows)  # bounded: not the whole day
 
 
 def produce_new_records(seeded: SeededLake, before: dict[int, int], extra: int = 0) -> None:
@@ -195,7 +237,7 @@ def produce_new_records(seeded: SeededLake, before: dict[int, int], extra: int =
 
 
 def test_the_reconciliation_counts_from_where_it_last_found_everything(
-    seeded: SeededLake,
+    seeded: SeededLake, instance: DagsterInstance
 ) -> None:
     from finpipe_dagster.partitions import today_utc
 
@@ -203,7 +245,7 @@ def test_the_reconciliation_counts_from_where_it_last_found_everything(
     today = today_utc()
     seeded.write(seeded.trades(today, 40, seed=21))
     produce_new_records(seeded, {})
-    first = run_scheduled_checks(seeded)["reconciles_with_kafka"]
+    first = run_scheduled_checks(seeded, instance)["reconciles_with_kafka"]
     assert first.passed
     ranges = first.metadata["partitions"].value
     assert {p: (r["from"], r["kafka"]) for p, r in ranges.items()} == {
@@ -213,7 +255,7 @@ def test_the_reconciliation_counts_from_where_it_last_found_everything(
     before = dict(seeded.next_offset)
     seeded.write(seeded.trades(today, 20, seed=22))
     produce_new_records(seeded, before)
-    second = run_scheduled_checks(seeded)["reconciles_with_kafka"]
+    second = run_scheduled_checks(seeded, instance)["reconciles_with_kafka"]
     assert second.passed
     ranges = second.metadata["partitions"].value
     assert {p: (r["from"], r["to"]) for p, r in ranges.items()} == {
@@ -224,12 +266,12 @@ def test_the_reconciliation_counts_from_where_it_last_found_everything(
     # of what was found does not move past a gap)
     produce_new_records(seeded, dict(seeded.next_offset), extra=2)
     for _ in range(2):
-        gap = run_scheduled_checks(seeded)["reconciles_with_kafka"]
+        gap = run_scheduled_checks(seeded, instance)["reconciles_with_kafka"]
         assert not gap.passed
         assert gap.metadata["failing_rows"].value == 2
         assert gap.metadata["partitions"].value["0"]["from"] == seeded.next_offset[0]
 
     # a run for named days counts Kafka's whole retained range
-    full = run_checks(seeded)["reconciles_with_kafka"]
+    full = run_checks(seeded, instance)["reconciles_with_kafka"]
     assert full.metadata["partitions"].value["0"]["from"] == 0
     assert full.metadata["failing_rows"].value == 2

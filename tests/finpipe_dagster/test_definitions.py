@@ -11,14 +11,19 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import Definitions
+from dagster import Definitions, instance_for_test
 from dagster._core.execution.api import create_execution_plan
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from finpipe.settings import SettingsError, load_settings
 from finpipe_dagster.definitions import defs
-from finpipe_dagster.instance import STREAM_TAG, ensure_dagster_home
+from finpipe_dagster.instance import (
+    MAINTENANCE_POOL,
+    MAINTENANCE_TAG,
+    STREAM_TAG,
+    ensure_dagster_home,
+)
 
 
 @pytest.fixture
@@ -105,8 +110,19 @@ def test_the_graph_is_the_reviewed_snapshot(snapshot_json: SnapshotAssertion) ->
 def test_dagster_home_limits_each_stream_to_one_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
     home = ensure_dagster_home(load_settings(home=tmp_path))
     config = yaml.safe_load((home / "dagster.yaml").read_text())
-    [limit] = config["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert limit == {"key": STREAM_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    stream, maintenance = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert stream == {"key": STREAM_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    # Lake maintenance never runs twice at once: one run in the queue, one op in the pool.
+    assert maintenance == {"key": MAINTENANCE_TAG, "limit": 1}
+    assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}
+    assert repo_job_tags("lake_maintenance_job")[MAINTENANCE_TAG] == "lake"
+    with instance_for_test(overrides={"concurrency": config["concurrency"]}) as instance:
+        # the instance this file configures gives the pool one slot: a second op waits
+        slots = instance.event_log_storage
+        assert slots.initialize_concurrency_limit_to_default(MAINTENANCE_POOL)
+        assert slots.claim_concurrency_slot(MAINTENANCE_POOL, "run-1", "maintain_lake").is_claimed
+        second = slots.claim_concurrency_slot(MAINTENANCE_POOL, "run-2", "compacted_trades")
+        assert not second.is_claimed
     assert config["telemetry"] == {"enabled": False}
     # Runs retry only when they ask for it (close-day and late-data runs), never a stream.
     assert config["run_retries"] == {"enabled": True, "max_retries": 0}
@@ -147,7 +163,7 @@ def test_freshness_windows_under_dagsters_minute_still_load(
 SHORT_CADENCES = {
     "SUPERVISOR_SENSOR_INTERVAL_SECONDS": "2",
     "PROCESSED_TRADES_SENSOR_INTERVAL_SECONDS": "3",
-    "ROLLING_COMPACTION_SENSOR_INTERVAL_SECONDS": "4",
+    "LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS": "4",
     "SUMMARIES_REFRESH_SENSOR_INTERVAL_SECONDS": "5",
     "LATE_DATA_SENSOR_INTERVAL_SECONDS": "6",
     "ALERTS_SENSOR_INTERVAL_SECONDS": "7",
@@ -184,7 +200,7 @@ def test_a_drills_short_cadences_reach_every_sensor_and_nothing_else(
         "late_data_summaries_sensor": 6,
         "processed_trades_sensor": 3,
         "producer_supervisor": 2,
-        "rolling_compaction_sensor": 4,
+        "lake_maintenance_sensor": 4,
         "spark_supervisor": 2,
         "summaries_refresh_sensor": 5,
     }

@@ -15,6 +15,7 @@ from dagster import (
     build_sensor_context,
     instance_for_test,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from finpipe.settings import load_settings
 from finpipe_dagster.alerts.sensors import build_alerts_sensor
@@ -80,16 +81,61 @@ def lake_events(result: SensorResult) -> list[AssetMaterialization]:
     return [e for e in result.asset_events if isinstance(e, AssetMaterialization)]
 
 
-def test_lake_sensor_records_new_files_once(instance: DagsterInstance, seeded: SeededLake) -> None:
-    seeded.write(seeded.trades(today_utc(), 30, seed=40))
+def test_lake_sensor_records_each_new_table_version_once(
+    instance: DagsterInstance, seeded: SeededLake
+) -> None:
+    version = seeded.write(seeded.trades(today_utc(), 30, seed=40))
     first = lake_tick(instance, seeded, None)
     [event] = lake_events(first)
     assert event.asset_key == PROCESSED_TRADES
-    assert event.metadata["rows"].value == 30
-    assert event.metadata["files"].value == len({r["symbol"] for r in seeded.rows})
-    assert "max_trade_ts" in event.metadata
+    assert event.tags[DATA_VERSION_TAG] == str(version)
+    assert event.metadata["table_version"].value == version
+    assert event.metadata["rows_added"].value == 30
+    assert event.metadata["files_added"].value == len({r["symbol"] for r in seeded.rows})
+    newest = max(r["trade_ts"] for r in seeded.rows).timestamp()
+    assert event.metadata["max_trade_ts"].value == newest
+    assert "commit_time" in event.metadata
     assert lake_events(lake_tick(instance, seeded, first.cursor)) == []
-    assert instance.get_latest_materialization_event(PROCESSED_TRADES) is not None
+    recorded = instance.get_latest_materialization_event(PROCESSED_TRADES)
+    assert recorded is not None and recorded.asset_materialization is not None
+    assert recorded.asset_materialization.tags[DATA_VERSION_TAG] == str(version)
+
+    # Two batches since: one event, of the newest version, counting both. Then a
+    # compaction: a new version holding no new rows, which records nothing (the lake must
+    # look stale when only maintenance commits).
+    seeded.write(seeded.trades(today_utc(), 5, seed=43))
+    version = seeded.write(seeded.trades(today_utc(), 7, seed=44))
+    second = lake_tick(instance, seeded, first.cursor)
+    [event] = lake_events(second)
+    assert event.metadata["rows_added"].value == 12
+    assert event.metadata["since_version"].value == version - 2
+    assert event.tags[DATA_VERSION_TAG] == str(version)
+    snapshot = seeded.table.open()
+    assert snapshot is not None
+    assert snapshot.optimize.compact()["numFilesRemoved"] > 0
+    assert lake_events(lake_tick(instance, seeded, second.cursor)) == []
+
+
+def test_the_spark_heartbeat_fields_ride_on_the_lake_event(
+    instance: DagsterInstance, seeded: SeededLake
+) -> None:
+    from finpipe import health
+
+    version = seeded.write(seeded.trades(today_utc(), 10, seed=45))
+    beat = {
+        "stream": health.SPARK,
+        health.HEARTBEAT_KEY: time.time(),
+        "batch_id": 7,
+        "rows": 10,
+        "rejects": 1,
+        "table_version": version,
+    }
+    health.write_json_atomic(health.health_path(seeded.settings, health.SPARK), beat)
+    [event] = lake_events(lake_tick(instance, seeded, None))
+    assert event.metadata["batch_id"].value == 7
+    assert event.metadata["heartbeat_table_version"].value == version
+    assert event.metadata["rejects"].value == 1
+    assert event.metadata["rows_added"].value == 10
 
 
 def test_stale_lake_alerts_once_then_recovers_once(
@@ -167,6 +213,8 @@ def test_a_batch_materialization_counts_its_rejects() -> None:
     assert event.metadata["total_rejects_since_start"].value == 9
     quiet = batch_materialization({"batch_id": 13, "rows": 5}, now=time.time())
     assert quiet.metadata["rejects"].value == 0
+    versioned = batch_materialization({"batch_id": 14, "table_version": 31}, now=time.time())
+    assert versioned.tags[DATA_VERSION_TAG] == "31"
 
 
 def test_an_old_producer_backlog_alerts_once_then_recovers_once(

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import itertools
+import json
 import math
 from collections import defaultdict
 
@@ -41,7 +42,7 @@ def expected_bars(rows: list[dict]) -> dict[tuple[str, dt.datetime], dict]:
 
 
 def read(seeded: SeededLake, name: str, day: dt.date) -> list[dict]:
-    return summaries.summary_dataset(seeded.settings, name, [day]).to_table().to_pylist()
+    return summaries.read(seeded.settings, name, [day]).to_pylist()
 
 
 def test_summaries_match_independent_computation(seeded: SeededLake) -> None:
@@ -51,6 +52,19 @@ def test_summaries_match_independent_computation(seeded: SeededLake) -> None:
         [daily_summaries], partition_key=DAY.isoformat(), resources=seeded.resources
     )
     assert result.success
+
+    # Each table's commit names the lake state the day was built from, as the
+    # materialization does, and the materialization names the version it made.
+    for event in result.asset_materializations_for_node("daily_summaries"):
+        delta = summaries.open_table(seeded.settings, event.asset_key.to_user_string())
+        assert delta is not None
+        assert event.metadata["table_version"].value == delta.version()
+        [commit] = delta.history(limit=1)
+        assert commit[summaries.LAKE_KEY] == seeded.settings.lake_uri
+        read_version = event.metadata["lake_version"].value[DAY.isoformat()]
+        assert json.loads(commit[summaries.LAKE_VERSION_KEY]) == read_version
+        assert read_version == seeded.table.open().version()  # type: ignore[union-attr]
+        assert json.loads(commit[summaries.LAKE_ROWS_KEY]) == len(seeded.rows)
 
     bars = expected_bars(seeded.rows)
     got = read(seeded, summaries.OHLCV_1M, DAY)

@@ -353,7 +353,7 @@ def test_the_store_away_longer_than_the_backoff_schedule_never_stops_spark(
         p.alert_tick()
         opened = [r["text"] for r in webhook.accepted]
         assert len(opened) == 1 and "spark keeps failing" in opened[0], opened
-        assert "cannot list the lake" in opened[0], opened
+        assert "cannot open the lake" in opened[0], opened
     finally:
         services.start_infrastructure(infrastructure)  # the store is back
 

@@ -34,7 +34,8 @@ def _published(service: str) -> set[int]:
 
 def test_every_platform_service_is_there_and_zookeeper_is_gone() -> None:
     expected = {"kafka", "minio", "setup", "simulator", "dagster-webserver", "dagster-daemon",
-                "streamlit", "kafka-ui", "spark-master", "spark-worker"}  # fmt: skip
+                "streamlit", "control-metrics", "kafka-ui", "spark-master",
+                "spark-worker"}  # fmt: skip
     assert expected <= set(SERVICES)
     assert not any("zookeeper" in name for name in SERVICES)
     assert SERVICES["kafka-ui"]["profiles"] == ["kafka-ui"]
@@ -48,6 +49,12 @@ def test_ports_match_the_settings_defaults() -> None:
     assert _published("dagster-webserver") == {defaults.dagster_port}
     assert _published("streamlit") == {defaults.streamlit_port}
     assert _published("simulator") == {defaults.simulator_port}
+    assert _published("dagster-daemon") == {
+        defaults.spark_ui_port,
+        defaults.producer_metrics_port,
+        defaults.spark_metrics_port,
+    }
+    assert _published("control-metrics") == {defaults.control_metrics_port}
     for service in SERVICES.values():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{port} must bind to loopback"
@@ -56,7 +63,14 @@ def test_ports_match_the_settings_defaults() -> None:
 def test_finpipe_services_get_settings_that_load() -> None:
     kafka_env = _env("kafka")
     assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    for name in ("setup", "simulator", "dagster-webserver", "dagster-daemon", "streamlit"):
+    for name in (
+        "setup",
+        "simulator",
+        "dagster-webserver",
+        "dagster-daemon",
+        "streamlit",
+        "control-metrics",
+    ):
         env = _env(name)
         assert env["KAFKA_SERVER"] == "kafka:9092"
         assert env["S3_ENDPOINT_URL"] == "http://minio:9000"

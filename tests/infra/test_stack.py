@@ -24,10 +24,13 @@ SECRET_WORDS = ("Kq81", "Zu47", "Pm09", "Lr36", "Tn75", "Wx52")
 @pytest.mark.parametrize("feed", ["simulator", "finnhub"])
 def test_no_process_the_stack_starts_has_a_secret_in_its_argv(tmp_path: Path, feed: str) -> None:
     token = FINNHUB_TOKEN if feed == "finnhub" else ""
-    settings = load_settings(FINPIPE_HOME=tmp_path, FINNHUB_API_TOKEN=token, **SECRETS)
+    settings = load_settings(
+        FINPIPE_HOME=tmp_path, FINNHUB_API_TOKEN=token, PROMETHEUS_ENABLED=True, **SECRETS
+    )
     processes = {c.name: c.process for c in components(settings) if c.process is not None}
     # Everything runs locally here, the simulator only without a Finnhub token.
-    expected = {"kafka", "minio", "dagster-webserver", "dagster-daemon", "streamlit"}
+    expected = {"kafka", "minio", "dagster-webserver", "dagster-daemon", "streamlit",
+                "control-metrics", "prometheus"}  # fmt: skip
     assert set(processes) == expected | ({"simulator"} if feed == "simulator" else set())
 
     for name, process in processes.items():
@@ -35,5 +38,5 @@ def test_no_process_the_stack_starts_has_a_secret_in_its_argv(tmp_path: Path, fe
         assert not leaked, f"{name} has a secret on its command line: {leaked}"
     # The secrets are there, in the environment of the processes that need them.
     assert processes["minio"].env["MINIO_ROOT_PASSWORD"] == SECRETS["S3_SECRET_KEY"]
-    for dagster in ("dagster-webserver", "dagster-daemon"):
+    for dagster in ("dagster-webserver", "dagster-daemon", "control-metrics"):
         assert "Tn75" in processes[dagster].env["DAGSTER_POSTGRES_URL"]

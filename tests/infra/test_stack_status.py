@@ -30,3 +30,37 @@ def test_the_spark_ui_row_follows_the_running_jobs_heartbeat(tmp_path: Path) -> 
     assert row in status_rows(settings)
     health.write_json_atomic(health.health_path(settings, "spark"), {**beat, "status": "stopped"})
     assert spark_ui_row(settings)["state"] == "not running"
+
+
+def test_status_lists_every_metrics_endpoint_and_whether_it_answers(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from finpipe.metrics_endpoint import MetricsEndpoint
+    from tests.support.network import free_port
+
+    ports = {"producer": free_port(), "spark": free_port(), "control": free_port()}
+    settings = load_settings(
+        FINPIPE_HOME=tmp_path,
+        PRODUCER_METRICS_PORT=ports["producer"],
+        SPARK_METRICS_PORT=ports["spark"],
+        CONTROL_METRICS_PORT=ports["control"],
+        PROMETHEUS_ENABLED=True,
+        PROMETHEUS_PORT=free_port(),
+    )
+    rows = {row["name"]: row for row in status_rows(settings)}
+    for name in ("producer", "spark"):
+        row = rows[f"{name} metrics"]
+        assert (row["url"], row["state"]) == (
+            f"http://127.0.0.1:{ports[name]}/metrics",
+            "not answering",
+        )
+    assert rows["control-metrics"]["url"] == f"http://127.0.0.1:{ports['control']}/metrics"
+    assert rows["prometheus"]["url"] == f"http://127.0.0.1:{settings.prometheus_port}"
+    with MetricsEndpoint(CollectorRegistry(), "127.0.0.1", ports["spark"], "SPARK_METRICS_PORT"):
+        assert {row["name"]: row for row in status_rows(settings)}["spark metrics"]["state"] == (
+            "answering"
+        )
+    off = load_settings(FINPIPE_HOME=tmp_path, PRODUCER_METRICS_PORT=0, CONTROL_METRICS_PORT=0)
+    names = {row["name"] for row in status_rows(off)}
+    assert "producer metrics" not in names and "control-metrics" not in names
+    assert "spark metrics" in names and "prometheus" not in names

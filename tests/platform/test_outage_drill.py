@@ -357,7 +357,7 @@ def lake_trades(settings: Settings) -> collections.Counter[Trade]:
 
 def test_the_lake_holds_exactly_the_replayed_trades(drill: Observations) -> None:
     settings = drill.settings
-    found = lake.read_relisting(lambda: lake_trades(settings))
+    found = lake.read_reloading(lambda: lake_trades(settings))
     expected = collections.Counter(drill.corpus.trades)
     assert max(expected.values()) == 1  # the corpus's trades are unique
     missing = expected - found

@@ -1,11 +1,13 @@
 """Whole-platform drills over the real stack, started by the same code as `make up`.
 
 One ordered pass (the tests share one running platform and run in file order):
-start → trades reach the lake and the summaries → late trades of a closed day reach that
+start → trades reach the lake and the summaries → Prometheus scrapes every endpoint and
+every Grafana panel has data → late trades of a closed day reach that
 day's summaries → the Dagster UI shows lineage and freshness → the dashboard → kill the
 producer → change the tickers and Terminate the producer's run from the UI → kill Spark →
-stop the feed until the stale alert, reconcile the lake with Kafka exactly, resume and
-recover → `make down` / `make up` keeps history → `make down` leaves no process behind.
+stop the feed until the stale alert (Dagster's and Prometheus's rule), reconcile the lake
+with Kafka exactly, resume and recover (both) → `make down` / `make up` keeps history →
+`make down` leaves no process behind.
 The broker outage has its own replay-driven platform: test_outage_drill.py.
 """
 
@@ -29,10 +31,12 @@ from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings
 from finpipe_dagster.streams.policy import SUPERVISOR
 from finpipe_dagster.streams.sensors import DECISION_TAG, LAUNCHED_BY_TAG
+from infra import monitoring
 from infra import stack as infra_stack
 from infra.processes import pid_alive
 from producer.simulator.market import DEMO_50_TICKERS
 from tests.support.kafka import kafka_end_offsets
+from tests.support.network import listening_addresses
 from tests.support.platform import (
     ALERTS_TICK_SECONDS,
     DRILL_CADENCES,
@@ -41,6 +45,7 @@ from tests.support.platform import (
     running_platform,
     stream_pids,
 )
+from tests.support.prometheus import api, dashboard_expressions, firing, has_data, query
 from tests.support.waiting import wait_for
 from tests.support.webhook import Webhook
 
@@ -79,6 +84,9 @@ def stack(
         "FRESHNESS_WARN_SECONDS": "30",
         "FRESHNESS_FAIL_SECONDS": "45",
         "ALERT_WEBHOOK_URL": alerts.url,
+        # A real Prometheus scrapes every endpoint and evaluates monitoring/alert-rules.yml.
+        "PROMETHEUS_ENABLED": "true",
+        "PROMETHEUS_SCRAPE_SECONDS": "2",
     }
     # FINNHUB_TICKERS in the environment would win over the file.
     with running_platform(infrastructure, work, env, unset=("FINNHUB_TICKERS",)) as settings:
@@ -98,7 +106,8 @@ def running_streams(stack: Settings) -> None:
 
 def test_up_starts_every_component(stack: Settings) -> None:
     rows = {row["name"]: row for row in infra_stack.status_rows(stack)}
-    for name in ("kafka", "minio", "simulator", "dagster-webserver", "dagster-daemon", "streamlit"):
+    for name in ("kafka", "minio", "simulator", "dagster-webserver", "dagster-daemon", "streamlit",
+                 "control-metrics", "prometheus"):  # fmt: skip
         assert rows[name]["state"] == "running", rows[name]
     infra_stack.up(stack)  # a second `make up` is harmless: same processes
     again = {row["name"]: row["pid"] for row in infra_stack.status_rows(stack)}
@@ -117,10 +126,49 @@ def test_trades_reach_the_lake_and_the_summaries(stack: Settings) -> None:
     assert symbols <= set(stack.finnhub_tickers) and symbols
 
     def bars() -> int:
-        dataset = summaries.summary_dataset(stack, summaries.OHLCV_1M)
-        return dataset.count_rows() if dataset.files else 0
+        return summaries.read(stack, summaries.OHLCV_1M).num_rows
 
     assert wait_for("today's 1-minute bars from Dagster", bars, 480, every=5) > 0
+
+
+def test_prometheus_scrapes_every_endpoint_and_every_panel_has_data(stack: Settings) -> None:
+    """Every endpoint listens on loopback only and `make status` lists it; the platform's
+    own Prometheus scrapes them all, and each expression of the Grafana dashboard
+    returns data from it."""
+    prometheus = monitoring.prometheus_url(stack)
+    endpoints = monitoring.metrics_endpoints(stack)
+    assert set(endpoints) == {"finpipe_producer", "finpipe_spark", "finpipe_control"}
+    listed = {row["url"] for row in infra_stack.status_rows(stack)}
+    for url in endpoints.values():
+        assert url in listed, url
+        port = int(url.split(":")[2].split("/")[0])
+        assert listening_addresses(port) == {"127.0.0.1"}, url
+
+    def scraped() -> dict[str, str] | None:
+        targets = api(prometheus, "targets")["activeTargets"]
+        health_by_job = {t["labels"]["job"]: t["health"] for t in targets}
+        return health_by_job if set(health_by_job.values()) == {"up"} else None
+
+    assert set(wait_for("every target up", scraped, 120)) == set(endpoints)
+    missing: list[tuple[str, str]] = []
+
+    def every_panel() -> bool:
+        missing[:] = [
+            (t, e) for t, e in dashboard_expressions() if not has_data(query(prometheus, e))
+        ]
+        return not missing
+
+    assert wait_for_quietly(every_panel, 240), f"panels without data: {missing}"
+
+
+def wait_for_quietly(probe: Any, timeout: float) -> bool:
+    """True once ``probe`` is; False after ``timeout`` (the caller says what was missing)."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(3)
+    return True
 
 
 def test_late_trades_of_a_closed_day_are_summarized(stack: Settings) -> None:
@@ -140,8 +188,7 @@ def test_late_trades_of_a_closed_day_are_summarized(stack: Settings) -> None:
     assert producer.flush(30) == 0
 
     def day_stats() -> dict[str, Any] | None:
-        dataset = summaries.summary_dataset(stack, summaries.DAILY_SYMBOL_STATS, [day])
-        rows = dataset.to_table().to_pylist() if dataset.files else []
+        rows = summaries.read(stack, summaries.DAILY_SYMBOL_STATS, [day]).to_pylist()
         return next((r for r in rows if r["symbol"] == symbol), None)
 
     stats = wait_for(f"the summaries of {day}", day_stats, 420, every=5)
@@ -347,6 +394,11 @@ def test_a_stopped_feed_alerts_once_reconciles_and_recovers_once(
     simulator.stop()
     stale = wait_for("the stale-lake alert", lambda: alerts.stale_alerts(since), 300, every=5)
     assert len(stale) == 1, alerts.texts(since)
+    # Prometheus's rule, on the control plane's metrics, says the same.
+    prometheus = monitoring.prometheus_url(stack)
+    fired = wait_for("FinpipeLakeStale firing in Prometheus",
+                     lambda: firing(prometheus, "FinpipeLakeStale"), 120, every=2)  # fmt: skip
+    assert fired[0]["labels"]["job"] == "finpipe_control"
 
     # The feed is quiet: once Spark has caught up, the lake equals Kafka exactly:
     # per partition as many rows as records, and no (partition, offset) twice.
@@ -361,6 +413,8 @@ def test_a_stopped_feed_alerts_once_reconciles_and_recovers_once(
 
     simulator.start()
     wait_for("the recovery alert", lambda: alerts.stale_recoveries(since), 420, every=5)
+    wait_for("FinpipeLakeStale resolved in Prometheus",
+             lambda: not firing(prometheus, "FinpipeLakeStale"), 120, every=2)  # fmt: skip
     time.sleep(2 * ALERTS_TICK_SECONDS + 2)  # two more alerts ticks: nothing new may arrive
     assert len(alerts.stale_alerts(since)) == 1, alerts.texts(since)
     assert len(alerts.stale_recoveries(since)) == 1, alerts.texts(since)

@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow.fs as pafs
 from confluent_kafka import Producer
 
 from finpipe import contracts, health, lake
@@ -103,10 +105,30 @@ class SparkJobEnv:
     def planned_batches(self) -> set[int]:
         return _batch_ids(self.settings.checkpoint_dir / "offsets")
 
-    def lake_batch_ids(self) -> set[int]:
-        files = lake.list_lake_files(self.settings)
-        names = (contracts.parse_lake_object_name(f.path.rsplit("/", 1)[1]) for f in files)
-        return {n.batch_id for n in names if n is not None}
+    def lake_committed_batch(self) -> int:
+        """The newest batch the trades table committed (-1: none, or no table yet)."""
+        table = lake.trades_table(self.settings).open()
+        done = table.transaction_version(contracts.SPARK_APP_ID) if table else None
+        return -1 if done is None else done
+
+    def uncommitted_files(self) -> set[str]:
+        """Data files in the trades table's folder that its log does not name: a batch
+        written by the executors and not (yet) committed, or a replay's leftovers."""
+        table = lake.trades_table(self.settings)
+        snapshot = table.open()
+        if snapshot is None:
+            return set()
+        named = {urllib.parse.unquote(p) for p in snapshot.file_uris()}
+        fs = lake.s3_filesystem(self.settings)
+        root = f"{self.settings.s3_bucket}/{table.key_prefix}"
+        found = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        return {
+            f"s3://{info.path}"
+            for info in found
+            if info.type == pafs.FileType.File
+            and info.path.endswith(".parquet")
+            and "/_delta_log/" not in info.path
+        } - named
 
     def lake_rows(self) -> list[tuple[Any, ...]]:
         con = lake.duckdb_with_lake(self.settings)

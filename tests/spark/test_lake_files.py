@@ -1,8 +1,10 @@
-"""The executor-side writer: exact schema, one object per partition, deterministic bytes."""
+"""The executor-side writer: one file per partition in the Delta layout, with the stats
+the log records; a replay writes new files with the same rows."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from finpipe import contracts
-from spark.lake_files import REJECTS_KIND, LakeLocation, write_batch_rows
+from spark.lake_files import LAKE_KIND, REJECTS_KIND, LakeLocation, write_batch_rows
 from spark.parse import PREPARED_SCHEMA
 
 DAY = dt.date(2026, 3, 2)
@@ -61,7 +63,7 @@ def _write(tmp_path: Path, rows: list[dict[str, object]], batch_id: int = 7, thr
     table = pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
     return write_batch_rows(
         table.to_batches(max_chunksize=10),
-        location=LakeLocation(str(tmp_path), "lake"),
+        location=LakeLocation(str(tmp_path / "trades"), str(tmp_path / "rejects")),
         batch_id=batch_id,
         processed_ts_ms=DAY_MS + 3_600_000,
         filesystem=pafs.LocalFileSystem(),
@@ -70,73 +72,74 @@ def _write(tmp_path: Path, rows: list[dict[str, object]], batch_id: int = 7, thr
 
 
 @pytest.mark.parametrize("threads", [1, 8])
-def test_one_object_per_partition_with_the_exact_lake_schema(tmp_path: Path, threads: int) -> None:
+def test_one_file_per_partition_in_the_tables_layout(tmp_path: Path, threads: int) -> None:
     reports = _write(tmp_path, ROWS, threads=threads)
-    data = sorted(r["path"] for r in reports if r["kind"] != REJECTS_KIND)
-    assert [p.split("/lake/")[1] for p in data] == [
-        "trade_date=2026-03-02/symbol=BINANCE%3ABTCUSDT/batch-000000000007.parquet",
-        "trade_date=2026-03-02/symbol=BRK.B/batch-000000000007.parquet",
-        "trade_date=2026-03-03/symbol=COINBASE%3ABTC-USD/batch-000000000007.parquet",
+    data = sorted((r for r in reports if r["kind"] == LAKE_KIND), key=lambda r: r["path"])
+    assert [r["path"].rsplit("/", 1)[0] for r in data] == [
+        "trade_date=2026-03-02/symbol=BINANCE%3ABTCUSDT",
+        "trade_date=2026-03-02/symbol=BRK.B",
+        "trade_date=2026-03-03/symbol=COINBASE%3ABTC-USD",
     ]
-    for path in data:
+    assert all(r["path"].rsplit("/", 1)[1].startswith("part-000000000007-") for r in data)
+    assert [json.loads(r["partition"]) for r in data] == [
+        {"trade_date": "2026-03-02", "symbol": "BINANCE:BTCUSDT"},
+        {"trade_date": "2026-03-02", "symbol": "BRK.B"},
+        {"trade_date": "2026-03-03", "symbol": "COINBASE:BTC-USD"},
+    ]
+    for report in data:
+        path = tmp_path / "trades" / report["path"]
         table = pq.read_table(path)
-        assert table.schema.equals(contracts.LAKE_SCHEMA), table.schema
+        # The partition columns are in the log, not in the file (the Delta convention).
+        assert table.schema.equals(contracts.LAKE_TABLE.file_schema), table.schema
+        assert report["size"] == path.stat().st_size
+        assert report["rows"] == table.num_rows
         coords = table.select(["kafka_partition", "kafka_offset"]).to_pylist()
         coords = [(c["kafka_partition"], c["kafka_offset"]) for c in coords]
         assert coords == sorted(coords)
-    btc = pq.read_table(data[0]).to_pylist()
+        stats = json.loads(report["stats"])
+        assert stats["numRecords"] == table.num_rows
+        assert stats["minValues"]["kafka_offset"] == min(c[1] for c in coords)
+        assert stats["maxValues"]["kafka_offset"] == max(c[1] for c in coords)
+        assert set(stats["minValues"]) == set(contracts.LAKE_STATS_COLUMNS)
+    btc = pq.read_table(tmp_path / "trades" / data[0]["path"]).to_pylist()
     assert len(btc) == 3 * 14
     first = btc[0]
-    assert first["symbol"] == "BINANCE:BTCUSDT"
     assert first["trade_ts"] == dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
     assert first["ingest_ts"] == dt.datetime(2026, 3, 2, 0, 0, 0, 5000, tzinfo=dt.UTC)
     assert first["processed_ts"] == dt.datetime(2026, 3, 2, 1, tzinfo=dt.UTC)
     assert first["conditions"] == ["1", "12"]
     assert btc[1]["conditions"] is None
-    assert sum(r["rows"] for r in reports if r["kind"] != REJECTS_KIND) == len(ROWS) - 2
+    assert data[0]["max_trade_ts_ms"] == DAY_MS + 39
+    assert sum(r["rows"] for r in data) == len(ROWS) - 2
 
 
-def test_rejects_are_kept_in_one_object_per_batch(tmp_path: Path) -> None:
+def test_rejects_are_kept_in_one_file_per_batch(tmp_path: Path) -> None:
     reports = _write(tmp_path, ROWS)
     (rejects,) = [r for r in reports if r["kind"] == REJECTS_KIND]
-    assert rejects["path"].endswith(f"lake/{contracts.LAKE_REJECTS_DIR}/batch-000000000007.parquet")
-    table = pq.read_table(rejects["path"])
-    assert table.schema.equals(contracts.REJECTS_SCHEMA)
+    assert rejects["path"].startswith("processed_date=2026-03-02/part-000000000007-")
+    table = pq.read_table(tmp_path / "rejects" / rejects["path"])
+    assert table.schema.equals(contracts.REJECTS_TABLE.file_schema)
     assert table.select(["kafka_partition", "kafka_offset", "value"]).to_pylist() == [
         {"kafka_partition": 0, "kafka_offset": 98, "value": "{not json"},
         {"kafka_partition": 1, "kafka_offset": 99, "value": "{not json"},
     ]
 
 
-def test_a_replayed_batch_rewrites_byte_identical_objects(tmp_path: Path) -> None:
-    first = {r["path"]: Path(r["path"]).read_bytes() for r in _write(tmp_path, ROWS)}
+def test_a_replayed_batch_writes_new_files_with_the_same_rows(tmp_path: Path) -> None:
+    """Never the same name twice: a replay's files are new, so a committed file is never
+    overwritten; its rows are the same, so either run's files make the same table."""
+
+    def rows_by_partition(reports: list[dict[str, object]]) -> dict[str, list[dict]]:
+        found = {}
+        for r in reports:
+            if r["kind"] == LAKE_KIND:
+                table = pq.read_table(tmp_path / "trades" / str(r["path"]))
+                found[str(r["partition"])] = table.drop_columns(["processed_ts"]).to_pylist()
+        return found
+
+    first = _write(tmp_path, ROWS)
     shuffled = ROWS[:]
     random.Random(4).shuffle(shuffled)
-    # written concurrently this time: same names, same bytes
-    second = {
-        r["path"]: Path(r["path"]).read_bytes() for r in _write(tmp_path, shuffled, threads=8)
-    }
-    assert first == second
-
-
-def test_a_failed_object_fails_the_task_after_the_others_are_written(tmp_path: Path) -> None:
-    """Concurrent writes: one object cannot be written (its folder is a file), so the task
-    fails, and by then the writes it started have all ended (Spark retries the task into
-    the same names; nothing of the failed attempt is still writing)."""
-    blocked = tmp_path / "lake" / "trade_date=2026-03-02" / "symbol=BRK.B"
-    blocked.parent.mkdir(parents=True)
-    blocked.write_text("not a folder")
-    with pytest.raises(OSError):
-        _write(tmp_path, ROWS, threads=8)
-    written = sorted(
-        p.relative_to(tmp_path / "lake").as_posix() for p in tmp_path.rglob("*.parquet")
-    )
-    assert written == [
-        "trade_date=2026-03-02/symbol=BINANCE%3ABTCUSDT/batch-000000000007.parquet",
-        "trade_date=2026-03-03/symbol=COINBASE%3ABTC-USD/batch-000000000007.parquet",
-    ]
-
-
-def test_an_empty_task_writes_nothing(tmp_path: Path) -> None:
-    assert _write(tmp_path, []) == []
-    assert not any(tmp_path.iterdir())
+    second = _write(tmp_path, shuffled, threads=8)
+    assert not {r["path"] for r in first} & {r["path"] for r in second}
+    assert rows_by_partition(first) == rows_by_partition(second)

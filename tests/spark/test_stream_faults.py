@@ -16,11 +16,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckKey, AssetSelection, Definitions, define_asset_job
 
-from finpipe import contracts, lake
+from finpipe import lake
 from finpipe.contracts import TradeRecord
 from finpipe.settings import Settings
 from finpipe_dagster.definitions import build_resources
@@ -52,8 +51,7 @@ def _trade(i: int, now_ms: int) -> TradeRecord:
 
 
 def _rejects(settings: Settings) -> list[dict[str, Any]]:
-    folder = f"{settings.s3_bucket}/{settings.lake_prefix}/{contracts.LAKE_REJECTS_DIR}"
-    return pq.read_table(folder, filesystem=lake.s3_filesystem(settings)).to_pylist()
+    return lake.rejects_dataset(settings).to_table().to_pylist()
 
 
 def _rejects_check(settings: Settings) -> Any:
@@ -161,7 +159,7 @@ def test_a_checkpoint_older_than_the_lake_is_refused_and_the_lake_is_untouched(
     assert job_env.terminate(job) == 0, job_env.log_tail()
     lake_before = _lake_objects(settings)
     rows_before = job_env.lake_rows()
-    assert len(rows_before) == 12 and max(job_env.lake_batch_ids()) == beat["batch_id"]
+    assert len(rows_before) == 12 and job_env.lake_committed_batch() == beat["batch_id"]
 
     shutil.rmtree(checkpoint)
     shutil.copytree(backup, checkpoint)
@@ -170,7 +168,7 @@ def test_a_checkpoint_older_than_the_lake_is_refused_and_the_lake_is_untouched(
     refused = job_env.health()
     assert refused["status"] == "refused", dumps(refused)
     for words in (
-        f"holds batch {beat['batch_id']}",
+        f"has committed batch {beat['batch_id']}",
         "older than the lake",
         "SPARK_CHECKPOINT_DIR",
         "LAKE_PREFIX",

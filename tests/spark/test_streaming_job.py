@@ -13,12 +13,14 @@ import socket
 import time
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
+from deltalake import CommitProperties, Transaction, write_deltalake
 
 from finpipe import contracts, lake
 from finpipe.contracts import TradeRecord
 from finpipe.health import PROGRESS_KEY
+from spark.metrics import COUNTERS
 from tests.spark.spark_job_harness import (
     SparkJobEnv,
     TradeFeed,
@@ -30,6 +32,8 @@ from tests.spark.spark_job_harness import (
 from tests.spark.spark_job_harness import (
     produce as _produce,
 )
+from tests.support.metrics import scrape, value
+from tests.support.network import listening_addresses
 
 NOW_MS = int(time.time() * 1000)
 LAST_MS_OF_MARCH_1 = int(dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp() * 1000) - 1
@@ -104,6 +108,7 @@ def test_known_trades_land_exactly_and_a_restart_resumes_from_the_checkpoint(
         job, lambda h: (h[PROGRESS_KEY] or 0) > beat[PROGRESS_KEY] + 1, timeout=60
     )
     assert (idle["batch_id"], idle["total_rows"]) == (beat["batch_id"], beat["total_rows"])
+    _scrape_agrees_with_the_heartbeat(job_env, oldest_receive_ms=LAST_MS_OF_MARCH_1 + 9)
 
     # What a DuckDB reader of the lake sees: exactly the produced trades, by value and type.
     settings = job_env.settings
@@ -112,19 +117,20 @@ def test_known_trades_land_exactly_and_a_restart_resumes_from_the_checkpoint(
     assert con.execute(
         "SELECT count(*) FROM processed_trades WHERE processed_ts < ingest_ts"
     ).fetchone() == (0,)
-    files = lake.list_lake_files(settings)
+    snapshot = lake.trades_table(settings).open()
+    assert snapshot is not None
+    files = lake.table_files(snapshot)
     assert {(f.trade_date, f.symbol) for f in files} == {(row[9], row[0]) for row in expected}
-    fs = lake.s3_filesystem(settings)
-    for file in files:
-        table = pq.read_table(file.path, filesystem=fs)
-        assert table.schema.equals(contracts.LAKE_SCHEMA), (file.path, table.schema)
-        assert set(table["symbol"].to_pylist()) == {file.symbol}
-        assert set(table["trade_date"].to_pylist()) == {file.trade_date}
-    assert any("symbol=BINANCE%3ABTCUSDT/" in f.path for f in files)
+    assert sum(f.rows for f in files) == len(KNOWN)
+    assert pa.schema(snapshot.schema().to_arrow()) == contracts.LAKE_SCHEMA
+    assert lake.lake_dataset(settings).schema == contracts.LAKE_SCHEMA
+    # Every batch is one commit naming the query's app transaction.
+    assert snapshot.transaction_version(contracts.SPARK_APP_ID) == beat["batch_id"]
+    assert beat["table_version"] == snapshot.version()
+    assert any("symbol=BINANCE%3ABTCUSDT/" in uri for uri in snapshot.file_uris())
 
-    # Rejects are kept, with the raw value and a reason, outside the table.
-    rejects_dir = f"{settings.s3_bucket}/{settings.lake_prefix}/{contracts.LAKE_REJECTS_DIR}"
-    rejects = pq.read_table(rejects_dir, filesystem=fs).to_pylist()
+    # Rejects are kept, with the raw value and a reason, in the table beside the lake.
+    rejects = lake.rejects_dataset(settings).to_table().to_pylist()
     assert sorted(r["value"].encode() for r in rejects) == sorted(GARBAGE)
     reasons = {r["value"]: r["reason"] for r in rejects}
     assert "bloomberg" in reasons[GARBAGE[1].decode()]
@@ -136,8 +142,7 @@ def test_known_trades_land_exactly_and_a_restart_resumes_from_the_checkpoint(
     assert heartbeat_offsets(final, settings.kafka_topic) == end_offsets(coords)
 
     # Restart: resumes after the committed batches, re-reads and rewrites nothing.
-    before = {f.path: f.size for f in files}
-    mtimes = {i.path: i.mtime for i in fs.get_file_info(list(before))}
+    version = snapshot.version()
     last_batch = final["batch_id"]
     job = job_env.start()
     job_env.wait_health(job, lambda h: h.get("status") == "running")
@@ -151,23 +156,30 @@ def test_known_trades_land_exactly_and_a_restart_resumes_from_the_checkpoint(
         expected + [_expected_row(r, c) for r, c in zip(more, more_coords, strict=True)],
         key=lambda r: r[7:9],
     )
-    assert {i.path: i.mtime for i in fs.get_file_info(list(before))} == mtimes
+    after = lake.trades_table(settings).open()
+    assert after is not None
+    # The earlier files are all still there, unchanged; the new batch is a later commit.
+    assert set(snapshot.file_uris()) <= set(after.file_uris())
+    assert after.version() > version
+    assert after.history(1)[0].get("operation") == "WRITE"
     assert job_env.terminate(job) == 0, job_env.log_tail()
 
 
 def _kill_mid_batch(job_env: SparkJobEnv, job: Any, timeout: float = 120) -> str:
-    """SIGKILL while a batch's objects are in the lake but its commit is not: the worst case.
+    """SIGKILL in the worst places: a batch's files written but not committed to the
+    table, or committed to the table but not recorded in Spark's commit log.
 
-    Returns where the kill landed, judged from the checkpoint after the kill.
+    Returns where the kill landed, judged from the table and the checkpoint after it.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        in_lake = job_env.lake_batch_ids()
-        uncommitted = in_lake - job_env.committed_batches()
-        if uncommitted:
+        spark_done = max(job_env.committed_batches(), default=-1)
+        if job_env.lake_committed_batch() > spark_done or job_env.uncommitted_files():
             job_env.kill(job)
-            if uncommitted - job_env.committed_batches():
-                return "mid-batch (objects written, batch not committed)"
+            if job_env.lake_committed_batch() > max(job_env.committed_batches(), default=-1):
+                return "mid-batch (in the table, not in Spark's commit log)"
+            if job_env.uncommitted_files():
+                return "mid-batch (files written, not committed)"
             return "right after a commit"
         assert job.poll() is None, job_env.log_tail()
         time.sleep(0.05)
@@ -221,7 +233,7 @@ def test_sigkill_at_any_point_leaves_every_trade_exactly_once(job_env: SparkJobE
     for snapshot in snapshots:
         assert set(snapshot) <= set(rows), "a reader saw a row that did not stay"
     assert job_env.terminate(job) == 0, job_env.log_tail()
-    assert "mid-batch (objects written, batch not committed)" in kills, kills
+    assert any(k.startswith("mid-batch") for k in kills), kills
     print(f"kills: {kills}; trades: {len(rows)}")
 
 
@@ -229,13 +241,17 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def test_a_new_checkpoint_over_a_written_lake_is_refused(job_env: SparkJobEnv) -> None:
-    """A lost checkpoint would re-read the topic and overwrite batch files: exit 2, and
-    say which settings to fix, before a Spark session is even built."""
+    """A lost checkpoint would re-read the topic and number its batches as ones the table
+    holds: exit 2, and say which settings to fix, before a Spark session is even built."""
     settings = job_env.settings
-    folder = contracts.partition_dir("2026-03-01", "BRK.B")
-    key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{contracts.batch_file_name(0)}"
-    with lake.s3_filesystem(settings).open_output_stream(key) as out:
-        out.write(b"written with a checkpoint that is gone")
+    write_deltalake(
+        lake.trades_table(settings).ensure(),
+        contracts.LAKE_SCHEMA.empty_table(),
+        mode="append",
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(contracts.SPARK_APP_ID, 0)]
+        ),
+    )
     job = job_env.start()
     assert job.wait(timeout=120) == 2, job_env.log_tail()
     beat = job_env.health()
@@ -258,3 +274,29 @@ def test_an_unreachable_lake_fails_at_start_with_the_settings_to_check(
     assert beat["status"] == "failed", dumps(beat)
     assert endpoint in beat["error"] and "S3_ENDPOINT_URL" in beat["error"]
     assert "Traceback" not in job_env.log_tail(200)
+
+
+def _scrape_agrees_with_the_heartbeat(job_env: SparkJobEnv, oldest_receive_ms: int) -> None:
+    """While the query idles nothing moves: /metrics and the heartbeat are one moment."""
+    settings = job_env.settings
+    assert listening_addresses(settings.spark_metrics_port) == {"127.0.0.1"}
+    samples = scrape(f"http://127.0.0.1:{settings.spark_metrics_port}/metrics")
+    beat = job_env.health()
+    for name, (key, _) in COUNTERS.items():
+        assert value(samples, f"finpipe_spark_{name}_total") == beat[key], (name, dumps(beat))
+    assert value(samples, "finpipe_spark_last_batch_id") == beat["batch_id"]
+    assert value(samples, "finpipe_spark_last_commit_timestamp_seconds") == (
+        beat["committed_ts_ms"] / 1000
+    )
+    assert value(samples, "finpipe_spark_last_progress_timestamp_seconds") >= (
+        beat["committed_ts_ms"] / 1000 - 60
+    )
+    behind = [v for (n, _), v in samples.items() if n == "finpipe_spark_kafka_offsets_behind"]
+    assert behind and sum(behind) == beat["lag_records"]
+    assert value(samples, "finpipe_spark_batch_duration_seconds_count") == beat["batches"]
+    # The first batch held every record, the oldest received (by its ingest time) on
+    # March 1st: Spark's observed minimum reached the driver through the progress.
+    waited = beat["committed_ts_ms"] / 1000 - oldest_receive_ms / 1000
+    first_batch = value(samples, "finpipe_spark_receive_to_commit_seconds_sum")
+    assert value(samples, "finpipe_spark_receive_to_commit_seconds_count") == beat["batches"] == 1
+    assert abs(first_batch - waited) < 60, (first_batch, waited)

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from finpipe import contracts, summaries
-from finpipe.lake import s3_filesystem
+from finpipe import contracts, lake, summaries
 from finpipe.settings import Settings
 
 UTC = dt.UTC
@@ -152,31 +151,47 @@ def unique_settings(settings: Settings, label: str = "dash") -> Settings:
     )
 
 
-def write_lake(settings: Settings, trades: list[Trade], first_batch: int = 1) -> list[str]:
-    """One micro-batch object per symbol and trade, named like the Spark sink names them."""
-    import pyarrow.parquet as pq
+def seeded_lake(settings: Settings) -> summaries.LakeState:
+    """What seeded summaries were built from: the seed's own rows, not the lake's log."""
+    return summaries.LakeState(settings.lake_uri)
 
-    fs = s3_filesystem(settings)
-    keys = []
-    for n, trade in enumerate(trades, start=first_batch):
-        folder = contracts.partition_dir(trade.ts.date().isoformat(), trade.symbol)
-        key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{contracts.batch_file_name(n)}"
-        with fs.open_output_stream(key) as out:
-            pq.write_table(lake_table([trade]), out)
-        keys.append(key)
-    return keys
+
+def write_lake(settings: Settings, trades: list[Trade], first_batch: int = 1) -> int:
+    """The trades as one micro-batch of the Spark query: one file per (day, symbol), one
+    commit of the lake table carrying the query's app transaction ``first_batch``.
+    Returns the table's new version."""
+    return commit_batch(settings, lake_table(trades), first_batch)
+
+
+def commit_batch(settings: Settings, rows: pa.Table, batch_id: int) -> int:
+    """``rows`` (LAKE_SCHEMA) appended to the lake table as micro-batch ``batch_id``."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    table = lake.trades_table(settings).ensure()
+    write_deltalake(
+        table,
+        rows.select(contracts.LAKE_SCHEMA.names).cast(contracts.LAKE_SCHEMA),
+        mode="append",
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(contracts.SPARK_APP_ID, batch_id)]
+        ),
+    )
+    table.update_incremental()
+    return table.version()
 
 
 def seed_store(settings: Settings, now: dt.datetime) -> None:
     """The hand-checked market, relative to ``now``, on the object store."""
     write_lake(settings, tail_trades(now))
-    day = now.date()
-    summaries.publish(settings, summaries.OHLCV_1M, day, ohlcv_table(now))
-    summaries.publish(settings, summaries.LATEST_PRICES, day, latest_table(now))
-    summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, day, daily_table(day))
-    past = day - dt.timedelta(days=3)
-    summaries.publish(settings, summaries.OHLCV_1M, past, past_ohlcv_table(past))
-    summaries.publish(settings, summaries.DAILY_SYMBOL_STATS, past, daily_table(past))
+    day, past = now.date(), now.date() - dt.timedelta(days=3)
+    for name, when, table in (
+        (summaries.OHLCV_1M, day, ohlcv_table(now)),
+        (summaries.LATEST_PRICES, day, latest_table(now)),
+        (summaries.DAILY_SYMBOL_STATS, day, daily_table(day)),
+        (summaries.OHLCV_1M, past, past_ohlcv_table(past)),
+        (summaries.DAILY_SYMBOL_STATS, past, daily_table(past)),
+    ):
+        summaries.publish(settings, name, when, table, source=seeded_lake(settings))
 
 
 def many_trades(now: dt.datetime, symbols: list[str]) -> list[Trade]:
@@ -236,12 +251,9 @@ def seed_market(
 ) -> dict[str, float]:
     """``hours`` of the simulator's market before ``now``: summaries published by the
     summaries' own SQL up to a minute ago (as the refresh leaves them), and the last 16
-    minutes in the lake as one micro-batch object per symbol and minute. Returns each
-    symbol's last price (where a live feed of the same market goes on from)."""
-    import concurrent.futures
-
+    minutes in the lake as one micro-batch per minute (one file per symbol and minute).
+    Returns each symbol's last price (where a live feed of the same market goes on from)."""
     import duckdb
-    import pyarrow.parquet as pq
 
     from finpipe_dagster.summaries import sql
 
@@ -254,41 +266,30 @@ def seed_market(
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("processed_trades", published)
+    source = seeded_lake(settings)
     for day in sorted(set(published["trade_date"].to_pylist())):
-        summaries.publish(settings, summaries.OHLCV_1M, day, sql.ohlcv_1m(con, day))
-        summaries.publish(
-            settings, summaries.DAILY_SYMBOL_STATS, day, sql.daily_symbol_stats(con, day)
-        )
-        summaries.publish(settings, summaries.LATEST_PRICES, day, sql.latest_prices(con, day, now))
+        for name, table in (
+            (summaries.OHLCV_1M, sql.ohlcv_1m(con, day)),
+            (summaries.DAILY_SYMBOL_STATS, sql.daily_symbol_stats(con, day)),
+            (summaries.LATEST_PRICES, sql.latest_prices(con, day, now)),
+        ):
+            summaries.publish(settings, name, day, table, source=source)
     recent = trades.filter(
         pc.greater_equal(
             trades["trade_ts"], pa.scalar(now - dt.timedelta(minutes=16), trades["trade_ts"].type)
         )
     )
     con.register("recent", recent)
-    groups = con.execute(
-        "SELECT DISTINCT trade_date, symbol, epoch_ms(trade_ts) // 60000 AS batch FROM recent"
+    batches = con.execute(
+        "SELECT DISTINCT epoch_ms(trade_ts) // 60000 AS batch FROM recent ORDER BY batch"
     ).fetchall()
-    fs = s3_filesystem(settings)
-
-    def part(group: tuple[dt.date, str, int]) -> tuple[str, pa.Table]:
-        day, symbol, batch = group
+    for n, (batch,) in enumerate(batches):
         rows = con.execute(
-            "SELECT * FROM recent WHERE trade_date = $d AND symbol = $s "
-            "AND epoch_ms(trade_ts) // 60000 = $b ORDER BY trade_ts, kafka_offset",
-            {"d": day, "s": symbol, "b": batch},
+            "SELECT * FROM recent WHERE epoch_ms(trade_ts) // 60000 = $b "
+            "ORDER BY symbol, trade_ts, kafka_offset",
+            {"b": batch},
         ).to_arrow_table()
-        folder = contracts.partition_dir(day.isoformat(), symbol)
-        name = contracts.batch_file_name(batch)
-        key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/{name}"
-        return key, rows.select(contracts.LAKE_SCHEMA.names).cast(contracts.LAKE_SCHEMA)
-
-    def put(item: tuple[str, pa.Table]) -> None:
-        with fs.open_output_stream(item[0]) as out:
-            pq.write_table(item[1], out)
-
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, [part(group) for group in groups]))
+        commit_batch(settings, rows, n)
     last = con.execute("SELECT symbol, arg_max(price, trade_ts) FROM recent GROUP BY symbol")
     return dict(last.fetchall())
 

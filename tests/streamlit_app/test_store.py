@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import socket
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from structlog.testing import capture_logs
 
-from finpipe import contracts
+from finpipe import summaries
 from finpipe.lake import s3_filesystem
 from finpipe.settings import Settings
 from streamlit_app import analytics, serve
-from streamlit_app.lake_tail import LakeTail
 from streamlit_app.store import Store, StoreUnavailable, shared_store
 from streamlit_app.windows import WindowChoice, resolve
 from tests.streamlit_app.dashboard_seed import (
@@ -20,9 +21,11 @@ from tests.streamlit_app.dashboard_seed import (
     BRK,
     BTC,
     Trade,
-    lake_table,
+    latest_table,
+    past_ohlcv_table,
     seed_now,
     seed_store,
+    seeded_lake,
     tail_trades,
     unique_settings,
     write_lake,
@@ -74,33 +77,6 @@ def test_tail_is_incremental_and_drops_what_left_the_window(
     assert store.tail._tables == {}
 
 
-def test_a_compacted_partition_is_read_once_and_a_late_batch_after_it(
-    seeded: tuple[Settings, dt.datetime],
-) -> None:
-    settings, now = seeded
-    store = Store(settings)
-    before = store.snapshot([], now)
-    btc = [t for t in tail_trades(now) if t.symbol == BTC]
-    folder = contracts.partition_dir(now.date().isoformat(), BTC)
-    upto = len(tail_trades(now))  # write_lake numbered the batches 1..n
-    key = f"{settings.s3_bucket}/{settings.lake_prefix}/{folder}/"
-    with s3_filesystem(settings).open_output_stream(
-        key + contracts.compacted_file_name(upto)
-    ) as out:
-        pq.write_table(lake_table(btc), out)
-    after = store.snapshot([], now)
-    assert after.tail.num_rows == before.tail.num_rows  # no row twice
-    tape = analytics.trade_tape(after, BTC)
-    cutoff = now - dt.timedelta(minutes=settings.dashboard_tail_minutes)
-    assert sorted(tape["kafka_offset"]) == sorted(t.offset for t in btc if t.ts >= cutoff)
-
-    late = Trade(BTC, now - dt.timedelta(seconds=30), 101.0, 1.0, offset=9_000)
-    write_lake(settings, [late], first_batch=upto + 1)
-    tape = analytics.trade_tape(store.snapshot([], now), BTC)
-    assert 9_000 in set(tape["kafka_offset"])
-    assert len(tape) == len(set(tape["kafka_offset"]))
-
-
 def test_unreachable_store_raises_a_message_with_the_fix(infrastructure: Settings) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
     settings = infrastructure.model_copy(update={"s3_endpoint_url": endpoint})
@@ -119,31 +95,6 @@ def test_missing_prefixes_are_empty_not_errors(infrastructure: Settings) -> None
     assert store.available_days() == []
 
 
-def test_an_object_straddling_the_cutoff_is_trimmed(infrastructure: Settings) -> None:
-    """One micro-batch with an old and a recent trade: once the window moves past the old
-    one, reads return the recent row only, and only that row stays in memory."""
-    settings = unique_settings(infrastructure)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    trades = [
-        Trade(BTC, now - dt.timedelta(minutes=14), 100.0, 1.0, 1),
-        Trade(BTC, now - dt.timedelta(minutes=1), 101.0, 1.0, 2),
-    ]
-    folder = contracts.partition_dir(now.date().isoformat(), BTC)
-    key = f"{settings.lake_prefix}/{folder}/{contracts.batch_file_name(1)}"
-    with s3_filesystem(settings).open_output_stream(f"{settings.s3_bucket}/{key}") as out:
-        pq.write_table(lake_table(trades), out)
-    tail = LakeTail(settings, minutes=15)
-    assert tail.read(now)["price"].to_pylist() == [100.0, 101.0]
-    later = now + dt.timedelta(minutes=5)
-    assert tail.read(later)["price"].to_pylist() == [101.0]
-    assert tail.read(later)["price"].to_pylist() == [101.0]
-    assert tail._tables[key].num_rows == 1
-    # the boundary is inclusive: a trade exactly at the cutoff stays
-    edge = now - dt.timedelta(minutes=1) + dt.timedelta(minutes=15)
-    assert tail.read(edge)["price"].to_pylist() == [101.0]
-    assert tail.read(edge + dt.timedelta(milliseconds=1)).num_rows == 0
-
-
 def test_the_launchers_warm_up_leaves_the_shared_store_holding_the_tail(
     seeded: tuple[Settings, dt.datetime],
 ) -> None:
@@ -155,3 +106,87 @@ def test_the_launchers_warm_up_leaves_the_shared_store_holding_the_tail(
     first_page, fresh = warm.snapshot([], now), Store(settings).snapshot([], now)
     assert first_page.tail.num_rows == fresh.tail.num_rows > 0
     assert first_page.ohlcv.equals(fresh.ohlcv) and first_page.latest.equals(fresh.latest)
+
+
+def test_a_summary_day_is_read_again_only_when_its_files_changed(
+    seeded: tuple[Settings, dt.datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per refresh the store asks each table's log for a new version; only the days whose
+    files a new version changed are read again, and "refreshed at" is the commit time of
+    today's newest publish."""
+    settings, now = seeded
+    today, past = now.date(), now.date() - dt.timedelta(days=3)
+    reads: list[tuple[str, tuple[dt.date, ...]]] = []
+    day_rows = summaries.day_rows
+
+    def counted(delta, name, days=None):  # type: ignore[no-untyped-def]
+        reads.append((name, tuple(days)))
+        return day_rows(delta, name, days)
+
+    monkeypatch.setattr(summaries, "day_rows", counted)
+    store = Store(settings)
+    first = store.snapshot([past], now, with_tail=False)
+    assert sorted(reads) == [
+        (summaries.DAILY_SYMBOL_STATS, (past, today)),
+        (summaries.LATEST_PRICES, (today,)),
+        (summaries.OHLCV_1M, (past, today)),
+    ]
+    assert first.summaries_refreshed_at == newest_publish_time(settings, today)
+
+    reads.clear()
+    again = store.snapshot([past], now, with_tail=False)
+    assert reads == []  # no table has a new version: nothing is read
+    assert again.ohlcv.equals(first.ohlcv) and again.latest.equals(first.latest)
+
+    # Another day of ohlcv_1m: a new version, but the days on screen kept their files.
+    older = past - dt.timedelta(days=1)
+    summaries.publish(
+        settings, summaries.OHLCV_1M, older, past_ohlcv_table(older), source=seeded_lake(settings)
+    )
+    assert store.snapshot([past], now, with_tail=False).ohlcv.equals(first.ohlcv)
+    assert reads == []
+
+    # Today's latest prices again, with a new price: that day of that table is read.
+    newer = latest_table(now)
+    newer = newer.set_column(2, "price", pc.add(newer["price"], 1.0))
+    summaries.publish(settings, summaries.LATEST_PRICES, today, newer, source=seeded_lake(settings))
+    third = store.snapshot([past], now, with_tail=False)
+    assert reads == [(summaries.LATEST_PRICES, (today,))]
+    assert third.latest.equals(newer)
+    assert third.summaries_refreshed_at == newest_publish_time(settings, today)
+    assert third.summaries_refreshed_at > first.summaries_refreshed_at
+    assert store.available_days() == [today, past, older]
+
+
+def newest_publish_time(settings: Settings, day: dt.date) -> dt.datetime:
+    """The commit time of the newest publish of ``day`` in any summary table."""
+    times = []
+    for name in summaries.NAMES:
+        delta = summaries.open_table(settings, name)
+        assert delta is not None
+        times += [
+            dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.UTC)
+            for c in delta.history()
+            if c.get(summaries.TRADE_DATE_KEY) == day.isoformat()
+        ]
+    return max(times)
+
+
+def test_summaries_in_the_layout_before_delta_are_named_not_read(infrastructure: Settings) -> None:
+    settings = unique_settings(infrastructure, "pre-delta")
+    now = seed_now()
+    key = (
+        f"{settings.s3_bucket}/{settings.summaries_prefix}/{summaries.OHLCV_1M}/"
+        f"trade_date={now.date()}/data.parquet"
+    )
+    with s3_filesystem(settings).open_output_stream(key) as out:
+        pq.write_table(past_ohlcv_table(now.date()), out)
+    store = Store(settings)
+    with capture_logs() as logs:
+        for _ in range(2):
+            snap = store.snapshot([], now, with_tail=False)
+            assert snap.ohlcv.num_rows == 0 and snap.summaries_refreshed_at is None
+    assert store.available_days() == []
+    [warning] = [e for e in logs if e["event"] == "dashboard.summaries_before_delta"]  # once
+    assert "backfill of summaries_job" in warning["message"]
+    assert str(now.date()) in warning["message"] and summaries.OHLCV_1M in warning["message"]
