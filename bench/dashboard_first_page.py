@@ -25,7 +25,11 @@ what a user who opens the page while the dashboard starts waits in all.
 
 ``--baseline-rev REV`` also starts the launcher of the project as of git revision REV
 (from a copy of that revision's files, ``git archive``), same run, interleaved: the cost
-of a change to the page, under the same load.
+of a change to the page, under the same load. The revision must read the day this script
+seeds, so it must be one whose dashboard reads the Delta lake and the summaries as Delta
+tables (``DELTA_DASHBOARD`` or a later one; refused otherwise): a revision of the layout
+before, such as ``7b34cf7``, would need its own seeding of the old layout, which this
+script no longer has.
 
 ``--baseline-plain`` starts the process the way it was started before the launcher
 (``streamlit run streamlit_app/app.py``: the page's libraries import on the first page),
@@ -85,6 +89,9 @@ from streamlit_app.charts import HEATMAP_CELLS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_BATCHES = 86_400 // TRIGGER_S
+# The first revision whose dashboard reads the day seeded here: the lake's tail follows the
+# Delta log, the summaries are Delta tables. --baseline-rev takes it or its descendants.
+DELTA_DASHBOARD = "2aec21b"
 # the first view: the header's five metrics, the heatmap and the markets table
 FIRST_VIEW = f"""() => document.querySelectorAll('[data-testid="stMetric"]').length >= 5
     && document.querySelectorAll('{HEATMAP_CELLS}').length > 0
@@ -121,6 +128,23 @@ from streamlit.web import cli
 sys.argv = ["streamlit", "run", "streamlit_app/app.py", *sys.argv[1:]]
 cli.main(prog_name="streamlit")
 """
+
+
+def reads_delta_day(rev: str) -> bool:
+    """Whether the dashboard of ``rev`` reads the Delta lake (``DELTA_DASHBOARD`` is in its
+    history); an unknown revision ends the script."""
+    known = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+    )
+    if known.returncode != 0:
+        raise SystemExit(f"--baseline-rev: no such revision: {rev}")
+    ancestor = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", DELTA_DASHBOARD, rev], cwd=ROOT, check=False
+    )
+    return ancestor.returncode == 0
 
 
 def export_revision(rev: str) -> Path:
@@ -266,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-rev",
         metavar="GIT_REV",
-        help="also the launcher of the project as of this revision",
+        help=f"also the launcher of the project as of this revision ({DELTA_DASHBOARD} or later)",
     )
     parser.add_argument(
         "--baseline-sequential",
@@ -279,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     window = base.dashboard_tail_minutes
     if args.replay_minutes < window:
         parser.error(f"--replay-minutes must cover the tail's window ({window} min)")
+    if args.baseline_rev and not reads_delta_day(args.baseline_rev):
+        parser.error(
+            f"--baseline-rev {args.baseline_rev} reads the lake's layout before Delta: give a "
+            f"revision with {DELTA_DASHBOARD} in its history (see the docstring)"
+        )
     root = f"bench-first-page-{uuid.uuid4().hex[:8]}"
     symbols = DEMO_50_TICKERS
     settings = base.model_copy(
