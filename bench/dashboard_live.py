@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from dashboard_queries import cleanup, load
+from dashboard_queries import load
+from lake_seed import cleanup
 from playwright.sync_api import Page, sync_playwright
 
 from finpipe.health import read_health
@@ -179,6 +180,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "SPARK_CHECKPOINT_DIR": str(work / "checkpoint"),
         "PRODUCER_LOG_DIR": str(work / "producer-log"),
         "SPARK_UI_PORT": str(closed_port()),
+        # no metrics endpoints: the platform's own processes serve them on these ports
+        "PRODUCER_METRICS_PORT": "0",
+        "SPARK_METRICS_PORT": "0",
         "SPARK_JARS": os.environ.get("SPARK_JARS")
         or str(artifacts.spark_jars_folder(base.cache_dir)),
     }
