@@ -35,7 +35,8 @@ def tiles() -> pd.DataFrame:
         {
             "symbol": ["AAPL", "BRK.B", "NEW"],
             "price": [200.0, 50.0, math.nan],
-            "trade_ts": pd.to_datetime([MS, MS, None], unit="ms", utc=True),
+            # microseconds, as price_tiles returns the lake's timestamps (contracts.LAKE_TS)
+            "trade_ts": pd.to_datetime([MS, MS, None], unit="ms", utc=True).as_unit("us"),
             "session_open": [100.0, 50.0, math.nan],
             "change_pct": [100.0, 0.0, math.nan],
             "sparkline": [[100.0, 200.0], [50.0], []],
