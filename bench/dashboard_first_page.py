@@ -23,6 +23,14 @@ user comes; the same moment since the server waits for the warm-up). Each varian
 reports the time from the process's start to its first view (process up + first view):
 what a user who opens the page while the dashboard starts waits in all.
 
+``--baseline-rev REV`` also starts the launcher of the project as of git revision REV
+(from a copy of that revision's files, ``git archive``), same run, interleaved: the cost
+of a change to the page, under the same load. The revision must read the day this script
+seeds, so it must be one whose dashboard reads the Delta lake and the summaries as Delta
+tables (``DELTA_DASHBOARD`` or a later one; refused otherwise): a revision of the layout
+before, such as ``7b34cf7``, would need its own seeding of the old layout, which this
+script no longer has.
+
 ``--baseline-plain`` starts the process the way it was started before the launcher
 (``streamlit run streamlit_app/app.py``: the page's libraries import on the first page),
 in turn with ``finpipe-dashboard``, same run, and prints the ratio; ``--baseline-imports``
@@ -57,6 +65,7 @@ import argparse
 import datetime as dt
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -80,6 +89,9 @@ from streamlit_app.charts import HEATMAP_CELLS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_BATCHES = 86_400 // TRIGGER_S
+# The first revision whose dashboard reads the day seeded here: the lake's tail follows the
+# Delta log, the summaries are Delta tables. --baseline-rev takes it or its descendants.
+DELTA_DASHBOARD = "2aec21b"
 # the first view: the header's five metrics, the heatmap and the markets table
 FIRST_VIEW = f"""() => document.querySelectorAll('[data-testid="stMetric"]').length >= 5
     && document.querySelectorAll('{HEATMAP_CELLS}').length > 0
@@ -118,11 +130,38 @@ cli.main(prog_name="streamlit")
 """
 
 
-def start(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def reads_delta_day(rev: str) -> bool:
+    """Whether the dashboard of ``rev`` reads the Delta lake (``DELTA_DASHBOARD`` is in its
+    history); an unknown revision ends the script."""
+    known = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+    )
+    if known.returncode != 0:
+        raise SystemExit(f"--baseline-rev: no such revision: {rev}")
+    ancestor = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", DELTA_DASHBOARD, rev], cwd=ROOT, check=False
+    )
+    return ancestor.returncode == 0
+
+
+def export_revision(rev: str) -> Path:
+    """The project's files as of ``rev``, in a new temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix=f"first-page-{rev}-"))
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def start(
+    argv: list[str], env: dict[str, str], port: int, log: Path, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [*argv, "--server.address", "127.0.0.1", "--server.port", str(port)],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -249,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also the launcher as it was before its warm-up: the page's imports only",
     )
     parser.add_argument(
+        "--baseline-rev",
+        metavar="GIT_REV",
+        help=f"also the launcher of the project as of this revision ({DELTA_DASHBOARD} or later)",
+    )
+    parser.add_argument(
         "--baseline-sequential",
         action="store_true",
         help="also the launcher whose server did not wait for the store's first snapshot",
@@ -259,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     window = base.dashboard_tail_minutes
     if args.replay_minutes < window:
         parser.error(f"--replay-minutes must cover the tail's window ({window} min)")
+    if args.baseline_rev and not reads_delta_day(args.baseline_rev):
+        parser.error(
+            f"--baseline-rev {args.baseline_rev} reads the lake's layout before Delta: give a "
+            f"revision with {DELTA_DASHBOARD} in its history (see the docstring)"
+        )
     root = f"bench-first-page-{uuid.uuid4().hex[:8]}"
     symbols = DEMO_50_TICKERS
     settings = base.model_copy(
@@ -285,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         variants["imports only"] = [sys.executable, "-c", IMPORTS_ONLY]
     if args.baseline_sequential:
         variants[SEQUENTIAL] = [sys.executable, "-c", STORE_AFTER_WARM_UP]
+    folders: dict[str, Path] = {}  # where a variant runs (its imports come from there)
+    if args.baseline_rev:
+        at_rev = f"launcher at {args.baseline_rev}"
+        variants[at_rev] = [sys.executable, "-m", "streamlit_app.serve"]
+        folders[at_rev] = export_revision(args.baseline_rev)
     pages: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     starts: dict[str, list[float]] = {name: [] for name in variants}
     again: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
@@ -310,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, command in variants.items():
                     commits, catch_up = pipeline.catch_up(dt.datetime.now(dt.UTC))
                     log = logs / f"{name.replace(' ', '-')}-{n}.log"
-                    proc = start(command, env, args.port, log)
+                    proc = start(command, env, args.port, log, folders.get(name, ROOT))
                     try:
                         starts[name].append(wait_healthy(url, proc))
                         if name == WARM:
@@ -341,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             browser.close()
     finally:
         cleanup(settings, root)
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
     for name, samples in pages.items():
         views, wholes = [v for v, _ in samples], [w for _, w in samples]
         print(
@@ -353,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             f"first view p50 {statistics.median(v for v, _ in again[name]):.2f} s, whole "
             f"p50 {statistics.median(w for _, w in again[name]):.2f} s"
         )
-    for baseline in ("plain streamlit run", "imports only", SEQUENTIAL):
+    at = [f"launcher at {args.baseline_rev}"] if args.baseline_rev else []
+    for baseline in ("plain streamlit run", "imports only", SEQUENTIAL, *at):
         if baseline not in pages:
             continue
         for i, what in enumerate(("first view", "whole page")):

@@ -231,6 +231,9 @@ class Settings(BaseSettings):
         default=5.0, ge=1, le=3600, alias="DASHBOARD_REFRESH_SECONDS"
     )
     dashboard_tail_minutes: int = Field(default=15, ge=1, le=120, alias="DASHBOARD_TAIL_MINUTES")
+    dashboard_live_refresh_seconds: float = Field(
+        default=1.0, ge=0.2, le=60, alias="DASHBOARD_LIVE_REFRESH_SECONDS"
+    )
 
     # --- user interfaces (loopback ports in local mode) ---------------------------------
     dagster_port: int = Field(default=3000, ge=1, le=65535, alias="DAGSTER_PORT")

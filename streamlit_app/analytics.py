@@ -36,6 +36,9 @@ from streamlit_app.windows import Window, ceil_minute
 
 TRADE_TAPE_ROWS = 50
 LATENCY_MINUTES = 5
+# A sparkline of a whole day (1,440 closes) is cut to about this many points: the cell is a
+# few hundred pixels wide, and the table is sent to every session every second.
+SPARKLINE_POINTS = 120
 
 # The tail's 1-minute bars (the core's bar, finpipe.bars), computed once per snapshot
 # (every minute the tail touches, the partial first one included) and shared by all
@@ -106,26 +109,28 @@ def _frame(snapshot: Snapshot, sql: str, params: dict[str, object]) -> pd.DataFr
 class Freshness:
     newest_trade_ts: dt.datetime | None
     age_seconds: float | None
+    newest_received_ts: dt.datetime | None = None
+    """The producer's receive time of the newest trade read from the lake's tail."""
 
 
 def lake_freshness(snapshot: Snapshot) -> Freshness:
     """Age of the newest trade: from the tail, else from the latest-prices summary."""
-    newest = (
+    newest, received = (
         connection(snapshot)
         .execute(
             """
-            SELECT max(ts) FROM (
+            SELECT max(ts), (SELECT max(ingest_ts) FROM tail) FROM (
                 SELECT max(trade_ts) AS ts FROM tail
                 UNION ALL
                 SELECT max(trade_ts) FROM latest
             )
             """
         )
-        .fetchone()[0]
+        .fetchone()
     )
     if newest is None:
-        return Freshness(None, None)
-    return Freshness(newest, (snapshot.now - newest).total_seconds())
+        return Freshness(None, None, received)
+    return Freshness(newest, (snapshot.now - newest).total_seconds(), received)
 
 
 @dataclass(frozen=True)
@@ -133,27 +138,68 @@ class Latency:
     p50_ms: float | None
     p95_ms: float | None
     trades: int
+    since: dt.datetime | None = None
+    """When the window starts later than its minutes ago: the lake writer's current run
+    began then (its catch-up is left out); None when the writer ran all along."""
+
+
+# A lake writer that committed nothing for this long while trades waited for it was not
+# running (a restart: the JVM alone takes ~15 s); a quiet market pauses it too, but then
+# no trade waits through the pause.
+WRITER_PAUSE_SECONDS = 30.0
 
 
 def end_to_end_latency(snapshot: Snapshot, minutes: int = LATENCY_MINUTES) -> Latency:
-    """Producer receive -> row in the lake (ingest_ts -> processed_ts), recent rows only."""
+    """Producer receive -> row in the lake (ingest_ts -> processed_ts), over the trades
+    received in the last ``minutes`` and since the lake writer's current run began.
+
+    A micro-batch has one ``processed_ts``. A batch committed more than
+    ``WRITER_PAUSE_SECONDS`` after the previous one (or after the tail's start) that holds
+    a trade received that long before it is a writer's first after a pause: a (re)started
+    platform catching up. Trades received before the newest such batch are left out: that
+    catch-up is not the platform's latency. Later batches count, however slow.
+    """
     row = (
         connection(snapshot)
         .execute(
             """
-            SELECT quantile_cont(latency_ms, [0.5, 0.95]), count(*)
-            FROM (
-                SELECT epoch_ms(processed_ts) - epoch_ms(ingest_ts) AS latency_ms
-                FROM tail
-                WHERE processed_ts >= $since
+            WITH batches AS (
+                SELECT processed_ts, min(ingest_ts) AS first_received
+                FROM tail GROUP BY processed_ts
+            ),
+            paused AS (
+                SELECT processed_ts, first_received,
+                       coalesce(lag(processed_ts) OVER (ORDER BY processed_ts), $tail_start)
+                           AS previous
+                FROM batches
+            ),
+            run AS (
+                SELECT max(processed_ts) AS began FROM paused
+                WHERE epoch_ms(processed_ts) - epoch_ms(previous) > $pause_ms
+                  AND epoch_ms(processed_ts) - epoch_ms(first_received) > $pause_ms
             )
+            SELECT quantile_cont(latency_ms, [0.5, 0.95]), count(latency_ms), any_value(began)
+            FROM run LEFT JOIN (
+                SELECT epoch_ms(processed_ts) - epoch_ms(ingest_ts) AS latency_ms, ingest_ts
+                FROM tail WHERE ingest_ts >= $since
+            ) AS recent ON began IS NULL OR ingest_ts >= began
             """,
-            {"since": snapshot.now - dt.timedelta(minutes=minutes)},
+            {
+                "since": snapshot.now - dt.timedelta(minutes=minutes),
+                "tail_start": snapshot.tail_cutoff,
+                "pause_ms": WRITER_PAUSE_SECONDS * 1000,
+            },
         )
         .fetchone()
     )
     p50, p95 = row[0] if row[0] is not None else (None, None)
-    return Latency(p50, p95, int(row[1]))
+    began = row[2]
+    since = (
+        began
+        if began is not None and began > snapshot.now - dt.timedelta(minutes=minutes)
+        else None
+    )
+    return Latency(p50, p95, int(row[1]), since)
 
 
 # --- symbols and tiles ------------------------------------------------------------------
@@ -179,9 +225,10 @@ def symbols_present(snapshot: Snapshot) -> list[str]:
 
 def price_tiles(snapshot: Snapshot, symbols: list[str]) -> pd.DataFrame:
     """Per symbol of today's session: last price, change since the session's first trade,
-    and the 1-minute closes for a sparkline. Symbols without trades today get NULLs."""
+    and the 1-minute closes for a sparkline (every n-th and the last, at most about
+    ``SPARKLINE_POINTS``). Symbols without trades today get NULLs."""
     day_start = dt.datetime.combine(snapshot.today, dt.time(), dt.UTC)
-    return _frame(
+    tiles = _frame(
         snapshot,
         _BARS
         + """
@@ -223,6 +270,18 @@ def price_tiles(snapshot: Snapshot, symbols: list[str]) -> pd.DataFrame:
             "day_end": day_start + dt.timedelta(days=1),
         },
     )
+    tiles["sparkline"] = tiles["sparkline"].map(thinned)
+    return tiles
+
+
+def thinned(closes: list[float], points: int = SPARKLINE_POINTS) -> list[float]:
+    """Every n-th close and the last one, about ``points`` in all."""
+    values = [float(close) for close in closes]  # numpy scalars are slow to write as text
+    step = max(1, math.ceil(len(values) / points))
+    kept = values[::step]
+    if values and (len(values) - 1) % step:
+        kept.append(values[-1])
+    return kept
 
 
 # --- charts -----------------------------------------------------------------------------

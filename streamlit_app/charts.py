@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import math
 
@@ -17,6 +18,9 @@ CANDLE_CHART_HEIGHT = 520
 HEATMAP_COLUMNS = 8  # cells wide enough for BINANCE:1000PEPEUSDT on a laptop screen
 HEATMAP_COLOURS = "RdYlGn"
 HEATMAP_NO_CHANGE = "rgb(200, 200, 200)"
+FEW_POINTS = 5  # a series shorter than this is drawn with markers
+MIN_PERCENT_SPAN = 1.0  # the comparison's y axis spans at least this many percentage points
+MIN_PRICE_SPAN = 0.002  # ... and the candles' at least this fraction of the price
 HEATMAP_CLASS = "finpipe-heatmap"
 HEATMAP_CELLS = f".{HEATMAP_CLASS} .cell"  # CSS selector of the cells (also the tests')
 HEATMAP_STYLE = (
@@ -75,29 +79,65 @@ def candlestick(bars: pd.DataFrame, symbol: str, window: Window) -> go.Figure:
         uirevision=symbol,  # keeps the user's zoom across auto-refreshes
     )
     figure.update_xaxes(range=[window.start, window.end])
-    figure.update_yaxes(title_text="price", row=1, col=1)
+    prices = pd.concat([bars["low"], bars["high"], bars["session_vwap"].dropna()])
+    span = MIN_PRICE_SPAN * float(prices.abs().max())
+    figure.update_yaxes(title_text="price", range=readable_range(prices, span), row=1, col=1)
     figure.update_yaxes(title_text="volume", row=2, col=1)
+    figure.update_yaxes(separatethousands=True, exponentformat="none")
     return figure
 
 
-def comparison(prices: pd.DataFrame) -> go.Figure:
-    """Each symbol's close as a percentage of its first close in the window."""
+def comparison(prices: pd.DataFrame, window: Window) -> go.Figure:
+    """Each symbol's close as a percentage of its first close in the window, over the
+    whole window; a series of a few points is drawn with markers (one point draws no
+    line)."""
     figure = px.line(prices, x="minute", y="normalized", color="symbol")
+    short = prices.groupby("symbol").size().min() < FEW_POINTS
+    figure.update_traces(
+        mode="lines+markers" if short else "lines",
+        hovertemplate="%{fullData.name}<br>%{x|%H:%M} UTC<br>%{y:.2f} %<extra></extra>",
+    )
     figure.add_hline(y=100, line_dash="dot", line_color="gray")
     figure.update_layout(
         height=360,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        yaxis_title="% of first close in window",
         xaxis_title=None,
         legend_title_text=None,
         uirevision="comparison",
     )
+    figure.update_xaxes(range=[window.start, window.end])
+    figure.update_yaxes(
+        title_text="% of first close in window",
+        tickformat=".2f",
+        range=readable_range(prices["normalized"], MIN_PERCENT_SPAN),
+    )
     return figure
 
 
-def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> str:
+def readable_range(values: pd.Series, least_span: float) -> list[float] | None:
+    """An axis range at least ``least_span`` wide around ``values``, or None (Plotly's own)
+    when they already span that much: a flat or single value made Plotly zoom into its
+    rounding noise (ticks like ``100.00000000000001421``)."""
+    low, high = float(values.min()), float(values.max())
+    if math.isnan(low) or high - low >= least_span:
+        return None
+    middle = (low + high) / 2
+    return [middle - least_span / 2, middle + least_span / 2]
+
+
+def returns_heatmap(
+    tiles: pd.DataFrame,
+    columns: int = HEATMAP_COLUMNS,
+    *,
+    source: str = "lake",
+    newest_received: dt.datetime | None = None,
+) -> str:
     """Today's change of every symbol as a grid of cells, biggest gain first, red to green
     around zero (one colour scale for all, so 50 symbols read at a glance).
+
+    The grid's ``data-source`` (``live`` or ``lake``) and ``data-newest-received-ms`` (the
+    producer's receive time of the newest trade shown, epoch ms) let a browser measure how
+    old what it shows is (``bench/dashboard_live.py``).
 
     HTML for ``st.html``, not a Plotly figure: the browser draws it as soon as it arrives.
     As a Plotly chart, the page's first view waited for plotly.js, the largest script of
@@ -115,9 +155,11 @@ def returns_heatmap(tiles: pd.DataFrame, columns: int = HEATMAP_COLUMNS) -> str:
         _heatmap_cell(str(symbol), pct, colour)
         for symbol, pct, colour in zip(ordered["symbol"], changes, colours, strict=True)
     )
+    received = "" if newest_received is None else str(int(newest_received.timestamp() * 1000))
     return (
         f"<style>{HEATMAP_STYLE}</style>"
-        f'<div class="{HEATMAP_CLASS}" style="grid-template-columns: '
+        f'<div class="{HEATMAP_CLASS}" data-source="{html.escape(source, quote=True)}" '
+        f'data-newest-received-ms="{received}" style="grid-template-columns: '
         f'repeat({columns}, minmax(0, 1fr))">{cells}</div>'
     )
 

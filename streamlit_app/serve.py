@@ -37,6 +37,7 @@ from pathlib import Path
 import structlog
 
 from finpipe.settings import Settings, load_settings
+from streamlit_app import live
 from streamlit_app.store import empty_snapshot, shared_store
 
 APP = Path(__file__).with_name("app.py")
@@ -51,28 +52,34 @@ def warm_up() -> None:
     """The page's modules and, through them, its heavy libraries (the script imports them
     again by name and finds them loaded), then the page's code on an empty snapshot: what
     is loaded on first use gets loaded."""
+    import pandas as pd
+
     import streamlit_app.status  # noqa: F401
-    from streamlit_app import analytics, charts
+    from streamlit_app import analytics, charts, tables
     from streamlit_app.windows import WindowChoice, resolve
 
     now = dt.datetime.now(dt.UTC)
     window = resolve(WindowChoice.TODAY, now)
     snapshot = empty_snapshot(now)
     charts.candlestick(analytics.candles(snapshot, "warm-up", window), "warm-up", window)
-    charts.comparison(analytics.normalized_prices(snapshot, ["warm-up"], window))
-    analytics.price_tiles(snapshot, ["warm-up"])
+    charts.comparison(analytics.normalized_prices(snapshot, ["warm-up"], window), window)
+    live.with_live_prices(analytics.price_tiles(snapshot, ["warm-up"]), {})
+    live.tape_frame([])
+    tables.styled(pd.DataFrame({"price": [1.0]}), {"price": tables.price_text}).to_html()
     import boto3  # the lake tail's client, imported by name when it is made
 
     boto3.client("s3", region_name="us-east-1")  # loads and caches S3's service model
 
 
 def warm_store(settings: Settings | None = None) -> bool:
-    """The store's first snapshot, before a browser asks (a page that comes while it is
-    taken waits for it and then reads only what is new). False when settings or storage
-    are wrong: the page then shows what is wrong."""
+    """The live feed's start and the store's first snapshot, before a browser asks (a page
+    that comes while it is taken waits for it and then reads only what is new; the feed is
+    the one every session shares). False when settings or storage are wrong: the page
+    then shows what is wrong."""
     try:
         settings = settings or load_settings()
         started = time.monotonic()
+        live.shared_feed(settings)  # its consumer connects while the store reads
         shared_store(settings).snapshot([])
     except Exception as exc:  # the page shows what is wrong with settings or storage
         log.info("dashboard.warm_up_skipped", reason=f"{type(exc).__name__}: {exc}"[:300])

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,15 @@ def infrastructure(settings: Settings) -> Iterator[Settings]:
         for proc in reversed(processes):
             if proc.name not in running_before:
                 proc.stop()
+
+
+@pytest.fixture
+def broker(infrastructure: Settings) -> Iterator[Any]:
+    """The test broker, to stop and start; always running again after the test."""
+    from infra import services
+
+    kafka = services.kafka_process(infrastructure)
+    yield kafka
+    if kafka.pid() is None:
+        services.prepare_kafka(infrastructure)
+        kafka.start()

@@ -108,16 +108,6 @@ def producer_process(
         process.kill_if_running()
 
 
-@pytest.fixture
-def broker(infrastructure: Settings) -> Iterator[Any]:
-    """The test broker, to stop and start; always running again after the test."""
-    kafka = services.kafka_process(infrastructure)
-    yield kafka
-    if kafka.pid() is None:
-        services.prepare_kafka(infrastructure)
-        kafka.start()
-
-
 def _start_broker(settings: Settings, kafka: Any) -> None:
     services.prepare_kafka(settings)
     kafka.start()

@@ -9,6 +9,9 @@ complete minutes from ``now - 14 min 20 s`` rounded up, called ``floor`` below.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -243,11 +246,13 @@ def market_trades(now: dt.datetime, symbols: list[str], hours: float) -> pa.Tabl
     return table.cast(contracts.LAKE_SCHEMA).sort_by("trade_ts")
 
 
-def seed_market(settings: Settings, now: dt.datetime, symbols: list[str], hours: float = 3) -> int:
+def seed_market(
+    settings: Settings, now: dt.datetime, symbols: list[str], hours: float = 3
+) -> dict[str, float]:
     """``hours`` of the simulator's market before ``now``: summaries published by the
     summaries' own SQL up to a minute ago (as the refresh leaves them), and the last 16
     minutes in the lake as one micro-batch per minute (one file per symbol and minute).
-    Returns the number of lake files."""
+    Returns each symbol's last price (where a live feed of the same market goes on from)."""
     import duckdb
 
     from finpipe_dagster.summaries import sql
@@ -285,4 +290,65 @@ def seed_market(settings: Settings, now: dt.datetime, symbols: list[str], hours:
             {"b": batch},
         ).to_arrow_table()
         commit_batch(settings, rows, n)
-    return len(lake.table_files(lake.trades_table(settings).open()))
+    last = con.execute("SELECT symbol, arg_max(price, trade_ts) FROM recent GROUP BY symbol")
+    return dict(last.fetchall())
+
+
+# --- a live feed of the same market, on a Kafka topic of its own ---------------------------
+
+
+def new_topic(settings: Settings, prefix: str = "live") -> str:
+    """A new trades topic (3 partitions, like the platform's), created and empty."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_server})
+    admin.create_topics([NewTopic(name, 3, 1)])[name].result(30)
+    return name
+
+
+def on_tick(symbol: str, price: float) -> float:
+    """A price on the simulator's ticks: cents for shares, six significant digits else."""
+    if ":" not in symbol and price >= 1:
+        return round(price, 2)
+    return round(price, 5 - math.floor(math.log10(price)))
+
+
+class MarketFeed(threading.Thread):
+    """Contract records (``TradeRecord``) of ``symbols`` on ``topic`` at ``rate`` trades/s,
+    each price a small random step from the last (starting from ``prices``), stamped
+    with the moment it is made as trade and receive time, until :meth:`stop`."""
+
+    def __init__(self, settings: Settings, topic: str, prices: dict[str, float], rate: float):
+        super().__init__(name="market-feed", daemon=True)
+        self.settings, self.topic, self.rate = settings, topic, rate
+        self.prices = dict(prices)
+        self.sent = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import random
+
+        import msgspec
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.settings.kafka_server, "linger.ms": 5})
+        encoder = msgspec.json.Encoder()
+        symbols, rng, began = list(self.prices), random.Random(7), time.monotonic()
+        while not self._halt.wait(0.02):
+            now_ms = int(time.time() * 1000)
+            for _ in range(int((time.monotonic() - began) * self.rate) - self.sent):
+                symbol = symbols[self.sent % len(symbols)]
+                price = on_tick(symbol, self.prices[symbol] * (1 + rng.gauss(0, 0.0001)))
+                self.prices[symbol] = price
+                record = contracts.TradeRecord(
+                    symbol, price, 10.0, now_ms, None, now_ms, "simulator"
+                )
+                producer.produce(self.topic, key=symbol, value=encoder.encode(record))
+                self.sent += 1
+            producer.poll(0)
+        producer.flush(5)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(30)

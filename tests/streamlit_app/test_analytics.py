@@ -149,6 +149,70 @@ def test_freshness_and_latency_from_the_tail() -> None:
     assert latency.p95_ms == pytest.approx(290.0)
 
 
+def batch(trades: list[tuple[dt.datetime, int]], processed: dt.datetime) -> list[Trade]:
+    """One micro-batch committed at ``processed``: (trade time, offset) pairs, each received
+    5 ms after it was made (``lake_table``)."""
+    return [
+        Trade(
+            BTC,
+            ts,
+            100.0,
+            1.0,
+            offset,
+            latency_ms=(processed - ts) // dt.timedelta(milliseconds=1) - 5,
+        )
+        for ts, offset in trades
+    ]
+
+
+def with_tail(trades: list[Trade]) -> Snapshot:
+    snap = snapshot()
+    snap.tail = lake_table(trades).select(TAIL_COLUMNS).cast(TAIL_SCHEMA)
+    return snap
+
+
+def test_latency_leaves_out_the_catch_up_of_a_restarted_writer() -> None:
+    """The writer was down from 14:25:40 to 14:28:00 while trades arrived; its first batch
+    (14:28:00) holds trades that waited up to 2 min 20 s. The tile counts what was received
+    after that batch: two batches, 495 and 1,495 ms from receipt."""
+    s = dt.timedelta(seconds=1)
+    t0 = at(14, 25, 30).to_pydatetime()
+    trades = batch([(t0, 1)], t0 + 10 * s)  # before the pause: 10 s, received 5 min ago
+    trades += batch([(t0 + 20 * s + i * 10 * s, 2 + i) for i in range(13)], t0 + 150 * s)
+    trades += batch([(t0 + 160 * s, 20)], t0 + 160.5 * s)
+    trades += batch([(t0 + 170 * s, 21)], t0 + 171.5 * s)
+    latency = analytics.end_to_end_latency(with_tail(trades))
+    assert latency.since == t0 + 150 * s
+    assert latency.trades == 2
+    assert (latency.p50_ms, latency.p95_ms) == (pytest.approx(995.0), pytest.approx(1445.0))
+
+
+def test_latency_counts_a_quiet_market_s_batches_and_slow_ones() -> None:
+    """No batch for minutes because nothing traded is no restart; a slow batch (20 s) is
+    the platform's latency and counts."""
+    s = dt.timedelta(seconds=1)
+    t0 = at(14, 26).to_pydatetime()
+    trades = batch([(t0, 1)], t0 + 1 * s)
+    trades += batch([(t0 + 120 * s, 2)], t0 + 121 * s)  # after two quiet minutes
+    trades += batch([(t0 + 125 * s, 3), (t0 + 130 * s, 4)], t0 + 150 * s)  # slow: 20-25 s
+    latency = analytics.end_to_end_latency(with_tail(trades))
+    assert latency.since is None
+    assert latency.trades == 4
+    assert latency.p95_ms == pytest.approx(19_995 + 0.85 * 5_000)  # 995, 995, 19,995, 24,995
+
+
+def test_latency_leaves_out_a_fresh_platform_s_first_batch() -> None:
+    """A platform started 40 s ago: the producer received from the start, the writer's
+    first batch came 40 s later (nothing earlier in the tail). Received after it: 295 ms."""
+    s = dt.timedelta(seconds=1)
+    t0 = at(14, 29, 40).to_pydatetime() - 40 * s
+    trades = batch([(t0 + i * s, i) for i in range(40)], t0 + 40 * s)
+    trades += batch([(t0 + 41 * s, 40)], t0 + 41.3 * s)
+    latency = analytics.end_to_end_latency(with_tail(trades))
+    assert latency.since == t0 + 40 * s
+    assert (latency.trades, latency.p50_ms) == (1, pytest.approx(295.0))
+
+
 def test_freshness_falls_back_to_the_summary_and_empty_is_none() -> None:
     fresh = analytics.lake_freshness(snapshot(with_tail=False))
     assert fresh.newest_trade_ts == at(14, 14)  # BTC's row in latest_prices

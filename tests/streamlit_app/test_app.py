@@ -1,18 +1,23 @@
-"""The page renders, through Streamlit's AppTest, with data, without, and with no store."""
+"""The page renders, through Streamlit's AppTest, with data, without, with no store, with
+the live feed and without its broker."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from finpipe.settings import Settings
+from finpipe.settings import Settings, load_settings
 from producer.simulator.market import DEMO_50_TICKERS
+from streamlit_app import live
 from streamlit_app.charts import HEATMAP_CLASS
+from streamlit_app.live import FeedState
 from tests.streamlit_app.dashboard_seed import (
     BRK,
     BTC,
@@ -23,9 +28,22 @@ from tests.streamlit_app.dashboard_seed import (
     write_lake,
 )
 from tests.streamlit_app.test_charts import cells as heatmap_cells
+from tests.streamlit_app.test_live import produce, record
+from tests.streamlit_app.test_live import topic as topic  # a fixture
 from tests.streamlit_app.test_store import closed_port
+from tests.support.waiting import wait_for
 
 APP = Path(__file__).resolve().parents[2] / "streamlit_app" / "app.py"
+# The pages' live feed reads a topic nothing writes to unless a test says otherwise: the
+# lake's prices are what the tests check (one feed for them all: one per topic and process).
+QUIET_TOPIC = f"dashboard-quiet-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _stop_feeds() -> Iterator[None]:
+    """Each test's pages get a feed of their own, stopped after the test."""
+    yield
+    live.release_feeds()
 
 
 def run_page(
@@ -34,6 +52,7 @@ def run_page(
     monkeypatch.setenv("LAKE_PREFIX", settings.lake_prefix)
     monkeypatch.setenv("SUMMARIES_PREFIX", settings.summaries_prefix)
     monkeypatch.setenv("FINNHUB_TICKERS", f"{BTC},{BRK},MSFT")
+    monkeypatch.setenv("KAFKA_TOPIC", QUIET_TOPIC)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     if page is None:
@@ -155,3 +174,55 @@ def test_page_with_the_store_unreachable(
 def test_page_with_bad_settings(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     page = run_page(monkeypatch, settings, FRESHNESS_WARN_SECONDS="900")
     assert "FRESHNESS_WARN_SECONDS must be smaller" in page.error[0].value
+
+
+def test_live_prices_and_tape_replace_the_lake_s_once_the_feed_reads_trades(
+    monkeypatch: pytest.MonkeyPatch, infrastructure: Settings, topic: str
+) -> None:
+    """The lake says BTC 106.0; the feed then reads BTC at 107.0 and BRK.B: the markets,
+    the chosen symbol's price and the tape say so and are marked live."""
+    settings = unique_settings(infrastructure, "live")
+    now = past_midnight()
+    seed_store(settings, now)
+    page = run_page(monkeypatch, settings, KAFKA_TOPIC=topic)  # starts the process's feed
+    lake_change = market_table(page).set_index("symbol").loc[BTC, "change_pct"]
+    session_open = 106.0 / (1 + lake_change / 100)
+    feed = live.shared_feed(load_settings())
+    wait_for("the feed to go live", lambda: feed.status().live, 30)
+    produce(infrastructure, topic, [record(BTC, 107.0), record(BTC, 107.5), record(BRK, 52.0)])
+    wait_for("the trades", lambda: {BTC, BRK} <= set(feed.latest()), 30)
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    markets = market_table(page).set_index("symbol")
+    assert markets.loc[BTC, "price"] == 107.5
+    assert markets.loc[BTC, "change_pct"] == pytest.approx((107.5 / session_open - 1) * 100)
+    assert markets.loc[BRK, "price"] == 52.0 and markets.loc["AAPL", "price"] == 200.0
+    assert any("Markets today" in s.value and "live" in s.value for s in page.subheader)
+    metrics = {m.label: m.value for m in page.metric}
+    assert metrics["Last price"] == "107.50" and metrics["Price from"] == "live"
+    assert metrics["Live feed"] == "live"
+    (tape,) = [d.value for d in page.dataframe if "latency_ms" in d.value.columns]
+    assert tape["price"].tolist() == [107.5, 107.0]  # the feed's, newest first
+    assert any("Trade tape" in s.value and "live" in s.value for s in page.subheader)
+
+
+def test_without_a_broker_the_page_says_so_and_shows_the_lake(
+    monkeypatch: pytest.MonkeyPatch, infrastructure: Settings
+) -> None:
+    settings = unique_settings(infrastructure, "nobroker")
+    now = past_midnight()
+    seed_store(settings, now)
+    nowhere = f"127.0.0.1:{closed_port()}"
+    page = run_page(monkeypatch, settings, KAFKA_SERVER=nowhere)
+    feed = live.shared_feed(load_settings())
+    wait_for("unreachable", lambda: feed.status().state is FeedState.UNREACHABLE, 30)
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    (warning,) = page.warning
+    assert f"KAFKA_SERVER={nowhere} is unreachable" in warning.value
+    assert "from the lake" in warning.value
+    assert market_table(page).set_index("symbol").loc[BTC, "price"] == 106.0
+    metrics = {m.label: m.value for m in page.metric}
+    assert (metrics["Live feed"], metrics["Price from"]) == ("down", "lake")
+    (tape,) = [d.value for d in page.dataframe if "latency_ms" in d.value.columns]
+    assert tape["price"].tolist()[0] == 106.0  # the lake's tape

@@ -1,9 +1,11 @@
 """A real browser (Debian's headless Chromium through Playwright) on the running app.
 
-`streamlit run` serves the page against the seeded test MinIO (three hours of the
-simulator's market, in 7 and in 50 symbols); the test opens a URL that names a symbol,
-waits for the candlestick chart and the heatmap, reads the heatmap's cells as a person
-would see them and keeps a full-page screenshot in test-artifacts/.
+`finpipe-dashboard` serves the page against the seeded test MinIO (three hours of the
+simulator's market, in 7 and in 50 symbols) while a feed goes on with the same market on
+a Kafka topic of its own. The tests open a URL that names a symbol, wait for the
+candlestick chart and the heatmap, read the page as a person would (at 1,280 and 1,920
+px), watch the live parts change, stop the broker, and keep full-page screenshots in
+test-artifacts/ (the README's are copies of them).
 """
 
 from __future__ import annotations
@@ -17,25 +19,52 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 from finpipe.settings import DEFAULT_TICKERS, Settings
+from infra import services
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
-from streamlit_app.charts import HEATMAP_CELLS
-from tests.streamlit_app.dashboard_seed import seed_market, unique_settings
+from streamlit_app.charts import HEATMAP_CELLS, HEATMAP_CLASS
+from tests.streamlit_app.dashboard_seed import MarketFeed, new_topic, seed_market, unique_settings
 from tests.support.network import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+FEED_RATE = 100  # trades/s over all symbols: a chosen symbol trades at least twice a second
+WIDTHS = (1280, 1920)  # px: every table and tile title must read whole at both
 FIRST_LINES = """els => els.map(e => {
     const line = e.querySelector('tspan.line');
     return (line || e).textContent;
 })"""
+CELL_TEXTS = """els => els.map(e => [e.querySelector('.symbol').textContent,
+                                 e.querySelector('.change').textContent])"""
 HAS_CANDLESTICK = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .some(p => (p.data || []).some(t => t.type === 'candlestick'))"""
+# What a reader cannot see whole: per table the width hidden behind its horizontal scroll
+# bar; the tiles' texts cut by an ellipsis; the heatmap's symbols and changes cut.
+HIDDEN = """() => ({
+    tables: [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+        .map(t => { const s = t.querySelector('.dvn-scroller');
+                    return s ? s.scrollWidth - s.clientWidth : null; }),
+    tiles: [...document.querySelectorAll('[data-testid="stMetric"] *')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent),
+    cells: [...document.querySelectorAll('.finpipe-heatmap .cell')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent),
+})"""
+SOURCE = f"""() => {{
+    const grid = document.querySelector('.{HEATMAP_CLASS}');
+    return grid && grid.dataset.source;
+}}"""
+
+
+class Dashboard(NamedTuple):
+    url: str
+    symbols: list[str]
+    feed: MarketFeed
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -65,23 +94,31 @@ def wait_for_a_trading_day() -> None:
         time.sleep((ready - now).total_seconds())
 
 
-@pytest.fixture(params=[DEFAULT_TICKERS, DEMO_50_TICKERS], ids=["7-symbols", "50-symbols"])
+@pytest.fixture(scope="module")
 def dashboard(
-    request: pytest.FixtureRequest, infrastructure: Settings, tmp_path: Path
-) -> Iterator[tuple[str, list[str]]]:
-    """``streamlit run`` over three hours of the simulator's market in 7 or 50 symbols."""
+    request: pytest.FixtureRequest,
+    infrastructure: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Dashboard]:
+    """`finpipe-dashboard` over three hours of the simulator's market in the symbols of
+    the parameter, the market going on live on a topic of its own."""
     symbols = list(request.param)
     wait_for_a_trading_day()
     settings = unique_settings(infrastructure, "browser")
-    seed_market(settings, dt.datetime.now(dt.UTC), symbols)
+    prices = seed_market(settings, dt.datetime.now(dt.UTC), symbols)
+    topic = new_topic(settings, "browser")
+    feed = MarketFeed(settings, topic, prices, FEED_RATE)
+    feed.start()
     port = free_port()
     env = dict(
         os.environ,
         LAKE_PREFIX=settings.lake_prefix,
         SUMMARIES_PREFIX=settings.summaries_prefix,
         FINNHUB_TICKERS=",".join(symbols),
+        KAFKA_TOPIC=topic,
     )
-    log = (tmp_path / "streamlit.log").open("wb")
+    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "streamlit_app.serve"),  # what `make up` starts
@@ -97,9 +134,10 @@ def dashboard(
     try:
         wait_healthy(url, proc)
         # the launcher answers only once its store has read the lake (serve.py)
-        assert "dashboard.store_warm" in (tmp_path / "streamlit.log").read_text(errors="replace")
-        yield url, symbols
+        assert "dashboard.store_warm" in log_path.read_text(errors="replace")
+        yield Dashboard(url, symbols, feed)
     finally:
+        feed.stop()
         proc.terminate()
         try:
             proc.wait(timeout=15)
@@ -108,43 +146,122 @@ def dashboard(
         log.close()
 
 
-def test_browser_shows_the_market_heatmap_table_and_the_symbol_of_the_url(
-    dashboard: tuple[str, list[str]],
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=ensure_chromium(), args=list(CHROMIUM_ARGS), headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser: Any, dashboard: Dashboard, symbol: str, width: int = WIDTHS[0]) -> Page:
+    page = browser.new_page(viewport={"width": width, "height": 2200})
+    page.goto(f"{dashboard.url}/?symbol={urllib.parse.quote(symbol)}", wait_until="commit")
+    page.wait_for_function(HAS_CANDLESTICK, timeout=90_000)
+    page.locator(HEATMAP_CELLS).first.wait_for(timeout=30_000)
+    # the tables' grid loads its own script: wait for it as a person would, since the
+    # charts above it can finish drawing first
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"] canvas').length >= 3",
+        timeout=30_000,
+    )
+    return page
+
+
+def tile(page: Page, label: str) -> str:
+    metric = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def no_error_on(page: Page) -> None:
+    assert not page.locator('[data-testid="stException"]').count()
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body and "%3A" not in body
+
+
+@pytest.mark.parametrize(
+    "dashboard", [DEFAULT_TICKERS, DEMO_50_TICKERS], ids=["7-symbols", "50-symbols"], indirect=True
+)
+def test_browser_shows_the_markets_live_and_every_table_whole(
+    dashboard: Dashboard, browser: Any
 ) -> None:
-    """What a person sees: every symbol in the heatmap (in its own spelling), the table,
-    the candles of the symbol named in the URL; a full-page screenshot in test-artifacts/."""
-    url, symbols = dashboard
+    """What a person sees: every symbol in the heatmap (in its own spelling), the candles
+    of the symbol named in the URL, the markets, the chosen symbol's price and the tape
+    marked live and changing while the feed runs, every table with all its columns and
+    every tile title whole at 1,280 and 1,920 px; a full-page screenshot."""
+    symbols = dashboard.symbols
     chosen = "BRK.B" if "BRK.B" in symbols else symbols[-1]
     ARTIFACTS.mkdir(exist_ok=True)
     picture = ARTIFACTS / f"dashboard-{len(symbols)}.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=ensure_chromium(), args=list(CHROMIUM_ARGS), headless=True
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1400})
-            page.goto(f"{url}/?symbol={urllib.parse.quote(chosen)}", wait_until="domcontentloaded")
-            page.wait_for_function(HAS_CANDLESTICK, timeout=90_000)
-            page.locator(HEATMAP_CELLS).first.wait_for(timeout=30_000)
-            # each drawn cell as a person reads it: the symbol, then the change
-            cells = page.locator(HEATMAP_CELLS).all_inner_texts()
-            shown = {cell.split("\n")[0].strip() for cell in cells}
-            assert shown == set(symbols), set(symbols) ^ shown
-            assert len(cells) == len(symbols)
-            assert all(cell.split("\n")[1].strip().endswith("%") for cell in cells), cells
-            # the table's grid loads its own script: wait for it as a person would, since
-            # the charts above it can finish drawing first
-            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
-            titles = page.eval_on_selector_all(".js-plotly-plot .gtitle", FIRST_LINES)
-            assert chosen in titles, titles
-            page.wait_for_timeout(7_000)  # past the live part's next rerun (every 5 s)
-            titles = page.eval_on_selector_all(".js-plotly-plot .gtitle", FIRST_LINES)
-            assert chosen in titles, titles  # the choice of the URL stays
-            assert not page.locator('[data-testid="stMetricLabel"]', has_text="BINANCE").count()
-            body = page.locator("body").inner_text()
-            assert "%3A" not in body and "Traceback" not in body
-            page.wait_for_timeout(2000)  # let plotly and the table finish drawing
-            page.screenshot(path=str(picture), full_page=True)
-        finally:
-            browser.close()
+    page = open_page(browser, dashboard, chosen)
+    # each drawn cell: the symbol, then the change (its text, whatever the grid's reruns)
+    cells = page.eval_on_selector_all(HEATMAP_CELLS, CELL_TEXTS)
+    shown = {symbol for symbol, _ in cells}
+    assert shown == set(symbols), set(symbols) ^ shown
+    assert len(cells) == len(symbols)
+    assert all(change.endswith("%") for _, change in cells), cells
+    titles = page.eval_on_selector_all(".js-plotly-plot .gtitle", FIRST_LINES)
+    assert chosen in titles, titles
+
+    # live: marked so, and changing within seconds while the feed runs
+    page.wait_for_function(f"() => ({SOURCE})() === 'live'", timeout=30_000)
+    assert tile(page, "Live feed") == "live"
+    for heading in ("Markets today", "Trade tape"):
+        badge = page.locator('[data-testid="stHeading"]', has_text=heading).first
+        assert "live" in badge.inner_text()
+    seen = [tile(page, "Last price")]
+    deadline = time.monotonic() + 20
+    while len(set(seen)) < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        if tile(page, "Price from") == "live":
+            seen.append(tile(page, "Last price"))
+    assert len(set(seen)) >= 3, f"the live price did not change: {seen}"
+    assert tile(page, "Price from") == "live"
+
+    page.wait_for_timeout(6_000)  # past the lake part's next rerun (every 5 s)
+    titles = page.eval_on_selector_all(".js-plotly-plot .gtitle", FIRST_LINES)
+    assert chosen in titles, titles  # the choice of the URL stays
+    assert not page.locator('[data-testid="stMetricLabel"]', has_text="BINANCE").count()
+    no_error_on(page)
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 2200})
+        page.wait_for_timeout(1_000)  # the grids measure their columns again
+        hidden = page.evaluate(HIDDEN)
+        assert len(hidden["tables"]) == 3, hidden  # markets, tape, daily statistics
+        assert all(overflow == 0 for overflow in hidden["tables"]), (width, hidden)
+        assert hidden["tiles"] == [] and hidden["cells"] == [], (width, hidden)
+    page.set_viewport_size({"width": WIDTHS[0], "height": 3000})  # the whole page
+    page.wait_for_timeout(2_000)  # let plotly and the tables finish drawing
+    page.screenshot(path=str(picture), full_page=True)
+    page.close()
     assert picture.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("dashboard", [DEMO_50_TICKERS], ids=["50-symbols"], indirect=True)
+def test_with_the_broker_stopped_the_page_shows_the_lake_and_no_exception(
+    dashboard: Dashboard, browser: Any, broker: Any, infrastructure: Settings
+) -> None:
+    """The broker stops: within seconds the page says Kafka is unreachable, the live
+    parts show the lake and say so, nothing fails; it goes live again once it is back."""
+    page = open_page(browser, dashboard, "BRK.B")
+    page.wait_for_function(f"() => ({SOURCE})() === 'live'", timeout=30_000)
+    broker.stop()
+    warning = page.locator('[data-testid="stAlertContentWarning"]', has_text="unreachable")
+    warning.wait_for(timeout=30_000)
+    assert f"KAFKA_SERVER={infrastructure.kafka_server}" in warning.inner_text()
+    page.wait_for_function(f"() => ({SOURCE})() === 'lake'", timeout=10_000)
+    page.wait_for_timeout(6_000)  # the lake part's next rerun too
+    assert tile(page, "Live feed") == "down"
+    assert tile(page, "Price from") == "lake"
+    tape = page.locator('[data-testid="stHeading"]', has_text="Trade tape").first
+    assert "lake" in tape.inner_text()
+    assert page.locator(HEATMAP_CELLS).count() == len(dashboard.symbols)
+    no_error_on(page)
+    services.prepare_kafka(infrastructure)
+    broker.start()
+    page.wait_for_function(f"() => ({SOURCE})() === 'live'", timeout=60_000)
+    assert not warning.count()
+    no_error_on(page)
+    page.close()

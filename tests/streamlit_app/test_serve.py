@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from finpipe.settings import Settings, load_settings
-from streamlit_app import serve
+from streamlit_app import live, serve
 from streamlit_app.store import shared_store
 from tests.streamlit_app.test_browser import ROOT, wait_healthy
 from tests.streamlit_app.test_store import closed_port
@@ -21,6 +24,12 @@ from tests.support.network import free_port
 
 def settings_with(**update: object) -> Settings:
     return load_settings().model_copy(update=update)
+
+
+@pytest.fixture(autouse=True)
+def _stop_feeds() -> Iterator[None]:
+    yield
+    live.release_feeds()
 
 
 def test_one_store_per_storage_location_and_window() -> None:
@@ -45,6 +54,19 @@ def test_unreachable_storage_leaves_the_warm_up_to_the_page() -> None:
         assert serve.warm_store(settings) is False  # returns: the page shows what is wrong
     skipped = [entry for entry in logs if entry["event"] == "dashboard.warm_up_skipped"]
     assert len(skipped) == 1 and "127.0.0.1" in skipped[0]["reason"]
+
+
+def test_the_warm_up_starts_the_process_s_one_live_feed() -> None:
+    """Before the first page: the pages of every session then find it (no broker here;
+    the feed says so, test_live.py)."""
+    settings = settings_with(
+        s3_endpoint_url=f"http://127.0.0.1:{closed_port()}", kafka_topic=f"serve-{uuid.uuid4()}"
+    )
+    serve.warm_store(settings)
+    feed = live.shared_feed(settings.model_copy())
+    assert feed.running and feed.topic == settings.kafka_topic
+    live.release_feeds()
+    assert not feed.running
 
 
 def test_a_launcher_with_unreachable_storage_still_starts_and_says_why(tmp_path: Path) -> None:

@@ -1,0 +1,342 @@
+"""How old the newest price on the dashboard is, in a real browser: the live layer (Kafka)
+against the lake path, in the same run.
+
+Runs the platform's own processes on a topic, lake prefix, checkpoint and receive log of
+their own: ``finpipe-simulator`` (50 symbols, ``--rate`` trades/s each), ``finpipe-producer``
+and ``finpipe-spark``; then ``finpipe-dashboard`` once per live refresh interval asked for
+(``--live-refresh``, DASHBOARD_LIVE_REFRESH_SECONDS) and once on the lake path (its
+KAFKA_SERVER is a closed port: the page's fallback, the lake's tail every
+DASHBOARD_REFRESH_SECONDS). Headless Chromium opens each page at 1,280 px; a script in the
+page reads the heatmap's ``data-newest-received-ms`` (the producer's receive time of the
+newest trade the page shows, ``streamlit_app/charts.py``) and measures its age with the
+browser's clock, the one the producer stamps with on this machine:
+
+* **when shown**: each time the page shows a newer trade, its age at that moment (a
+  MutationObserver; how late a trade reaches the screen);
+* **at any moment**: every 100 ms, the age of the newest trade on screen (what a glance
+  sees; between two refreshes it grows by the refresh interval).
+
+After a warm-up (Spark's first batches, every page live or on the lake) the samples of
+``--duration`` seconds are kept. Also printed: the trade rate (the topic's offsets), each
+dashboard's CPU and the load average.
+
+    S3_ENDPOINT_URL=http://127.0.0.1:19000 KAFKA_SERVER=localhost:19092 FINPIPE_ENV_FILE= \\
+        .venv/bin/python bench/dashboard_live.py --duration 300 --live-refresh 1 --live-refresh 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from dashboard_queries import load
+from lake_seed import cleanup
+from playwright.sync_api import Page, sync_playwright
+
+from finpipe.health import read_health
+from finpipe.settings import Settings, load_settings
+from infra import artifacts
+from infra.stack import CHROMIUM_ARGS, ensure_chromium
+from producer.simulator.market import DEMO_50_TICKERS
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LAKE_PATH = "lake path"
+# Pages measured side by side stay "visible": no background throttling of their timers
+# (Streamlit's fragment refresh is a timer in the page).
+BROWSER_ARGS = (
+    *CHROMIUM_ARGS,
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+)
+SAMPLER = """() => {
+    const s = window.__ages = {shown: [], glance: [], last: null};
+    const read = () => {
+        const grid = document.querySelector('.finpipe-heatmap');
+        const ms = grid ? Number(grid.dataset.newestReceivedMs) : 0;
+        return ms ? [ms, grid.dataset.source] : [null, null];
+    };
+    new MutationObserver(() => {
+        const [ms, source] = read();
+        if (ms && ms !== s.last) { s.last = ms; s.shown.push([Date.now() - ms, source]); }
+    }).observe(document.body, {subtree: true, childList: true, attributes: true,
+                               attributeFilter: ['data-newest-received-ms']});
+    setInterval(() => {
+        const [ms, source] = read();
+        if (ms) s.glance.push([Date.now() - ms, source]);
+    }, 100);
+}"""
+TAKE = """() => { const s = window.__ages; const out = {shown: s.shown, glance: s.glance,
+    visible: document.visibilityState}; s.shown = []; s.glance = []; return out; }"""
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def started(
+    name: str, argv: list[str], env: dict[str, str], logs: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = (logs / f"{name.replace(' ', '-')}.log").open("wb")
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def wait(what: str, probe: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if probe():
+                return
+        except KafkaException:  # a topic just created has no partition leader yet
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(1)
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def topic_end(settings: Settings) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_server, "group.id": "bench-probe"})
+    try:
+        topic = settings.kafka_topic
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+def percentiles(ages_ms: list[float]) -> dict[str, float]:
+    if not ages_ms:
+        return {}
+    p50, p95, p99, top = np.percentile(np.array(ages_ms) / 1000, [50, 95, 99, 100])
+    return {"p50_s": p50, "p95_s": p95, "p99_s": p99, "max_s": top, "samples": len(ages_ms)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    base = load_settings()
+    name = f"bench-live-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    symbols = list(DEMO_50_TICKERS)
+    names = {
+        "FINPIPE_ENV_FILE": "",
+        "FINPIPE_HOME": str(work / "home"),
+        "FINNHUB_TICKERS": ",".join(symbols),
+        "FINNHUB_API_TOKEN": "",
+        "SIMULATOR_PORT": str(closed_port()),
+        "KAFKA_TOPIC": name,
+        "KAFKA_DLQ_TOPIC": f"{name}-dlq",
+        "LAKE_PREFIX": f"{name}/processed_trades",
+        "SUMMARIES_PREFIX": f"{name}/summaries",
+        "SPARK_CHECKPOINT_DIR": str(work / "checkpoint"),
+        "PRODUCER_LOG_DIR": str(work / "producer-log"),
+        "SPARK_UI_PORT": str(closed_port()),
+        # no metrics endpoints: the platform's own processes serve them on these ports
+        "PRODUCER_METRICS_PORT": "0",
+        "SPARK_METRICS_PORT": "0",
+        "SPARK_JARS": os.environ.get("SPARK_JARS")
+        or str(artifacts.spark_jars_folder(base.cache_dir)),
+    }
+    env = {**os.environ, **names}
+    settings = load_settings(**{k: v for k, v in names.items() if k != "FINPIPE_ENV_FILE"})
+    say(f"{name}: work {work}; {load()}")
+    pages = [
+        (f"live, refresh {r:g} s", {"DASHBOARD_LIVE_REFRESH_SECONDS": str(r)})
+        for r in args.live_refresh
+    ]
+    pages.append((LAKE_PATH, {"KAFKA_SERVER": f"127.0.0.1:{closed_port()}"}))
+    with contextlib.ExitStack() as stack:
+        stack.callback(cleanup, settings, name)
+        for data in ("home", "checkpoint", "producer-log"):  # the processes' logs stay
+            stack.callback(shutil.rmtree, work / data, ignore_errors=True)
+        stack.callback(
+            lambda: AdminClient({"bootstrap.servers": base.kafka_server}).delete_topics(
+                [name, f"{name}-dlq"]
+            )
+        )
+        simulator = [
+            str(BIN / "finpipe-simulator"),
+            *("--rate", str(args.rate), "--tick", str(args.tick), "--seed", "1"),
+            "--ignore-market-hours",
+        ]
+        stack.enter_context(started("simulator", simulator, env, work))
+        stack.enter_context(started("producer", [str(BIN / "finpipe-producer")], env, work))
+        wait("the producer's first deliveries", lambda: topic_end(settings) > 0, 120)
+        stack.enter_context(started("spark", [str(BIN / "finpipe-spark")], env, work))
+        wait(
+            "Spark's first batch",
+            lambda: (read_health(settings, "spark") or {}).get("total_rows", 0) > 0,
+            300,
+        )
+        say(f"producer and Spark running; {load()}")
+        dashboards: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+        for label, extra in pages:
+            port = closed_port()
+            argv = [str(BIN / "finpipe-dashboard"), "--server.address", "127.0.0.1"]
+            proc = stack.enter_context(
+                started(label, [*argv, "--server.port", str(port)], {**env, **extra}, work)
+            )
+            dashboards[label] = (f"http://127.0.0.1:{port}", proc)
+        for label, (url, _) in dashboards.items():
+            wait(f"the dashboard ({label})", lambda url=url: healthy(url), 120)
+        return measure(args, settings, dashboards, work)
+
+
+def measure(
+    args: argparse.Namespace,
+    settings: Settings,
+    dashboards: dict[str, tuple[str, subprocess.Popen[bytes]]],
+    work: Path,
+) -> dict[str, Any]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=ensure_chromium(), args=list(BROWSER_ARGS), headless=True
+        )
+        pages: dict[str, Page] = {}
+        for label, (url, _) in dashboards.items():
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_selector(".finpipe-heatmap[data-newest-received-ms]", timeout=120_000)
+            page.evaluate(SAMPLER)
+            pages[label] = page
+        say(f"pages open; warming up for {args.warm_up:.0f} s")
+        time.sleep(args.warm_up)
+        for page in pages.values():
+            page.evaluate(TAKE)  # the warm-up's samples go
+        cpu = {label: cpu_seconds(proc.pid) for label, (_, proc) in dashboards.items()}
+        load_before, end_before, began = load(), topic_end(settings), time.monotonic()
+        samples: dict[str, dict[str, list[Any]]] = {k: {"shown": [], "glance": []} for k in pages}
+        visible: set[str] = set()
+        while (elapsed := time.monotonic() - began) < args.duration:
+            time.sleep(min(30.0, args.duration - elapsed))
+            for label, page in pages.items():
+                taken = page.evaluate(TAKE)
+                visible.add(taken["visible"])
+                for kind in ("shown", "glance"):
+                    samples[label][kind] += taken[kind]
+            say(f"t={time.monotonic() - began:4.0f} s; {load()}")
+        seconds = time.monotonic() - began
+        rate = (topic_end(settings) - end_before) / seconds
+        for label, (_, proc) in dashboards.items():
+            cpu[label] = (cpu_seconds(proc.pid) - cpu[label]) / seconds
+        browser.close()
+    result: dict[str, Any] = {
+        "duration_s": round(seconds, 1),
+        "trades_per_second": round(rate, 1),
+        "symbols": len(DEMO_50_TICKERS),
+        "load_before": load_before,
+        "load_after": load(),
+        "page_visibility": sorted(visible),
+        "logs": str(work),
+        "pages": {},
+    }
+    for label, kinds in samples.items():
+        sources = sorted({source for _, source in kinds["glance"]})
+        result["pages"][label] = {
+            "when shown": percentiles([age for age, _ in kinds["shown"]]),
+            "at any moment": percentiles([age for age, _ in kinds["glance"]]),
+            "sources seen": sources,
+            "dashboard cpu (cores)": round(cpu[label], 3),
+        }
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        f"{result['symbols']} symbols, {result['trades_per_second']:,.0f} trades/s into Kafka, "
+        f"{result['duration_s']:.0f} s measured; {result['load_before']} -> {result['load_after']}"
+    )
+    quantiles = "p50 / p95 / p99 / max (s)"
+    print(f"| page | age when shown {quantiles} | at any moment {quantiles} | dashboard CPU |")
+    print("|---|---:|---:|---:|")
+    for label, page in result["pages"].items():
+        cells = []
+        for kind in ("when shown", "at any moment"):
+            p = page[kind]
+            cells.append(
+                f"{p['p50_s']:.2f} / {p['p95_s']:.2f} / {p['p99_s']:.2f} / {p['max_s']:.2f} "
+                f"({p['samples']:,})"
+                if p
+                else "—"
+            )
+        cpu = page["dashboard cpu (cores)"]
+        print(
+            f"| {label} ({', '.join(page['sources seen'])}) | {cells[0]} | {cells[1]} | {cpu:.2f} |"
+        )
+    live = [p for label, p in result["pages"].items() if label != LAKE_PATH]
+    lake = result["pages"].get(LAKE_PATH, {}).get("when shown")
+    if live and lake and live[0]["when shown"]:
+        ratio = lake["p99_s"] / live[0]["when shown"]["p99_s"]
+        print(f"lake path / live (first) p99 when shown: {ratio:.1f}x")
+    print(json.dumps(result, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds measured")
+    parser.add_argument("--warm-up", type=float, default=60.0, help="seconds before measuring")
+    parser.add_argument("--rate", type=float, default=40.0, help="trades/s per symbol (50)")
+    parser.add_argument("--tick", type=float, default=0.2, help="simulator's frame interval")
+    parser.add_argument(
+        "--live-refresh",
+        type=float,
+        action="append",
+        help="a live dashboard refreshing every this many seconds (repeatable; default 1)",
+    )
+    args = parser.parse_args(argv)
+    args.live_refresh = args.live_refresh or [1.0]
+    report(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
