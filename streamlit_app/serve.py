@@ -5,24 +5,23 @@ docker-compose.yml start it this way).
 Streamlit runs ``app.py`` only when the first browser session connects, so the first page
 of a new process also waited for pandas, DuckDB, pyarrow, plotly and obstore to import
 (about 2 s on this project's 2-core machine, ``docs/benchmarks/dashboard.md``). Imported
-here, before the server starts, they cost nothing at that first page: the script's
-imports find them in ``sys.modules``. The launcher also warms what a first run paid for
-after the imports (``docs/benchmarks/dashboard.md``, profiled): the page's queries and
-figures run once on an empty snapshot (DuckDB's and Plotly's lazily loaded parts), the S3
-client's service model is loaded, and the shared store takes its first snapshot of the
-lake, so the first page reads only what arrived since. That snapshot starts first, in a
-thread, before the plotting libraries import: it mostly waits on storage and on Arrow's
-decoding, which release the GIL, so it runs beside the imports and the warm-up. The
-server starts once the snapshot has been taken (at most ``WARM_STORE_WAIT_SECONDS``):
-until then the health endpoint does not answer, so ``make up``, Compose's health check
-and a browser see a dashboard that is starting instead of a first page that waits for
-the lake. The server answers later for it, and from the process's start the first page
-comes no sooner (``docs/benchmarks/dashboard.md``): a dashboard is started far less often
-than it is opened, and its page budget is what this serves. A snapshot that fails
-(storage unreachable, bad settings) ends the wait at once and the page shows what is
-wrong. Everything imported is frozen out of the cyclic garbage collector, which
-Streamlit runs in full after every script run. Options after the command go to
-``streamlit run``.
+here, before the server starts, they cost nothing at that first page: the script's imports
+find them in ``sys.modules``. The launcher also warms what a first run paid for after the
+imports (``docs/benchmarks/dashboard.md``, profiled): the page's queries and figures run
+once on an empty snapshot (DuckDB's and Plotly's lazily loaded parts), and the shared
+store takes its first snapshot of the lake, so the first page reads only what arrived
+since. That snapshot starts first, in a thread, before the plotting libraries import: it
+mostly waits on storage and on Arrow's decoding, which release the GIL, so it runs beside
+the imports and the warm-up. The server starts once the snapshot has been taken (at most
+``WARM_STORE_WAIT_SECONDS``): until then the health endpoint does not answer, so
+``make up``, Compose's health check and a browser see a dashboard that is starting instead of a
+first page that waits for the lake. The server answers later for it, and from the
+process's start the first page comes no sooner (``docs/benchmarks/dashboard.md``): a
+dashboard is started far less often than it is opened, and its page budget is what this
+serves. A snapshot that fails (storage unreachable, bad settings) ends the wait at once
+and the page shows what is wrong. Everything imported is frozen out of the cyclic garbage
+collector, which Streamlit runs in full after every script run. Options after the command
+go to ``streamlit run``.
 """
 
 from __future__ import annotations
@@ -66,9 +65,6 @@ def warm_up() -> None:
     live.with_live_prices(analytics.price_tiles(snapshot, ["warm-up"]), {})
     live.tape_frame([])
     tables.styled(pd.DataFrame({"price": [1.0]}), {"price": tables.price_text}).to_html()
-    import boto3  # the lake tail's client, imported by name when it is made
-
-    boto3.client("s3", region_name="us-east-1")  # loads and caches S3's service model
 
 
 def warm_store(settings: Settings | None = None) -> bool:

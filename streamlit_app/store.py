@@ -128,7 +128,7 @@ class Store:
             tail = self.tail.read(now) if with_tail else TAIL_SCHEMA.empty_table()
         except StoreUnavailable:
             raise
-        except Exception as exc:  # delta-rs and pyarrow raise OSError, boto3 its own errors
+        except Exception as exc:  # delta-rs, obstore and pyarrow raise OSError or their own errors
             log.warning("dashboard.store_unreachable", error=str(exc)[:300])
             raise StoreUnavailable(unreachable_message(self.settings, exc)) from exc
         return Snapshot(
