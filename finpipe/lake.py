@@ -31,7 +31,7 @@ from deltalake.exceptions import TableNotFoundError
 from obstore.exceptions import NotFoundError as ObjectStoreNotFound
 
 from finpipe import contracts
-from finpipe.delta_storage import storage_options
+from finpipe.delta_storage import S3Access, storage_options
 from finpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,29 +62,35 @@ def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
 
 
 def object_store(
-    settings: Settings,
+    source: Settings | S3Access,
     *,
+    bucket: str | None = None,
     prefix: str | None = None,
     timeout_seconds: float = 10,
     connect_timeout_seconds: float = 3,
     max_retries: int = 0,
 ) -> Any:
-    """An obstore ``S3Store`` of the bucket (under ``prefix`` when given): one GET per
-    object, issued from Rust outside the GIL. No retries by default: its callers are
-    interactive and retry on their next refresh."""
+    """An obstore ``S3Store`` of the bucket (the settings' unless ``bucket`` is given;
+    under ``prefix`` when given): one GET per object, issued from Rust outside the GIL. No
+    retries by default: its callers are interactive and retry on their next refresh."""
     from obstore.store import S3Store
 
-    access, secret = settings.s3_credentials
+    if isinstance(source, S3Access):
+        access = source
+        if bucket is None:
+            raise ValueError("an object store from an S3Access needs its bucket")
+    else:
+        access, bucket = S3Access.from_settings(source), bucket or source.s3_bucket
     return S3Store(
-        settings.s3_bucket,
+        bucket,
         prefix=prefix,
-        endpoint=settings.s3_endpoint_url,
-        access_key_id=access,
-        secret_access_key=secret,
-        region=settings.s3_region,
+        endpoint=access.endpoint_url,
+        access_key_id=access.access_key,
+        secret_access_key=access.secret_key,
+        region=access.region,
         virtual_hosted_style_request=False,  # path style, as MinIO wants
         client_options={
-            "allow_http": not settings.s3_uses_tls,
+            "allow_http": not access.uses_tls,
             "timeout": dt.timedelta(seconds=timeout_seconds),
             "connect_timeout": dt.timedelta(seconds=connect_timeout_seconds),
         },
@@ -133,7 +139,8 @@ class LakeTable:
     uri: str
     spec: contracts.TableSpec
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    settings: Settings | None = field(default=None, repr=False, compare=False)
+    access: S3Access | None = field(default=None, repr=False, compare=False)
+    """How to reach the store an S3 table is in (the same as ``storage_options``)."""
 
     @property
     def is_local(self) -> bool:
@@ -166,8 +173,13 @@ class LakeTable:
             from obstore.store import LocalStore
 
             return LocalStore(Path(self.uri.removeprefix("file://")))
-        assert self.settings is not None, "an S3 table carries its settings"
-        return object_store(self.settings, prefix=self.key_prefix, max_retries=3)
+        assert self.access is not None, "an S3 table carries its access"
+        return object_store(self.access, bucket=self.bucket, prefix=self.key_prefix, max_retries=3)
+
+    @property
+    def bucket(self) -> str:
+        """The bucket of an S3 table."""
+        return urllib.parse.urlsplit(self.uri).netloc
 
     @property
     def key_prefix(self) -> str:
@@ -175,24 +187,28 @@ class LakeTable:
         return urllib.parse.urlsplit(self.uri).path.lstrip("/")
 
 
-def _s3_table(settings: Settings, prefix: str, spec: contracts.TableSpec) -> LakeTable:
+def _s3_table(
+    settings: Settings, prefix: str, spec: contracts.TableSpec, access: S3Access | None
+) -> LakeTable:
+    access = access or S3Access.from_settings(settings)
     return LakeTable(
         f"s3://{settings.s3_bucket}/{prefix}",
         spec,
-        storage_options(settings, timeout_seconds=CLIENT_TIMEOUT_SECONDS, max_retries=2),
-        settings,
+        storage_options(access, timeout_seconds=CLIENT_TIMEOUT_SECONDS, max_retries=2),
+        access,
     )
 
 
-def trades_table(settings: Settings) -> LakeTable:
-    """The lake table ``processed_trades`` at ``LAKE_PREFIX``."""
-    return _s3_table(settings, settings.lake_prefix, contracts.LAKE_TABLE)
+def trades_table(settings: Settings, access: S3Access | None = None) -> LakeTable:
+    """The lake table ``processed_trades`` at ``LAKE_PREFIX`` (reached with ``access``,
+    default: the settings' endpoint and keys)."""
+    return _s3_table(settings, settings.lake_prefix, contracts.LAKE_TABLE, access)
 
 
-def rejects_table(settings: Settings) -> LakeTable:
+def rejects_table(settings: Settings, access: S3Access | None = None) -> LakeTable:
     """The rejects table beside it (``<LAKE_PREFIX>_rejects``)."""
     return _s3_table(
-        settings, settings.lake_prefix + contracts.REJECTS_SUFFIX, contracts.REJECTS_TABLE
+        settings, settings.lake_prefix + contracts.REJECTS_SUFFIX, contracts.REJECTS_TABLE, access
     )
 
 
