@@ -39,6 +39,16 @@ T = TypeVar("T")
 
 
 # --- the object store ------------------------------------------------------------------
+#
+# Every client below is built from one ``S3Access`` (``finpipe.delta_storage``: the
+# settings', or the one the Dagster code location derives from its ``S3Resource``), so the
+# endpoint, region and keys are resolved in one place. delta-rs (the tables) and obstore
+# (``object_store``: the Delta log, the dashboard tail's small objects, the summaries' state)
+# are the same Rust client. Two more remain, each for what the others do not do here:
+# pyarrow's ``s3_filesystem`` streams Parquet (the Spark executors' writes, the dashboard
+# tail's segment reads, the migration's reads of the old layout), and boto3's ``s3_client``
+# makes the bucket (infra), lists one key (``MaxKeys``) and deletes in bulk (the migration).
+# The Dagster code location uses neither: it has dagster-aws's ``S3Resource`` for boto3.
 
 
 CLIENT_TIMEOUT_SECONDS = 30
@@ -47,15 +57,15 @@ long to wait for a store that is away (the streaming sink within S3_WRITE_RETRY_
 a reader on its next refresh), not the client's own three-minute retry default."""
 
 
-def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
-    access, secret = settings.s3_credentials
-    scheme = "https" if settings.s3_uses_tls else "http"
+def s3_filesystem(source: Settings | S3Access) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem (Parquet written and read as streams)."""
+    access = source if isinstance(source, S3Access) else S3Access.from_settings(source)
     return pafs.S3FileSystem(
-        access_key=access,
-        secret_key=secret,
-        endpoint_override=settings.s3_endpoint_url.split("://", 1)[1],
-        scheme=scheme,
-        region=settings.s3_region,
+        access_key=access.access_key,
+        secret_key=access.secret_key,
+        endpoint_override=access.endpoint_url.split("://", 1)[1],
+        scheme="https" if access.uses_tls else "http",
+        region=access.region,
         connect_timeout=3,
         request_timeout=10,
     )
@@ -102,7 +112,7 @@ def object_store(
 
 
 def s3_client(
-    settings: Settings,
+    source: Settings | S3Access,
     *,
     max_attempts: int = 3,
     connect_timeout: float = 5,
@@ -113,13 +123,13 @@ def s3_client(
     import boto3
     from botocore.config import Config
 
-    access, secret = settings.s3_credentials
+    access = source if isinstance(source, S3Access) else S3Access.from_settings(source)
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        region_name=settings.s3_region,
+        endpoint_url=access.endpoint_url,
+        aws_access_key_id=access.access_key,
+        aws_secret_access_key=access.secret_key,
+        region_name=access.region,
         config=Config(
             s3={"addressing_style": "path"},
             retries={"max_attempts": max_attempts},
