@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import obstore
 import pytest
 from dagster._core.remote_representation.external_data import RepositorySnap
 from dagster._serdes import serialize_value
@@ -18,6 +19,8 @@ from finpipe.delta_storage import S3Access, storage_options
 from finpipe.settings import LOCAL_MINIO_KEY, load_settings
 from finpipe_dagster.definitions import build_defs, build_resources
 from finpipe_dagster.resources import FinpipeSettings, LakeTables
+
+from .conftest import DAY, SeededLake
 
 ENV_KEYS = ("env-access-7f3c", "env-secret-9a1d")
 FILE_KEYS = ("file-access-2b8e", "file-secret-5c0f")
@@ -132,3 +135,25 @@ def test_the_code_location_has_no_s3_client_of_its_own() -> None:
         if name in path.read_text()
     ]
     assert found == []
+
+
+def test_on_minio_every_client_of_the_resource_reaches_the_same_objects(
+    seeded: SeededLake,
+) -> None:
+    """delta-rs, obstore, DuckDB and the S3Resource's boto3 client, all from one resource."""
+    tables = seeded.lake_tables
+    rows = seeded.trades(DAY, 20, seed=7)
+    version = seeded.write(rows)
+    table = tables.trades_table()
+    assert table.uri == seeded.table.uri
+    snapshot = table.open()
+    assert snapshot is not None and snapshot.version() == version
+    con = tables.with_lake([DAY])
+    assert con.execute("SELECT count(*) FROM processed_trades").fetchone() == (len(rows),)
+    settings = seeded.settings
+    key = f"{settings.summaries_prefix}/resource-check/object.bin"
+    obstore.put(tables.store(), key, b"one way in")
+    client = tables.client()
+    assert client.get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read() == b"one way in"
+    listed = client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=table.key_prefix + "/")
+    assert any(o["Key"].endswith(".parquet") for o in listed.get("Contents", []))
