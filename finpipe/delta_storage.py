@@ -1,16 +1,41 @@
-"""How delta-rs reaches the object store: its storage options, from the settings.
+"""How finpipe's clients reach the object store: where it is, its keys, delta-rs's options.
 
-One place turns the endpoint, keys and region into the ``storage_options`` every Delta
-table of finpipe is opened and written with (the summaries now, the lake next). delta-rs
-commits by a conditional PUT of the log entry (``If-None-Match``), which MinIO and S3
-honour, so no locking provider is configured.
+``S3Access`` is what every client of the store needs (endpoint, region, the two keys), from
+the settings (``S3Access.from_settings``) or from another source: the Dagster code location
+builds it from its ``S3Resource`` (``finpipe_dagster.resources.storage``). One function,
+``storage_options``, turns it into the ``storage_options`` every Delta table of finpipe is
+opened and written with; the obstore stores of ``finpipe.lake`` are built from the same
+``S3Access``. delta-rs commits by a conditional PUT of the log entry (``If-None-Match``),
+which MinIO and S3 honour, so no locking provider is configured.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from finpipe.settings import Settings
 
 _SECRET_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"})
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """The object store's endpoint and region, and the keys to it (never in a repr)."""
+
+    endpoint_url: str
+    region: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Access:
+        access, secret = settings.s3_credentials
+        return cls(settings.s3_endpoint_url, settings.s3_region, access, secret)
+
+    @property
+    def uses_tls(self) -> bool:
+        """An ``https`` endpoint: every client turns TLS on, and plain HTTP is refused."""
+        return self.endpoint_url.startswith("https")
 
 
 class StorageOptions(dict[str, str]):
@@ -25,22 +50,22 @@ class StorageOptions(dict[str, str]):
 
 
 def storage_options(
-    settings: Settings,
+    source: Settings | S3Access,
     *,
     timeout_seconds: float | None = None,
     max_retries: int | None = None,
 ) -> StorageOptions:
-    """The storage options of the settings' object store (path-style requests, plain HTTP
-    allowed only for an ``http://`` endpoint). Interactive readers pass a short timeout and
-    few retries, so an unreachable store fails their refresh quickly instead of after
-    delta-rs's default minutes of retries."""
-    access, secret = settings.s3_credentials
+    """The storage options of the object store the settings (or an ``S3Access``) name:
+    path-style requests, plain HTTP allowed only for an ``http://`` endpoint. Interactive
+    readers pass a short timeout and few retries, so an unreachable store fails their
+    refresh quickly instead of after delta-rs's default minutes of retries."""
+    access = source if isinstance(source, S3Access) else S3Access.from_settings(source)
     options = StorageOptions(
-        AWS_ENDPOINT_URL=settings.s3_endpoint_url,
-        AWS_ACCESS_KEY_ID=access,
-        AWS_SECRET_ACCESS_KEY=secret,
-        AWS_REGION=settings.s3_region,
-        AWS_ALLOW_HTTP="false" if settings.s3_uses_tls else "true",
+        AWS_ENDPOINT_URL=access.endpoint_url,
+        AWS_ACCESS_KEY_ID=access.access_key,
+        AWS_SECRET_ACCESS_KEY=access.secret_key,
+        AWS_REGION=access.region,
+        AWS_ALLOW_HTTP="false" if access.uses_tls else "true",
         AWS_VIRTUAL_HOSTED_STYLE_REQUEST="false",
     )
     if timeout_seconds is not None:

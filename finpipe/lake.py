@@ -31,7 +31,7 @@ from deltalake.exceptions import TableNotFoundError
 from obstore.exceptions import NotFoundError as ObjectStoreNotFound
 
 from finpipe import contracts
-from finpipe.delta_storage import storage_options
+from finpipe.delta_storage import S3Access, storage_options
 from finpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,16 @@ T = TypeVar("T")
 
 
 # --- the object store ------------------------------------------------------------------
+#
+# Every client below is built from one ``S3Access`` (``finpipe.delta_storage``: the
+# settings', or the one the Dagster code location derives from its ``S3Resource``), so the
+# endpoint, region and keys are resolved in one place. delta-rs (the tables) and obstore
+# (``object_store``: the Delta log, the dashboard tail's small objects, the summaries' state)
+# are the same Rust client. Two more remain, each for what the others do not do here:
+# pyarrow's ``s3_filesystem`` streams Parquet (the Spark executors' writes, the dashboard
+# tail's segment reads, the migration's reads of the old layout), and boto3's ``s3_client``
+# makes the bucket (infra), lists one key (``MaxKeys``) and deletes in bulk (the migration).
+# The Dagster code location uses neither: it has dagster-aws's ``S3Resource`` for boto3.
 
 
 CLIENT_TIMEOUT_SECONDS = 30
@@ -47,44 +57,50 @@ long to wait for a store that is away (the streaming sink within S3_WRITE_RETRY_
 a reader on its next refresh), not the client's own three-minute retry default."""
 
 
-def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
-    access, secret = settings.s3_credentials
-    scheme = "https" if settings.s3_uses_tls else "http"
+def s3_filesystem(source: Settings | S3Access) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem (Parquet written and read as streams)."""
+    access = source if isinstance(source, S3Access) else S3Access.from_settings(source)
     return pafs.S3FileSystem(
-        access_key=access,
-        secret_key=secret,
-        endpoint_override=settings.s3_endpoint_url.split("://", 1)[1],
-        scheme=scheme,
-        region=settings.s3_region,
+        access_key=access.access_key,
+        secret_key=access.secret_key,
+        endpoint_override=access.endpoint_url.split("://", 1)[1],
+        scheme="https" if access.uses_tls else "http",
+        region=access.region,
         connect_timeout=3,
         request_timeout=10,
     )
 
 
 def object_store(
-    settings: Settings,
+    source: Settings | S3Access,
     *,
+    bucket: str | None = None,
     prefix: str | None = None,
     timeout_seconds: float = 10,
     connect_timeout_seconds: float = 3,
     max_retries: int = 0,
 ) -> Any:
-    """An obstore ``S3Store`` of the bucket (under ``prefix`` when given): one GET per
-    object, issued from Rust outside the GIL. No retries by default: its callers are
-    interactive and retry on their next refresh."""
+    """An obstore ``S3Store`` of the bucket (the settings' unless ``bucket`` is given;
+    under ``prefix`` when given): one GET per object, issued from Rust outside the GIL. No
+    retries by default: its callers are interactive and retry on their next refresh."""
     from obstore.store import S3Store
 
-    access, secret = settings.s3_credentials
+    if isinstance(source, S3Access):
+        access = source
+        if bucket is None:
+            raise ValueError("an object store from an S3Access needs its bucket")
+    else:
+        access, bucket = S3Access.from_settings(source), bucket or source.s3_bucket
     return S3Store(
-        settings.s3_bucket,
+        bucket,
         prefix=prefix,
-        endpoint=settings.s3_endpoint_url,
-        access_key_id=access,
-        secret_access_key=secret,
-        region=settings.s3_region,
+        endpoint=access.endpoint_url,
+        access_key_id=access.access_key,
+        secret_access_key=access.secret_key,
+        region=access.region,
         virtual_hosted_style_request=False,  # path style, as MinIO wants
         client_options={
-            "allow_http": not settings.s3_uses_tls,
+            "allow_http": not access.uses_tls,
             "timeout": dt.timedelta(seconds=timeout_seconds),
             "connect_timeout": dt.timedelta(seconds=connect_timeout_seconds),
         },
@@ -96,7 +112,7 @@ def object_store(
 
 
 def s3_client(
-    settings: Settings,
+    source: Settings | S3Access,
     *,
     max_attempts: int = 3,
     connect_timeout: float = 5,
@@ -107,13 +123,13 @@ def s3_client(
     import boto3
     from botocore.config import Config
 
-    access, secret = settings.s3_credentials
+    access = source if isinstance(source, S3Access) else S3Access.from_settings(source)
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=access,
-        aws_secret_access_key=secret,
-        region_name=settings.s3_region,
+        endpoint_url=access.endpoint_url,
+        aws_access_key_id=access.access_key,
+        aws_secret_access_key=access.secret_key,
+        region_name=access.region,
         config=Config(
             s3={"addressing_style": "path"},
             retries={"max_attempts": max_attempts},
@@ -133,7 +149,8 @@ class LakeTable:
     uri: str
     spec: contracts.TableSpec
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    settings: Settings | None = field(default=None, repr=False, compare=False)
+    access: S3Access | None = field(default=None, repr=False, compare=False)
+    """How to reach the store an S3 table is in (the same as ``storage_options``)."""
 
     @property
     def is_local(self) -> bool:
@@ -166,8 +183,13 @@ class LakeTable:
             from obstore.store import LocalStore
 
             return LocalStore(Path(self.uri.removeprefix("file://")))
-        assert self.settings is not None, "an S3 table carries its settings"
-        return object_store(self.settings, prefix=self.key_prefix, max_retries=3)
+        assert self.access is not None, "an S3 table carries its access"
+        return object_store(self.access, bucket=self.bucket, prefix=self.key_prefix, max_retries=3)
+
+    @property
+    def bucket(self) -> str:
+        """The bucket of an S3 table."""
+        return urllib.parse.urlsplit(self.uri).netloc
 
     @property
     def key_prefix(self) -> str:
@@ -175,24 +197,28 @@ class LakeTable:
         return urllib.parse.urlsplit(self.uri).path.lstrip("/")
 
 
-def _s3_table(settings: Settings, prefix: str, spec: contracts.TableSpec) -> LakeTable:
+def _s3_table(
+    settings: Settings, prefix: str, spec: contracts.TableSpec, access: S3Access | None
+) -> LakeTable:
+    access = access or S3Access.from_settings(settings)
     return LakeTable(
         f"s3://{settings.s3_bucket}/{prefix}",
         spec,
-        storage_options(settings, timeout_seconds=CLIENT_TIMEOUT_SECONDS, max_retries=2),
-        settings,
+        storage_options(access, timeout_seconds=CLIENT_TIMEOUT_SECONDS, max_retries=2),
+        access,
     )
 
 
-def trades_table(settings: Settings) -> LakeTable:
-    """The lake table ``processed_trades`` at ``LAKE_PREFIX``."""
-    return _s3_table(settings, settings.lake_prefix, contracts.LAKE_TABLE)
+def trades_table(settings: Settings, access: S3Access | None = None) -> LakeTable:
+    """The lake table ``processed_trades`` at ``LAKE_PREFIX`` (reached with ``access``,
+    default: the settings' endpoint and keys)."""
+    return _s3_table(settings, settings.lake_prefix, contracts.LAKE_TABLE, access)
 
 
-def rejects_table(settings: Settings) -> LakeTable:
+def rejects_table(settings: Settings, access: S3Access | None = None) -> LakeTable:
     """The rejects table beside it (``<LAKE_PREFIX>_rejects``)."""
     return _s3_table(
-        settings, settings.lake_prefix + contracts.REJECTS_SUFFIX, contracts.REJECTS_TABLE
+        settings, settings.lake_prefix + contracts.REJECTS_SUFFIX, contracts.REJECTS_TABLE, access
     )
 
 

@@ -270,7 +270,7 @@ def _migrate_summaries(settings: Settings, client: Any, say: Callable[[str], Non
     fs = lake.s3_filesystem(settings)
     converted = 0
     for name in summaries.NAMES:
-        days = summaries.pre_delta_days(settings, name, filesystem=fs)
+        days = summaries.pre_delta_days(settings, name)
         if not days:
             continue
         table = summaries.open_table(settings, name)

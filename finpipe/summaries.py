@@ -26,12 +26,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from finpipe.delta_storage import StorageOptions, storage_options
-from finpipe.lake import s3_filesystem
+from finpipe.delta_storage import S3Access, StorageOptions, storage_options
+from finpipe.lake import object_store
 from finpipe.settings import Settings
 
 TS = pa.timestamp("us", tz="UTC")
@@ -149,9 +148,16 @@ def open_table(
 
 
 def publish(
-    settings: Settings, name: str, day: dt.date, table: pa.Table, *, source: LakeState
+    settings: Settings,
+    name: str,
+    day: dt.date,
+    table: pa.Table,
+    *,
+    source: LakeState,
+    access: S3Access | None = None,
 ) -> Published:
-    """Replace ``day`` of summary ``name`` with the rows of ``table`` in one commit.
+    """Replace ``day`` of summary ``name`` with the rows of ``table`` in one commit
+    (reaching the store with ``access``, default: the settings' endpoint and keys).
 
     Publishes of other days at the same time are retried by delta-rs and all land; of the
     same day one wins and the other raises ``CommitFailedError`` (it is not retried here:
@@ -161,8 +167,8 @@ def publish(
     other_days = pc.sum(pc.not_equal(rows[PARTITION_COLUMN], pa.scalar(day))).as_py() or 0
     if other_days:
         raise ValueError(f"{other_days} rows of the {name} of {day} belong to another day")
-    options = storage_options(settings)
-    delta, pre_delta = _table_to_write(settings, name, options)
+    options = storage_options(access or settings)
+    delta, pre_delta = _table_to_write(settings, name, options, access)
     write_deltalake(
         delta,
         rows,
@@ -174,7 +180,7 @@ def publish(
 
 
 def _table_to_write(
-    settings: Settings, name: str, options: StorageOptions
+    settings: Settings, name: str, options: StorageOptions, access: S3Access | None
 ) -> tuple[DeltaTable, tuple[dt.date, ...]]:
     """The table, created (empty, partitioned) when this is its first publish."""
     found = open_table(settings, name, options=options)
@@ -190,7 +196,7 @@ def _table_to_write(
         )
     except CommitFailedError:  # another writer created it a moment ago
         created = DeltaTable(table_uri(settings, name), storage_options=options)
-    return created, tuple(pre_delta_days(settings, name))
+    return created, tuple(pre_delta_days(settings, name, access=access))
 
 
 def read(
@@ -259,16 +265,20 @@ class PreDeltaLayout(RuntimeError):
 
 
 def pre_delta_days(
-    settings: Settings, name: str, *, filesystem: pafs.FileSystem | None = None
+    settings: Settings, name: str, *, access: S3Access | None = None
 ) -> list[dt.date]:
-    """Days of summary ``name`` that have an object of the pre-Delta layout."""
-    fs = filesystem or s3_filesystem(settings)
-    base = f"{settings.s3_bucket}/{settings.summaries_prefix}/{name}"
-    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    """Days of summary ``name`` that have an object of the pre-Delta layout (one listing
+    of the summary's folder, with obstore)."""
+    import obstore
+
+    base = f"{settings.summaries_prefix}/{name}/"
+    store = object_store(access or settings, bucket=settings.s3_bucket)
     days = []
-    for info in fs.get_file_info(selector):
-        folder, _, object_name = info.path.removeprefix(base + "/").rpartition("/")
-        if object_name == PRE_DELTA_OBJECT and folder.startswith(f"{PARTITION_COLUMN}="):
+    for batch in obstore.list(store, prefix=base):
+        for meta in batch:
+            folder, _, object_name = meta["path"].removeprefix(base).rpartition("/")
+            if object_name != PRE_DELTA_OBJECT or not folder.startswith(f"{PARTITION_COLUMN}="):
+                continue
             try:
                 days.append(dt.date.fromisoformat(folder.removeprefix(f"{PARTITION_COLUMN}=")))
             except ValueError:

@@ -13,20 +13,23 @@ from dagster import Definitions, in_process_executor
 from finpipe_dagster.alerts import definitions as alerts
 from finpipe_dagster.alerts.channel import AlertChannel
 from finpipe_dagster.lake import definitions as lake
-from finpipe_dagster.resources import DuckDBResource, FinpipeSettings, KafkaResource, LakeS3Resource
+from finpipe_dagster.resources import FinpipeSettings, KafkaResource, LakeTables, s3_resource
 from finpipe_dagster.streams import definitions as streams
 from finpipe_dagster.streams.resources import PipesStreamClient, SupervisionPolicy
 from finpipe_dagster.summaries import definitions as summaries
 
 
 def build_resources(finpipe: FinpipeSettings | None = None) -> dict[str, object]:
-    """The resources, all sharing one settings resource (tests pass their own)."""
+    """The resources, all sharing one settings resource (tests pass their own) and one
+    ``S3Resource``: the object store's endpoint from the settings, never its keys
+    (``resources.storage``)."""
     finpipe = finpipe or FinpipeSettings()
+    s3 = s3_resource(finpipe.load())
     return {
         "finpipe": finpipe,
         "kafka": KafkaResource(settings=finpipe),
-        "lake_s3": LakeS3Resource(settings=finpipe),
-        "lake_duckdb": DuckDBResource(settings=finpipe),
+        "s3": s3,
+        "lake_tables": LakeTables(settings=finpipe, s3=s3),
         "alerts": AlertChannel(settings=finpipe),
         "pipes_stream": PipesStreamClient(),
         "supervision": SupervisionPolicy(),

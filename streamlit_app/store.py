@@ -208,7 +208,7 @@ class Store:
         """Once per table that is not there: say so when it is in the layout before Delta."""
         if table.layout_checked:
             return
-        old = summaries.pre_delta_days(self.settings, name, filesystem=self._fs)
+        old = summaries.pre_delta_days(self.settings, name)
         table.layout_checked = True
         if old:
             log.warning(

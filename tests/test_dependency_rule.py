@@ -45,6 +45,7 @@ def copy_tree(target: Path) -> Path:
         ("streamlit_app/store.py", "import spark.parse", "do not import each other"),
         ("producer/frames.py", "import finpipe_dagster.instance", "import only the core"),
         ("finpipe_dagster/partitions.py", "import infra.processes", "does not import infra"),
+        ("finpipe_dagster/partitions.py", "import boto3", "no S3 client of its own"),
     ],
 )
 def test_an_import_against_the_rule_fails_lint(

@@ -53,7 +53,7 @@ from finpipe import contracts, lake, lake_log
 from finpipe.settings import Settings, same_lake
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.partitions import today_utc
-from finpipe_dagster.resources import DuckDBResource, FinpipeSettings, KafkaResource
+from finpipe_dagster.resources import FinpipeSettings, KafkaResource, LakeTables
 
 KEY_COLUMNS = ("symbol", "trade_ts", "trade_date", "kafka_partition", "kafka_offset")
 SAMPLE_ROWS = 5
@@ -253,9 +253,9 @@ def previous_reconciled(instance: DagsterInstance, settings: Settings) -> dict[i
 REJECT_SAMPLE_VALUE_CHARS = 200
 
 
-def rejects_in_days(settings: Settings, days: list[dt.date]) -> pa.Table:
+def rejects_in_days(lake_tables: LakeTables, days: list[dt.date]) -> pa.Table:
     """Rows of the rejects table processed in the checked days (its partitions)."""
-    dataset = lake.rejects_dataset(settings)
+    dataset = lake_tables.rejects_dataset()
     table = dataset.to_table(filter=ds.field("processed_date").isin(pa.array(days, pa.date32())))
     return table.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
 
@@ -392,14 +392,14 @@ def processed_trades_quality(
     context: AssetCheckExecutionContext,
     config: QualityCheckConfig,
     finpipe: FinpipeSettings,
-    lake_duckdb: DuckDBResource,
+    lake_tables: LakeTables,
     kafka: KafkaResource,
 ) -> Iterator[AssetCheckResult]:
     settings = finpipe.load()
     selected = {key.name for key in context.selected_asset_check_keys}
     # Each attempt opens the newest snapshot: a vacuum may delete what a slow one named.
     yield from lake.read_reloading(
-        lambda: _evaluate(settings, context.instance, selected, config, lake_duckdb, kafka),
+        lambda: _evaluate(settings, context.instance, selected, config, lake_tables, kafka),
         what="lake quality checks",
     )
 
@@ -409,16 +409,16 @@ def _evaluate(
     instance: DagsterInstance,
     selected: set[str],
     config: QualityCheckConfig,
-    lake_duckdb: DuckDBResource,
+    lake_tables: LakeTables,
     kafka: KafkaResource,
 ) -> list[AssetCheckResult]:
-    table = lake.trades_table(settings)
+    table = lake_tables.trades_table()
     snapshot = table.open()
     scheduled = not config.days
     before = previous_watermark(instance, settings)
     found = scope(table, snapshot, checked_days(config), before if scheduled else None)
     outcomes: list[Outcome] = []
-    con = lake_duckdb.connect()
+    con = lake_tables.connect()
     con.register("processed_trades", found.rows)
     try:
         rows = _scalar(con, "SELECT count(*) FROM processed_trades")
@@ -436,10 +436,10 @@ def _evaluate(
     finally:
         con.close()
     if "no_new_rejects" in selected:
-        outcomes.append(rejects_outcome(rejects_in_days(settings, checked_days(config))))
+        outcomes.append(rejects_outcome(rejects_in_days(lake_tables, checked_days(config))))
     reconciled = previous_reconciled(instance, settings) if scheduled else {}
     if "reconciles_with_kafka" in selected:
-        con = lake_duckdb.with_lake(None)  # Kafka's retained range may span any day
+        con = lake_tables.with_lake(None)  # Kafka's retained range may span any day
         try:
             missing, detail, complete = reconciliation(
                 con, kafka, config.in_flight_seconds, reconciled

@@ -64,7 +64,7 @@ from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
 from finpipe_dagster.instance import MAINTENANCE_POOL, MAINTENANCE_TAG
 from finpipe_dagster.lake.assets import COMPACTED_TRADES, PROCESSED_TRADES
 from finpipe_dagster.partitions import partition_days, today_utc
-from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.resources import LakeTables
 
 __all__ = ["COMPACTED_TRADES", "MAINTENANCE_POOL", "MAINTENANCE_TAG"]
 
@@ -170,8 +170,7 @@ def cleanup_log(table: DeltaTable) -> None:
 # --- closed days: ``compacted_trades`` ---------------------------------------------------
 
 
-def compacted_trades(context: AssetExecutionContext, finpipe: FinpipeSettings) -> MaterializeResult:
-    settings = finpipe.load()
+def compacted_trades(context: AssetExecutionContext, lake_tables: LakeTables) -> MaterializeResult:
     days = partition_days(list(context.partition_keys))
     open_days = [d for d in days if d >= today_utc()]
     if open_days:
@@ -179,7 +178,7 @@ def compacted_trades(context: AssetExecutionContext, finpipe: FinpipeSettings) -
             f"refusing to compact {[d.isoformat() for d in open_days]}: Spark still writes to "
             "an open day (lake_maintenance_job compacts it); compact days before today (UTC)"
         )
-    table = lake.trades_table(settings).open()
+    table = lake_tables.trades_table().open()
     per_day: dict[str, dict[str, Any]] = {}
     for day in days:
         if table is None:
@@ -237,13 +236,13 @@ class TableUpkeep:
     files_vacuumed: int
 
 
-def maintain(settings: Settings, day: dt.date) -> list[TableUpkeep]:
+def maintain(lake_tables: LakeTables, day: dt.date) -> list[TableUpkeep]:
     """One maintenance pass over the lake's tables: ``day``'s compaction, lite vacuum,
     log cleanup. Tables not created yet are left alone."""
     found = []
     for spec_table, column in (
-        (lake.trades_table(settings), "trade_date"),
-        (lake.rejects_table(settings), "processed_date"),
+        (lake_tables.trades_table(), "trade_date"),
+        (lake_tables.rejects_table(), "processed_date"),
     ):
         table = spec_table.open()
         if table is None:
@@ -262,10 +261,9 @@ def maintain(settings: Settings, day: dt.date) -> list[TableUpkeep]:
     ),
     pool=MAINTENANCE_POOL,
 )
-def maintain_lake(context: OpExecutionContext, finpipe: FinpipeSettings) -> Output[None]:
-    settings = finpipe.load()
+def maintain_lake(context: OpExecutionContext, lake_tables: LakeTables) -> Output[None]:
     day = today_utc()
-    upkeep = maintain(settings, day)
+    upkeep = maintain(lake_tables, day)
     for found in upkeep:
         context.log.info(f"maintenance of {found.table} ({day}): {found}")
     return Output(

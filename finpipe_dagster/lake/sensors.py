@@ -31,7 +31,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from finpipe import health, lake, lake_log
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES, STOCK_TICKS
-from finpipe_dagster.resources import FinpipeSettings, KafkaResource
+from finpipe_dagster.resources import FinpipeSettings, KafkaResource, LakeTables
 
 
 def data_version_tags(version: int) -> dict[str, str]:
@@ -116,11 +116,10 @@ def table_materialization(
 
 
 def poll_table(
-    settings: Settings, cursor: dict[str, Any], now: float, beat: dict[str, Any] | None
+    table: lake.LakeTable, cursor: dict[str, Any], now: float, beat: dict[str, Any] | None
 ) -> AssetMaterialization | None:
     """The table's new version since the cursor's, as one event (None: nothing new).
     Moves the cursor."""
-    table = lake.trades_table(settings)
     snapshot = table.open()
     if snapshot is None:
         return None
@@ -182,7 +181,10 @@ def _spark_offsets(beat: dict[str, Any] | None, topic: str) -> dict[str, Any] | 
 
 
 def record_lake_updates(
-    context: SensorEvaluationContext, finpipe: FinpipeSettings, kafka: KafkaResource
+    context: SensorEvaluationContext,
+    finpipe: FinpipeSettings,
+    kafka: KafkaResource,
+    lake_tables: LakeTables,
 ) -> SensorResult:
     """One tick of ``processed_trades_sensor``."""
     settings = finpipe.load()
@@ -190,7 +192,7 @@ def record_lake_updates(
     now = time.time()
     events: list[AssetMaterialization | AssetObservation] = []
     beat = health.read_health(settings, health.SPARK)
-    event = poll_table(settings, cursor, now, beat)
+    event = poll_table(lake_tables.trades_table(), cursor, now, beat)
     if event is not None:
         events.append(event)
     try:

@@ -5,6 +5,6 @@ Resources that belong to one domain live in it (``streams.resources``, ``alerts.
 
 from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
 from finpipe_dagster.resources.kafka import KafkaResource
-from finpipe_dagster.resources.storage import DuckDBResource, LakeS3Resource
+from finpipe_dagster.resources.storage import LakeTables, s3_resource
 
-__all__ = ["DuckDBResource", "FinpipeSettings", "KafkaResource", "LakeS3Resource"]
+__all__ = ["FinpipeSettings", "KafkaResource", "LakeTables", "s3_resource"]

@@ -15,6 +15,7 @@ rows since (``late_data.py``). The same state goes with each commit as its metad
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 from dagster import (
@@ -32,7 +33,7 @@ from finpipe import lake, summaries
 from finpipe.settings import Settings
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.partitions import partition_days, today_utc
-from finpipe_dagster.resources import DuckDBResource, FinpipeSettings
+from finpipe_dagster.resources import FinpipeSettings, LakeTables
 from finpipe_dagster.summaries import incremental
 
 LAKE_KEY = "lake"
@@ -64,7 +65,7 @@ SUMMARY_SPECS = [
 
 
 def daily_summaries(
-    context: AssetExecutionContext, finpipe: FinpipeSettings, lake_duckdb: DuckDBResource
+    context: AssetExecutionContext, finpipe: FinpipeSettings, lake_tables: LakeTables
 ) -> Iterator[MaterializeResult]:
     settings = finpipe.load()
     days = partition_days(list(context.partition_keys))
@@ -73,15 +74,17 @@ def daily_summaries(
     versions: dict[str, int] = {}
     lake_rows: dict[str, int] = {}
     table_versions: dict[str, int] = {}
+    access = lake_tables.access()
+    store = lake_tables.store()  # the state objects
     for day in days:
         tables, state, report = lake.read_reloading(
-            lambda day=day: _build_day(settings, lake_duckdb, day, wanted),
+            lambda day=day: _build_day(settings, lake_tables, store, day, wanted),
             what=f"summaries of {day}",
         )
         versions[day.isoformat()], lake_rows[day.isoformat()] = state.version, state.rows
         source = summaries.LakeState(settings.lake_uri, state.version, state.rows)
         for name, table in tables.items():
-            published = summaries.publish(settings, name, day, table, source=source)
+            published = summaries.publish(settings, name, day, table, source=source, access=access)
             if published.pre_delta_days:
                 context.log.warning(
                     summaries.pre_delta_message(settings, name, list(published.pre_delta_days))
@@ -94,7 +97,7 @@ def daily_summaries(
             )
         # After the tables: a run stopped in between leaves the older state, whose next
         # refresh reads the same changes again.
-        incremental.save_state(settings, lake.s3_filesystem(settings), day, state)
+        incremental.save_state(settings, store, day, state)
         context.log.info(f"summaries of {day}: {report}")
     for name in wanted:
         yield MaterializeResult(
@@ -112,7 +115,7 @@ def daily_summaries(
 
 
 def _build_day(
-    settings: Settings, lake_duckdb: DuckDBResource, day: dt.date, wanted: list[str]
+    settings: Settings, lake_tables: LakeTables, store: Any, day: dt.date, wanted: list[str]
 ) -> tuple[dict[str, pa.Table], incremental.DayState, incremental.RefreshReport]:
     """The day's tables from one snapshot of the lake, and the day's state.
 
@@ -120,11 +123,10 @@ def _build_day(
     other day is built from the snapshot (the close, a backfill, a late-data rebuild).
     Nothing is published here, so a second attempt on a fresh snapshot (a file vanished
     under the first) publishes only tables of one consistent snapshot."""
-    fs = lake.s3_filesystem(settings)
-    previous = incremental.load_state(settings, fs, day) if day >= today_utc() else None
-    table = lake.trades_table(settings)
+    previous = incremental.load_state(settings, store, day) if day >= today_utc() else None
+    table = lake_tables.trades_table()
     snapshot = table.open()
-    con = lake_duckdb.connect()
+    con = lake_tables.connect()
     try:
         state, report = incremental.refresh(con, settings, snapshot, day, previous, table=table)
         tables = incremental.published_tables(con, state, dt.datetime.now(dt.UTC))

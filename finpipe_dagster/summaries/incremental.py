@@ -1,7 +1,8 @@
 """A day's summaries kept up to date from what changed in the lake since the last refresh.
 
 The durable state of a day is one Parquet object beside the summaries,
-``<summaries_prefix>/_state/trade_date=YYYY-MM-DD/data.parquet``: the day's 1-minute bars
+``<summaries_prefix>/_state/trade_date=YYYY-MM-DD/data.parquet`` (one GET to read, one PUT
+to write, through an obstore store of the bucket): the day's 1-minute bars
 with a few more columns (``sql.STATE_BAR_EXTRA``), and in its Parquet metadata the lake it
 was read from and the lake table's version the bars are complete up to (the watermark).
 A refresh
@@ -31,14 +32,16 @@ import datetime as dt
 import io
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
+import obstore
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
+from obstore.exceptions import NotFoundError
 
 from finpipe import contracts, lake, lake_log
 from finpipe.settings import Settings, same_lake
@@ -78,19 +81,18 @@ class RefreshReport:
 
 
 def state_key(settings: Settings, day: dt.date) -> str:
-    """bucket/key of a day's state object, as pyarrow.fs names it."""
-    return (
-        f"{settings.s3_bucket}/{settings.summaries_prefix}/{STATE_NAME}/"
-        f"trade_date={day.isoformat()}/data.parquet"
-    )
+    """The key of a day's state object in the lake's bucket."""
+    return f"{settings.summaries_prefix}/{STATE_NAME}/trade_date={day.isoformat()}/data.parquet"
 
 
-def load_state(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> DayState | None:
-    path = state_key(settings, day)
+def load_state(settings: Settings, store: Any, day: dt.date) -> DayState | None:
+    """The day's state from ``store``, an obstore store of the lake's bucket (None: no
+    state, or one this code cannot use)."""
     try:
-        table = pq.read_table(path, filesystem=fs)
-    except FileNotFoundError:
+        found = obstore.get(store, state_key(settings, day)).bytes()
+    except (NotFoundError, FileNotFoundError):
         return None
+    table = pq.read_table(pa.BufferReader(found))
     meta = table.schema.metadata or {}
     # A state of the pre-Delta layout (per-symbol batch ids) has no version: rebuilt.
     if _VERSION not in meta or _LAKE not in meta:
@@ -101,14 +103,14 @@ def load_state(settings: Settings, fs: pafs.FileSystem, day: dt.date) -> DayStat
     return DayState(bars, int(meta[_VERSION]), meta[_LAKE].decode())
 
 
-def save_state(settings: Settings, fs: pafs.FileSystem, day: dt.date, state: DayState) -> None:
+def save_state(settings: Settings, store: Any, day: dt.date, state: DayState) -> None:
+    """The day's state written to ``store`` in one PUT (a reader sees the old or the new)."""
     table = state.bars.replace_schema_metadata(
         {_VERSION: str(state.version), _LAKE: state.lake_uri}
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
-    with fs.open_output_stream(state_key(settings, day)) as out:
-        out.write(buffer.getvalue())
+    obstore.put(store, state_key(settings, day), buffer.getvalue())
 
 
 def affected_ranges(adds: list[lake_log.FileAdd], day: dt.date) -> Ranges:

@@ -60,7 +60,7 @@ from finpipe.settings import Settings, same_lake
 from finpipe_dagster.instance import LIVE_RUN_STATUS_FILTER as IN_PROGRESS
 from finpipe_dagster.lake.assets import COMPACTED_TRADES
 from finpipe_dagster.partitions import first_day
-from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.resources import FinpipeSettings, LakeTables
 from finpipe_dagster.summaries.assets import LAKE_KEY, LAKE_ROWS_KEY, LAKE_VERSION_KEY
 from finpipe_dagster.summaries.jobs import (
     REFRESH_TAG,
@@ -328,13 +328,13 @@ def day_runs(
 
 
 def request_late_days(
-    context: SensorEvaluationContext, finpipe: FinpipeSettings
+    context: SensorEvaluationContext, finpipe: FinpipeSettings, lake_tables: LakeTables
 ) -> SensorResult | SkipReason:
     """One tick of ``late_data_summaries_sensor``."""
     settings = finpipe.load()
     now = dt.datetime.now(dt.UTC)
     today, first = now.date(), dt.date.fromisoformat(first_day(settings))
-    table = lake.trades_table(settings)
+    table = lake_tables.trades_table()
     snapshot = table.open()
     if snapshot is None:
         return SkipReason(f"no lake table at {table.uri} yet")

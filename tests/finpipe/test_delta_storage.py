@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from finpipe.delta_storage import storage_options
+from finpipe import lake
+from finpipe.delta_storage import S3Access, storage_options
 from finpipe.settings import load_settings
 
 
@@ -54,3 +55,27 @@ def test_the_keys_never_appear_in_a_repr_a_string_or_a_log(
     for shown in (repr(options), str(options), f"{options}", caplog.text, repr([options])):
         assert "own-secret-456" not in shown and "own-key-123" not in shown, shown
         assert "http://minio:9000" in shown
+
+
+def test_the_options_of_an_s3_access_are_those_of_its_settings() -> None:
+    """One definition: the Dagster code location's ``S3Access`` (its ``S3Resource``'s
+    endpoint and the settings' keys) gives what the settings give."""
+    settings = load_settings(
+        S3_ENDPOINT_URL="http://minio:9000", S3_ACCESS_KEY="k-1", S3_SECRET_KEY="s-1"
+    )
+    access = S3Access("http://minio:9000", settings.s3_region, "k-1", "s-1")
+    assert access == S3Access.from_settings(settings)
+    assert storage_options(access, timeout_seconds=5) == storage_options(
+        settings, timeout_seconds=5
+    )
+    assert "s-1" not in repr(access) and "k-1" not in repr(access)
+    assert storage_options(S3Access("https://s3.example.com", "r", "k", "s"))["AWS_ALLOW_HTTP"] == (
+        "false"
+    )
+
+
+def test_an_object_store_of_an_s3_access_names_its_bucket() -> None:
+    access = S3Access("http://127.0.0.1:9000", "us-east-1", "k", "s")
+    with pytest.raises(ValueError, match="bucket"):
+        lake.object_store(access)
+    assert lake.object_store(access, bucket="warehouse", prefix="p") is not None

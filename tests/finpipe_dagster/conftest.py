@@ -14,7 +14,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from finpipe import contracts, lake
 from finpipe.settings import Settings
 from finpipe_dagster.definitions import build_resources
-from finpipe_dagster.resources import FinpipeSettings
+from finpipe_dagster.resources import FinpipeSettings, LakeTables
 
 DAY = dt.date(2026, 3, 2)
 SYMBOLS = ("BINANCE:BTCUSDT", "AAPL")
@@ -31,6 +31,12 @@ class SeededLake:
     @property
     def resources(self) -> dict[str, object]:
         return build_resources(self.resource)
+
+    @property
+    def lake_tables(self) -> LakeTables:
+        found = self.resources["lake_tables"]
+        assert isinstance(found, LakeTables)
+        return found
 
     @property
     def table(self) -> lake.LakeTable:

@@ -46,7 +46,7 @@ def from_nothing(seeded: SeededLake, day: dt.date) -> dict[str, list[dict]]:
 def test_incremental_refreshes_equal_the_whole_day_exactly(seeded: SeededLake) -> None:
     settings = seeded.settings
     day = today_utc()
-    fs = lake.s3_filesystem(settings)
+    store = seeded.lake_tables.store()  # where the run keeps the day's state
     deleted = 0
     reports = []
     for step in range(6):
@@ -63,7 +63,7 @@ def test_incremental_refreshes_equal_the_whole_day_exactly(seeded: SeededLake) -
             # a commit that removes rows: the refresh rebuilds the day
             snapshot.delete("kafka_offset < 5")
             deleted = sum(r["kafka_offset"] < 5 for r in seeded.rows)
-        previous = incremental.load_state(settings, fs, day)
+        previous = incremental.load_state(settings, store, day)
         if previous is not None:
             # what the run does, seen from here: incremental unless rows were removed
             _, report = incremental.refresh(
@@ -75,7 +75,7 @@ def test_incremental_refreshes_equal_the_whole_day_exactly(seeded: SeededLake) -
             [daily_summaries], partition_key=day.isoformat(), resources=seeded.resources
         )
         assert result.success
-        state = incremental.load_state(settings, fs, day)
+        state = incremental.load_state(settings, store, day)
         assert state is not None
         if previous is not None:
             found = lake_log.changes(seeded.table, previous.version, state.version)
