@@ -59,13 +59,13 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 from lake_seed import MAINTENANCE_EVERY, TRIGGER_S, Seeder, cleanup, log_size
 
 from finpipe import contracts, lake, summaries
 from finpipe.logs import configure_logging
 from finpipe.settings import Settings, load_settings
 from finpipe_dagster.lake import checks
+from finpipe_dagster.resources import LakeTables
 from finpipe_dagster.summaries import incremental
 from streamlit_app.lake_tail import LakeTail
 
@@ -125,12 +125,12 @@ def median_of(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def refresh_once(
-    settings: Settings, fs: pafs.FileSystem, day: dt.date, *, from_nothing: bool = False
+    settings: Settings, store: Any, day: dt.date, *, from_nothing: bool = False
 ) -> incremental.RefreshReport:
     """What one run of today's summaries does (``summaries.assets._build_day`` and the
     publishes): the previous state (none: ``from_nothing``), one snapshot, the refresh,
     three publishes naming the lake version, the state saved."""
-    previous = None if from_nothing else incremental.load_state(settings, fs, day)
+    previous = None if from_nothing else incremental.load_state(settings, store, day)
     table = lake.trades_table(settings)
     snapshot = table.open()
     con = duckdb.connect()
@@ -140,11 +140,13 @@ def refresh_once(
     source = summaries.LakeState(settings.lake_uri, state.version, state.rows)
     for name, rows in tables.items():
         summaries.publish(settings, name, day, rows, source=source)
-    incremental.save_state(settings, fs, day, state)
+    incremental.save_state(settings, store, day, state)
     return report
 
 
-def run_checks(settings: Settings, day: dt.date, since: int | None) -> checks.Scope:
+def run_checks(
+    settings: Settings, lake_tables: LakeTables, day: dt.date, since: int | None
+) -> checks.Scope:
     """The reads of one scheduled quality-check run (``checks._evaluate`` without Dagster
     and Kafka): the rows since ``since`` (None: yesterday and today in full)."""
     table = lake.trades_table(settings)
@@ -159,7 +161,7 @@ def run_checks(settings: Settings, day: dt.date, since: int | None) -> checks.Sc
         checks._count_and_sample(con, where)
     checks._duplicates(con, rows)
     con.close()
-    checks.rejects_in_days(settings, days)
+    checks.rejects_in_days(lake_tables, days)
     found.meta["rows_checked"] = rows
     return found
 
@@ -183,7 +185,6 @@ def measure_point(base: Settings, point: str, names: list[str], args: argparse.N
     settings = base.model_copy(
         update={"lake_prefix": f"{root}/processed_trades", "summaries_prefix": f"{root}/summaries"}
     )
-    fs = lake.s3_filesystem(settings)
     day = args.day
     now = point_seconds(point) // TRIGGER_S  # batches 0 .. now-1 are in by the point
     at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=now * TRIGGER_S)
@@ -192,19 +193,20 @@ def measure_point(base: Settings, point: str, names: list[str], args: argparse.N
     refresh_at = now - 1 - args.refresh_batches
     check_at = now - 1 - args.check_minutes * 60 // TRIGGER_S
     seeder = Seeder(settings)
+    store = seeder.lake_tables.store()  # the summaries' state objects, as the asset's
     watermark = seeder.version
     if start:
         seeder.fast_forward(hour_chunks(day, names, start, args.rows))
         seeder.maintain(day)
         watermark = seeder.version
     if refresh_at < start:
-        refresh_once(settings, fs, day)
+        refresh_once(settings, store, day)
     for i in range(start, now):
         seeder.batch(batch_rows(day, names, range(i, i + 1), args.rows), FIRST_BATCH + i)
         if (i + 1) % MAINTENANCE_EVERY == 0:
             seeder.maintain(day)
         if i == refresh_at:
-            refresh_once(settings, fs, day)  # the previous refresh
+            refresh_once(settings, store, day)  # the previous refresh
         if i == check_at:
             watermark = seeder.version  # the previous check's
     seed_s = seeder.seconds
@@ -214,10 +216,10 @@ def measure_point(base: Settings, point: str, names: list[str], args: argparse.N
     assert snapshot is not None
     files = lake.table_files(snapshot, [day])
     log = log_size(settings, table)
-    refresh_s, report = timed(lambda: refresh_once(settings, fs, day))
-    checks_s, scope = timed(lambda: run_checks(settings, day, watermark))
-    full_checks_s, full_scope = timed(lambda: run_checks(settings, day, None))
-    rebuild_s, rebuilt = timed(lambda: refresh_once(settings, fs, day, from_nothing=True))
+    refresh_s, report = timed(lambda: refresh_once(settings, store, day))
+    checks_s, scope = timed(lambda: run_checks(settings, seeder.lake_tables, day, watermark))
+    full_checks_s, full_scope = timed(lambda: run_checks(settings, seeder.lake_tables, day, None))
+    rebuild_s, rebuilt = timed(lambda: refresh_once(settings, store, day, from_nothing=True))
     tail = LakeTail(settings)
     tail_s, tail_rows = timed(lambda: tail.read(at))
     tail_files = tail.stats.files

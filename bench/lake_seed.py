@@ -35,6 +35,7 @@ from deltalake import DeltaTable
 from finpipe import contracts, delta_commit, lake
 from finpipe.settings import Settings
 from finpipe_dagster.lake import maintenance
+from finpipe_dagster.resources import FinpipeSettings, LakeTables, s3_resource
 from spark.lake_files import LAKE_KIND, LakeLocation, write_batch_rows
 from spark.sink import add_actions
 
@@ -74,6 +75,14 @@ class Seeder:
         self.table = lake.trades_table(settings)
         self.delta: DeltaTable = self.table.ensure()
         self.fs = lake.s3_filesystem(settings)
+        # The maintenance job's resource, for these settings' lake (the endpoint and keys
+        # come from the same environment the settings were loaded from).
+        self.lake_tables = LakeTables(
+            settings=FinpipeSettings(
+                lake_prefix=settings.lake_prefix, summaries_prefix=settings.summaries_prefix
+            ),
+            s3=s3_resource(settings),
+        )
         root = f"{settings.s3_bucket}/{self.table.key_prefix}"
         self.location = LakeLocation(root, root + contracts.REJECTS_SUFFIX)
         self.commits = 0
@@ -126,7 +135,7 @@ class Seeder:
     def maintain(self, day: dt.date) -> list[maintenance.TableUpkeep]:
         """One ``lake_maintenance_job`` run for the open ``day``."""
         started = time.perf_counter()
-        found = maintenance.maintain(self.settings, day)
+        found = maintenance.maintain(self.lake_tables, day)
         self.maintenance_runs += 1
         self.seconds += time.perf_counter() - started
         self.delta.update_incremental()
