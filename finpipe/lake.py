@@ -176,6 +176,13 @@ class LakeTable:
             storage_options=dict(self.storage_options),
         )
 
+    def missing_properties(self, snapshot: DeltaTable) -> dict[str, str]:
+        """The contract's properties that ``snapshot``'s table lacks (a table created
+        before they were in the contract). A value set differently is not missing: an
+        operator may have tuned it."""
+        have = snapshot.metadata().configuration
+        return {k: v for k, v in self.spec.configuration.items() if k not in have}
+
     @functools.cached_property
     def store(self) -> Any:
         """An obstore store rooted at the table (reads ``_delta_log`` entries)."""
@@ -197,9 +204,11 @@ class LakeTable:
         return urllib.parse.urlsplit(self.uri).path.lstrip("/")
 
 
-def _s3_table(
-    settings: Settings, prefix: str, spec: contracts.TableSpec, access: S3Access | None
+def s3_table(
+    settings: Settings, prefix: str, spec: contracts.TableSpec, access: S3Access | None = None
 ) -> LakeTable:
+    """The table ``spec`` at ``prefix`` of the settings' bucket (reached with ``access``,
+    default: the settings' endpoint and keys)."""
     access = access or S3Access.from_settings(settings)
     return LakeTable(
         f"s3://{settings.s3_bucket}/{prefix}",
@@ -212,12 +221,12 @@ def _s3_table(
 def trades_table(settings: Settings, access: S3Access | None = None) -> LakeTable:
     """The lake table ``processed_trades`` at ``LAKE_PREFIX`` (reached with ``access``,
     default: the settings' endpoint and keys)."""
-    return _s3_table(settings, settings.lake_prefix, contracts.LAKE_TABLE, access)
+    return s3_table(settings, settings.lake_prefix, contracts.LAKE_TABLE, access)
 
 
 def rejects_table(settings: Settings, access: S3Access | None = None) -> LakeTable:
     """The rejects table beside it (``<LAKE_PREFIX>_rejects``)."""
-    return _s3_table(
+    return s3_table(
         settings, settings.lake_prefix + contracts.REJECTS_SUFFIX, contracts.REJECTS_TABLE, access
     )
 

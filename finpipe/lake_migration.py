@@ -76,6 +76,14 @@ def parse_old_name(name: str) -> OldName | None:
     return None
 
 
+def is_pre_delta_file(path: str) -> bool:
+    """A data file of the pre-Delta layout, by its path: a batch or compacted object of the
+    lake, a summary's day object. No Delta commit names one, yet it is not an orphan: it
+    holds rows that the migration has still to convert."""
+    name = path.rsplit("/", 1)[-1]
+    return parse_old_name(name) is not None or name == summaries.PRE_DELTA_OBJECT
+
+
 def visible_names(names: Iterable[str]) -> list[str]:
     """The old reading rule over one partition folder: the compacted segments no other
     covers (newest last batch first, skipping any that overlaps one taken), then every

@@ -222,6 +222,9 @@ class Settings(BaseSettings):
         default=30, gt=0, alias="ALERTS_SENSOR_INTERVAL_SECONDS"
     )
     quality_checks_cron: str = Field(default="*/10 * * * *", alias="QUALITY_CHECKS_CRON")
+    # The weekly full vacuum (files no commit names, a week old): at a quiet hour, since it
+    # lists every object of every table and holds the maintenance pool meanwhile.
+    orphan_sweep_cron: str = Field(default="45 3 * * 0", alias="ORPHAN_SWEEP_CRON")
     # Dagster's run/event/schedule storage on PostgreSQL instead of SQLite files under
     # DAGSTER_HOME; dagster.yaml names the variable, never the value.
     dagster_postgres_url: SecretStr | None = Field(default=None, alias="DAGSTER_POSTGRES_URL")
@@ -327,11 +330,11 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not a URL like http://localhost:9000")
         return value.rstrip("/")
 
-    @field_validator("quality_checks_cron")
+    @field_validator("quality_checks_cron", "orphan_sweep_cron")
     @classmethod
     def _check_cron(cls, value: str) -> str:
         # The shape only: the core knows nothing of Dagster, whose cron parser has the last
-        # word when the schedule is built (finpipe_dagster.lake.schedules); it also takes
+        # word when a schedule is built (finpipe_dagster.lake.schedules); it also takes
         # the @hourly kind of name.
         fields = value.split()
         named = len(fields) == 1 and fields[0].startswith("@")

@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
+from finpipe import contracts
 from finpipe.delta_storage import S3Access, StorageOptions, storage_options
-from finpipe.lake import object_store
+from finpipe.lake import LakeTable, object_store, s3_table
 from finpipe.settings import Settings
 
 TS = pa.timestamp("us", tz="UTC")
@@ -88,6 +89,19 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+SPECS: dict[str, contracts.TableSpec] = {
+    name: contracts.TableSpec(
+        name=name,
+        schema=schema,
+        partition_by=(PARTITION_COLUMN,),
+        stats_columns=tuple(schema.names),  # delta-rs's default: the first 32 columns
+        properties=contracts.TABLE_PROPERTIES,
+    )
+    for name, schema in SCHEMAS.items()
+}
+"""Each summary as a table of the lake: created with every finpipe table's properties, so
+the maintenance job's vacuum and log cleanup keep it as small as the lake's tables."""
+
 # Commit metadata of a publish (top-level keys of the commit in ``DeltaTable.history()``).
 LAKE_KEY = "finpipe.lake"
 LAKE_VERSION_KEY = "finpipe.lake_version"
@@ -126,6 +140,11 @@ class Published:
 
 def table_uri(settings: Settings, name: str) -> str:
     return f"s3://{settings.s3_bucket}/{settings.summaries_prefix}/{name}"
+
+
+def summary_table(settings: Settings, name: str, access: S3Access | None = None) -> LakeTable:
+    """Summary ``name`` as a lake table (what maintenance opens, vacuums and sweeps)."""
+    return s3_table(settings, f"{settings.summaries_prefix}/{name}", SPECS[name], access)
 
 
 def open_table(
@@ -187,13 +206,7 @@ def _table_to_write(
     if found is not None:
         return found, ()
     try:
-        created = DeltaTable.create(
-            table_uri(settings, name),
-            SCHEMAS[name],
-            mode="ignore",
-            partition_by=[PARTITION_COLUMN],
-            storage_options=options,
-        )
+        created = LakeTable(table_uri(settings, name), SPECS[name], options).ensure()
     except CommitFailedError:  # another writer created it a moment ago
         created = DeltaTable(table_uri(settings, name), storage_options=options)
     return created, tuple(pre_delta_days(settings, name, access=access))

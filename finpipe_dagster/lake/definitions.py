@@ -11,7 +11,11 @@ from finpipe_dagster.lake.maintenance import (
     compacted_trades_asset,
     lake_maintenance_job,
 )
-from finpipe_dagster.lake.schedules import build_quality_checks_schedule
+from finpipe_dagster.lake.orphan_sweep import orphan_sweep_job
+from finpipe_dagster.lake.schedules import (
+    build_orphan_sweep_schedule,
+    build_quality_checks_schedule,
+)
 from finpipe_dagster.lake.sensors import build_processed_trades_sensor
 from finpipe_dagster.partitions import daily_partitions
 
@@ -24,10 +28,13 @@ def build_defs(settings: Settings) -> Definitions:
             compacted_trades_asset(daily_partitions(settings)),
         ],
         asset_checks=[processed_trades_quality],
-        jobs=[quality_checks_job, lake_maintenance_job],
+        jobs=[quality_checks_job, lake_maintenance_job, orphan_sweep_job],
         sensors=[
             build_processed_trades_sensor(settings),
             build_lake_maintenance_sensor(settings),
         ],
-        schedules=[build_quality_checks_schedule(settings)],
+        schedules=[
+            build_quality_checks_schedule(settings),
+            build_orphan_sweep_schedule(settings),
+        ],
     )

@@ -10,7 +10,12 @@ at once:
 * ``lake_maintenance_job`` (``lake_maintenance_sensor``, every
   ``LAKE_MAINTENANCE_SENSOR_INTERVAL_SECONDS``): the open day compacted
   (``optimize.compact``; files at or above ``OPEN_DAY_TARGET_BYTES`` are left alone, which
-  bounds the rewrite per run), then a lite vacuum and a log cleanup of every lake table.
+  bounds the rewrite per run), then a lite vacuum and a log cleanup of every table, the
+  summaries' too (each refresh of today's summaries replaces the day's file: without a
+  vacuum every version's file would stay). A table created without a property of its
+  contract (a summary table before the summaries had them) gets it first.
+* ``orphan_sweep_job`` (``finpipe_dagster.lake.orphan_sweep``, weekly): files no commit
+  names, older than a week.
 
 A compaction commits ``dataChange=false`` adds and removes: readers following the log
 (``finpipe.lake_log``) do not take its files for new rows, and a reader's snapshot keeps
@@ -25,9 +30,9 @@ the maintenance runs carry :data:`MAINTENANCE_TAG`, which the run queue admits o
 time; the sensor also skips while one is queued or running.
 
 The vacuum is lite (``full=False``): it deletes only files the log removed, never a file
-no commit named yet (one the Spark writer has put but not committed). Only
-:func:`sweep_orphans` vacuums in full, with a retention of at least a week, and no code
-here passes ``enforce_retention_duration=False``.
+no commit named yet (one the Spark writer has put but not committed). Only the orphan
+sweep vacuums in full, with a retention of a week, and no code passes
+``enforce_retention_duration=False``.
 """
 
 import datetime as dt
@@ -75,17 +80,13 @@ OPEN_DAY_TARGET_BYTES = 32 * 1024 * 1024
 """The open day's compaction target: smaller files are binned into files of about this
 size; a file this large is never rewritten again until the day closes."""
 
-ORPHAN_SWEEP_RETENTION_HOURS = 7 * 24
-"""A full vacuum deletes files no commit names: only those older than a week, far beyond
-the hour after which the Spark writer refuses to commit what it wrote
-(``spark.sink.MAX_UNCOMMITTED_SECONDS``)."""
-
 HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 """As the writer commits: checkpoints at the table's interval, log cleanup only when
 :func:`cleanup_log` says so (consumers of ``lake_log`` read the entries)."""
 
 
-def _commit(operation: str) -> CommitProperties:
+def maintenance_commit(operation: str) -> CommitProperties:
+    """What a maintenance commit records in the table's history (``finpipe.maintenance``)."""
     return CommitProperties(custom_metadata={"finpipe.maintenance": operation})
 
 
@@ -116,7 +117,7 @@ def z_order_day(table: DeltaTable, day: dt.date) -> OptimizeReport:
     metrics = table.optimize.z_order(
         ["trade_ts"],
         partition_filters=_day("trade_date", day),
-        commit_properties=_commit("z_order"),
+        commit_properties=maintenance_commit("z_order"),
         post_commithook_properties=HOOKS,
     )
     return OptimizeReport.from_metrics(metrics, table.version())
@@ -134,7 +135,7 @@ def compact_day(
     metrics = table.optimize.compact(
         partition_filters=_day(column, day),
         target_size=target_size,
-        commit_properties=_commit("compact"),
+        commit_properties=maintenance_commit("compact"),
         post_commithook_properties=HOOKS,
     )
     return OptimizeReport.from_metrics(metrics, table.version())
@@ -146,18 +147,6 @@ def vacuum(table: DeltaTable) -> list[str]:
     Returns the files deleted."""
     return table.vacuum(
         retention_hours=None, dry_run=False, enforce_retention_duration=True, full=False
-    )
-
-
-def sweep_orphans(table: DeltaTable, *, dry_run: bool = True) -> list[str]:
-    """Full vacuum (files no commit names, e.g. written by a writer that died before its
-    commit), older than :data:`ORPHAN_SWEEP_RETENTION_HOURS`. An operator's tool: not
-    scheduled yet, and a dry run unless asked."""
-    return table.vacuum(
-        retention_hours=ORPHAN_SWEEP_RETENTION_HOURS,
-        dry_run=dry_run,
-        enforce_retention_duration=True,
-        full=True,
     )
 
 
@@ -229,35 +218,54 @@ def compacted_trades_asset(partitions: PartitionsDefinition) -> AssetsDefinition
 # --- the open day and the tables' upkeep: ``lake_maintenance_job`` -------------------
 
 
+def add_missing_properties(spec_table: lake.LakeTable, table: DeltaTable) -> list[str]:
+    """The contract's properties that ``table`` lacks, set (one commit; none when it has
+    them all). Returns their names."""
+    missing = spec_table.missing_properties(table)
+    if missing:
+        table.alter.set_table_properties(
+            missing,
+            commit_properties=maintenance_commit("set_table_properties"),
+            post_commithook_properties=HOOKS,
+        )
+    return sorted(missing)
+
+
 @dataclass(frozen=True)
 class TableUpkeep:
     table: str
     compaction: OptimizeReport | None
     files_vacuumed: int
+    properties_set: tuple[str, ...] = ()
 
 
 def maintain(lake_tables: LakeTables, day: dt.date) -> list[TableUpkeep]:
-    """One maintenance pass over the lake's tables: ``day``'s compaction, lite vacuum,
-    log cleanup. Tables not created yet are left alone."""
+    """One maintenance pass over every table: the contract's missing properties set, then
+    ``day``'s compaction (the lake's tables), lite vacuum, log cleanup. Tables not created
+    yet are left alone."""
     found = []
     for spec_table, column in (
         (lake_tables.trades_table(), "trade_date"),
         (lake_tables.rejects_table(), "processed_date"),
+        # A publish writes a summary's day as one file: nothing to compact.
+        *((summary, None) for summary in lake_tables.summary_tables()),
     ):
         table = spec_table.open()
         if table is None:
             continue
-        report = compact_day(table, day, column=column)
+        # First, so that the vacuum obeys the table's own retention, not delta-rs's week.
+        properties = add_missing_properties(spec_table, table)
+        report = compact_day(table, day, column=column) if column is not None else None
         deleted = vacuum(table)
         cleanup_log(table)
-        found.append(TableUpkeep(spec_table.spec.name, report, len(deleted)))
+        found.append(TableUpkeep(spec_table.spec.name, report, len(deleted), tuple(properties)))
     return found
 
 
 @op(
     description=(
         "The open day's small files compacted, then a lite vacuum and a log cleanup of every "
-        "lake table (one maintenance operation at a time)."
+        "table of the lake and of the summaries (one maintenance operation at a time)."
     ),
     pool=MAINTENANCE_POOL,
 )
@@ -281,7 +289,7 @@ def maintain_lake(context: OpExecutionContext, lake_tables: LakeTables) -> Outpu
     tags=dict(MAINTENANCE_TAGS),
     description=(
         "The open day compacted (optimize.compact to OPEN_DAY_TARGET_BYTES), lite vacuum and "
-        "log cleanup of the lake's tables."
+        "log cleanup of the lake's tables and the summaries."
     ),
 )
 def lake_maintenance_job() -> None:

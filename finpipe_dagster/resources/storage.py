@@ -5,9 +5,10 @@ from finpipe's settings, set once when the code location loads. ``LakeTables`` i
 and is what assets, checks, ops and sensors use: the endpoint and region of its ``S3Resource``
 and the keys become one ``finpipe.delta_storage.S3Access``, from which come delta-rs's
 storage options (``finpipe.delta_storage.storage_options``, the one definition), the lake's
-tables (``finpipe.lake.trades_table``/``rejects_table``, whose obstore stores read the Delta
-log), obstore stores of the bucket (the summaries' state objects), DuckDB connections over
-the lake and, where an S3 API call is needed, a boto3 client from ``S3Resource.get_client``.
+tables (``finpipe.lake.trades_table``/``rejects_table`` and ``finpipe.summaries.summary_table``,
+whose obstore stores read the Delta log), obstore stores of the bucket (the summaries' state
+objects), DuckDB connections over the lake and, where an S3 API call is needed, a boto3
+client from ``S3Resource.get_client``.
 
 The keys are never resource configuration. The Dagster UI shows every resource's configured
 values; a key set as a plain value would be shown, and an ``EnvVar`` (shown by its name
@@ -31,7 +32,7 @@ import pyarrow.dataset as ds
 from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 
-from finpipe import contracts, lake
+from finpipe import contracts, lake, summaries
 from finpipe.delta_storage import S3Access, StorageOptions, storage_options
 from finpipe.settings import Settings
 from finpipe_dagster.resources.finpipe_settings import FinpipeSettings
@@ -105,6 +106,15 @@ class LakeTables(ConfigurableResource):
 
     def rejects_table(self) -> lake.LakeTable:
         return lake.rejects_table(self.settings.load(), self.access())
+
+    def summary_tables(self) -> list[lake.LakeTable]:
+        """The summary tables (``finpipe.summaries.NAMES``), in that order."""
+        settings, access = self.settings.load(), self.access()
+        return [summaries.summary_table(settings, name, access) for name in summaries.NAMES]
+
+    def tables(self) -> list[lake.LakeTable]:
+        """Every table: the lake's two, then the summaries."""
+        return [self.trades_table(), self.rejects_table(), *self.summary_tables()]
 
     def dataset(self, days: Iterable[dt.date] | None = None) -> ds.Dataset:
         """The lake's rows of ``days`` (all when None) in its newest snapshot."""

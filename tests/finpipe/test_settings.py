@@ -62,6 +62,7 @@ def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: 
         ("QUALITY_CHECKS_CRON", "*/10 * * *", "five fields"),
         ("QUALITY_CHECKS_CRON", "*/10 * * * * *", "five fields"),
         ("QUALITY_CHECKS_CRON", "", "five fields"),
+        ("ORPHAN_SWEEP_CRON", "weekly", "five fields"),
     ],
 )
 def test_bad_cadences_name_the_variable(variable: str, value: object, fragment: str) -> None:
@@ -80,6 +81,7 @@ def test_cadences_accept_a_few_seconds_and_any_cron_shape() -> None:
     assert settings.alerts_sensor_interval_seconds == 1
     assert settings.quality_checks_cron == "0 9-17 * * MON-FRI"
     assert load_settings(QUALITY_CHECKS_CRON="@hourly").quality_checks_cron == "@hourly"
+    assert load_settings(ORPHAN_SWEEP_CRON="@weekly").orphan_sweep_cron == "@weekly"
 
 
 def test_default_minio_keys_are_refused_outside_loopback() -> None:

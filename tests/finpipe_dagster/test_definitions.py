@@ -168,6 +168,7 @@ SHORT_CADENCES = {
     "LATE_DATA_SENSOR_INTERVAL_SECONDS": "6",
     "ALERTS_SENSOR_INTERVAL_SECONDS": "7",
     "QUALITY_CHECKS_CRON": "* * * * *",
+    "ORPHAN_SWEEP_CRON": "*/2 * * * *",
 }
 
 
@@ -206,6 +207,7 @@ def test_a_drills_short_cadences_reach_every_sensor_and_nothing_else(
     }
     assert {name: s["cron"] for name, s in graph["schedules"].items()} == {
         "close_day_schedule": "20 0 * * *",  # tied to summaries.schedules.CLOSE_DELAY
+        "orphan_sweep_schedule": "*/2 * * * *",
         "processed_trades_checks_schedule": "* * * * *",
     }
     assert _without_cadences(graph) == _without_cadences(graph_snapshot(defs))
@@ -219,6 +221,7 @@ def test_a_drills_short_cadences_reach_every_sensor_and_nothing_else(
         ("QUALITY_CHECKS_CRON", "every 10 minutes"),
         ("QUALITY_CHECKS_CRON", "61 * * * *"),  # five fields, but no minute 61
         ("QUALITY_CHECKS_CRON", "0 0 30 2 *"),  # February 30th never comes
+        ("ORPHAN_SWEEP_CRON", "45 3 * * 8"),  # no eighth day of the week
     ],
 )
 def test_a_bad_cadence_stops_the_code_location_naming_the_variable(

@@ -1,14 +1,17 @@
 """Maintenance of the Delta lake on the real MinIO: the closed day's z-order
 (``compacted_trades``), the open day's compaction, the lite vacuum, and what a reader
-holding an older snapshot sees meanwhile."""
+holding an older snapshot sees meanwhile; the summary tables' upkeep."""
 
+import datetime as dt
 from collections import Counter
 
+import obstore
 import pyarrow.compute as pc
 import pytest
-from dagster import Failure, instance_for_test, materialize
+from dagster import ExecuteInProcessResult, Failure, instance_for_test, materialize
+from deltalake import DeltaTable
 
-from finpipe import lake, lake_log
+from finpipe import lake, lake_log, summaries
 from finpipe_dagster.definitions import defs
 from finpipe_dagster.instance import MAINTENANCE_POOL, MAINTENANCE_TAG
 from finpipe_dagster.partitions import today_utc
@@ -17,6 +20,7 @@ from tests.support.dagster_runs import execute_at_once
 
 from .conftest import DAY, SeededLake
 from .test_close_day_drill import step_times
+from .test_orphan_sweep import committed, latest, store_files
 
 compacted_trades = defs.get_assets_def("compacted_trades")
 
@@ -131,6 +135,84 @@ def test_the_open_day_is_compacted_and_replaced_files_outlive_the_retention(
 
     assert lake.read_reloading(read) == expected(seeded)
     assert len(attempts) == 2
+
+
+def upkeep_of(result: ExecuteInProcessResult, table: str) -> dict:
+    """What a ``lake_maintenance_job`` run reported of ``table``."""
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    tables = output.event_specific_data.metadata["tables"].value  # type: ignore[union-attr]
+    [found] = [t for t in tables if t["table"] == table]
+    return found
+
+
+def test_the_summaries_get_the_lakes_properties_and_lose_what_refreshes_replaced(
+    seeded: SeededLake,
+) -> None:
+    """A summary table as the summaries were created before they had the properties of
+    every finpipe table (delta-rs's defaults: replaced files kept a week, the log 30
+    days). A maintenance pass gives it the missing properties and keeps the one an operator
+    set; after the refreshes of a day and with the retention passed, a pass deletes every
+    file they replaced and the log entries before the checkpoint, and the summary reads
+    the same rows."""
+    settings, name = seeded.settings, summaries.LATEST_PRICES
+    [summary] = [t for t in seeded.lake_tables.summary_tables() if t.spec.name == name]
+    created = DeltaTable.create(
+        summary.uri,
+        summaries.SCHEMAS[name],
+        partition_by=[summaries.PARTITION_COLUMN],
+        storage_options=dict(summary.storage_options),
+    )
+    created.alter.set_table_properties({"delta.checkpointInterval": "10"})  # tuned
+    source = summaries.LakeState(settings.lake_uri)
+    before_day = DAY - dt.timedelta(days=1)
+    summaries.publish(settings, name, before_day, latest(before_day, 0.0), source=source)
+    refreshes = iter(range(1, 100))
+
+    def refresh() -> None:  # today's refresh: the day's file replaced
+        summaries.publish(settings, name, DAY, latest(DAY, float(next(refreshes))), source=source)
+
+    for _ in range(3):
+        refresh()
+    maintenance = defs.resolve_job_def("lake_maintenance_job")
+
+    first = upkeep_of(maintenance.execute_in_process(resources=seeded.resources), name)
+
+    assert first["properties_set"] == [
+        "delta.deletedFileRetentionDuration",
+        "delta.logRetentionDuration",
+    ]
+    assert first["compaction"] is None and first["files_vacuumed"] == 0  # within the hour
+    snapshot = summary.open()
+    assert snapshot is not None and snapshot.metadata().configuration == {
+        "delta.checkpointInterval": "10",
+        "delta.deletedFileRetentionDuration": "interval 1 hours",
+        "delta.logRetentionDuration": "interval 24 hours",
+    }
+
+    for _ in range(6):  # past a checkpoint (every 10 commits here, written by a publish)
+        refresh()
+    replaced = store_files(summary) - committed(summary)
+    assert len(replaced) == 8  # 9 refreshes of the day
+    log = {meta["path"] for batch in obstore.list(summary.store, "_delta_log/") for meta in batch}
+    assert any(path.endswith(".checkpoint.parquet") for path in log)
+    before = summaries.read(settings, name).to_pylist()
+    snapshot = summary.open()
+    assert snapshot is not None
+    snapshot.alter.set_table_properties(  # a day later, as it were
+        {
+            "delta.deletedFileRetentionDuration": "interval 0 seconds",
+            "delta.logRetentionDuration": "interval 0 seconds",
+        }
+    )
+
+    second = upkeep_of(maintenance.execute_in_process(resources=seeded.resources), name)
+
+    assert second["properties_set"] == [] and second["files_vacuumed"] == len(replaced)
+    assert store_files(summary) == committed(summary)
+    assert summaries.read(settings, name).to_pylist() == before
+    trimmed = {m["path"] for batch in obstore.list(summary.store, "_delta_log/") for m in batch}
+    assert "_delta_log/00000000000000000000.json" in log - trimmed
+    assert any(path.endswith(".checkpoint.parquet") for path in trimmed)
 
 
 def test_every_maintenance_commit_runs_in_the_pool_of_one() -> None:
