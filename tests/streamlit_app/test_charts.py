@@ -7,6 +7,7 @@ import datetime as dt
 import html
 import json
 import re
+import urllib.parse
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -57,7 +58,7 @@ class _MarketRows(HTMLParser):
             cells = self.rows[-1]["cells"]
             assert isinstance(cells, dict)
             cells[self._cell] = {"class": values.get("class", ""), "text": "", **values}
-        elif tag in ("polyline", "circle") and self.rows and self._cell:
+        elif tag == "img" and self.rows and self._cell:
             cells = self.rows[-1]["cells"]
             assert isinstance(cells, dict)
             cells[self._cell]["shape"] = (tag, values)
@@ -240,7 +241,10 @@ def test_the_markets_table_writes_each_row_with_the_tables_formats() -> None:
     texts = {name: cell["text"] for name, cell in new["cells"].items()}  # type: ignore[union-attr]
     assert texts["price"] == texts["change"] == texts["time"] == MISSING
     assert new["attrs"]["data-price"] == new["attrs"]["data-change"] == ""  # type: ignore[index]
-    assert "<svg" not in str(new["cells"]["spark"])  # type: ignore[index]
+    assert "shape" not in new["cells"]["spark"]  # type: ignore[index]  # no closes, no line
+    tag, attrs = btc["cells"]["spark"]["shape"]  # type: ignore[index]
+    assert tag == "img" and attrs["src"].startswith("data:image/svg+xml,")
+    assert urllib.parse.unquote(attrs["src"].split(",", 1)[1]) == sparkline([93000.0, 93720.2])
     frame = market_frame(page)
     assert frame["sparkline"].tolist() == [[93000.0, 93720.2], [0.0000124, 0.0000123], []]
     assert frame["price"].tolist()[:2] == [93720.2, 0.0000123]
