@@ -211,9 +211,9 @@ def sorted_markets(shown: pd.DataFrame, sort: str = MARKETS_SORTS[0]) -> pd.Data
     way, and ties by symbol."""
     if sort not in MARKETS_SORTS:
         raise ValueError(f"unknown sort {sort!r}, expected one of {MARKETS_SORTS}")
-    if sort == MARKETS_SORTS[0]:
-        return shown.sort_values("symbol", kind="stable")
     by_symbol = shown.sort_values("symbol", kind="stable")
+    if sort == MARKETS_SORTS[0]:
+        return by_symbol
     return by_symbol.sort_values(
         "change_pct", ascending=sort == MARKETS_SORTS[2], na_position="last", kind="stable"
     )
