@@ -85,24 +85,32 @@ from finpipe import contracts
 from finpipe.settings import load_settings
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
-from streamlit_app.charts import HEATMAP_CELLS
+from streamlit_app.charts import HEATMAP_CELLS, MARKETS_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_BATCHES = 86_400 // TRIGGER_S
 # The first revision whose dashboard reads the day seeded here: the lake's tail follows the
 # Delta log, the summaries are Delta tables. --baseline-rev takes it or its descendants.
 DELTA_DASHBOARD = "2aec21b"
-# the first view: the header's five metrics, the heatmap and the markets table
+# the first view: the header's five metrics, the heatmap and the markets table. The table
+# is HTML (its rows are there as soon as it arrives); a --baseline-rev revision before it
+# drew an st.dataframe, there when its canvas is. The page's other grids (tape, daily
+# statistics) come after the markets in the same run and draw a second later, so a canvas
+# never stands in for the HTML table of this revision.
 FIRST_VIEW = f"""() => document.querySelectorAll('[data-testid="stMetric"]').length >= 5
     && document.querySelectorAll('{HEATMAP_CELLS}').length > 0
-    && document.querySelectorAll('[data-testid="stDataFrame"] canvas').length >= 1"""
-DRAWN = """() => {
+    && (document.querySelectorAll('{MARKETS_ROWS}').length > 0
+        || document.querySelectorAll('[data-testid="stDataFrame"] canvas').length >= 1)"""
+# the whole first run: also the charts, the "Updated" line and the grids (two: tape and
+# daily statistics; three in a revision whose markets table was a grid too)
+DRAWN = f"""() => {{
     const plots = [...document.querySelectorAll('.js-plotly-plot')];
     const has = type => plots.some(p => (p.data || []).some(t => t.type === type));
     const text = document.body.innerText;
+    const grids = document.querySelectorAll('{MARKETS_ROWS}').length > 0 ? 2 : 3;
     return has('candlestick') && has('scatter') && /Updated \\d\\d:\\d\\d:\\d\\d UTC/.test(text)
-        && document.querySelectorAll('[data-testid="stDataFrame"]').length >= 3;
-}"""
+        && document.querySelectorAll('[data-testid="stDataFrame"]').length >= grids;
+}}"""
 
 
 WARM = "launcher, warm"  # the page opened once the launcher's warm-up has ended

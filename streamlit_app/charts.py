@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 import math
+import urllib.parse
+from collections.abc import Sequence
 
 import pandas as pd
 import plotly.express as px
@@ -12,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale, unlabel_rgb
 from plotly.subplots import make_subplots
 
+from streamlit_app import tables
 from streamlit_app.windows import Window
 
 CANDLE_CHART_HEIGHT = 520
@@ -28,6 +32,27 @@ HEATMAP_STYLE = (
     f" {HEATMAP_CELLS} {{height: 43px; display: flex; flex-direction: column;"
     " justify-content: center; align-items: center; font-size: 11px;"
     " line-height: 1.3; overflow: hidden; white-space: nowrap}"
+)
+
+MARKETS_CLASS = "finpipe-markets"
+MARKETS_ROWS = f".{MARKETS_CLASS} tbody tr"  # CSS selector of the rows (also the tests')
+MARKETS_SORTS = ("symbol", "change ↓", "change ↑")  # the table's orders, the first by default
+MARKETS_MAX_HEIGHT = 540  # px: 15 rows, then the table scrolls within itself
+SPARKLINE_WIDTH, SPARKLINE_HEIGHT = 160, 24  # px
+# Green and red with a contrast of at least 4.5:1 on the page's white (WCAG AA for text).
+UP_COLOUR, DOWN_COLOUR = "#137333", "#c5221f"
+MARKETS_STYLE = (
+    f".{MARKETS_CLASS} {{max-height: {MARKETS_MAX_HEIGHT}px; overflow: auto;"
+    " margin-bottom: 0.5rem}"
+    f" .{MARKETS_CLASS} table {{width: 100%; border-collapse: collapse; font-size: 14px;"
+    " font-variant-numeric: tabular-nums}"
+    f" .{MARKETS_CLASS} th, .{MARKETS_CLASS} td {{padding: 2px 10px; white-space: nowrap;"
+    " border-bottom: 1px solid rgba(128, 128, 128, 0.2); text-align: right}"
+    f" .{MARKETS_CLASS} th {{position: sticky; top: 0; font-weight: 600;"
+    " background: rgba(240, 242, 246, 0.95)}"
+    f" .{MARKETS_CLASS} .symbol {{text-align: left}}"
+    f" .{MARKETS_CLASS} .spark {{text-align: left; width: {SPARKLINE_WIDTH}px; line-height: 0}}"
+    f" .{MARKETS_CLASS} .up {{color: {UP_COLOUR}}} .{MARKETS_CLASS} .down {{color: {DOWN_COLOUR}}}"
 )
 
 
@@ -177,4 +202,132 @@ def _heatmap_cell(symbol: str, pct: float, colour: str) -> str:
         f'<div class="cell" style="background: {colour}; color: {text}" title="{label}">'
         f'<span class="symbol">{html.escape(symbol)}</span>'
         f'<span class="change">{html.escape(change)}</span></div>'
+    )
+
+
+def sorted_markets(shown: pd.DataFrame, sort: str = MARKETS_SORTS[0]) -> pd.DataFrame:
+    """The markets in one of ``MARKETS_SORTS``: by symbol, or by change today, biggest
+    gain or biggest loss first; a symbol without a change (no session yet) last either
+    way, and ties by symbol."""
+    if sort not in MARKETS_SORTS:
+        raise ValueError(f"unknown sort {sort!r}, expected one of {MARKETS_SORTS}")
+    by_symbol = shown.sort_values("symbol", kind="stable")
+    if sort == MARKETS_SORTS[0]:
+        return by_symbol
+    return by_symbol.sort_values(
+        "change_pct", ascending=sort == MARKETS_SORTS[2], na_position="last", kind="stable"
+    )
+
+
+def markets_table(shown: pd.DataFrame, sort: str = MARKETS_SORTS[0]) -> str:
+    """Every symbol's last price, change today, sparkline of today's 1-minute closes and
+    last trade, one row each, in the order ``sort`` names (``MARKETS_SORTS``).
+
+    Each row carries its values unformatted (``data-symbol``, ``data-price``,
+    ``data-change``; the sparkline's cell ``data-closes``, JSON) for whatever reads the
+    page as data rather than text.
+
+    HTML for ``st.html``, like the heatmap, not an ``st.dataframe``: the data grid takes
+    this machine's browser about a second to draw its first pixel, an HTML table shows
+    with the page's title (docs/benchmarks/dashboard.md). The order is chosen by a
+    control above it, since the table has no clickable headers.
+    """
+    rows = "".join(
+        _markets_row(str(row.symbol), row.price, row.change_pct, row.sparkline, row.trade_ts)
+        for row in sorted_markets(shown, sort).itertuples(index=False)
+    )
+    head = "".join(
+        f'<th class="{cls}"{title}>{label}</th>'
+        for cls, label, title in (
+            ("symbol", "symbol", ""),
+            ("price", "last price", ""),
+            ("change", "change today", ' title="since the session\'s first trade (UTC day)"'),
+            ("spark", "today (1-min closes)", ""),
+            ("time", "last trade (UTC)", ""),
+        )
+    )
+    return (
+        f"<style>{MARKETS_STYLE}</style>"
+        f'<div class="{MARKETS_CLASS}"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _markets_row(symbol: str, price: object, change: object, closes: object, traded: object) -> str:
+    pct = float("nan") if tables.is_missing(change) else float(change)  # type: ignore[arg-type]
+    if math.isnan(pct):
+        change_text, tone = tables.MISSING, ""
+    else:
+        change_text = f"{pct:+.2f} %"
+        tone = "up" if pct > 0 else "down" if pct < 0 else ""
+    values = _closes(closes)
+    time_text = (
+        tables.MISSING
+        if traded is None or pd.isna(traded)  # type: ignore[arg-type]
+        else traded.strftime(tables.TIME_STRFTIME)  # type: ignore[attr-defined]
+    )
+    number = "" if tables.is_missing(price) else repr(float(price))  # type: ignore[arg-type]
+    return (
+        f'<tr data-symbol="{html.escape(symbol, quote=True)}" data-price="{number}" '
+        f'data-change="{"" if math.isnan(pct) else repr(pct)}">'
+        f'<td class="symbol">{html.escape(symbol)}</td>'
+        f'<td class="price">{html.escape(tables.price_text(price))}</td>'
+        f'<td class="change {tone}">{html.escape(change_text)}</td>'
+        f'<td class="spark" data-closes="{html.escape(json.dumps(values), quote=True)}">'
+        f"{sparkline_image(values)}</td>"
+        f'<td class="time">{time_text}</td></tr>'
+    )
+
+
+def _closes(closes: object) -> list[float]:
+    """The finite closes of a sparkline cell (a list, an array, or nothing)."""
+    if closes is None or not pd.api.types.is_list_like(closes):
+        return []
+    values = [float(v) for v in closes]  # type: ignore[union-attr]
+    return [v for v in values if math.isfinite(v)]
+
+
+def sparkline_image(closes: Sequence[float]) -> str:
+    """The sparkline as an ``<img>`` of its SVG, or nothing without closes.
+
+    An image, not inline SVG: ``st.html`` sanitizes with DOMPurify's HTML profile, which
+    removes ``<svg>`` elements but keeps an image's ``data:`` URI."""
+    svg = sparkline(closes)
+    if not svg:
+        return ""
+    return (
+        f'<img src="data:image/svg+xml,{urllib.parse.quote(svg)}" width="{SPARKLINE_WIDTH}" '
+        f'height="{SPARKLINE_HEIGHT}" alt="today\'s 1-minute closes">'
+    )
+
+
+def sparkline(
+    closes: Sequence[float], width: int = SPARKLINE_WIDTH, height: int = SPARKLINE_HEIGHT
+) -> str:
+    """A line of ``closes`` over the cell's width, scaled to their own low and high, green
+    when the last is not below the first, else red; a flat series is a line through the
+    middle, one close a dot on the right (where the newest close goes), none nothing."""
+    if not closes:
+        return ""
+    colour = UP_COLOUR if closes[-1] >= closes[0] else DOWN_COLOUR
+    pad = 2.0  # the stroke's half-width and a little air, so the extremes are not cut
+    svg = (
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'xmlns="http://www.w3.org/2000/svg">'
+    )
+    if len(closes) == 1:
+        return (
+            f'{svg}<circle cx="{width - pad:g}" cy="{height / 2:g}" r="2" fill="{colour}"/></svg>'
+        )
+    low, high = min(closes), max(closes)
+    step = (width - 2 * pad) / (len(closes) - 1)
+    span = high - low
+    points = " ".join(
+        f"{pad + i * step:.1f},"
+        f"{height / 2 if span == 0 else pad + (high - v) / span * (height - 2 * pad):.1f}"
+        for i, v in enumerate(closes)
+    )
+    return (
+        f'{svg}<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5" '
+        'stroke-linejoin="round"/></svg>'
     )

@@ -20,8 +20,6 @@ from finpipe.settings import Settings
 from streamlit_app import analytics, charts, live, tables
 from streamlit_app.live import FeedState, FeedStatus, LiveFeed
 
-MARKET_TABLE_MAX_HEIGHT = 540
-
 
 def source_badge(live_now: bool) -> str:
     return ":green-badge[live]" if live_now else ":gray-badge[lake]"
@@ -65,7 +63,8 @@ def markets(
     shown: pd.DataFrame, status: FeedStatus, lake_received: dt.datetime | None, topic: str
 ) -> None:
     """Every subscribed symbol at a glance, readable at 50: a heatmap of today's change and
-    a sortable table with a sparkline per symbol (tiles would fill screens)."""
+    a table with a sparkline per symbol, sorted by a control above it (tiles would fill
+    screens)."""
     live_rows = int(shown["live"].sum())
     st.subheader(f"Markets today {source_badge(live_rows > 0)}")
     newest = max(
@@ -89,24 +88,16 @@ def markets(
                 traded, source="live" if live_rows else "lake", newest_received=newest
             )
         )
-    table = shown[["symbol", "price", "change_pct", "sparkline", "trade_ts"]]
-    st.dataframe(
-        tables.styled(table, {"price": tables.price_text}),
-        hide_index=True,
-        height=min(MARKET_TABLE_MAX_HEIGHT, 38 + 35 * len(table)),
-        key="markets",
-        column_config={
-            "symbol": tables.symbol_column(),
-            "price": st.column_config.NumberColumn("last price"),
-            "change_pct": st.column_config.NumberColumn(
-                "change today", format="%+.2f %%", help="since the session's first trade (UTC day)"
-            ),
-            "sparkline": st.column_config.LineChartColumn(
-                "today (1-min closes)", width="large", color="auto"
-            ),
-            "trade_ts": tables.time_column("last trade"),
-        },
+    # A widget with a key keeps its value across the fragment's reruns (every second).
+    sort = st.segmented_control(
+        "Sort the markets",
+        charts.MARKETS_SORTS,
+        default=charts.MARKETS_SORTS[0],
+        key="markets_sort",
+        required=True,
+        label_visibility="collapsed",
     )
+    st.html(charts.markets_table(shown, sort or charts.MARKETS_SORTS[0]))
 
 
 def quote(row: pd.Series) -> None:

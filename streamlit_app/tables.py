@@ -9,9 +9,10 @@ columns they share.
   symbol names one (``63.05 M USD``);
 * one time format everywhere, UTC (the column labels say so).
 
-A table with numbers of several magnitudes in one column (50 symbols' prices) is handed
-to ``st.dataframe`` as a pandas ``Styler``: the cells show this module's text, while
-sorting a column still sorts by the numbers.
+A table with numbers of several magnitudes in one column (50 symbols' daily prices) is
+handed to ``st.dataframe`` as a pandas ``Styler``: the cells show this module's text, while
+sorting a column still sorts by the numbers. The markets table is HTML
+(``charts.markets_table``) and writes its cells with the same functions.
 """
 
 from __future__ import annotations

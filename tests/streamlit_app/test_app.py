@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from finpipe.settings import Settings, load_settings
 from producer.simulator.market import DEMO_50_TICKERS
 from streamlit_app import live
-from streamlit_app.charts import HEATMAP_CLASS
+from streamlit_app.charts import HEATMAP_CLASS, MARKETS_CLASS, MARKETS_SORTS
 from streamlit_app.live import FeedState
 from tests.streamlit_app.dashboard_seed import (
     BRK,
@@ -28,6 +28,7 @@ from tests.streamlit_app.dashboard_seed import (
     write_lake,
 )
 from tests.streamlit_app.test_charts import cells as heatmap_cells
+from tests.streamlit_app.test_charts import market_frame
 from tests.streamlit_app.test_live import produce, record
 from tests.streamlit_app.test_live import topic as topic  # a fixture
 from tests.streamlit_app.test_store import closed_port
@@ -74,8 +75,10 @@ def past_midnight() -> dt.datetime:
 
 
 def market_table(page: AppTest) -> pd.DataFrame:
-    (table,) = [d.value for d in page.dataframe if "sparkline" in d.value.columns]
-    return table
+    """The markets table (HTML) as data: symbol, price, change_pct, sparkline, in the
+    page's order."""
+    (table,) = [e for e in page.get("html") if MARKETS_CLASS in e.proto.body]
+    return market_frame(table.proto.body)
 
 
 def symbol_box(page: AppTest):  # type: ignore[no-untyped-def]
@@ -114,6 +117,17 @@ def test_page_with_data(monkeypatch: pytest.MonkeyPatch, infrastructure: Setting
     assert sorted(heatmap_symbols(page)) == sorted([BTC, BRK, "AAPL"])
     assert page.query_params["symbol"] == BTC
     assert not page.error
+    assert not [d for d in page.dataframe if "sparkline" in d.value.columns]  # HTML, not a grid
+
+    # the order the control names, kept over the next refreshes
+    assert page.segmented_control(key="markets_sort").value == MARKETS_SORTS[0]
+    page.segmented_control(key="markets_sort").set_value("change ↓").run()
+    assert not page.exception, [e.value for e in page.exception]
+    changes = market_table(page)["change_pct"].dropna().tolist()
+    assert changes == sorted(changes, reverse=True) and len(changes) >= 2
+    page.run()
+    assert page.segmented_control(key="markets_sort").value == "change ↓"
+    assert market_table(page)["change_pct"].dropna().tolist() == changes
 
     page.radio(key="window").set_value("A past day").run()
     assert not page.exception
@@ -189,7 +203,12 @@ def test_live_prices_and_tape_replace_the_lake_s_once_the_feed_reads_trades(
     session_open = 106.0 / (1 + lake_change / 100)
     feed = live.shared_feed(load_settings())
     wait_for("the feed to go live", lambda: feed.status().live, 30)
-    produce(infrastructure, topic, [record(BTC, 107.0), record(BTC, 107.5), record(BRK, 52.0)])
+    # not older than the lake's newest BTC trade (5 s into now's minute): an older live
+    # trade is rightly not shown, which failed this test in a minute's first seconds
+    after_lake = int((minute_of(now, 0) + dt.timedelta(seconds=6)).timestamp() * 1000)
+    ms = max(after_lake, int(time.time() * 1000))
+    trades = [record(BTC, 107.0, ms), record(BTC, 107.5, ms + 1), record(BRK, 52.0, ms)]
+    produce(infrastructure, topic, trades)
     wait_for("the trades", lambda: {BTC, BRK} <= set(feed.latest()), 30)
     page.run()
     assert not page.exception, [e.value for e in page.exception]

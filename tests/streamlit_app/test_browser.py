@@ -28,7 +28,7 @@ from finpipe.settings import DEFAULT_TICKERS, Settings
 from infra import services
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
-from streamlit_app.charts import HEATMAP_CELLS, HEATMAP_CLASS
+from streamlit_app.charts import HEATMAP_CELLS, HEATMAP_CLASS, MARKETS_CLASS, MARKETS_ROWS
 from tests.streamlit_app.dashboard_seed import MarketFeed, new_topic, seed_market, unique_settings
 from tests.support.network import free_port
 
@@ -45,16 +45,21 @@ CELL_TEXTS = """els => els.map(e => [e.querySelector('.symbol').textContent,
 HAS_CANDLESTICK = """() => [...document.querySelectorAll('.js-plotly-plot')]
     .some(p => (p.data || []).some(t => t.type === 'candlestick'))"""
 # What a reader cannot see whole: per table the width hidden behind its horizontal scroll
-# bar; the tiles' texts cut by an ellipsis; the heatmap's symbols and changes cut.
-HIDDEN = """() => ({
+# bar (the grids' and the HTML markets table's); the tiles' texts cut by an ellipsis; the
+# heatmap's symbols and changes cut.
+HIDDEN = f"""() => ({{
     tables: [...document.querySelectorAll('[data-testid="stDataFrame"]')]
-        .map(t => { const s = t.querySelector('.dvn-scroller');
-                    return s ? s.scrollWidth - s.clientWidth : null; }),
+        .map(t => {{ const s = t.querySelector('.dvn-scroller');
+                    return s ? s.scrollWidth - s.clientWidth : null; }}),
+    markets: [...document.querySelectorAll('.{MARKETS_CLASS}')]
+        .map(t => t.scrollWidth - t.clientWidth),
     tiles: [...document.querySelectorAll('[data-testid="stMetric"] *')]
         .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent),
-    cells: [...document.querySelectorAll('.finpipe-heatmap .cell')]
+    cells: [...document.querySelectorAll('.{HEATMAP_CLASS} .cell')]
         .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent),
-})"""
+}})"""
+# The markets table's rows as data (their attributes), in the page's order.
+MARKET_ROWS = """els => els.map(e => [e.dataset.symbol, e.dataset.change])"""
 SOURCE = f"""() => {{
     const grid = document.querySelector('.{HEATMAP_CLASS}');
     return grid && grid.dataset.source;
@@ -161,10 +166,11 @@ def open_page(browser: Any, dashboard: Dashboard, symbol: str, width: int = WIDT
     page.goto(f"{dashboard.url}/?symbol={urllib.parse.quote(symbol)}", wait_until="commit")
     page.wait_for_function(HAS_CANDLESTICK, timeout=90_000)
     page.locator(HEATMAP_CELLS).first.wait_for(timeout=30_000)
-    # the tables' grid loads its own script: wait for it as a person would, since the
-    # charts above it can finish drawing first
+    page.locator(MARKETS_ROWS).first.wait_for(timeout=30_000)
+    # the other tables' grid loads its own script: wait for it as a person would, since
+    # the charts above it can finish drawing first
     page.wait_for_function(
-        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"] canvas').length >= 3",
+        "() => document.querySelectorAll('[data-testid=\"stDataFrame\"] canvas').length >= 2",
         timeout=30_000,
     )
     return page
@@ -202,6 +208,26 @@ def test_browser_shows_the_markets_live_and_every_table_whole(
     assert shown == set(symbols), set(symbols) ^ shown
     assert len(cells) == len(symbols)
     assert all(change.endswith("%") for _, change in cells), cells
+    # the markets table: one row per symbol, ordered by the control above it
+    rows = page.eval_on_selector_all(MARKETS_ROWS, MARKET_ROWS)
+    assert sorted(symbol for symbol, _ in rows) == sorted(symbols), rows
+    # every symbol traded today has its sparkline drawn (an image the page did not strip)
+    # (waited for: the live part redraws its rows every second)
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll('{MARKETS_ROWS} .spark img')]
+            .filter(i => i.complete && i.naturalWidth > 0).length === {len(symbols)}""",
+        timeout=15_000,
+    )
+    sort = page.locator('[data-testid="stButtonGroup"]')
+    sort.get_by_role("radio", name="change ↓", exact=True).click()
+    page.wait_for_function(
+        f"""() => {{
+            const rows = [...document.querySelectorAll('{MARKETS_ROWS}')]
+                .map(e => e.dataset.change).filter(c => c !== '').map(Number);
+            return rows.length > 1 && rows.every((c, i) => i === 0 || rows[i - 1] >= c);
+        }}""",
+        timeout=15_000,
+    )
     titles = page.eval_on_selector_all(".js-plotly-plot .gtitle", FIRST_LINES)
     assert chosen in titles, titles
 
@@ -229,8 +255,9 @@ def test_browser_shows_the_markets_live_and_every_table_whole(
         page.set_viewport_size({"width": width, "height": 2200})
         page.wait_for_timeout(1_000)  # the grids measure their columns again
         hidden = page.evaluate(HIDDEN)
-        assert len(hidden["tables"]) == 3, hidden  # markets, tape, daily statistics
+        assert len(hidden["tables"]) == 2, hidden  # tape, daily statistics
         assert all(overflow == 0 for overflow in hidden["tables"]), (width, hidden)
+        assert hidden["markets"] == [0], (width, hidden)  # one HTML table, no scroll bar
         assert hidden["tiles"] == [] and hidden["cells"] == [], (width, hidden)
     page.set_viewport_size({"width": WIDTHS[0], "height": 3000})  # the whole page
     page.wait_for_timeout(2_000)  # let plotly and the tables finish drawing
