@@ -92,8 +92,16 @@ class Settings(BaseSettings):
     kafka_topic: str = Field(default=contracts.TRADES_TOPIC, alias="KAFKA_TOPIC")
     kafka_dlq_topic: str = Field(default=contracts.DLQ_TOPIC, alias="KAFKA_DLQ_TOPIC")
     kafka_partitions: int = Field(default=3, ge=1, alias="KAFKA_PARTITIONS")
-    # -1: the cluster's own default.replication.factor.
-    kafka_replication_factor: int = Field(default=-1, ge=-1, alias="KAFKA_REPLICATION_FACTOR")
+    # Unset: 3 replicas on a cluster of three or more brokers, else one per broker
+    # (producer/topics.py decides and logs why); -1: the cluster's default.replication.factor.
+    kafka_replication_factor: int | None = Field(
+        default=None, ge=-1, alias="KAFKA_REPLICATION_FACTOR"
+    )
+    # Unset: 2 where a topic has 3 or more replicas, else 1. With acks=all, a write is
+    # acknowledged once this many replicas hold it: 2 of 3 loses nothing when one broker dies.
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1, alias="KAFKA_MIN_INSYNC_REPLICAS"
+    )
     kafka_delivery_timeout_seconds: float = Field(
         default=300.0, ge=1, le=2_000_000, alias="KAFKA_DELIVERY_TIMEOUT_SECONDS"
     )
@@ -272,6 +280,8 @@ class Settings(BaseSettings):
         "s3_secret_key",
         "simulator_token",
         "dagster_postgres_url",
+        "kafka_replication_factor",
+        "kafka_min_insync_replicas",
         mode="before",
     )
     @classmethod
@@ -379,7 +389,14 @@ class Settings(BaseSettings):
             )
         if self.kafka_replication_factor == 0:
             raise ValueError(
-                "KAFKA_REPLICATION_FACTOR must be -1 (the cluster's default) or at least 1"
+                "KAFKA_REPLICATION_FACTOR must be unset (3 on three or more brokers), "
+                "-1 (the cluster's default) or at least 1"
+            )
+        replicas, in_sync = self.kafka_replication_factor, self.kafka_min_insync_replicas
+        if replicas is not None and replicas > 0 and in_sync is not None and in_sync > replicas:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={in_sync} is more than KAFKA_REPLICATION_FACTOR="
+                f"{replicas}: no write could ever be acknowledged; use at most {replicas}"
             )
         if self.producer_log_max_mb < 2 * self.producer_log_segment_mb:
             raise ValueError(
