@@ -398,6 +398,7 @@ class Settings(BaseSettings):
                 f"KAFKA_MIN_INSYNC_REPLICAS={in_sync} is more than KAFKA_REPLICATION_FACTOR="
                 f"{replicas}: no write could ever be acknowledged; use at most {replicas}"
             )
+        self._check_local_kafka_cluster()
         if self.producer_log_max_mb < 2 * self.producer_log_segment_mb:
             raise ValueError(
                 f"PRODUCER_LOG_MAX_MB={self.producer_log_max_mb} must hold at least two "
@@ -420,6 +421,21 @@ class Settings(BaseSettings):
                 "of your own in .env (for compose, also the MinIO root user they create)"
             )
         return self
+
+    def _check_local_kafka_cluster(self) -> None:
+        """Brokers on loopback are started locally, each with its controller on its port + 1:
+        no listed port may be another broker's controller."""
+        servers = [s.strip().rpartition(":") for s in self.kafka_server.split(",")]
+        if len(servers) < 2 or not all(is_loopback_host(h.strip("[]")) for h, _, _ in servers):
+            return
+        ports = [int(p) for _, _, p in servers]
+        clash = sorted({p for p in ports if p - 1 in ports} | set(_repeated(ports)))
+        if clash:
+            raise ValueError(
+                f"KAFKA_SERVER={self.kafka_server}: a local broker's controller listens on its "
+                f"port + 1, so {clash} cannot be used; space the ports by two, e.g. "
+                "localhost:9092,localhost:9094,localhost:9096"
+            )
 
     def _check_ports_distinct(self) -> None:
         """Every metrics endpoint on a port of its own, not one another service listens on."""
@@ -500,6 +516,10 @@ class Settings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+
+def _repeated(values: list[int]) -> list[int]:
+    return [v for i, v in enumerate(values) if v in values[:i]]
 
 
 REMOVED_SETTINGS = {

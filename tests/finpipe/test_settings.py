@@ -46,6 +46,8 @@ def test_tickers_are_upper_cased_like_finnhub_spells_them() -> None:
             {"KAFKA_REPLICATION_FACTOR": 2, "KAFKA_MIN_INSYNC_REPLICAS": 3},
             "no write could ever be acknowledged",
         ),
+        ({"KAFKA_SERVER": "localhost:9092,localhost:9093"}, "space the ports by two"),
+        ({"KAFKA_SERVER": "localhost:9092,127.0.0.1:9092"}, "cannot be used"),
     ],
 )
 def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: str) -> None:
