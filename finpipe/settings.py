@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     lake_prefix: str = Field(default=contracts.LAKE_PREFIX, alias="LAKE_PREFIX")
     summaries_prefix: str = Field(default=contracts.SUMMARIES_PREFIX, alias="SUMMARIES_PREFIX")
     minio_console_port: int = Field(default=9001, ge=1, le=65535, alias="MINIO_CONSOLE_PORT")
+    # Drive folders of the local MinIO: 1 is a single drive; 4 to 16 are one erasure-coded
+    # set, which goes on serving with a drive folder lost and heals a blank one by itself.
+    minio_drives: int = Field(default=1, ge=1, le=16, alias="MINIO_DRIVES")
 
     # --- Spark ------------------------------------------------------------------------
     spark_master: str = Field(default="local[2]", alias="SPARK_MASTER")
@@ -397,6 +400,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"KAFKA_MIN_INSYNC_REPLICAS={in_sync} is more than KAFKA_REPLICATION_FACTOR="
                 f"{replicas}: no write could ever be acknowledged; use at most {replicas}"
+            )
+        if self.minio_drives in (2, 3):
+            raise ValueError(
+                f"MINIO_DRIVES={self.minio_drives}: use 1 (one drive folder) or 4 to 16 (an "
+                "erasure-coded set that survives a lost drive)"
             )
         self._check_local_kafka_cluster()
         if self.producer_log_max_mb < 2 * self.producer_log_segment_mb:

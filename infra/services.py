@@ -291,17 +291,34 @@ def minio_ready(settings: Settings) -> bool:
         return False
 
 
+def minio_drives(settings: Settings) -> list[Path]:
+    """The local MinIO's drive folders: one keeps the folder it always had."""
+    root = settings.home / "minio"
+    if settings.minio_drives == 1:
+        return [root / "data"]
+    return [root / f"drive-{i}" for i in range(1, settings.minio_drives + 1)]
+
+
 def minio_process(settings: Settings) -> ManagedProcess:
     console_port = settings.minio_console_port
     host, port = s3_endpoint(settings)
     access, secret = settings.s3_credentials
     binary = artifacts.minio_artifact(settings.cache_dir).root / "minio"
+    env = {
+        "MINIO_ROOT_USER": access,
+        "MINIO_ROOT_PASSWORD": secret,
+        "MINIO_BROWSER_REDIRECT_URL": f"http://127.0.0.1:{console_port}",
+    }
+    if settings.minio_drives > 1:
+        # Erasure-coded MinIO refuses drives on the root disk (a folder of `/` is one, as
+        # here); the folders are meant to share a disk, so no drive counts as the root.
+        env["MINIO_ROOTDRIVE_THRESHOLD_SIZE"] = "1"
     return ManagedProcess(
         name="minio",
         argv=[
             str(binary),
             "server",
-            str(settings.home / "minio" / "data"),
+            *(str(drive) for drive in minio_drives(settings)),
             "--address",
             f"127.0.0.1:{port}",
             "--console-address",
@@ -310,11 +327,7 @@ def minio_process(settings: Settings) -> ManagedProcess:
         ],
         home=settings.home,
         ports=[(host, port)],
-        env={
-            "MINIO_ROOT_USER": access,
-            "MINIO_ROOT_PASSWORD": secret,
-            "MINIO_BROWSER_REDIRECT_URL": f"http://127.0.0.1:{console_port}",
-        },
+        env=env,
         ready=lambda: minio_ready(settings),
         ready_timeout=60,
     )
@@ -351,6 +364,8 @@ def start_infrastructure(settings: Settings) -> None:
     host, _ = s3_endpoint(settings)
     if is_loopback_host(host):
         artifacts.ensure_minio(settings.cache_dir)
+        for drive in minio_drives(settings):
+            drive.mkdir(parents=True, exist_ok=True)
         minio_process(settings).start()
     elif not port_open(*s3_endpoint(settings), timeout=3):
         raise ServiceError(f"S3_ENDPOINT_URL={settings.s3_endpoint_url} is not reachable")

@@ -48,6 +48,7 @@ def test_tickers_are_upper_cased_like_finnhub_spells_them() -> None:
         ),
         ({"KAFKA_SERVER": "localhost:9092,localhost:9093"}, "space the ports by two"),
         ({"KAFKA_SERVER": "localhost:9092,127.0.0.1:9092"}, "cannot be used"),
+        ({"MINIO_DRIVES": 3}, "use 1 (one drive folder) or 4 to 16"),
     ],
 )
 def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: str) -> None:
