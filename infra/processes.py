@@ -196,12 +196,13 @@ def stop_together(processes: Sequence[ManagedProcess]) -> list[str]:
     """Stop processes at the same time (SIGTERM to all first), so that the last broker of a
     quorum is not left waiting for the controllers stopped before it; returns the names
     of those that were running."""
+    running = {process.name: pid for process in processes if (pid := process.pid()) is not None}
+    for pid in running.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
     for process in processes:
-        pid = process.pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-    return [process.name for process in processes if process.stop()]
+        process.stop()  # waits, SIGKILL after its timeout; tidies the pid file
+    return list(running)
 
 
 def _wait_until_dead(pid: int, timeout: float) -> bool:
