@@ -333,6 +333,14 @@ def minio_process(settings: Settings) -> ManagedProcess:
     )
 
 
+def start_minio(settings: Settings) -> None:
+    """Build MinIO if missing and start it on its drive folders."""
+    artifacts.ensure_minio(settings.cache_dir)
+    for drive in minio_drives(settings):
+        drive.mkdir(parents=True, exist_ok=True)
+    minio_process(settings).start()
+
+
 def ensure_bucket(settings: Settings) -> None:
     """Create the (private) lake bucket if missing."""
     client = s3_client(settings)
@@ -363,10 +371,7 @@ def start_infrastructure(settings: Settings) -> None:
     ensure_topics(settings)
     host, _ = s3_endpoint(settings)
     if is_loopback_host(host):
-        artifacts.ensure_minio(settings.cache_dir)
-        for drive in minio_drives(settings):
-            drive.mkdir(parents=True, exist_ok=True)
-        minio_process(settings).start()
+        start_minio(settings)
     elif not port_open(*s3_endpoint(settings), timeout=3):
         raise ServiceError(f"S3_ENDPOINT_URL={settings.s3_endpoint_url} is not reachable")
     ensure_bucket(settings)
