@@ -19,7 +19,7 @@ broker of a replicated cluster dies (the supervisors' part is the outage drill's
 
 Every client timeout is at its default: a leader moving is routine for Kafka's clients,
 so nothing here is shortened except the replay's length and the time the broker stays
-down (``BROKER_DOWN_SECONDS``; the issue's "minutes later" costs only wall time).
+down (``BROKER_DOWN_SECONDS``: restarting it minutes later would cost only wall time).
 """
 
 from __future__ import annotations
