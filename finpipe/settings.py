@@ -92,8 +92,16 @@ class Settings(BaseSettings):
     kafka_topic: str = Field(default=contracts.TRADES_TOPIC, alias="KAFKA_TOPIC")
     kafka_dlq_topic: str = Field(default=contracts.DLQ_TOPIC, alias="KAFKA_DLQ_TOPIC")
     kafka_partitions: int = Field(default=3, ge=1, alias="KAFKA_PARTITIONS")
-    # -1: the cluster's own default.replication.factor.
-    kafka_replication_factor: int = Field(default=-1, ge=-1, alias="KAFKA_REPLICATION_FACTOR")
+    # Unset: 3 replicas on a cluster of three or more brokers, else one per broker
+    # (producer/topics.py decides and logs why); -1: the cluster's default.replication.factor.
+    kafka_replication_factor: int | None = Field(
+        default=None, ge=-1, alias="KAFKA_REPLICATION_FACTOR"
+    )
+    # Unset: 2 where a topic has 3 or more replicas, else 1. With acks=all, a write is
+    # acknowledged once this many replicas hold it: 2 of 3 loses nothing when one broker dies.
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1, alias="KAFKA_MIN_INSYNC_REPLICAS"
+    )
     kafka_delivery_timeout_seconds: float = Field(
         default=300.0, ge=1, le=2_000_000, alias="KAFKA_DELIVERY_TIMEOUT_SECONDS"
     )
@@ -121,6 +129,9 @@ class Settings(BaseSettings):
     lake_prefix: str = Field(default=contracts.LAKE_PREFIX, alias="LAKE_PREFIX")
     summaries_prefix: str = Field(default=contracts.SUMMARIES_PREFIX, alias="SUMMARIES_PREFIX")
     minio_console_port: int = Field(default=9001, ge=1, le=65535, alias="MINIO_CONSOLE_PORT")
+    # Drive folders of the local MinIO: 1 is a single drive; 4 to 16 are one erasure-coded
+    # set, which goes on serving with a drive folder lost and heals a blank one by itself.
+    minio_drives: int = Field(default=1, ge=1, le=16, alias="MINIO_DRIVES")
 
     # --- Spark ------------------------------------------------------------------------
     spark_master: str = Field(default="local[2]", alias="SPARK_MASTER")
@@ -275,6 +286,8 @@ class Settings(BaseSettings):
         "s3_secret_key",
         "simulator_token",
         "dagster_postgres_url",
+        "kafka_replication_factor",
+        "kafka_min_insync_replicas",
         mode="before",
     )
     @classmethod
@@ -382,8 +395,21 @@ class Settings(BaseSettings):
             )
         if self.kafka_replication_factor == 0:
             raise ValueError(
-                "KAFKA_REPLICATION_FACTOR must be -1 (the cluster's default) or at least 1"
+                "KAFKA_REPLICATION_FACTOR must be unset (3 on three or more brokers), "
+                "-1 (the cluster's default) or at least 1"
             )
+        replicas, in_sync = self.kafka_replication_factor, self.kafka_min_insync_replicas
+        if replicas is not None and replicas > 0 and in_sync is not None and in_sync > replicas:
+            raise ValueError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={in_sync} is more than KAFKA_REPLICATION_FACTOR="
+                f"{replicas}: no write could ever be acknowledged; use at most {replicas}"
+            )
+        if self.minio_drives in (2, 3):
+            raise ValueError(
+                f"MINIO_DRIVES={self.minio_drives}: use 1 (one drive folder) or 4 to 16 (an "
+                "erasure-coded set that survives a lost drive)"
+            )
+        self._check_local_kafka_cluster()
         if self.producer_log_max_mb < 2 * self.producer_log_segment_mb:
             raise ValueError(
                 f"PRODUCER_LOG_MAX_MB={self.producer_log_max_mb} must hold at least two "
@@ -406,6 +432,21 @@ class Settings(BaseSettings):
                 "of your own in .env (for compose, also the MinIO root user they create)"
             )
         return self
+
+    def _check_local_kafka_cluster(self) -> None:
+        """Brokers on loopback are started locally, each with its controller on its port + 1:
+        no listed port may be another broker's controller."""
+        servers = [s.strip().rpartition(":") for s in self.kafka_server.split(",")]
+        if len(servers) < 2 or not all(is_loopback_host(h.strip("[]")) for h, _, _ in servers):
+            return
+        ports = [int(p) for _, _, p in servers]
+        clash = sorted({p for p in ports if p - 1 in ports} | set(_repeated(ports)))
+        if clash:
+            raise ValueError(
+                f"KAFKA_SERVER={self.kafka_server}: a local broker's controller listens on its "
+                f"port + 1, so {clash} cannot be used; space the ports by two, e.g. "
+                "localhost:9092,localhost:9094,localhost:9096"
+            )
 
     def _check_ports_distinct(self) -> None:
         """Every metrics endpoint on a port of its own, not one another service listens on."""
@@ -486,6 +527,10 @@ class Settings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+
+def _repeated(values: list[int]) -> list[int]:
+    return [v for i, v in enumerate(values) if v in values[:i]]
 
 
 REMOVED_SETTINGS = {

@@ -103,19 +103,31 @@ class ManagedProcess:
 
     def start(self) -> int:
         """Start unless already running; returns the pid. Waits until ready."""
-        with file_lock(self.home / "run" / f"{self.name}.lock"):
-            pid = self.pid()
-            if pid is None:
-                busy = [f"{h}:{p}" for h, p in self.ports if port_open(h, p)]
-                if busy:
-                    raise ServiceError(
-                        f"{self.name}: port {', '.join(busy)} is already in use by a process "
-                        "finpipe did not start. Stop it (`ss -ltnp` shows which) or point "
-                        "the settings at it as an external service."
-                    )
-                pid = self._spawn()
+        with self._start_lock():
+            pid = self._running_or_spawned()
             self.wait_ready(pid)
             return pid
+
+    def launch(self) -> int:
+        """Start unless already running, without waiting until it is ready; returns the pid."""
+        with self._start_lock():
+            return self._running_or_spawned()
+
+    def _start_lock(self) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.home / "run" / f"{self.name}.lock")
+
+    def _running_or_spawned(self) -> int:
+        pid = self.pid()
+        if pid is not None:
+            return pid
+        busy = [f"{h}:{p}" for h, p in self.ports if port_open(h, p)]
+        if busy:
+            raise ServiceError(
+                f"{self.name}: port {', '.join(busy)} is already in use by a process "
+                "finpipe did not start. Stop it (`ss -ltnp` shows which) or point "
+                "the settings at it as an external service."
+            )
+        return self._spawn()
 
     def _spawn(self) -> int:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +181,28 @@ class ManagedProcess:
             raise ServiceError(f"{self.name} (pid {pid}) survived SIGKILL; check `ps {pid}`")
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def start_together(processes: Sequence[ManagedProcess]) -> list[int]:
+    """Start processes that become ready only together (the brokers of a KRaft quorum wait
+    for a majority of its controllers): launch every one, then wait for each."""
+    pids = [process.launch() for process in processes]
+    for process, pid in zip(processes, pids, strict=True):
+        process.wait_ready(pid)
+    return pids
+
+
+def stop_together(processes: Sequence[ManagedProcess]) -> list[str]:
+    """Stop processes at the same time (SIGTERM to all first), so that the last broker of a
+    quorum is not left waiting for the controllers stopped before it; returns the names
+    of those that were running."""
+    running = {process.name: pid for process in processes if (pid := process.pid()) is not None}
+    for pid in running.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    for process in processes:
+        process.stop()  # waits, SIGKILL after its timeout; tidies the pid file
+    return list(running)
 
 
 def _wait_until_dead(pid: int, timeout: float) -> bool:

@@ -27,7 +27,7 @@ from finpipe.settings import Settings, is_loopback_host
 from finpipe_dagster.instance import ensure_dagster_home
 from infra import artifacts, monitoring, services
 from infra.artifacts import say
-from infra.processes import ManagedProcess, ServiceError, pid_alive
+from infra.processes import ManagedProcess, ServiceError, pid_alive, stop_together
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STREAMS = health.STREAMS
@@ -38,6 +38,8 @@ class Component:
     name: str
     url: str
     process: ManagedProcess | None  # None: an external service, only checked
+    # Kafka and MinIO: started by services.start_infrastructure, stopped last.
+    infrastructure: bool = False
 
 
 def _bin(name: str) -> str:
@@ -155,20 +157,24 @@ def control_metrics_process(settings: Settings) -> ManagedProcess:
 
 def components(settings: Settings) -> list[Component]:
     """Every part of the platform in start order (stop order is the reverse)."""
-    kafka_local = services.kafka_is_local(settings)
     s3_local = is_loopback_host(services.s3_endpoint(settings)[0])
-    parts = [
-        Component(
-            "kafka",
-            f"kafka://{settings.kafka_server}",
-            services.kafka_process(settings) if kafka_local else None,
-        ),
+    if services.kafka_is_local(settings):
+        parts = [
+            Component(node.name, f"kafka://{node.address}", process, infrastructure=True)
+            for node, process in zip(
+                services.kafka_nodes(settings), services.kafka_processes(settings), strict=True
+            )
+        ]
+    else:
+        parts = [Component("kafka", f"kafka://{settings.kafka_server}", None, infrastructure=True)]
+    parts.append(
         Component(
             "minio",
             f"{settings.s3_endpoint_url} (console http://127.0.0.1:{settings.minio_console_port})",
             services.minio_process(settings) if s3_local else None,
-        ),
-    ]
+            infrastructure=True,
+        )
+    )
     if settings.uses_simulator:
         parts.append(Component("simulator", settings.feed_url, simulator_process(settings)))
     parts += [
@@ -292,7 +298,9 @@ def up(settings: Settings) -> None:
     _prepare_dagster_home(settings)
     if settings.prometheus_enabled:
         monitoring.write_prometheus_config(settings)
-    for component in components(settings)[2:]:
+    for component in components(settings):
+        if component.infrastructure:
+            continue
         assert component.process is not None
         say(f"starting {component.name}")
         component.process.start()
@@ -327,9 +335,13 @@ def down(settings: Settings) -> list[str]:
         stopped.append("dagster-daemon")
     stopped += stop_streams(settings)
     for component in reversed(parts):
+        if component.infrastructure:
+            continue
         if component.process and component.process.stop():
             stopped.append(component.name)
-    return stopped
+    # Kafka's brokers at once: one stopped after the others would wait for a quorum.
+    infrastructure = [c.process for c in reversed(parts) if c.infrastructure and c.process]
+    return stopped + stop_together(infrastructure)
 
 
 def status_rows(settings: Settings) -> list[dict[str, str]]:

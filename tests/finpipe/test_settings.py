@@ -41,6 +41,14 @@ def test_tickers_are_upper_cased_like_finnhub_spells_them() -> None:
         ({"SPARK_METRICS_PORT": 4040, "SPARK_UI_PORT": 4040}, "SPARK_METRICS_PORT=4040 is also"),
         ({"CONTROL_METRICS_PORT": 9461, "PRODUCER_METRICS_PORT": 9461}, "a port of its own"),
         ({"PRODUCER_METRICS_PORT": 70000}, "less than or equal to 65535"),
+        ({"KAFKA_REPLICATION_FACTOR": 0}, "-1 (the cluster's default) or at least 1"),
+        (
+            {"KAFKA_REPLICATION_FACTOR": 2, "KAFKA_MIN_INSYNC_REPLICAS": 3},
+            "no write could ever be acknowledged",
+        ),
+        ({"KAFKA_SERVER": "localhost:9092,localhost:9093"}, "space the ports by two"),
+        ({"KAFKA_SERVER": "localhost:9092,127.0.0.1:9092"}, "cannot be used"),
+        ({"MINIO_DRIVES": 3}, "use 1 (one drive folder) or 4 to 16"),
     ],
 )
 def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: str) -> None:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.processes import ManagedProcess, ServiceError, pid_alive, port_open
+from infra.processes import (
+    ManagedProcess,
+    ServiceError,
+    pid_alive,
+    port_open,
+    start_together,
+    stop_together,
+)
 from tests.support.network import free_port
 
 
@@ -57,3 +64,27 @@ def test_a_crash_at_start_names_the_log_file(tmp_path: Path) -> None:
         proc.start()
     assert str(proc.log_file) in str(err.value)
     assert "boom: bad config" in str(err.value)
+
+
+def test_processes_ready_only_together_start_together_and_stop_together(tmp_path: Path) -> None:
+    """Like the brokers of a KRaft quorum: each is ready only once the other runs, so
+    starting them one after the other would wait for ever."""
+    ports = [free_port(), free_port()]
+    procs = [
+        ManagedProcess(
+            name=f"web-{i}",
+            argv=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            home=tmp_path,
+            ports=[("127.0.0.1", port)],
+            ready=lambda other=ports[1 - i]: port_open("127.0.0.1", other),
+            ready_timeout=20,
+            stop_timeout=5,
+        )
+        for i, port in enumerate(ports)
+    ]
+    pids = start_together(procs)
+    assert all(pid_alive(pid) for pid in pids)
+    assert start_together(procs) == pids  # running ones are reused
+    assert stop_together(procs) == ["web-0", "web-1"]
+    assert not [pid for pid in pids if pid_alive(pid)]
+    assert stop_together(procs) == []

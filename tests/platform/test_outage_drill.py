@@ -28,7 +28,6 @@ import collections
 import itertools
 import json
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +41,6 @@ from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import TickStatus
 
 from finpipe import exit_codes, lake
-from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings
 from finpipe_dagster.alerts.outbox import AlertOutbox, outbox_path
 from finpipe_dagster.instance import STREAM_TAG
@@ -53,12 +51,21 @@ from infra import services
 from infra import stack as infra_stack
 from infra.processes import pid_alive
 from tests.support.kafka import expected_items, read_topic
+from tests.support.kafka import source_position as position
 from tests.support.platform import (
     ALERTS_TICK_SECONDS,
     DRILL_CADENCES,
     beat,
     running_platform,
     stream_pids,
+)
+from tests.support.replay_corpus import (
+    MALFORMED_FRAMES,
+    SYMBOLS,
+    TRADES_PER_FRAME,
+    Corpus,
+    lake_trades,
+    write_corpus,
 )
 from tests.support.waiting import wait_for
 from tests.support.webhook import Webhook
@@ -70,12 +77,6 @@ pytestmark = [
     pytest.mark.drill,
     pytest.mark.timeout(4200 if AT_DEFAULTS else 1500),
 ]
-
-SYMBOLS = {"BINANCE:BTCUSDT": 97_000.0, "BINANCE:ETHUSDT": 3_400.0, "AAPL": 230.0, "BRK.B": 470.0}
-CRYPTO = {"BINANCE:BTCUSDT", "BINANCE:ETHUSDT"}
-TRADES_PER_FRAME = 8
-FRAME_SECONDS = 0.25  # 32 trades/s
-MALFORMED_FRAMES = 12
 
 # Shortened: the delivery timeout (15 s), Spark's Kafka client timeout (10 s: the query
 # fails a few times during the outage instead of riding a short one out) and the whole
@@ -100,59 +101,6 @@ LEAD_IN_SECONDS = 220.0 if AT_DEFAULTS else 180.0  # replay before the outage, a
 TAIL_SECONDS = 50.0 if AT_DEFAULTS else 30.0  # replay after the broker is back
 ALERTS_TICK = 30.0 if AT_DEFAULTS else ALERTS_TICK_SECONDS
 STABLE_RUN_SECONDS = 300.0 if AT_DEFAULTS else float(SHORTENED["SUPERVISOR_STABLE_RUN_SECONDS"])
-
-Trade = tuple[str, float, int, float]  # (symbol, price, trade time ms, volume)
-
-
-@dataclass
-class Corpus:
-    path: Path
-    trades: list[Trade]
-    malformed: list[str]
-
-    @property
-    def items(self) -> int:
-        """What the producer's ``received`` counts for the whole replay."""
-        return len(self.trades) + len(self.malformed)
-
-
-def malformed_frame(k: int) -> str:
-    return [
-        f"garbage frame {k}: not JSON {{",
-        json.dumps({"type": "trade", "n": k}),  # a trade frame without its data list
-        json.dumps([k, "not a frame"]),
-        json.dumps({"type": f"mystery-{k}", "data": []}),
-    ][k % 4]
-
-
-def write_corpus(path: Path, seconds: float, start_ms: int) -> Corpus:
-    """Trade frames every FRAME_SECONDS from ``start_ms``, malformed frames spread over it."""
-    rng = random.Random(13)
-    frames = int(seconds / FRAME_SECONDS)
-    malformed_after = {
-        int(frames * (k + 0.5) / MALFORMED_FRAMES): k for k in range(MALFORMED_FRAMES)
-    }
-    trades: list[Trade] = []
-    malformed: list[str] = []
-    names = list(SYMBOLS)
-    with path.open("w") as out:
-        for f in range(frames):
-            base_ms = start_ms + int(f * FRAME_SECONDS * 1000)
-            data = []
-            for j in range(TRADES_PER_FRAME):
-                n = len(trades)
-                symbol = names[n % len(names)]
-                price = round(SYMBOLS[symbol] * (1 + rng.uniform(-0.002, 0.002)), 2)
-                volume = round(0.001 * (n + 1), 3)  # unique per trade
-                trade = (symbol, price, base_ms + j, volume)
-                trades.append(trade)
-                data.append({"p": price, "s": symbol, "t": base_ms + j, "v": volume,
-                             "c": None if symbol in CRYPTO else ["1", "12"]})  # fmt: skip
-            out.write(json.dumps({"type": "trade", "data": data}) + "\n")
-            if f in malformed_after:
-                malformed.append(malformed_frame(malformed_after[f]))
-                out.write(malformed[-1] + "\n")
-    return Corpus(path, trades, malformed)
 
 
 @dataclass
@@ -347,14 +295,6 @@ def _run_outage(seen: Observations) -> None:
 # --- what the drill saw, judged ---------------------------------------------------------
 
 
-def lake_trades(settings: Settings) -> collections.Counter[Trade]:
-    con = lake.duckdb_with_lake(settings)
-    rows = con.execute(
-        "SELECT symbol, price, epoch_ms(trade_ts), volume FROM processed_trades"
-    ).fetchall()
-    return collections.Counter((s, p, int(t), v) for s, p, t, v in rows)
-
-
 def test_the_lake_holds_exactly_the_replayed_trades(drill: Observations) -> None:
     settings = drill.settings
     found = lake.read_reloading(lambda: lake_trades(settings))
@@ -375,12 +315,6 @@ def test_the_lake_holds_exactly_the_replayed_trades(drill: Observations) -> None
     )
     assert not missing and not duplicated and not unexpected
     assert rows == distinct == len(drill.corpus.trades)
-
-
-def position(value: dict[str, Any]) -> tuple[int, int]:
-    """(seq, item) of a record's source position in the receive log."""
-    found = parse_log_position(value["log_position"])
-    return found.seq, found.item
 
 
 def test_the_dead_letters_are_the_malformed_frames_only(drill: Observations) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, TopicPartition
 
+from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings
 from producer.frames import FrameProcessor
 from producer.journal import list_segments, read_segment_records
@@ -73,3 +74,9 @@ def expected_items(log_dir: Path, settings: Settings, source: str) -> tuple[set,
             items.update((record.seq, i) for i in range(trades + len(result.dead_letters)))
             letters.update((record.seq, trades + j) for j in range(len(result.dead_letters)))
     return items, letters
+
+
+def source_position(value: dict[str, Any]) -> tuple[int, int]:
+    """(seq, item) of a record's source position in the receive log."""
+    found = parse_log_position(value["log_position"])
+    return found.seq, found.item
