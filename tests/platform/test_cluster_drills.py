@@ -120,21 +120,28 @@ class Watermarks:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.kafka_topic
-        self.consumer = Consumer(
-            {"bootstrap.servers": settings.kafka_server, "group.id": "cluster-drill-probe"}
-        )
+        self.config = {
+            "bootstrap.servers": settings.kafka_server,
+            "group.id": "cluster-drill-probe",
+        }
 
     def read(self, partitions: list[int]) -> dict[int, int] | None:
+        # A client of its own per read: a consumer with nothing assigned keeps asking the
+        # leader its metadata named (the killed broker) until its periodic refresh, minutes
+        # later, so a long-lived probe saw no new writes although Spark committed them.
+        consumer = Consumer(self.config)
         try:
             return {
-                p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=1)[1]
+                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2)[1]
                 for p in partitions
             }
         except KafkaException:  # a partition without a leader yet
             return None
+        finally:
+            consumer.close()
 
     def close(self) -> None:
-        self.consumer.close()
+        """Nothing held between reads."""
 
 
 @pytest.fixture(scope="module")
