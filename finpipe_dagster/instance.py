@@ -7,11 +7,12 @@ events survive restarts. The file is rewritten on every call: it is generated, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dagster import DagsterRunStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from finpipe.settings import Settings
 
@@ -37,6 +38,10 @@ MAINTENANCE_TAG = "finpipe/maintenance"
 time (a second waits queued, instead of holding a worker while it waits for the pool)."""
 
 POOL_DEFAULT_LIMIT = 1
+
+FREE_SLOTS_AFTER_RUN_END_SECONDS = 60
+"""How long after a run ended the daemon frees pool slots it still holds: a step killed
+with its run never frees its own; a minute leaves a step that is ending time to."""
 
 POSTGRES_URL_VAR = "DAGSTER_POSTGRES_URL"
 """The variable Dagster reads the PostgreSQL URL from (``env:`` in dagster.yaml)."""
@@ -66,7 +71,10 @@ def instance_config(settings: Settings | None = None) -> dict[str, Any]:
       re-executed behind its supervisor's back;
     * sensors run in threads, so a slow lake listing never delays the supervisors;
     * run monitoring ends runs stuck while starting or cancelling (it cannot see a dead
-      worker of a started run with the default launcher: the supervisors use heartbeats);
+      worker of a started run with the default launcher: the supervisors use heartbeats,
+      and ``make up`` fails what a crash left live, :func:`fail_runs_left_live`), and frees
+      the pool slots of a run that ended without freeing them (a killed step), so a crash
+      mid-compaction never blocks the pool for good;
     * telemetry off; skipped sensor ticks are purged after a day (supervisors tick often);
     * with ``DAGSTER_POSTGRES_URL`` set, all storage on PostgreSQL (:func:`postgres_storage`),
       else Dagster's default SQLite files under ``DAGSTER_HOME``.
@@ -94,6 +102,7 @@ def instance_config(settings: Settings | None = None) -> dict[str, Any]:
             "start_timeout_seconds": 180,
             "cancel_timeout_seconds": 90,
             "poll_interval_seconds": 30,
+            "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_RUN_END_SECONDS,
         },
         "run_retries": {"enabled": True, "max_retries": 0},
         "sensors": {"use_threads": True, "num_workers": 4},
@@ -118,3 +127,64 @@ def ensure_dagster_home(settings: Settings) -> Path:
     tmp.write_text(text)
     tmp.replace(target)
     return home
+
+
+WORKER_STATUSES = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+"""Statuses of a run whose worker process has been launched and not yet ended it."""
+
+
+def run_worker_pids(instance: DagsterInstance, run_id: str) -> list[int]:
+    """The processes that reported "Started process for run" for a run (its worker)."""
+    pids = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        event = entry.dagster_event
+        data = event.engine_event_data if event is not None else None
+        pid = data.metadata.get("pid") if data is not None else None
+        if pid is not None and str(pid.value).isdigit():
+            pids.append(int(pid.value))
+    return pids
+
+
+def _dagster_process_alive(pid: int) -> bool:
+    """A live process that is a Dagster run worker (not a reused pid of something else)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"dagster" in argv
+
+
+def fail_runs_left_live(
+    instance: DagsterInstance, alive: Callable[[int], bool] = _dagster_process_alive
+) -> list[str]:
+    """Mark failed every started run whose worker is gone, and free its pool slots.
+
+    ``make up`` calls it before it starts Dagster's processes. After a crash (the machine,
+    or every process SIGKILLed) the runs that were live stay STARTED in the run storage:
+    the default launcher cannot tell a dead worker, so they would hold a slot of the run
+    queue and of their tag's limit (one maintenance run at a time) and their ops' pool
+    slots for ever, and no maintenance would run again. A run whose worker still lives (a
+    worker survives its daemon) is left alone. Returns the run ids marked failed.
+    """
+    failed = []
+    for record in instance.get_run_records(RunsFilter(statuses=WORKER_STATUSES)):
+        run = record.dagster_run
+        workers = run_worker_pids(instance, run.run_id)
+        if any(alive(pid) for pid in workers):
+            continue
+        gone = (
+            f"its worker (pid {', '.join(map(str, workers))}) is gone"
+            if workers
+            else ("no worker ever reported")
+        )
+        instance.report_run_failed(
+            run,
+            message=(
+                f"finpipe: {run.job_name} was {run.status.value} when the platform stopped, and "
+                f"{gone}: marked failed at start-up so it blocks no new run"
+            ),
+        )
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        failed.append(run.run_id)
+    return failed

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from finpipe import health, lake_migration
 from finpipe.settings import Settings, is_loopback_host
-from finpipe_dagster.instance import ensure_dagster_home
+from finpipe_dagster.instance import ensure_dagster_home, fail_runs_left_live
 from infra import artifacts, monitoring, services
 from infra.artifacts import say
 from infra.processes import ManagedProcess, ServiceError, pid_alive, stop_together
@@ -286,6 +286,27 @@ def ensure_chromium() -> str:
 def _prepare_dagster_home(settings: Settings) -> None:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     ensure_dagster_home(settings)
+    if dagster_daemon_process(settings).pid() or dagster_webserver_process(settings).pid():
+        return  # up already: its runs are its own
+    from dagster import DagsterInstance
+
+    # The instance reads DAGSTER_HOME (and the PostgreSQL URL) as its processes will.
+    saved = {key: os.environ.get(key) for key in _dagster_env(settings)}
+    os.environ.update(_dagster_env(settings))
+    try:
+        with DagsterInstance.get() as instance:
+            failed = fail_runs_left_live(instance)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if failed:
+        say(
+            f"marked {len(failed)} run(s) failed that the last stop left unfinished "
+            f"(their workers are gone): {', '.join(r[:8] for r in failed)}"
+        )
 
 
 def up(settings: Settings) -> None:
