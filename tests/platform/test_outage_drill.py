@@ -1,5 +1,7 @@
 """The broker outage drill: Kafka stopped for longer than every client timeout while a
-real-time replay flows through the platform `make up` starts, then reconciled exactly.
+real-time replay flows through the platform `make up` starts, then reconciled exactly;
+then, on the same platform, the whole-platform crash drill (every process SIGKILLed in one
+instant mid-replay, then `make up`: see "the whole-platform crash" below).
 
 The test writes a replay corpus at its start (trade times from now, crypto and stock
 symbols and one odd spelling, every trade unique by symbol, price, time and volume, a
@@ -25,8 +27,12 @@ default and a 7.5-minute outage (about 15 minutes).
 from __future__ import annotations
 
 import collections
+import contextlib
+import datetime as dt
+import io
 import itertools
 import json
+import math
 import os
 import threading
 import time
@@ -36,30 +42,38 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import TickStatus
 
 from finpipe import exit_codes, lake
-from finpipe.settings import Settings
+from finpipe.settings import Settings, load_settings
 from finpipe_dagster.alerts.outbox import AlertOutbox, outbox_path
-from finpipe_dagster.instance import STREAM_TAG
+from finpipe_dagster.instance import (
+    MAINTENANCE_TAG,
+    STREAM_TAG,
+    WORKER_STATUSES,
+    run_worker_pids,
+)
 from finpipe_dagster.lake.assets import PROCESSED_TRADES
 from finpipe_dagster.streams import processes
 from finpipe_dagster.streams.sensors import DECISION_TAG
 from infra import services
 from infra import stack as infra_stack
 from infra.processes import pid_alive
+from tests.support import crash as crash_support
 from tests.support.kafka import expected_items, read_topic
 from tests.support.kafka import source_position as position
 from tests.support.platform import (
     ALERTS_TICK_SECONDS,
     DRILL_CADENCES,
     beat,
+    lake_coordinates,
     running_platform,
     stream_pids,
 )
 from tests.support.replay_corpus import (
+    FRAME_SECONDS,
     MALFORMED_FRAMES,
     SYMBOLS,
     TRADES_PER_FRAME,
@@ -467,6 +481,263 @@ def test_each_incident_opened_once_and_recovered_once(
     assert all(n == 1 for n in kinds.values()), kinds
     assert set(kinds) <= {"producer_backlog", "lake_stale", "stream:spark"}, kinds
     assert not [t for t in texts if " stopped: " in t]
+
+
+# --- the whole-platform crash, on the same platform ---------------------------------------
+#
+# After the outage, the feed is switched to a new replay (the feed's process restarted on
+# it; the producer reconnects), and partway through every process the platform started
+# (feed, producer, Kafka, Spark, MinIO, Dagster's webserver, daemon, code servers and run
+# workers, the dashboard, the metrics exporter) is frozen and SIGKILLed in one instant.
+# A torn record is then appended to the receive log, as a crash in the middle of a write
+# leaves one (a SIGKILL cannot tear a write(): the kernel finishes it and the page cache
+# keeps it, so only a machine's crash loses the bytes of the last flush window), and the
+# platform is started with `make up`'s code on a short replay of new trades.
+
+CRASH_REPLAY_SECONDS = 150.0  # the replay the crash cuts
+CRASH_AFTER_SECONDS = 40.0  # at least this far into it; then as soon as a maintenance run is live
+# The replay of new trades after the restart: longer than the restart's incidents take to
+# close (the new stream runs healthy for SUPERVISOR_STABLE_RUN_SECONDS, data flowing); the
+# feed is stopped once they have.
+AFTER_CRASH_SECONDS = 300.0
+
+
+@dataclass
+class Crash:
+    settings: Settings
+    cut: Corpus
+    after: Corpus
+    before_seq: int  # the receive log's last record before the replay the crash cut
+    killed: dict[int, str]
+    live_at_kill: dict[str, str]  # run id -> job name of every run live at the kill
+    torn_bytes: int
+    up_said: str
+    marks: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _runs(statuses: list[DagsterRunStatus] | None = None) -> list[Any]:
+    with DagsterInstance.get() as instance:
+        return list(instance.get_runs(RunsFilter(statuses=statuses) if statuses else None))
+
+
+def _maintenance_succeeded_after(when: float) -> bool:
+    created_after = dt.datetime.fromtimestamp(when, dt.UTC)
+    with DagsterInstance.get() as instance:
+        records = instance.get_run_records(
+            RunsFilter(statuses=[DagsterRunStatus.SUCCESS], created_after=created_after)
+        )
+    return any(MAINTENANCE_TAG in r.dagster_run.tags for r in records)
+
+
+def _maintenance_live() -> bool:
+    return any(MAINTENANCE_TAG in r.tags for r in _runs([DagsterRunStatus.STARTED]))
+
+
+@pytest.fixture(scope="module")
+def crash(drill: Observations, tmp_path_factory: pytest.TempPathFactory) -> Crash:
+    work = tmp_path_factory.mktemp("crash")
+    log_dir = drill.settings.producer_log_path
+    start_ms = int(time.time() * 1000) + 5_000
+    cut = write_corpus(work / "cut.jsonl", CRASH_REPLAY_SECONDS, start_ms)
+    after = write_corpus(
+        work / "after.jsonl",
+        AFTER_CRASH_SECONDS,
+        start_ms + int((CRASH_REPLAY_SECONDS + 60) * 1000),  # never the cut one's times
+    )
+    before_seq = crash_support.last_seq(log_dir)
+
+    # The feed on the new replay; the producer reconnects to it by itself.
+    infra_stack.simulator_process(drill.settings).stop()
+    os.environ["FINPIPE_REPLAY_FILE"] = str(cut.path)
+    settings = load_settings()
+    infra_stack.simulator_process(settings).start()
+    first = wait_for(
+        "the new replay's first frame in the log",
+        lambda: crash_support.logged_frames(log_dir, before_seq),
+        120,
+    )
+    replay_started = first[0][1] / 1000  # its first frame's receive time
+    time.sleep(max(0.0, replay_started + CRASH_AFTER_SECONDS - time.time()))
+    # A lake maintenance run live at the kill leaves a claimed pool slot and the
+    # maintenance tag's one run behind: the hardest case for the clean-up. Waited for
+    # while the replay lasts, but the crash comes in any case.
+    deadline = replay_started + CRASH_REPLAY_SECONDS - 20
+    while not _maintenance_live() and time.time() < deadline:
+        time.sleep(0.5)
+
+    pids = crash_support.platform_pids(settings)
+    killed_at = time.time()
+    crash_support.kill_in_one_instant(pids)
+    wait_for("every killed process gone", lambda: not [p for p in pids if pid_alive(p)], 30)
+    live_at_kill = {r.run_id: r.job_name for r in _runs(WORKER_STATUSES)}
+    torn = crash_support.tear_the_log_tail(log_dir)
+
+    os.environ["FINPIPE_REPLAY_FILE"] = str(after.path)
+    settings = load_settings()
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        infra_stack.up(settings)
+    seen = Crash(settings, cut, after, before_seq, pids, live_at_kill, torn, said.getvalue())
+    seen.marks.update(replay_started=replay_started, kill=killed_at, up=time.time())
+    print(said.getvalue())
+    _recover(seen, drill)
+    return seen
+
+
+def _recover(seen: Crash, drill: Observations) -> None:
+    settings, marks = seen.settings, seen.marks
+    rows_at_up = lake.read_reloading(lambda: lake_coordinates(settings)[0])
+
+    def new_beat(stream: str) -> dict[str, Any] | None:
+        b = beat(settings, stream)  # a live process's only: the killed ones are gone
+        return b if b and int(b["pid"]) not in seen.killed else None
+
+    wait_for("a delivery after the restart",
+             lambda: (b := new_beat("producer")) and b["delivered"] > 0, 300)  # fmt: skip
+    marks["delivering"] = time.time()
+    wait_for("a lake commit after the restart",
+             lambda: lake_coordinates(settings)[0] > rows_at_up, 420, every=2)  # fmt: skip
+    marks["committing"] = time.time()
+
+    # Incidents the restart opened (the lake went stale, the streams' runs failed) close
+    # once data flows again and the new runs have been healthy for the stable time: while
+    # the new replay still runs, as the lake is stale again shortly after it ends.
+    wait_for("a lake maintenance run after the restart, succeeded",
+             lambda: _maintenance_succeeded_after(marks["up"]), 300, every=5)  # fmt: skip
+    wait_for("every incident recovered", lambda: not _open_incidents(drill.receiver),
+             STABLE_RUN_SECONDS + 400, every=5)  # fmt: skip
+    marks["recovered"] = time.time()
+
+    # The feed ends here: what the log holds by then is what Kafka and the lake must hold.
+    infra_stack.simulator_process(settings).stop()
+    wait_for("the log's every record delivered",
+             lambda: (b := new_beat("producer")) and b["backlog_records"] == 0, 300)  # fmt: skip
+    expected = len(crash_support.logged_trades(_logged(seen))) + len(drill.corpus.trades)
+    wait_for("Spark to catch up", lambda: lake_coordinates(settings)[0] >= expected, 600, every=5)
+    marks["caught_up"] = time.time()
+    time.sleep(2 * ALERTS_TICK + 2)  # two more alerts-sensor ticks: nothing new may arrive
+    marks["end"] = time.time()
+    seen.figures.update(
+        processes_killed=len(seen.killed),
+        runs_live_at_kill=sorted(seen.live_at_kill.values()),
+        up_seconds=round(marks["up"] - marks["kill"], 1),
+        kill_to_delivery_seconds=round(marks["delivering"] - marks["kill"], 1),
+        kill_to_lake_commit_seconds=round(marks["committing"] - marks["kill"], 1),
+        kill_to_incidents_closed_seconds=round(marks["recovered"] - marks["kill"], 1),
+    )
+    print("crash figures: " + json.dumps(seen.figures))
+
+
+def _logged(seen: Crash) -> list[str]:
+    """The frames the receive log holds from the replay the crash cut and the one after."""
+    return [text for _, _, text in crash_support.logged_frames(
+        seen.settings.producer_log_path, seen.before_seq)]  # fmt: skip
+
+
+def test_the_crash_killed_every_process_of_the_platform_at_once(crash: Crash) -> None:
+    names = {name.split(" ")[0] for name in crash.killed.values()}
+    print(f"{len(crash.killed)} processes killed: {sorted(names)}")
+    for part in infra_stack.components(crash.settings):
+        if part.process is not None:
+            assert part.name in names, part.name
+    # Both streams were running, their runs live: their processes went with the rest.
+    live_streams = {r.tags.get(STREAM_TAG) for r in _runs() if r.run_id in crash.live_at_kill}
+    assert set(infra_stack.STREAMS) <= live_streams, crash.live_at_kill
+
+
+def test_the_log_cut_its_torn_tail_and_lost_at_most_one_flush_window(crash: Crash) -> None:
+    settings = crash.settings
+    producer = beat(settings, "producer")
+    assert producer is not None
+    assert producer["log_truncated_bytes_at_open"] == crash.torn_bytes
+    # What the feed had sent by the kill (its replay is paced by trade time, from the
+    # first frame's arrival), against what the log holds of that replay.
+    lines = crash.cut.path.read_text().splitlines()
+    replayed = set(lines)
+    logged = [  # received before the kill: the replay it cut (besides the feed's pings)
+        text
+        for _, received_ms, text in crash_support.logged_frames(
+            crash.settings.producer_log_path, crash.before_seq
+        )
+        if received_ms / 1000 < crash.marks["kill"] and text in replayed
+    ]
+    sent = crash_support.frames_due(lines, crash.marks["kill"] - crash.marks["replay_started"])
+    lost = max(0, sent - len(logged))
+    window = math.ceil(settings.producer_log_flush_ms / 1000 / FRAME_SECONDS) + 1
+    crash.figures.update(frames_sent_by_the_kill=sent, frames_logged=len(logged), frames_lost=lost)
+    print(
+        f"the replay the crash cut: {sent} frames sent by the kill (by its pacing), "
+        f"{len(logged)} in the log, {lost} lost; one flush window "
+        f"({settings.producer_log_flush_ms} ms) holds up to {window} frames at this rate"
+    )
+    assert logged == lines[: len(logged)], "the log holds the replay's frames in order, no gap"
+    assert lost <= window
+
+
+def test_after_the_crash_the_lake_holds_every_logged_trade_exactly_once(
+    drill: Observations, crash: Crash
+) -> None:
+    settings = crash.settings
+    expected = collections.Counter(drill.corpus.trades) + collections.Counter(
+        crash_support.logged_trades(_logged(crash))
+    )
+    assert max(expected.values()) == 1
+    after = collections.Counter(crash.after.trades)
+    assert after & expected, "nothing of the replay after the restart reached the log"
+    found = lake.read_reloading(lambda: lake_trades(settings))
+    missing, extra = expected - found, found - expected
+    rows, distinct, _ = lake_coordinates(settings)
+    print(
+        f"after the crash: {rows} lake rows for {sum(expected.values())} logged trades; "
+        f"{sum(missing.values())} missing, {sum(extra.values())} doubled or unexpected"
+    )
+    assert not missing and not extra
+    assert rows == distinct == sum(expected.values())
+    # By source sequence: the topic holds every logged item exactly once.
+    items, letters = expected_items(settings.producer_log_path, settings, "replay")
+    positions = collections.Counter(
+        position(value) for _, value in read_topic(settings, settings.kafka_topic)
+    )
+    assert set(positions) == items - letters and max(positions.values()) == 1
+
+
+def test_streams_sensors_and_alerts_resumed_without_a_human(
+    drill: Observations, crash: Crash
+) -> None:
+    settings, kill = crash.settings, crash.marks["kill"]
+    for stream in infra_stack.STREAMS:
+        assert beat(settings, stream) is not None, f"{stream} is not running"
+        assert len(stream_pids(stream)) == 1, stream
+    with DagsterInstance.get() as instance:
+        for name in ("producer_supervisor", "spark_supervisor", "alerts_sensor"):
+            ticks = sensor_ticks(instance, name, 50)
+            after = [t for t in ticks if t.timestamp > crash.marks["up"]]
+            assert after and not [t for t in after if t.is_failure], name
+    texts = [r["text"] for r in drill.receiver.accepted]
+    assert not [t for t in texts if " stopped: " in t]
+    opened_after = [
+        incident_of(r["key"]) for r in drill.receiver.accepted
+        if r["key"].endswith(":open") and float(incident_of(r["key"]).split("@", 1)[1]) >= kill
+    ]  # fmt: skip
+    print(f"incidents after the crash: {opened_after}")
+    assert not _open_incidents(drill.receiver)
+    assert len(opened_after) == len(set(opened_after))
+
+
+def test_runs_the_crash_left_live_were_failed_and_block_nothing(crash: Crash) -> None:
+    assert crash.live_at_kill, "no run was live at the kill"
+    by_id = {r.run_id: r for r in _runs()}
+    for run_id, job in crash.live_at_kill.items():
+        assert by_id[run_id].status == DagsterRunStatus.FAILURE, (job, by_id[run_id].status)
+    assert "run(s) failed that the last stop left unfinished" in crash.up_said
+    with DagsterInstance.get() as instance:
+        stale = [
+            r.run_id for r in instance.get_runs(RunsFilter(statuses=WORKER_STATUSES))
+            if not any(pid_alive(p) for p in run_worker_pids(instance, r.run_id))
+        ]  # fmt: skip
+    assert not stale
+    print(f"runs live at the kill, failed at the restart: {sorted(crash.live_at_kill.values())}")
 
 
 def test_make_down_leaves_no_process_behind(drill: Observations) -> None:
