@@ -731,12 +731,18 @@ def test_runs_the_crash_left_live_were_failed_and_block_nothing(crash: Crash) ->
     for run_id, job in crash.live_at_kill.items():
         assert by_id[run_id].status == DagsterRunStatus.FAILURE, (job, by_id[run_id].status)
     assert "run(s) failed that the last stop left unfinished" in crash.up_said
+    # No unfinished run is left from before the restart, and every one since has a live
+    # worker (a run launched a moment ago may not have reported its worker yet).
+    up = dt.datetime.fromtimestamp(crash.marks["up"], dt.UTC)
     with DagsterInstance.get() as instance:
-        stale = [
-            r.run_id for r in instance.get_runs(RunsFilter(statuses=WORKER_STATUSES))
-            if not any(pid_alive(p) for p in run_worker_pids(instance, r.run_id))
+        records = instance.get_run_records(RunsFilter(statuses=WORKER_STATUSES))
+        left = [r.dagster_run.job_name for r in records if r.create_timestamp < up]
+        dead = [
+            r.dagster_run.job_name for r in records
+            if (pids := run_worker_pids(instance, r.dagster_run.run_id))
+            and not any(pid_alive(p) for p in pids)
         ]  # fmt: skip
-    assert not stale
+    assert not left and not dead, (left, dead)
     print(f"runs live at the kill, failed at the restart: {sorted(crash.live_at_kill.values())}")
 
 
