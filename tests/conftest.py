@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,27 @@ TEST_ENV = {
 }
 # Set at import time so that every subprocess a test starts sees the same settings.
 os.environ.update(TEST_ENV)
+
+
+def _make_interruptible() -> None:
+    """Undo an ignored SIGINT (and SIGTERM) that this process inherited.
+
+    A process started in the background by a non-interactive shell (a script or CI running
+    `make test`) starts with SIGINT ignored. Dagster copies SIGINT's disposition onto
+    SIGTERM each time it enters or leaves an interrupt boundary on the main thread (a
+    sensor tick, ``execute_in_process``), so SIGTERM ends up ignored as well, and so it is
+    in every process started afterwards. Among those are the ``tail -F`` mirrors of each
+    run's compute logs: they outlive the SIGTERM that ends them, the run waits 30 s for
+    each of the two, gives up and leaks them, so every run a test executes in a thread
+    ends a minute after its step.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_make_interruptible()
 
 from finpipe.settings import Settings, load_settings  # noqa: E402
 from infra.artifacts import spark_jars_folder  # noqa: E402
