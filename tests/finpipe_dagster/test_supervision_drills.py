@@ -358,11 +358,11 @@ def test_the_store_away_longer_than_the_backoff_schedule_never_stops_spark(
     # that progressed for SUPERVISOR_STABLE_RUN_SECONDS ends a streak, so that time must be
     # above a failing start: from the run's start to the stream's exit (Python, the imports,
     # a lake check that fails at once, no JVM), a few seconds, over ten on a machine loaded
-    # far beyond its cores. 20 s stays above that; the healthy run, whose JVM and query come
+    # far beyond its cores. 30 s stays above that; the healthy run, whose JVM and query come
     # up first, is then healthy at its first progress report or the one after.
     p = platform_factory(
         "spark", base_backoff_seconds=1, max_backoff_seconds=4, alert_after_failures=3,
-        stable_run_seconds=20, startup_grace_seconds=600, stale_heartbeat_seconds=300,
+        stable_run_seconds=30, startup_grace_seconds=600, stale_heartbeat_seconds=300,
     )  # fmt: skip
     # The drill's own topic, created by the admin step as `make up` creates its topics: a
     # topic that Spark's first metadata request auto-creates may not have its partition
@@ -400,7 +400,7 @@ def test_the_store_away_longer_than_the_backoff_schedule_never_stops_spark(
         time.sleep(0.5)
     assert healthy is not None, p.decisions
     wait_for("spark's heartbeat", lambda: p.heartbeat_run() == healthy, 120)
-    wait_for("the spark run to be healthy (stable 20 s)", p.healthy, 180)
+    wait_for("the spark run to be healthy (stable 30 s)", p.healthy, 180)
     assert "closed stream:spark" in p.alert_tick()
     p.alert_tick()
     texts = [r["text"] for r in webhook.accepted]
