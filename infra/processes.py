@@ -69,6 +69,20 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _default_stop_signals() -> None:
+    """In the child, before exec: SIGINT and SIGTERM back to their defaults.
+
+    `make up` run in the background by a non-interactive shell (a script, CI) starts with
+    SIGINT ignored, and every process it starts would inherit that. Dagster copies SIGINT's
+    disposition onto SIGTERM whenever it passes an interrupt boundary, so the daemon's run
+    workers and the ``tail -F`` mirrors of their compute logs would ignore SIGTERM too: each
+    run would end a minute late, leaving the mirrors behind, and `make down` would have to
+    SIGKILL what it asked to stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @dataclass
 class ManagedProcess:
     name: str
@@ -143,6 +157,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_default_stop_signals,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -88,3 +89,32 @@ def test_processes_ready_only_together_start_together_and_stop_together(tmp_path
     assert stop_together(procs) == ["web-0", "web-1"]
     assert not [pid for pid in pids if pid_alive(pid)]
     assert stop_together(procs) == []
+
+
+def test_a_started_process_takes_sigint_and_sigterm_even_if_its_starter_ignored_them(
+    tmp_path: Path,
+) -> None:
+    """`make up` in the background of a script starts with SIGINT ignored; what it starts
+    must not inherit that (Dagster would copy it onto SIGTERM)."""
+    saved = (
+        signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    )
+    port = free_port()
+    proc = _http_server(tmp_path, port)
+    try:
+        pid = proc.start()
+        ignored = int(
+            next(
+                line.split()[1]
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("SigIgn:")
+            ),
+            16,
+        )
+        assert not ignored & (1 << (signal.SIGINT - 1)), "SIGINT is ignored"
+        assert not ignored & (1 << (signal.SIGTERM - 1)), "SIGTERM is ignored"
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        proc.stop()
