@@ -731,12 +731,13 @@ def test_runs_the_crash_left_live_were_failed_and_block_nothing(crash: Crash) ->
     for run_id, job in crash.live_at_kill.items():
         assert by_id[run_id].status == DagsterRunStatus.FAILURE, (job, by_id[run_id].status)
     assert "run(s) failed that the last stop left unfinished" in crash.up_said
-    # No unfinished run is left from before the restart, and every one since has a live
-    # worker (a run launched a moment ago may not have reported its worker yet).
-    up = dt.datetime.fromtimestamp(crash.marks["up"], dt.UTC)
+    # No unfinished run is left from before the crash, and every one since has a live
+    # worker (a run launched a moment ago may not have reported its worker yet; the
+    # supervisors launch the streams' new runs while `make up` is still starting the rest).
+    kill = dt.datetime.fromtimestamp(crash.marks["kill"], dt.UTC)
     with DagsterInstance.get() as instance:
         records = instance.get_run_records(RunsFilter(statuses=WORKER_STATUSES))
-        left = [r.dagster_run.job_name for r in records if r.create_timestamp < up]
+        left = [r.dagster_run.job_name for r in records if r.create_timestamp < kill]
         dead = [
             r.dagster_run.job_name for r in records
             if (pids := run_worker_pids(instance, r.dagster_run.run_id))
