@@ -34,6 +34,7 @@ LOCAL_MINIO_KEY = "minioadmin"
 EXAMPLE_S3_KEYS = frozenset({LOCAL_MINIO_KEY, "finpipe", "finpipe-local-secret"})
 FINNHUB_WS_URL = "wss://ws.finnhub.io"
 MAX_FINNHUB_SYMBOLS = 50
+MIN_LIVE_PUSH_SECONDS = 0.05
 CRON_FIELD = re.compile(r"[0-9A-Za-z*,/?#-]+")
 """What one field of a cron expression is made of (numbers, names, ``*``, lists, ranges,
 steps)."""
@@ -248,6 +249,12 @@ class Settings(BaseSettings):
     dashboard_live_refresh_seconds: float = Field(
         default=1.0, ge=0.2, le=60, alias="DASHBOARD_LIVE_REFRESH_SECONDS"
     )
+    # How often the dashboard's server pushes the feed's newest prices to every open page
+    # (streamlit_app/push.py): between two refreshes of the live parts, the markets' prices
+    # and changes follow the feed at this pace. 0 turns the push off.
+    dashboard_live_push_seconds: float = Field(
+        default=0.25, ge=0, le=10, alias="DASHBOARD_LIVE_PUSH_SECONDS"
+    )
 
     # --- user interfaces (loopback ports in local mode) ---------------------------------
     dagster_port: int = Field(default=3000, ge=1, le=65535, alias="DAGSTER_PORT")
@@ -314,6 +321,16 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"has invalid symbols {bad}: no spaces or '/'")
             return symbols
+        return value
+
+    @field_validator("dashboard_live_push_seconds")
+    @classmethod
+    def _push_pace(cls, value: float) -> float:
+        if 0 < value < MIN_LIVE_PUSH_SECONDS:
+            raise ValueError(
+                f"must be 0 (no push) or at least {MIN_LIVE_PUSH_SECONDS} s: every open page "
+                "gets the prices this often"
+            )
         return value
 
     @field_validator("spark_jars", mode="before")

@@ -127,7 +127,7 @@ def streamlit_process(settings: Settings) -> ManagedProcess:
     return ManagedProcess(
         name="streamlit",
         argv=[
-            _bin("finpipe-dashboard"),  # streamlit run streamlit_app/app.py, imports first
+            _bin("finpipe-dashboard"),  # streamlit run streamlit_app/dashboard.py, imports first
             "--server.address",
             "127.0.0.1",
             "--server.port",

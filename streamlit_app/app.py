@@ -1,14 +1,17 @@
 """The finpipe dashboard page: layout only (queries live in ``analytics.py``, how tables
 write numbers in ``tables.py``, the live parts in ``live_parts.py``).
 
-Run with ``streamlit run streamlit_app/app.py``. The page below the controls is one
-``st.fragment`` that reruns every DASHBOARD_REFRESH_SECONDS unless paused, so the page
-refreshes without a full reload: it reads the lake and its summaries. Inside it, the
-live parts (the markets' prices and changes, the chosen symbol's price, the trade tape)
-are one fragment of their own that reruns every DASHBOARD_LIVE_REFRESH_SECONDS with what
-the Kafka feed (``live.py``) read, over the lake's data of the enclosing run; without the
-feed it shows that lake data and says why. The controls sit above, not in a sidebar: at
-1,280 px a sidebar took a quarter of the width the tables need.
+Served by ``dashboard.py`` (``finpipe-dashboard``), which adds the live prices' push
+(``push.py``); ``streamlit run streamlit_app/app.py`` serves the page without it. The
+page below the controls is one ``st.fragment`` that reruns every
+DASHBOARD_REFRESH_SECONDS unless paused, so the page refreshes without a full reload: it
+reads the lake and its summaries. Inside it, the live parts (the markets' prices and
+changes, the chosen symbol's price, the trade tape) are one fragment of their own that
+reruns every DASHBOARD_LIVE_REFRESH_SECONDS with what the Kafka feed (``live.py``) read,
+over the lake's data of the enclosing run; without the feed it shows that lake data and
+says why. Between those reruns the push writes the newest prices into the markets. The
+controls sit above, not in a sidebar: at 1,280 px a sidebar took a quarter of the width
+the tables need.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import streamlit as st
 
 from finpipe.health import PRODUCER, SPARK, read_health
 from finpipe.settings import Settings, SettingsError, load_settings
-from streamlit_app import analytics, charts, live, live_parts, tables
+from streamlit_app import analytics, charts, live, live_parts, push, tables
 from streamlit_app.live import FeedState, FeedStatus, LiveFeed
 from streamlit_app.status import LEVEL_BADGE, age_text, freshness_level, stream_status
 from streamlit_app.store import Snapshot, Store, StoreUnavailable, shared_store
@@ -283,10 +286,13 @@ def controls(store: Store, settings: Settings) -> tuple[bool, WindowChoice, dt.d
                 st.caption("No past day has published summaries yet.")
     with pause_col:
         paused = st.toggle("Pause auto-refresh", value=False, key="paused")
+        pushed = settings.dashboard_live_push_seconds
+        prices = f"Prices every {pushed:g} s, the live parts" if pushed else "Live parts"
         st.caption(
-            f"Live prices every {settings.dashboard_live_refresh_seconds:g} s, the rest every "
+            f"{prices} every {settings.dashboard_live_refresh_seconds:g} s, the rest every "
             f"{settings.dashboard_refresh_seconds:g} s (DASHBOARD_*_SECONDS)."
         )
+        push.follow(pushed, paused)
     return paused, choice, day
 
 

@@ -193,13 +193,14 @@ def _heatmap_cell(symbol: str, pct: float, colour: str) -> str:
     if math.isnan(pct):  # no session open yet
         change, colour = "—", HEATMAP_NO_CHANGE
     else:
-        change = f"{pct:+.2f} %"
+        change = tables.change_text(pct)
     label = html.escape(f"{symbol} {change}", quote=True)
     red, green, blue = unlabel_rgb(colour)
     dark = 0.299 * red + 0.587 * green + 0.114 * blue < 128  # perceived brightness
     text = "#ffffff" if dark else "#1a1a1a"
     return (
-        f'<div class="cell" style="background: {colour}; color: {text}" title="{label}">'
+        f'<div class="cell" data-symbol="{html.escape(symbol, quote=True)}" '
+        f'style="background: {colour}; color: {text}" title="{label}">'
         f'<span class="symbol">{html.escape(symbol)}</span>'
         f'<span class="change">{html.escape(change)}</span></div>'
     )
@@ -224,8 +225,9 @@ def markets_table(shown: pd.DataFrame, sort: str = MARKETS_SORTS[0]) -> str:
     last trade, one row each, in the order ``sort`` names (``MARKETS_SORTS``).
 
     Each row carries its values unformatted (``data-symbol``, ``data-price``,
-    ``data-change``; the sparkline's cell ``data-closes``, JSON) for whatever reads the
-    page as data rather than text.
+    ``data-change``, ``data-open`` (the session's open), ``data-trade-ms`` (the last
+    trade's time, epoch ms); the sparkline's cell ``data-closes``, JSON) for whatever reads
+    the page as data rather than text: the live push (``push.py``) among them.
 
     HTML for ``st.html``, like the heatmap, not an ``st.dataframe``: the data grid takes
     this machine's browser about a second to draw its first pixel, an HTML table shows
@@ -233,7 +235,14 @@ def markets_table(shown: pd.DataFrame, sort: str = MARKETS_SORTS[0]) -> str:
     control above it, since the table has no clickable headers.
     """
     rows = "".join(
-        _markets_row(str(row.symbol), row.price, row.change_pct, row.sparkline, row.trade_ts)
+        _markets_row(
+            str(row.symbol),
+            row.price,
+            row.change_pct,
+            row.sparkline,
+            row.trade_ts,
+            getattr(row, "session_open", None),
+        )
         for row in sorted_markets(shown, sort).itertuples(index=False)
     )
     head = "".join(
@@ -253,12 +262,14 @@ def markets_table(shown: pd.DataFrame, sort: str = MARKETS_SORTS[0]) -> str:
     )
 
 
-def _markets_row(symbol: str, price: object, change: object, closes: object, traded: object) -> str:
+def _markets_row(
+    symbol: str, price: object, change: object, closes: object, traded: object, opened: object
+) -> str:
     pct = float("nan") if tables.is_missing(change) else float(change)  # type: ignore[arg-type]
     if math.isnan(pct):
         change_text, tone = tables.MISSING, ""
     else:
-        change_text = f"{pct:+.2f} %"
+        change_text = tables.change_text(pct)
         tone = "up" if pct > 0 else "down" if pct < 0 else ""
     values = _closes(closes)
     time_text = (
@@ -267,9 +278,14 @@ def _markets_row(symbol: str, price: object, change: object, closes: object, tra
         else traded.strftime(tables.TIME_STRFTIME)  # type: ignore[attr-defined]
     )
     number = "" if tables.is_missing(price) else repr(float(price))  # type: ignore[arg-type]
+    session_open = "" if tables.is_missing(opened) else repr(float(opened))  # type: ignore[arg-type]
+    traded_ms = (
+        "" if traded is None or pd.isna(traded) else str(int(traded.timestamp() * 1000))  # type: ignore[arg-type,attr-defined]
+    )
     return (
         f'<tr data-symbol="{html.escape(symbol, quote=True)}" data-price="{number}" '
-        f'data-change="{"" if math.isnan(pct) else repr(pct)}">'
+        f'data-change="{"" if math.isnan(pct) else repr(pct)}" data-open="{session_open}" '
+        f'data-trade-ms="{traded_ms}">'
         f'<td class="symbol">{html.escape(symbol)}</td>'
         f'<td class="price">{html.escape(tables.price_text(price))}</td>'
         f'<td class="change {tone}">{html.escape(change_text)}</td>'

@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 TAPE_ROWS = 50  # the trade tape's rows (analytics.TRADE_TAPE_ROWS, the lake's tape)
 MAX_SYMBOLS = 500  # Finnhub allows 50 per connection; the topic may hold replays too
 POLL_SECONDS = 0.2
+BATCH = 10_000  # records taken at most at once
 PROBE_SECONDS = 2.0  # without a record for this long, the broker is asked for metadata
 PROBE_TIMEOUT_SECONDS = 2.0
 RETRY_SECONDS = 2.0
@@ -193,7 +194,7 @@ class LiveFeed:
                 if not self._partitions:
                     self._assign(consumer)
                     continue
-                messages = consumer.consume(num_messages=10_000, timeout=POLL_SECONDS)
+                messages = self._next(consumer)
                 if messages:
                     self._take(messages)
                 elif time.monotonic() - self._contact > PROBE_SECONDS:
@@ -203,6 +204,17 @@ class LiveFeed:
                 self._stopping.wait(RETRY_SECONDS)
         if consumer is not None:
             consumer.close()
+
+    @staticmethod
+    def _next(consumer: Consumer) -> list[Message]:
+        """What the broker has sent, or else the next record within POLL_SECONDS. (A
+        ``consume`` of a batch waits its whole timeout unless the batch fills: each trade
+        would reach the page up to POLL_SECONDS late.)"""
+        messages = consumer.consume(num_messages=BATCH, timeout=0)
+        if messages:
+            return messages
+        message = consumer.poll(POLL_SECONDS)
+        return [] if message is None else [message]
 
     def _metadata(self, consumer: Consumer) -> list[int] | None:
         """The topic's partitions; None when it does not exist (the state says so)."""

@@ -1,4 +1,5 @@
-"""Starts the dashboard: ``streamlit run streamlit_app/app.py`` with the page's libraries
+"""Starts the dashboard: ``streamlit run streamlit_app/dashboard.py`` (the page, ``app.py``,
+and the live prices' push, ``push.py``) with the page's libraries
 imported first (``finpipe-dashboard [streamlit options]``; ``make up`` and
 docker-compose.yml start it this way).
 
@@ -39,7 +40,7 @@ from finpipe.settings import Settings, load_settings
 from streamlit_app import live
 from streamlit_app.store import empty_snapshot, shared_store
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(__file__).with_name("dashboard.py")
 # The longest the server's start waits for the store's first snapshot: it is a head start,
 # never a reason to stay down (a day's first listing is bounded: lake_tail.py).
 WARM_STORE_WAIT_SECONDS = 30.0

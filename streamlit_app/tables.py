@@ -66,6 +66,14 @@ def price_text(value: object) -> str:
     return number_text(value, 2)
 
 
+def change_text(pct: object) -> str:
+    """A change in percent with its sign and two decimals: ``+1.23 %``, ``-0.40 %``. (The
+    live push writes the same in the browser: ``live_push.js``, ``changeText``.)"""
+    if is_missing(pct):
+        return MISSING
+    return f"{float(pct):+.2f} %"  # type: ignore[arg-type]
+
+
 def volume_text(value: object) -> str:
     """Shares without decimals, coins with theirs: ``273,981``, ``0.00008``."""
     return number_text(value, 0)

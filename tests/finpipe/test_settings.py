@@ -71,6 +71,8 @@ def test_bad_settings_fail_with_the_fix(overrides: dict[str, object], fragment: 
         ("QUALITY_CHECKS_CRON", "*/10 * * * * *", "five fields"),
         ("QUALITY_CHECKS_CRON", "", "five fields"),
         ("ORPHAN_SWEEP_CRON", "weekly", "five fields"),
+        ("DASHBOARD_LIVE_PUSH_SECONDS", 0.01, "0 (no push) or at least 0.05 s"),
+        ("DASHBOARD_LIVE_PUSH_SECONDS", -1, "greater than or equal to 0"),
     ],
 )
 def test_bad_cadences_name_the_variable(variable: str, value: object, fragment: str) -> None:
@@ -90,6 +92,8 @@ def test_cadences_accept_a_few_seconds_and_any_cron_shape() -> None:
     assert settings.quality_checks_cron == "0 9-17 * * MON-FRI"
     assert load_settings(QUALITY_CHECKS_CRON="@hourly").quality_checks_cron == "@hourly"
     assert load_settings(ORPHAN_SWEEP_CRON="@weekly").orphan_sweep_cron == "@weekly"
+    assert load_settings(DASHBOARD_LIVE_PUSH_SECONDS="0").dashboard_live_push_seconds == 0
+    assert load_settings(DASHBOARD_LIVE_PUSH_SECONDS=0.05).dashboard_live_push_seconds == 0.05
 
 
 def test_default_minio_keys_are_refused_outside_loopback() -> None:

@@ -28,6 +28,7 @@ from finpipe.settings import DEFAULT_TICKERS, Settings
 from infra import services
 from infra.stack import CHROMIUM_ARGS, ensure_chromium
 from producer.simulator.market import DEMO_50_TICKERS
+from streamlit_app import tables
 from streamlit_app.charts import HEATMAP_CELLS, HEATMAP_CLASS, MARKETS_CLASS, MARKETS_ROWS
 from tests.streamlit_app.dashboard_seed import MarketFeed, new_topic, seed_market, unique_settings
 from tests.support.network import free_port
@@ -64,6 +65,13 @@ SOURCE = f"""() => {{
     const grid = document.querySelector('.{HEATMAP_CLASS}');
     return grid && grid.dataset.source;
 }}"""
+
+
+# Rows the live push wrote a price into (push.py, live_push.js), and their change as data
+# and as text.
+PUSHED_ROWS = f"{MARKETS_ROWS}[data-received-ms]"
+PUSHED_CHANGES = "els => els.map(e => [e.dataset.change, e.querySelector('td.change').textContent])"
+PUSH_OPEN = "() => window.finpipeLivePush && window.finpipeLivePush.status === 'open'"
 
 
 class Dashboard(NamedTuple):
@@ -246,6 +254,15 @@ def test_browser_shows_the_markets_live_and_every_table_whole(
     assert len(set(seen)) >= 3, f"the live price did not change: {seen}"
     assert tile(page, "Price from") == "live"
 
+    # the push: the server's stream writes prices into the table between the fragment's
+    # redraws (only it marks a row with the receive time), and the change it writes there
+    # is the one the server writes
+    page.wait_for_function(PUSH_OPEN, timeout=30_000)
+    page.locator(PUSHED_ROWS).first.wait_for(timeout=15_000)
+    assert page.get_by_text("live prices streaming").count() == 1
+    for change, text in page.eval_on_selector_all(PUSHED_ROWS, PUSHED_CHANGES):
+        assert text == tables.change_text(float(change)), (change, text)
+
     page.wait_for_timeout(6_000)  # past the lake part's next rerun (every 5 s)
     titles = page.eval_on_selector_all(".js-plotly-plot .gtitle", FIRST_LINES)
     assert chosen in titles, titles  # the choice of the URL stays
@@ -280,6 +297,9 @@ def test_with_the_broker_stopped_the_page_shows_the_lake_and_no_exception(
     assert f"KAFKA_SERVER={infrastructure.kafka_server}" in warning.inner_text()
     page.wait_for_function(f"() => ({SOURCE})() === 'lake'", timeout=10_000)
     page.wait_for_timeout(6_000)  # the lake part's next rerun too
+    # what was pushed went with the feed: the rows are the lake's, and the page says why
+    assert page.locator(PUSHED_ROWS).count() == 0
+    assert page.get_by_text("no live prices: the feed is down").count() == 1
     assert tile(page, "Live feed") == "down"
     assert tile(page, "Price from") == "lake"
     tape = page.locator('[data-testid="stHeading"]', has_text="Trade tape").first
@@ -289,6 +309,7 @@ def test_with_the_broker_stopped_the_page_shows_the_lake_and_no_exception(
     services.prepare_kafka(infrastructure)
     broker.start()
     page.wait_for_function(f"() => ({SOURCE})() === 'live'", timeout=60_000)
+    page.locator(PUSHED_ROWS).first.wait_for(timeout=30_000)  # pushed again
     assert not warning.count()
     no_error_on(page)
     page.close()

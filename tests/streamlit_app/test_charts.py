@@ -31,7 +31,8 @@ from streamlit_app.tables import MISSING
 from streamlit_app.windows import WindowChoice, resolve
 
 CELL = re.compile(
-    r'<div class="cell" style="background: (?P<bg>[^;]+); color: (?P<fg>[^"]+)" '
+    r'<div class="cell" data-symbol="(?P<key>[^"]*)" '
+    r'style="background: (?P<bg>[^;]+); color: (?P<fg>[^"]+)" '
     r'title="(?P<title>[^"]*)"><span class="symbol">(?P<symbol>.*?)</span>'
     r'<span class="change">(?P<change>.*?)</span></div>'
 )
@@ -140,6 +141,7 @@ def test_symbols_are_shown_verbatim_and_escaped() -> None:
     page = returns_heatmap(pd.DataFrame({"symbol": odd, "change_pct": [1.0, 0.5, -0.5, -1.0]}))
     assert 'A<b>"&' not in page and "A&lt;b&gt;&quot;&amp;" in page  # text, never markup
     assert [c["symbol"] for c in cells(page)] == odd
+    assert [c["key"] for c in cells(page)] == odd  # the live push finds each cell by it
     assert [c["title"] for c in cells(page)][2] == 'A<b>"& -0.50 %'
 
 
@@ -216,6 +218,7 @@ def test_the_markets_table_writes_each_row_with_the_tables_formats() -> None:
             "change_pct": [1.234, -0.5, float("nan")],
             "sparkline": [[93000.0, 93720.2], [0.0000124, 0.0000123], []],
             "trade_ts": [traded, traded, pd.NaT],
+            "session_open": [92578.1, 0.0000124, float("nan")],
         }
     )
     page = markets_table(shown)
@@ -225,7 +228,10 @@ def test_the_markets_table_writes_each_row_with_the_tables_formats() -> None:
         "data-symbol": "BINANCE:BTCUSDT",
         "data-price": "93720.2",
         "data-change": "1.234",
+        "data-open": "92578.1",  # the live push's change is against it (live_push.js)
+        "data-trade-ms": str(int(traded.timestamp() * 1000)),
     }
+    assert new["attrs"]["data-open"] == new["attrs"]["data-trade-ms"] == ""  # type: ignore[index]
     cells = {name: cell["text"] for name, cell in btc["cells"].items()}  # type: ignore[union-attr]
     assert cells == {
         "symbol": "BINANCE:BTCUSDT",
