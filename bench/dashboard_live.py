@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -69,7 +70,11 @@ BROWSER_ARGS = (
     "--disable-backgrounding-occluded-windows",
 )
 SAMPLER = """() => {
-    const s = window.__ages = {shown: [], glance: [], last: null};
+    const s = window.__ages = {shown: [], glance: [], long: [], last: null};
+    // the main thread's long tasks (over 50 ms): while one runs, nothing is drawn
+    new PerformanceObserver(list => {
+        for (const e of list.getEntries()) s.long.push(e.duration);
+    }).observe({type: 'longtask'});
     const read = () => {
         const grid = document.querySelector('.finpipe-heatmap');
         const ms = grid ? Number(grid.dataset.newestReceivedMs) : 0;
@@ -86,7 +91,8 @@ SAMPLER = """() => {
     }, 100);
 }"""
 TAKE = """() => { const s = window.__ages; const out = {shown: s.shown, glance: s.glance,
-    visible: document.visibilityState}; s.shown = []; s.glance = []; return out; }"""
+    long: s.long, visible: document.visibilityState}; s.shown = []; s.glance = []; s.long = [];
+    return out; }"""
 
 
 def say(message: str) -> None:
@@ -141,6 +147,32 @@ def healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+class StreamAges:
+    """The push's stream as a page receives it (``streamlit_app/push.py``), read beside the
+    browser: per event, the age of its newest trade when it arrived here. Against the
+    page's own ages it tells the server's share from the browser's."""
+
+    def __init__(self, url: str) -> None:
+        self.url = f"{url}/api/live-prices"
+        self.ages: list[float] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError), urllib.request.urlopen(self.url) as stream:
+            for line in stream:
+                if line.startswith(b"data: "):
+                    newest = max(u["r"] for u in json.loads(line[6:]))
+                    with self._lock:
+                        self.ages.append(time.time() * 1000 - newest)
+
+    def take(self) -> list[float]:
+        with self._lock:
+            taken, self.ages = self.ages, []
+        return taken
 
 
 def topic_end(settings: Settings) -> int:
@@ -253,20 +285,29 @@ def measure(
             page.wait_for_selector(".finpipe-heatmap[data-newest-received-ms]", timeout=120_000)
             page.evaluate(SAMPLER)
             pages[label] = page
+        streams = {
+            label: StreamAges(url)
+            for label, (url, _) in dashboards.items()
+            if label != LAKE_PATH and "no push" not in label
+        }
         say(f"pages open; warming up for {args.warm_up:.0f} s")
         time.sleep(args.warm_up)
         for page in pages.values():
             page.evaluate(TAKE)  # the warm-up's samples go
+        for stream in streams.values():
+            stream.take()
         cpu = {label: cpu_seconds(proc.pid) for label, (_, proc) in dashboards.items()}
         load_before, end_before, began = load(), topic_end(settings), time.monotonic()
-        samples: dict[str, dict[str, list[Any]]] = {k: {"shown": [], "glance": []} for k in pages}
+        samples: dict[str, dict[str, list[Any]]] = {
+            k: {"shown": [], "glance": [], "long": []} for k in pages
+        }
         visible: set[str] = set()
         while (elapsed := time.monotonic() - began) < args.duration:
             time.sleep(min(30.0, args.duration - elapsed))
             for label, page in pages.items():
                 taken = page.evaluate(TAKE)
                 visible.add(taken["visible"])
-                for kind in ("shown", "glance"):
+                for kind in ("shown", "glance", "long"):
                     samples[label][kind] += taken[kind]
             say(f"t={time.monotonic() - began:4.0f} s; {load()}")
         seconds = time.monotonic() - began
@@ -289,6 +330,12 @@ def measure(
         result["pages"][label] = {
             "when shown": percentiles([age for age, _ in kinds["shown"]]),
             "at any moment": percentiles([age for age, _ in kinds["glance"]]),
+            "pushed, on arrival": percentiles(streams[label].take()) if label in streams else {},
+            # the browser's main thread: share of the time in long tasks, and the longest
+            "long tasks (share, max s)": (
+                round(sum(kinds["long"]) / 1000 / seconds, 3),
+                round(max(kinds["long"], default=0) / 1000, 3),
+            ),
             "sources seen": sources,
             "dashboard cpu (cores)": round(cpu[label], 3),
         }
@@ -301,11 +348,14 @@ def report(result: dict[str, Any]) -> None:
         f"{result['duration_s']:.0f} s measured; {result['load_before']} -> {result['load_after']}"
     )
     quantiles = "p50 / p95 / p99 / max (s)"
-    print(f"| page | age when shown {quantiles} | at any moment {quantiles} | dashboard CPU |")
-    print("|---|---:|---:|---:|")
+    print(
+        f"| page | age when shown {quantiles} | at any moment {quantiles} "
+        f"| pushed, on arrival {quantiles} | dashboard CPU |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for label, page in result["pages"].items():
         cells = []
-        for kind in ("when shown", "at any moment"):
+        for kind in ("when shown", "at any moment", "pushed, on arrival"):
             p = page[kind]
             cells.append(
                 f"{p['p50_s']:.2f} / {p['p95_s']:.2f} / {p['p99_s']:.2f} / {p['max_s']:.2f} "
@@ -314,9 +364,9 @@ def report(result: dict[str, Any]) -> None:
                 else "—"
             )
         cpu = page["dashboard cpu (cores)"]
-        print(
-            f"| {label} ({', '.join(page['sources seen'])}) | {cells[0]} | {cells[1]} | {cpu:.2f} |"
-        )
+        share, longest = page["long tasks (share, max s)"]
+        label = f"{label}; main thread in long tasks {share:.0%}, longest {longest:.2f} s"
+        print(f"| {label} ({', '.join(page['sources seen'])}) | {' | '.join(cells)} | {cpu:.2f} |")
     live = [p for label, p in result["pages"].items() if label != LAKE_PATH]
     lake = result["pages"].get(LAKE_PATH, {})
     for kind in ("when shown", "at any moment"):
@@ -344,11 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="with each refresh, a dashboard pushing prices every this many seconds "
         "(DASHBOARD_LIVE_PUSH_SECONDS; 0: none, the fragment alone; repeatable; "
-        "default 0.25 and 0)",
+        "default 0.25)",
     )
     args = parser.parse_args(argv)
     args.live_refresh = args.live_refresh or [1.0]
-    args.push = args.push or [0.25, 0.0]
+    args.push = args.push or [0.25]
     report(run(args))
     return 0
 

@@ -134,15 +134,11 @@ function createHub() {
     hub.setStatus("idle");
   };
 
-  // The fragment's redraws replace the table and heatmap: write what was pushed into them.
-  let pending = false;
+  // The fragment's redraws replace the table and heatmap: write what was pushed into them
+  // at once, before anything else reads or paints them. (What this writes comes back as
+  // mutations once: nothing is newer then, nothing is written.)
   new MutationObserver(() => {
-    if (pending || latest.size === 0) return;
-    pending = true;
-    queueMicrotask(() => {
-      pending = false;
-      hub.apply(null);
-    });
+    if (latest.size) hub.apply(null);
   }).observe(document.body, { childList: true, subtree: true });
   return hub;
 }
