@@ -15,14 +15,18 @@ browser's clock, the one the producer stamps with on this machine:
 * **when shown**: each time the page shows a newer trade, its age at that moment (a
   MutationObserver; how late a trade reaches the screen);
 * **at any moment**: every 100 ms, the age of the newest trade on screen (what a glance
-  sees; between two refreshes it grows by the refresh interval).
+  sees; between two refreshes or pushes it grows by their interval);
+* **pushed, on arrival**: for a page with the push, the server's stream read beside the
+  browser (``/api/live-prices``): per event, the age of its newest trade when it arrives.
+  What the page adds to it is the browser's share.
 
 After a warm-up (Spark's first batches, every page live or on the lake) the samples of
 ``--duration`` seconds are kept. Also printed: the trade rate (the topic's offsets), each
-dashboard's CPU and the load average.
+dashboard's CPU, the load average, and each page's long tasks (the share of the time its
+main thread was in a task over 50 ms, when nothing is drawn, and the longest).
 
     S3_ENDPOINT_URL=http://127.0.0.1:19000 KAFKA_SERVER=localhost:19092 FINPIPE_ENV_FILE= \\
-        .venv/bin/python bench/dashboard_live.py --duration 300 --live-refresh 1 --live-refresh 0.5
+        .venv/bin/python bench/dashboard_live.py --duration 300 [--push 0.25 --push 0]
 """
 
 from __future__ import annotations

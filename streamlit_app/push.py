@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
+import threading
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,26 @@ DOWN = b"event: down\ndata: {}\n\n"
 JS = Path(__file__).with_name("live_push.js")
 
 _encoder = msgspec.json.Encoder()
+# Set when the server is asked to stop: every stream ends at its next tick. (Uvicorn's
+# graceful shutdown waits for every response to end, and a stream never does by itself.)
+STOPPING = threading.Event()
+
+
+def end_streams_on_exit() -> None:
+    """Chains ``STOPPING`` in front of the server's own SIGINT and SIGTERM handlers (call
+    from the main thread once the server installed them: the app's lifespan)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            STOPPING.set()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:  # nothing else handles it: as if unhandled
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
+
+        signal.signal(sig, handler)
 
 
 def update(symbol: str, trade: live.LiveTrade) -> dict[str, Any]:
@@ -78,12 +100,13 @@ async def events(
 ) -> AsyncIterator[bytes]:
     """The stream's events: the changes every ``every`` seconds while the feed is live,
     ``DOWN`` when it is not, a comment line when quiet. It ends when the page goes
-    (Starlette cancels it, or the next write fails: within ``keepalive`` at most)."""
+    (Starlette cancels it, or the next write fails: within ``keepalive`` at most) or the
+    server stops (``STOPPING``)."""
     yield f"retry: {RETRY_MS}\n\n".encode()
     sent: dict[str, tuple[int, int, int]] = {}
     loop = asyncio.get_running_loop()
     quiet_since, was_live = loop.time(), None
-    while True:
+    while not STOPPING.is_set():
         now, is_live = loop.time(), feed.status().live
         if not is_live and was_live is not False:
             # the page forgets what was pushed: the fragment shows the lake and says why

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from finpipe.settings import Settings, load_settings
-from streamlit_app import live, serve
+from streamlit_app import live, push, serve
 from streamlit_app.store import shared_store
 from tests.streamlit_app.test_browser import ROOT, wait_healthy
 from tests.streamlit_app.test_store import closed_port
@@ -94,3 +95,36 @@ def test_a_launcher_with_unreachable_storage_still_starts_and_says_why(tmp_path:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_the_server_stops_at_once_with_a_page_s_push_stream_open(
+    infrastructure: Settings, tmp_path: Path
+) -> None:
+    """``make down`` sends SIGTERM: the server ends the push's streams (``push.STOPPING``)
+    instead of waiting for the pages to close them, which uvicorn would do for good."""
+    port, log = free_port(), tmp_path / "dashboard.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "streamlit_app.serve"),
+                *("--server.address", "127.0.0.1", "--server.port", str(port)),
+                *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, KAFKA_TOPIC=f"push-stop-{uuid.uuid4().hex[:8]}"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        with urllib.request.urlopen(f"{url}{push.PUSH_PATH}", timeout=30) as stream:
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            assert stream.readline().startswith(b"retry: ")  # the stream is open
+            proc.terminate()
+            proc.wait(timeout=10)  # it used to wait for the stream's end: for ever
+        assert "Waiting for connections to close" not in log.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
