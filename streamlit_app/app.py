@@ -292,7 +292,8 @@ def controls(store: Store, settings: Settings) -> tuple[bool, WindowChoice, dt.d
             f"{prices} every {settings.dashboard_live_refresh_seconds:g} s, the rest every "
             f"{settings.dashboard_refresh_seconds:g} s (DASHBOARD_*_SECONDS)."
         )
-        push.follow(pushed, paused)
+        if pushed and not paused:
+            push.status_line()
     return paused, choice, day
 
 
@@ -310,6 +311,7 @@ def main() -> None:
     run_every = None if paused else settings.dashboard_refresh_seconds
     live_every = None if paused else settings.dashboard_live_refresh_seconds
     st.fragment(run_every=run_every)(lake_view)(store, feed, settings, choice, day, live_every)
+    push.follow(settings.dashboard_live_push_seconds, paused)
 
 
 main()

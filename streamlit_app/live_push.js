@@ -57,24 +57,44 @@ function applyCell(cell, row) {
   }
 }
 
+// Whether a mutation is in or around the markets table or heatmap (``watched``: their
+// selectors, as charts.py names their classes and push.py passes them).
+function touches(record, watched) {
+  const target = record.target;
+  if (target.nodeType === Node.ELEMENT_NODE && target.closest(watched)) return true;
+  for (const node of record.addedNodes) {
+    if (node.nodeType !== Node.ELEMENT_NODE) continue;
+    if (node.matches(watched) || node.querySelector(watched)) return true;
+  }
+  return false;
+}
+
 function createHub() {
   const latest = new Map(); // symbol -> the newest update received
-  const hub = { source: null, path: null, status: "idle", labels: new Set() };
+  const hub = { source: null, path: null, status: "idle" };
+  hub.select = (data) => {
+    hub.statusLine = `.${data.status}`;
+    hub.markets = `.${data.markets}`;
+    hub.heatmap = `.${data.heatmap}`;
+    hub.watched = `${hub.markets}, ${hub.heatmap}`;
+  };
 
   hub.apply = (symbols) => {
+    const table = document.querySelector(hub.markets);
+    if (!table) return;
     let newestReceived = 0;
-    for (const row of document.querySelectorAll(".finpipe-markets tr[data-symbol]")) {
+    const rows = new Map();
+    for (const row of table.querySelectorAll("tr[data-symbol]")) {
       const symbol = row.dataset.symbol;
+      rows.set(symbol, row);
       const update = latest.get(symbol);
       if (!update || (symbols && !symbols.has(symbol))) continue;
       if (applyRow(row, update)) newestReceived = Math.max(newestReceived, update.r);
     }
-    const grid = document.querySelector(".finpipe-heatmap");
+    const grid = document.querySelector(hub.heatmap);
     if (!grid) return;
     for (const cell of grid.querySelectorAll(".cell[data-symbol]")) {
-      const row = document.querySelector(
-        `.finpipe-markets tr[data-symbol="${CSS.escape(cell.dataset.symbol)}"]`,
-      );
+      const row = rows.get(cell.dataset.symbol);
       if (row) applyCell(cell, row);
     }
     if (newestReceived > Number(grid.dataset.newestReceivedMs || 0)) {
@@ -85,7 +105,9 @@ function createHub() {
 
   hub.setStatus = (status) => {
     hub.status = status;
-    for (const label of hub.labels) label.textContent = STATUS[status];
+    for (const line of document.querySelectorAll(hub.statusLine)) {
+      line.textContent = STATUS[status];
+    }
   };
 
   hub.follow = (path) => {
@@ -137,24 +159,20 @@ function createHub() {
   // The fragment's redraws replace the table and heatmap: write what was pushed into them
   // at once, before anything else reads or paints them. (What this writes comes back as
   // mutations once: nothing is newer then, nothing is written.)
-  new MutationObserver(() => {
-    if (latest.size) hub.apply(null);
+  // Only mutations in or around them count: the rest of the page (Plotly's charts above
+  // all) changes far more often, and a first page is built of thousands of them.
+  new MutationObserver((records) => {
+    if (latest.size && records.some((r) => touches(r, hub.watched))) hub.apply(null);
   }).observe(document.body, { childList: true, subtree: true });
   return hub;
 }
 
 export default function (component) {
-  const { data, parentElement } = component;
+  const { data } = component;
   window.finpipeLivePush ??= createHub();
   const hub = window.finpipeLivePush;
-  const label = parentElement.querySelector(".push");
-  if (label) {
-    hub.labels.add(label);
-    label.textContent = STATUS[hub.status];
-  }
-  if (data && data.on) hub.follow(data.path);
+  hub.select(data);
+  if (data.on) hub.follow(data.path);
   else hub.stop();
-  return () => {
-    if (label) hub.labels.delete(label);
-  };
+  hub.setStatus(hub.status); // a status line drawn again since
 }

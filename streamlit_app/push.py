@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from finpipe.settings import SettingsError, load_settings
-from streamlit_app import live, tables
+from streamlit_app import charts, live, tables
 
 log = structlog.get_logger(__name__)
 
@@ -141,17 +141,29 @@ async def live_prices(_request: Request) -> Response:
     )
 
 
+STATUS_CLASS = "finpipe-push-status"  # where the page's script says whether prices stream
 # Defined once, at import (Streamlit registers it again on the runtime that mounts it).
-_live_push = st.components.v2.component(
-    "finpipe_live_push", html='<span class="push"></span>', js=JS.read_text()
-)
+_live_push = st.components.v2.component("finpipe_live_push", js=JS.read_text())
+
+
+def status_line() -> None:
+    """Where the page's script says whether prices stream (it fills it in)."""
+    st.html(f'<span class="{STATUS_CLASS}"></span>')
 
 
 def follow(every: float, paused: bool) -> None:
     """Mounts the page's script: it follows ``PUSH_PATH`` unless paused or the push is
-    off, and says in a line whether prices stream."""
+    off, and says whether prices stream in ``status_line``. Mounted last on the page: the
+    browser loads a component's code when it first meets one, and what follows it waited
+    for that (the first view was half a second later with it above the markets)."""
     _live_push(
         key="live_push",
-        data={"path": PUSH_PATH.lstrip("/"), "on": bool(every) and not paused, "every": every},
+        data={
+            "path": PUSH_PATH.lstrip("/"),
+            "on": bool(every) and not paused,
+            "markets": charts.MARKETS_CLASS,
+            "heatmap": charts.HEATMAP_CLASS,
+            "status": STATUS_CLASS,
+        },
         height="content",
     )

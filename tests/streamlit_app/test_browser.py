@@ -310,6 +310,8 @@ def test_with_the_broker_stopped_the_page_shows_the_lake_and_no_exception(
     broker.start()
     page.wait_for_function(f"() => ({SOURCE})() === 'live'", timeout=60_000)
     page.locator(PUSHED_ROWS).first.wait_for(timeout=30_000)  # pushed again
-    assert not warning.count()
+    # the push can bring the prices back before the live parts' next rerun takes the
+    # warning away (within DASHBOARD_LIVE_REFRESH_SECONDS)
+    warning.wait_for(state="detached", timeout=15_000)
     no_error_on(page)
     page.close()
