@@ -154,8 +154,8 @@ def status_line() -> None:
 def follow(every: float, paused: bool) -> None:
     """Mounts the page's script: it follows ``PUSH_PATH`` unless paused or the push is
     off, and says whether prices stream in ``status_line``. Mounted last on the page: the
-    browser loads a component's code when it first meets one, and what follows it waited
-    for that (the first view was half a second later with it above the markets)."""
+    browser loads a component's code when it first meets one, and nothing of the page
+    should wait for that."""
     _live_push(
         key="live_push",
         data={
