@@ -29,14 +29,11 @@ from typing import Any
 
 import msgspec
 import streamlit as st
-import structlog
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from finpipe.settings import SettingsError, load_settings
 from streamlit_app import charts, live, tables
-
-log = structlog.get_logger(__name__)
 
 PUSH_PATH = "/api/live-prices"
 # Sent when nothing changed for this long: proxies keep the stream open, and a page whose

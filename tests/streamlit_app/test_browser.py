@@ -94,6 +94,23 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -
     raise AssertionError(f"streamlit did not answer on {url} within {timeout:.0f} s")
 
 
+def start_dashboard(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`finpipe-dashboard` as `make up` starts it (the launcher, then the server) on a
+    loopback port, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "streamlit_app.serve"),
+                *("--server.address", "127.0.0.1", "--server.port", str(port)),
+                *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def wait_for_a_trading_day() -> None:
     """Sleep past midnight when the test would straddle it: "Markets today" shows the
     trades of the UTC day, and a market seeded just before midnight has none on the day
@@ -131,18 +148,7 @@ def dashboard(
         KAFKA_TOPIC=topic,
     )
     log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "streamlit_app.serve"),  # what `make up` starts
-            *("--server.address", "127.0.0.1", "--server.port", str(port)),
-            *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_dashboard(port, env, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
@@ -156,7 +162,6 @@ def dashboard(
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

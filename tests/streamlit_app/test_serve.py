@@ -5,8 +5,6 @@ it (``test_browser.py``)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from structlog.testing import capture_logs
 from finpipe.settings import Settings, load_settings
 from streamlit_app import live, push, serve
 from streamlit_app.store import shared_store
-from tests.streamlit_app.test_browser import ROOT, wait_healthy
+from tests.streamlit_app.test_browser import start_dashboard, wait_healthy
 from tests.streamlit_app.test_store import closed_port
 from tests.support.network import free_port
 
@@ -75,18 +73,7 @@ def test_a_launcher_with_unreachable_storage_still_starts_and_says_why(tmp_path:
     and its page shows what is wrong (``test_app.py``) instead of staying down."""
     port, log = free_port(), tmp_path / "dashboard.log"
     env = dict(os.environ, S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "streamlit_app.serve"),
-                *("--server.address", "127.0.0.1", "--server.port", str(port)),
-                *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_dashboard(port, env, log)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
         text = log.read_text(errors="replace")
@@ -103,18 +90,8 @@ def test_the_server_stops_at_once_with_a_page_s_push_stream_open(
     """``make down`` sends SIGTERM: the server ends the push's streams (``push.STOPPING``)
     instead of waiting for the pages to close them, which uvicorn would do for good."""
     port, log = free_port(), tmp_path / "dashboard.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "streamlit_app.serve"),
-                *("--server.address", "127.0.0.1", "--server.port", str(port)),
-                *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, KAFKA_TOPIC=f"push-stop-{uuid.uuid4().hex[:8]}"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    env = dict(os.environ, KAFKA_TOPIC=f"push-stop-{uuid.uuid4().hex[:8]}")
+    proc = start_dashboard(port, env, log)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc)
