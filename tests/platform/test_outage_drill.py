@@ -19,7 +19,8 @@ Spark catch up. Then:
    nothing done by the test;
 5. every incident that opened was opened once and recovered once at the receiver.
 
-Timeouts and Dagster's sensor cadences are shortened through their settings.
+Timeouts and the cadences of Dagster's sensors the drill waits on are shortened through
+their settings (the summaries', which it does not judge, stay at their defaults).
 ``FINPIPE_DRILL_AT_DEFAULTS=1`` runs the same drill with every timeout and cadence at its
 default and a 7.5-minute outage (about 15 minutes).
 """
@@ -66,7 +67,7 @@ from tests.support.kafka import expected_items, read_topic
 from tests.support.kafka import source_position as position
 from tests.support.platform import (
     ALERTS_TICK_SECONDS,
-    DRILL_CADENCES,
+    STREAM_DRILL_CADENCES,
     beat,
     lake_coordinates,
     running_platform,
@@ -234,7 +235,7 @@ def drill(
         "FINPIPE_REPLAY_FILE": str(corpus.path),
         "FINPIPE_REPLAY_SPEED": "1",
         "ALERT_WEBHOOK_URL": receiver.url,
-        **({} if AT_DEFAULTS else {**SHORTENED, **DRILL_CADENCES}),
+        **({} if AT_DEFAULTS else {**SHORTENED, **STREAM_DRILL_CADENCES}),
     }
     started = time.monotonic()
     try:

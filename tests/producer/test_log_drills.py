@@ -38,6 +38,9 @@ from tests.support.waiting import wait_for
 PRODUCER = str(Path(sys.executable).parent / "finpipe-producer")
 DELIVERY_TIMEOUT_SECONDS = 5
 
+# Minutes long: scheduled with the other drills, first, so no worker ends the suite alone.
+pytestmark = pytest.mark.drill
+
 
 class ProducerProcess:
     def __init__(self, settings: Settings, home: Path, sim: SimulatorServer) -> None:

@@ -200,10 +200,11 @@ def test_the_spark_ui_listens_on_loopback_only_with_kill_links_off(
     assert url.hostname == "127.0.0.1", beat["spark_ui_url"]
     port = url.port
     assert port is not None
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/applications", timeout=10) as r:
+    # The UI's first REST call loads its JAX-RS stack: tens of seconds on two busy cores.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/applications", timeout=120) as r:
         (app,) = json.load(r)
     env_url = f"http://127.0.0.1:{port}/api/v1/applications/{app['id']}/environment"
-    with urllib.request.urlopen(env_url, timeout=10) as r:
+    with urllib.request.urlopen(env_url, timeout=60) as r:
         properties = dict(json.load(r)["sparkProperties"])
     assert properties["spark.ui.killEnabled"] == "false"
     assert properties["spark.ui.port"] == str(job_env.settings.spark_ui_port)
