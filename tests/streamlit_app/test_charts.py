@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html
 import json
 import re
-import urllib.parse
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -20,8 +20,11 @@ from streamlit_app.charts import (
     MARKETS_SORTS,
     MIN_PERCENT_SPAN,
     MIN_PRICE_SPAN,
+    SPARKLINE_COLUMN_PX,
+    SPARKLINE_WIDTH,
     candlestick,
     comparison,
+    drawn_closes,
     markets_table,
     returns_heatmap,
     sorted_markets,
@@ -249,11 +252,38 @@ def test_the_markets_table_writes_each_row_with_the_tables_formats() -> None:
     assert new["attrs"]["data-price"] == new["attrs"]["data-change"] == ""  # type: ignore[index]
     assert "shape" not in new["cells"]["spark"]  # type: ignore[index]  # no closes, no line
     tag, attrs = btc["cells"]["spark"]["shape"]  # type: ignore[index]
-    assert tag == "img" and attrs["src"].startswith("data:image/svg+xml,")
-    assert urllib.parse.unquote(attrs["src"].split(",", 1)[1]) == sparkline([93000.0, 93720.2])
+    assert tag == "img" and attrs["src"].startswith("data:image/svg+xml;base64,")
+    svg = base64.b64decode(attrs["src"].split(",", 1)[1]).decode()
+    assert svg == sparkline([93000.0, 93720.2])
     frame = market_frame(page)
     assert frame["sparkline"].tolist() == [[93000.0, 93720.2], [0.0000124, 0.0000123], []]
     assert frame["price"].tolist()[:2] == [93720.2, 0.0000123]
+
+
+def test_a_day_of_closes_draws_its_ends_and_each_column_s_low_and_high() -> None:
+    day = [100.0 + (i % 7) - (i % 13) * 0.5 for i in range(1440)]  # a minute's close each
+    day[700], day[701] = 250.0, 10.0  # a spike and a drop inside one column
+    drawn = drawn_closes(day, width=SPARKLINE_WIDTH)
+    assert len(drawn) <= 2 * SPARKLINE_WIDTH // SPARKLINE_COLUMN_PX + 2
+    assert (drawn[0], drawn[-1]) == (day[0], day[-1])  # the colour and the newest close
+    assert (min(drawn), max(drawn)) == (10.0, 250.0)  # the scale: the spike and the drop
+    assert drawn.index(250.0) < drawn.index(10.0)  # in their order
+    assert all(a in day for a in drawn)  # closes, never made up
+    few = [1.0, 3.0, 2.0]
+    assert drawn_closes(few) == few  # a few closes are drawn as they are
+
+
+def test_a_full_day_s_markets_table_does_not_grow_with_the_day() -> None:
+    """At 23:59 each of 50 symbols has 1,440 closes: the table (sent at every live
+    refresh) holds what its lines draw, not the day."""
+    symbols = [f"S{i:02d}" for i in range(50)]
+    hours, day = markets(symbols, [0.5] * 50), markets(symbols, [0.5] * 50)
+    hours["sparkline"] = [[100.0 + (i * k) % 17 for i in range(240)] for k in range(50)]
+    day["sparkline"] = [[100.0 + (i * k) % 17 for i in range(1440)] for k in range(50)]
+    page = markets_table(day)
+    assert len(page) < 1.2 * len(markets_table(hours))  # drawn whole: 6 times its size
+    for row, closes in zip(market_frame(page)["sparkline"], day["sparkline"], strict=True):
+        assert row == drawn_closes(closes)
 
 
 def test_the_markets_table_escapes_symbols() -> None:
