@@ -23,6 +23,14 @@ user comes; the same moment since the server waits for the warm-up). Each varian
 reports the time from the process's start to its first view (process up + first view):
 what a user who opens the page while the dashboard starts waits in all.
 
+The page is opened at 23:59 of the seeded day (``--at HH:MM``; ``--at now`` for the
+moment the benchmark runs): the day is the 24 hours up to the last such moment, and every
+dashboard process starts with its clock set to it (time-machine, ticking from there; the
+clock of the benchmark's seeding and catch-up is the same moment). Without it the page's
+"today" (the heatmap's and the markets' session, the sparklines' 1-minute closes) held
+only the minutes since midnight UTC of whenever the benchmark ran: at 00:38 UTC, 38 of
+each symbol's 1,440.
+
 ``--baseline-rev REV`` also starts the launcher of the project as of git revision REV
 (from a copy of that revision's files, ``git archive``), same run, interleaved: the cost
 of a change to the page, under the same load. The revision must read the day this script
@@ -113,6 +121,19 @@ DRAWN = f"""() => {{
 }}"""
 
 
+# Runs ``-m MODULE ARGS`` or ``-c CODE ARGS`` with the clock set to the epoch seconds given
+# first, ticking from there (the dashboard reads the time only through Python's clocks).
+CLOCKED = """
+import runpy, sys, time_machine
+time_machine.travel(float(sys.argv[1]), tick=True).start()
+kind, what, *rest = sys.argv[2:]
+if kind == "-m":
+    sys.argv = [what, *rest]
+    runpy.run_module(what, run_name="__main__", alter_sys=True)
+else:
+    sys.argv = ["-c", *rest]
+    exec(compile(what, "<string>", "exec"), {"__name__": "__main__"})
+"""
 WARM = "launcher, warm"  # the page opened once the launcher's warm-up has ended
 # the launcher before its warm-up (streamlit_app/serve.py): imports, then streamlit run
 IMPORTS_ONLY = """
@@ -161,6 +182,15 @@ def export_revision(rev: str) -> Path:
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
     return folder
+
+
+def opening_moment(at: str, now: dt.datetime) -> dt.datetime | None:
+    """The last moment at ``at`` (UTC ``HH:MM``) by ``now``, or None for ``now``."""
+    if at == "now":
+        return None
+    clock = dt.time.fromisoformat(at)
+    moment = dt.datetime.combine(now.date(), clock, tzinfo=dt.UTC)
+    return moment if moment <= now else moment - dt.timedelta(days=1)
 
 
 def start(
@@ -305,7 +335,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the launcher whose server did not wait for the store's first snapshot",
     )
+    parser.add_argument(
+        "--at",
+        default="23:59",
+        help="the UTC time of the seeded day the pages are opened at (HH:MM), or 'now'",
+    )
     args = parser.parse_args(argv)
+    try:
+        moment = opening_moment(args.at, dt.datetime.now(dt.UTC))
+    except ValueError as exc:
+        parser.error(f"--at {args.at!r}: {exc}")
 
     base = load_settings()
     window = base.dashboard_tail_minutes
@@ -333,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         "DASHBOARD_TAIL_MINUTES": str(window),
         "FINNHUB_TICKERS": ",".join(symbols),
     }
-    launcher = [str(Path(sys.executable).with_name("finpipe-dashboard"))]
+    launcher = (
+        [sys.executable, "-m", "streamlit_app.serve"]  # what finpipe-dashboard runs
+        if moment
+        else [str(Path(sys.executable).with_name("finpipe-dashboard"))]
+    )
     variants = {"launcher": launcher, WARM: launcher}
     if args.baseline_plain:
         plain = [sys.executable, "-m", "streamlit", "run", "streamlit_app/app.py"]
@@ -354,7 +397,13 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{args.port}"
     try:
         began = time.perf_counter()
-        table = generate(args.trades, dt.datetime.now(dt.UTC), symbols)
+
+        def clock() -> dt.datetime:
+            return moment or dt.datetime.now(dt.UTC)
+
+        if moment:
+            print(f"pages opened at {moment:%Y-%m-%d %H:%M} UTC (the dashboards' clocks set there)")
+        table = generate(args.trades, clock(), symbols)
         seeder = seed_lake(settings, table, args.replay_minutes, args.recent_batches)
         seeded("lake", seeder)
         build_summaries(settings, table)
@@ -370,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             for n in range(args.loads):
                 for name, command in variants.items():
-                    commits, catch_up = pipeline.catch_up(dt.datetime.now(dt.UTC))
+                    commits, catch_up = pipeline.catch_up(clock())
                     log = logs / f"{name.replace(' ', '-')}-{n}.log"
+                    if moment:
+                        command = [sys.executable, "-c", CLOCKED, str(moment.timestamp()),
+                                   *command[1:]]  # fmt: skip
                     proc = start(command, env, args.port, log, folders.get(name, ROOT))
                     try:
                         starts[name].append(wait_healthy(url, proc))
