@@ -132,11 +132,13 @@ function createHub() {
         }, REOPEN_MS);
       }
     };
-    // the feed is down (or the stream): what was pushed goes, the fragment's lake stays
-    source.addEventListener("down", () => {
-      latest.clear();
-      hub.setStatus("down");
-    });
+    // the feed is down or (re)connecting: what was pushed goes, the fragment's lake stays
+    for (const status of ["down", "connecting"]) {
+      source.addEventListener(status, () => {
+        latest.clear();
+        hub.setStatus(status);
+      });
+    }
     source.onmessage = (event) => {
       if (hub.status !== "open") hub.setStatus("open");
       const symbols = new Set();

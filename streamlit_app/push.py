@@ -40,7 +40,9 @@ PUSH_PATH = "/api/live-prices"
 # connection died notices and reconnects.
 KEEPALIVE_SECONDS = 15.0
 RETRY_MS = 2000  # how soon a page's EventSource reconnects after the stream ends
-# The feed is not live (Kafka unreachable, no topic yet, starting): sent once per change.
+# The feed is not live, sent once per change: still connecting (a dashboard that has just
+# started), or down (Kafka unreachable, no topic yet).
+CONNECTING = b"event: connecting\ndata: {}\n\n"
 DOWN = b"event: down\ndata: {}\n\n"
 JS = Path(__file__).with_name("live_push.js")
 
@@ -96,21 +98,22 @@ async def events(
     feed: live.LiveFeed, every: float, keepalive: float = KEEPALIVE_SECONDS
 ) -> AsyncIterator[bytes]:
     """The stream's events: the changes every ``every`` seconds while the feed is live,
-    ``DOWN`` when it is not, a comment line when quiet. It ends when the page goes
-    (Starlette cancels it, or the next write fails: within ``keepalive`` at most) or the
-    server stops (``STOPPING``)."""
+    ``CONNECTING`` or ``DOWN`` when it is not, a comment line when quiet. It ends when the
+    page goes (Starlette cancels it, or the next write fails: within ``keepalive`` at most)
+    or the server stops (``STOPPING``)."""
     yield f"retry: {RETRY_MS}\n\n".encode()
     sent: dict[str, tuple[int, int, int]] = {}
     loop = asyncio.get_running_loop()
-    quiet_since, was_live = loop.time(), None
+    quiet_since, was = loop.time(), None
     while not STOPPING.is_set():
-        now, is_live = loop.time(), feed.status().live
-        if not is_live and was_live is not False:
+        now, state = loop.time(), feed.status().state
+        is_live = state is live.FeedState.LIVE
+        if not is_live and state is not was:
             # the page forgets what was pushed: the fragment shows the lake and says why
             sent.clear()
             quiet_since = now
-            yield DOWN
-        was_live = is_live
+            yield CONNECTING if state is live.FeedState.CONNECTING else DOWN
+        was = state
         changed = changes(feed.latest(), sent) if is_live else []
         if changed:
             quiet_since = now

@@ -89,8 +89,8 @@ def test_the_stream_sends_each_new_trade_once_from_a_live_feed(
         async def run() -> list[bytes]:
             stream = push.events(feed, 0.05, keepalive=0.5)
             assert (await anext(stream)).startswith(b"retry: ")
-            while not feed.status().live:  # DOWN while it connects: the page waits
-                assert await anext(stream) in (push.DOWN, b": quiet\n\n")
+            while not feed.status().live:  # until it is: the page waits
+                assert await anext(stream) in (push.CONNECTING, push.DOWN, b": quiet\n\n")
             produce(infrastructure, topic, [record("AAPL", 10.0), record("AAPL", 11.0)])
             events = []
             while len(events) < 1 or b"11.0" not in b"".join(events):
@@ -116,11 +116,28 @@ def test_the_stream_says_down_when_kafka_is_unreachable(infrastructure: Settings
 
         async def run() -> list[bytes]:
             stream = push.events(feed, 0.05, keepalive=60)
-            return await first_events(stream, 2, 30)
+            events = [await anext(stream)]
+            while events[-1] != push.DOWN:
+                events.append(await asyncio.wait_for(anext(stream), 30))
+            return events
 
-        assert asyncio.run(run())[1] == push.DOWN
+        events = asyncio.run(run())
+        # once per change: connecting (the feed just started), then down
+        assert events[1:] in ([push.CONNECTING, push.DOWN], [push.DOWN])
     finally:
         feed.stop()
+
+
+def test_a_feed_still_connecting_is_not_said_to_be_down() -> None:
+    """A dashboard's first seconds: the page says connecting, never that the feed is down."""
+    feed = LiveFeed(f"127.0.0.1:{closed_port()}", "nowhere")  # not started: connecting
+
+    async def run() -> list[bytes]:
+        return await first_events(push.events(feed, 0.05, keepalive=0.2), 4, 10)
+
+    _retry, said, *rest = asyncio.run(run())
+    assert said == push.CONNECTING
+    assert rest == [b": quiet\n\n"] * 2  # said once; then only the keep-alive
 
 
 def request() -> Request:
