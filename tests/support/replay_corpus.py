@@ -82,3 +82,50 @@ def lake_trades(settings: Settings) -> collections.Counter[Trade]:
         "SELECT symbol, price, epoch_ms(trade_ts), volume FROM processed_trades"
     ).fetchall()
     return collections.Counter((s, p, int(t), v) for s, p, t, v in rows)
+
+
+@dataclass(frozen=True)
+class LakeReconciliation:
+    """The lake against a corpus, trade by trade (symbol, price, time, volume), and its
+    rows against their Kafka coordinates."""
+
+    replayed: int
+    rows: int
+    distinct_coordinates: int
+    missing: int
+    duplicated: int
+    unexpected: int
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.duplicated or self.unexpected) and (
+            self.rows == self.distinct_coordinates == self.replayed
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"lake: {self.rows} rows ({self.distinct_coordinates} Kafka coordinates) for "
+            f"{self.replayed} replayed trades; {self.missing} missing, {self.duplicated} "
+            f"duplicated, {self.unexpected} unexpected"
+        )
+
+
+def reconcile_lake(settings: Settings, corpus: Corpus) -> LakeReconciliation:
+    found = lake.read_reloading(lambda: lake_trades(settings))
+    expected = collections.Counter(corpus.trades)
+    assert max(expected.values()) == 1, "the corpus's trades are not unique"
+    rows, distinct = (
+        lake.duckdb_with_lake(settings)
+        .execute(
+            "SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM processed_trades"
+        )
+        .fetchone()
+    )
+    return LakeReconciliation(
+        replayed=len(corpus.trades),
+        rows=rows,
+        distinct_coordinates=distinct,
+        missing=sum((expected - found).values()),
+        duplicated=sum(n - 1 for n in found.values() if n > 1),
+        unexpected=sum((found - expected).values()),
+    )
