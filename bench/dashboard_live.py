@@ -21,9 +21,12 @@ browser's clock, the one the producer stamps with on this machine:
   What the page adds to it is the browser's share.
 
 After a warm-up (Spark's first batches, every page live or on the lake) the samples of
-``--duration`` seconds are kept. Also printed: the trade rate (the topic's offsets), each
-dashboard's CPU, the load average, and each page's long tasks (the share of the time its
-main thread was in a task over 50 ms, when nothing is drawn, and the longest).
+``--duration`` seconds are kept. The pages are open all at once, or with ``--apart`` one
+after the other, each alone in the browser for its warm-up and duration (a user has one
+page open; on two cores every other open page's renderer competes with it). Also
+printed: the trade rate (the topic's offsets), each dashboard's CPU, the load average,
+and each page's long tasks (the share of the time its main thread was in a task over
+50 ms, when nothing is drawn, and the longest).
 
     S3_ENDPOINT_URL=http://127.0.0.1:19000 KAFKA_SERVER=localhost:19092 FINPIPE_ENV_FILE= \\
         .venv/bin/python bench/dashboard_live.py --duration 300 [--push 0.25 --push 0]
@@ -278,78 +281,110 @@ def measure(
     dashboards: dict[str, tuple[str, subprocess.Popen[bytes]]],
     work: Path,
 ) -> dict[str, Any]:
+    """Every page at once, or with ``--apart`` one after the other (the others' servers
+    running, their pages closed): a user has one page open, and on two cores each open
+    page's renderer takes CPU from the others."""
+    groups = [[label] for label in dashboards] if args.apart else [list(dashboards)]
+    phases = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=ensure_chromium(), args=list(BROWSER_ARGS), headless=True
         )
-        pages: dict[str, Page] = {}
-        for label, (url, _) in dashboards.items():
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector(".finpipe-heatmap[data-newest-received-ms]", timeout=120_000)
-            page.evaluate(SAMPLER)
-            pages[label] = page
-        streams = {
-            label: StreamAges(url)
-            for label, (url, _) in dashboards.items()
-            if label != LAKE_PATH and "no push" not in label
-        }
-        say(f"pages open; warming up for {args.warm_up:.0f} s")
-        time.sleep(args.warm_up)
-        for page in pages.values():
-            page.evaluate(TAKE)  # the warm-up's samples go
-        for stream in streams.values():
-            stream.take()
-        cpu = {label: cpu_seconds(proc.pid) for label, (_, proc) in dashboards.items()}
-        load_before, end_before, began = load(), topic_end(settings), time.monotonic()
-        samples: dict[str, dict[str, list[Any]]] = {
-            k: {"shown": [], "glance": [], "long": []} for k in pages
-        }
-        visible: set[str] = set()
-        while (elapsed := time.monotonic() - began) < args.duration:
-            time.sleep(min(30.0, args.duration - elapsed))
-            for label, page in pages.items():
-                taken = page.evaluate(TAKE)
-                visible.add(taken["visible"])
-                for kind in ("shown", "glance", "long"):
-                    samples[label][kind] += taken[kind]
-            say(f"t={time.monotonic() - began:4.0f} s; {load()}")
-        seconds = time.monotonic() - began
-        rate = (topic_end(settings) - end_before) / seconds
-        for label, (_, proc) in dashboards.items():
-            cpu[label] = (cpu_seconds(proc.pid) - cpu[label]) / seconds
+        for labels in groups:
+            phases.append(sample(args, settings, {k: dashboards[k] for k in labels}, browser))
         browser.close()
     result: dict[str, Any] = {
-        "duration_s": round(seconds, 1),
-        "trades_per_second": round(rate, 1),
+        "pages measured": "one at a time" if args.apart else "all at once",
+        "duration_s": round(sum(p["seconds"] for p in phases) / len(phases), 1),
+        "trades_per_second": round(min(p["rate"] for p in phases), 1),
         "symbols": len(DEMO_50_TICKERS),
-        "load_before": load_before,
+        "load_before": phases[0]["load_before"],
         "load_after": load(),
-        "page_visibility": sorted(visible),
+        "page_visibility": sorted(set().union(*(p["visible"] for p in phases))),
         "logs": str(work),
         "pages": {},
     }
-    for label, kinds in samples.items():
-        sources = sorted({source for _, source in kinds["glance"]})
-        result["pages"][label] = {
-            "when shown": percentiles([age for age, _ in kinds["shown"]]),
-            "at any moment": percentiles([age for age, _ in kinds["glance"]]),
-            "pushed, on arrival": percentiles(streams[label].take()) if label in streams else {},
-            # the browser's main thread: share of the time in long tasks, and the longest
-            "long tasks (share, max s)": (
-                round(sum(kinds["long"]) / 1000 / seconds, 3),
-                round(max(kinds["long"], default=0) / 1000, 3),
-            ),
-            "sources seen": sources,
-            "dashboard cpu (cores)": round(cpu[label], 3),
-        }
+    for phase in phases:
+        for label, kinds in phase["samples"].items():
+            sources = sorted({source for _, source in kinds["glance"]})
+            result["pages"][label] = {
+                "when shown": percentiles([age for age, _ in kinds["shown"]]),
+                "at any moment": percentiles([age for age, _ in kinds["glance"]]),
+                "pushed, on arrival": percentiles(phase["streams"].get(label, [])),
+                # the browser's main thread: share of the time in long tasks, the longest
+                "long tasks (share, max s)": (
+                    round(sum(kinds["long"]) / 1000 / phase["seconds"], 3),
+                    round(max(kinds["long"], default=0) / 1000, 3),
+                ),
+                "sources seen": sources,
+                "dashboard cpu (cores)": round(phase["cpu"][label], 3),
+                "load during": f"{phase['load_before']} -> {phase['load_after']}",
+            }
     return result
+
+
+def sample(
+    args: argparse.Namespace,
+    settings: Settings,
+    dashboards: dict[str, tuple[str, subprocess.Popen[bytes]]],
+    browser: Any,
+) -> dict[str, Any]:
+    """Opens the pages of ``dashboards``, warms up, samples them for ``--duration``."""
+    pages: dict[str, Page] = {}
+    for label, (url, _) in dashboards.items():
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector(".finpipe-heatmap[data-newest-received-ms]", timeout=120_000)
+        page.evaluate(SAMPLER)
+        pages[label] = page
+    streams = {
+        label: StreamAges(url)
+        for label, (url, _) in dashboards.items()
+        if label != LAKE_PATH and "no push" not in label
+    }
+    say(f"{', '.join(pages)}: open; warming up for {args.warm_up:.0f} s")
+    time.sleep(args.warm_up)
+    for page in pages.values():
+        page.evaluate(TAKE)  # the warm-up's samples go
+    for stream in streams.values():
+        stream.take()
+    cpu = {label: cpu_seconds(proc.pid) for label, (_, proc) in dashboards.items()}
+    load_before, end_before, began = load(), topic_end(settings), time.monotonic()
+    samples: dict[str, dict[str, list[Any]]] = {
+        k: {"shown": [], "glance": [], "long": []} for k in pages
+    }
+    visible: set[str] = set()
+    while (elapsed := time.monotonic() - began) < args.duration:
+        time.sleep(min(30.0, args.duration - elapsed))
+        for label, page in pages.items():
+            taken = page.evaluate(TAKE)
+            visible.add(taken["visible"])
+            for kind in ("shown", "glance", "long"):
+                samples[label][kind] += taken[kind]
+        say(f"t={time.monotonic() - began:4.0f} s; {load()}")
+    seconds = time.monotonic() - began
+    rate = (topic_end(settings) - end_before) / seconds
+    for label, (_, proc) in dashboards.items():
+        cpu[label] = (cpu_seconds(proc.pid) - cpu[label]) / seconds
+    for page in pages.values():
+        page.close()
+    return {
+        "samples": samples,
+        "streams": {label: stream.take() for label, stream in streams.items()},
+        "cpu": cpu,
+        "seconds": seconds,
+        "rate": rate,
+        "load_before": load_before,
+        "load_after": load(),
+        "visible": visible,
+    }
 
 
 def report(result: dict[str, Any]) -> None:
     print(
         f"{result['symbols']} symbols, {result['trades_per_second']:,.0f} trades/s into Kafka, "
-        f"{result['duration_s']:.0f} s measured; {result['load_before']} -> {result['load_after']}"
+        f"{result['duration_s']:.0f} s measured per page, pages {result['pages measured']}; "
+        f"{result['load_before']} -> {result['load_after']}"
     )
     quantiles = "p50 / p95 / p99 / max (s)"
     print(
@@ -370,6 +405,8 @@ def report(result: dict[str, Any]) -> None:
         cpu = page["dashboard cpu (cores)"]
         share, longest = page["long tasks (share, max s)"]
         label = f"{label}; main thread in long tasks {share:.0%}, longest {longest:.2f} s"
+        if result["pages measured"] == "one at a time":
+            label += f"; {page['load during']}"
         print(f"| {label} ({', '.join(page['sources seen'])}) | {' | '.join(cells)} | {cpu:.2f} |")
     live = [p for label, p in result["pages"].items() if label != LAKE_PATH]
     lake = result["pages"].get(LAKE_PATH, {})
@@ -399,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with each refresh, a dashboard pushing prices every this many seconds "
         "(DASHBOARD_LIVE_PUSH_SECONDS; 0: none, the fragment alone; repeatable; "
         "default 0.25)",
+    )
+    parser.add_argument(
+        "--apart",
+        action="store_true",
+        help="measure the pages one after the other, each alone in the browser "
+        "(default: all at once)",
     )
     args = parser.parse_args(argv)
     args.live_refresh = args.live_refresh or [1.0]
