@@ -26,7 +26,8 @@ what a user who opens the page while the dashboard starts waits in all.
 The page is opened at 23:59 of the seeded day (``--at HH:MM``; ``--at now`` for the
 moment the benchmark runs): the day is the 24 hours up to the last such moment, and every
 dashboard process starts with its clock set to it (time-machine, ticking from there; the
-clock of the benchmark's seeding and catch-up is the same moment). Without it the page's
+clock of the benchmark's seeding and catch-up is the same moment, so the catch-up has
+nothing to commit and every load sees the lake as it is then). Without it the page's
 "today" (the heatmap's and the markets' session, the sparklines' 1-minute closes) held
 only the minutes since midnight UTC of whenever the benchmark ran: at 00:38 UTC, 38 of
 each symbol's 1,440.
