@@ -41,6 +41,8 @@ class Counters:
     resent_skipped: int = 0
     """Items found already in Kafka when delivery resumed, so not sent twice."""
     delivery_sessions: int = 0
+    kafka_client_replacements: int = 0
+    """Kafka clients replaced because they knew no broker any more (see ``Delivery``)."""
     frames_not_logged: int = 0
     """Frames received while the log refused writes and the producer was stopped: lost,
     and said so in the log. Stays 0 unless the log was full or unwritable at shutdown."""

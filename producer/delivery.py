@@ -59,6 +59,10 @@ PERSIST_SECONDS = 1.0
 SCAN_TIMEOUT_SECONDS = 60.0
 METADATA_TIMEOUT_SECONDS = 5.0
 ERROR_LOG_SECONDS = 10.0
+STATS_INTERVAL_MS = 5_000
+"""How often librdkafka reports its statistics (the brokers it knows, among them)."""
+LOST_CLIENT_SECONDS = 15.0
+"""A client that knew no broker at all for this long is replaced (see ``_on_stats``)."""
 # Refusals no resend can fix: the record is input the topic cannot hold.
 PERMANENT_REFUSALS = {
     KafkaError.MSG_SIZE_TOO_LARGE,
@@ -170,7 +174,11 @@ class Delivery:
         self._progress_path = journal.directory / PROGRESS_FILE
         config = producer_config(settings) | (extra_config or {})
         config["error_cb"] = self._on_error
+        config["stats_cb"] = lambda stats_json: self._on_stats(stats_json)  # looked up per call
+        config.setdefault("statistics.interval.ms", STATS_INTERVAL_MS)
+        self._config = config
         self._producer = Producer(config)
+        self._no_broker_since: float | None = None
         self._consumer_config = {
             "bootstrap.servers": settings.kafka_server,
             "group.id": f"finpipe-producer-resend-{journal.log_id}",
@@ -314,6 +322,8 @@ class Delivery:
             if now >= next_persist:
                 next_persist = now + PERSIST_SECONDS
                 self._update_oldest()
+                if self._client_lost_every_broker(now):
+                    self._replace_client()
                 if self.kafka_state == "connected":
                     self.persist()
                     self.journal.release(self.acked_seq)
@@ -669,6 +679,57 @@ class Delivery:
                 fatal=err.fatal(),
                 errors_so_far=self.counters.kafka_errors,
             )
+
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics (inside poll): note when it knows no broker at all.
+
+        A lone broker shutting down answers Metadata for a few milliseconds with its
+        topics but an empty broker list (measured with Kafka 4.4). librdkafka (2.10 on)
+        then decommissions every broker missing from the answer, the bootstrap servers
+        included; when that answer is served after the all-brokers-down re-bootstrap, the
+        client has nobody left to connect to and never asks again: no error, no delivery,
+        even once the broker is back. Brokers that are merely down stay in this list."""
+        try:
+            brokers = json.loads(stats_json).get("brokers", {})
+        except ValueError:
+            return
+        known = sum(1 for b in brokers.values() if b.get("source") in ("learned", "configured"))
+        if known:
+            self._no_broker_since = None
+        elif self._no_broker_since is None:
+            self._no_broker_since = time.monotonic()
+
+    def _client_lost_every_broker(self, now: float) -> bool:
+        since = self._no_broker_since
+        return since is not None and now - since >= LOST_CLIENT_SECONDS
+
+    def _replace_client(self) -> None:
+        """Replace a client that knows no broker with a new one (from bootstrap.servers).
+
+        Knowing no broker, the old client holds no connection, so nothing it holds can
+        still reach Kafka: its messages are purged, their records fail, and the session
+        ends as after any failed delivery (a scan of Kafka, then a resend from the log)."""
+        old = self._producer
+        log.warning(
+            "the Kafka client knows no broker any more: replacing it, then resending "
+            "from the receive log after a scan of Kafka",
+            known_for_s=LOST_CLIENT_SECONDS,
+            pending_records=len(self.pending),
+        )
+        with self.counters.lock:
+            self.counters.kafka_client_replacements += 1
+        old.purge(in_queue=True, in_flight=True, blocking=False)
+        deadline = time.monotonic() + 5.0
+        while any(r.remaining for r in self.pending) and time.monotonic() < deadline:
+            old.poll(0.1)  # serves the purged messages' reports: their records fail
+        for record in self.pending:  # a report the purge did not serve: failed all the same
+            if record.remaining:
+                record.remaining = 0
+                record.failed = True
+        self._producer = Producer(self._config)
+        self._no_broker_since = None
+        self._broken = True
+        old.flush(0)
 
     def __len__(self) -> int:
         return len(self._producer)

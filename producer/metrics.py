@@ -43,6 +43,10 @@ COUNTERS = {
     "delivery_errors": ("delivery_errors", "Failed delivery reports (each resent from the log)."),
     "resent_skipped": ("resent_skipped", "Items found already in Kafka on resend, not sent twice."),
     "delivery_sessions": ("delivery_sessions", "Delivery sessions (a scan of Kafka, then sends)."),
+    "kafka_client_replacements": (
+        "kafka_client_replacements",
+        "Kafka clients replaced because they had forgotten every broker.",
+    ),
     "frames_not_logged": ("frames_not_logged", "Frames lost because the log refused them at stop."),
     "reconnects": ("reconnects", "Reconnects to the feed, for any reason."),
     "silent_socket_reconnects": (

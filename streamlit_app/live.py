@@ -201,9 +201,13 @@ class LiveFeed:
                     self._probe(consumer)
             except Exception as exc:  # the thread must live on: the page shows the lake
                 self._set(FeedState.UNREACHABLE, self._unreachable(exc))
+                # A new client next time: librdkafka can forget every broker when a lone
+                # broker shuts down (see producer.delivery.Delivery._on_stats) and would
+                # never connect again. A live page starts at the end of the topic anyway.
+                _close_quietly(consumer)
+                consumer, self._partitions = None, []
                 self._stopping.wait(RETRY_SECONDS)
-        if consumer is not None:
-            consumer.close()
+        _close_quietly(consumer)
 
     @staticmethod
     def _next(consumer: Consumer) -> list[Message]:
@@ -395,3 +399,12 @@ def newest_received(frame: pd.DataFrame) -> dt.datetime | None:
     if "received_ts" not in frame or not frame["live"].any():
         return None
     return frame.loc[frame["live"], "received_ts"].max().to_pydatetime()
+
+
+def _close_quietly(consumer: Consumer | None) -> None:
+    if consumer is None:
+        return
+    try:
+        consumer.close()
+    except Exception as exc:  # a client that cannot close cleanly is dropped all the same
+        log.debug("closing the live feed's Kafka client failed", error=str(exc))

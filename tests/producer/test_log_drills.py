@@ -28,7 +28,7 @@ import pytest
 from finpipe.contracts import parse_log_position
 from finpipe.settings import Settings, load_settings
 from infra import services
-from producer.delivery import BROKERS_DOWN
+from producer.delivery import BROKERS_DOWN, Delivery
 from producer.journal import IDENTITY_FILE, list_segments
 from producer.simulator.server import SimulatorServer
 from tests.spark.spark_job_harness import SparkJobEnv
@@ -118,15 +118,15 @@ def _start_broker(settings: Settings, kafka: Any) -> None:
 
 def _reconcile(
     settings: Settings,
-    process: ProducerProcess,
+    log_dir: Path,
     topic_reader: Callable[..., list[Any]],
     reclaimed_below: int = 0,
 ) -> dict[str, int]:
     """Kafka against the log, exactly. ``reclaimed_below``: segments before this sequence
     were deleted (acknowledged, reclaimed at capacity); their items are only checked for
     being there exactly once, with every sequence present (a feed without pings)."""
-    expected, expected_letters = expected_items(process.log_dir, settings, "simulator")
-    log_id = (process.log_dir / IDENTITY_FILE).read_text().strip()
+    expected, expected_letters = expected_items(log_dir, settings, "simulator")
+    log_id = (log_dir / IDENTITY_FILE).read_text().strip()
     positions = {
         topic: [parse_log_position(v["log_position"]) for _, v in topic_reader(settings, topic)]
         for topic in (settings.kafka_topic, settings.kafka_dlq_topic)
@@ -206,7 +206,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_and_doubles_nothing(
     assert code == 0 and final["final"] is True and final["balanced"] is True
     assert final["delivery_errors"] > 0  # the timeout did expire during the outage
     assert peak_rss < 400
-    counts = _reconcile(topics_settings, process, topic_reader)
+    counts = _reconcile(topics_settings, process.log_dir, topic_reader)
     assert counts["letters"] == 12  # the two garbage bursts: 6 dead letters each
 
 
@@ -232,7 +232,7 @@ def test_three_sigkills_during_a_fast_feed_leave_every_logged_trade_once_in_the_
     wait_for("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
-    counts = _reconcile(topics_settings, process, topic_reader)
+    counts = _reconcile(topics_settings, process.log_dir, topic_reader)
     logged_trades = counts["trades"]
     lost_on_the_wire = sim.stats.trades_sent - logged_trades
     logs = [json.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
@@ -313,7 +313,7 @@ def test_sigterm_during_an_outage_then_a_start_with_the_broker_down_loses_nothin
     wait_for("the backlog delivered", _drained(process), 120)
     code, _ = process.signal(signal.SIGTERM)
     assert code == 0
-    _reconcile(topics_settings, process, topic_reader)
+    _reconcile(topics_settings, process.log_dir, topic_reader)
 
 
 def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
@@ -359,7 +359,7 @@ def test_a_full_log_pauses_reading_says_why_and_resumes_without_a_loss(
     assert code == 0 and final["frames_not_logged"] == 0 and final["backlog_records"] == 0
     print(f"log full at {paused['log_bytes']} bytes after {frames} frames; resumed, drained")
     oldest_kept = list_segments(process.log_dir)[0].first_seq
-    counts = _reconcile(topics_settings, process, topic_reader, reclaimed_below=oldest_kept)
+    counts = _reconcile(topics_settings, process.log_dir, topic_reader, reclaimed_below=oldest_kept)
     assert counts["trades"] == final["delivered"] == final["received"]
 
 
@@ -392,3 +392,55 @@ def test_the_heartbeat_says_all_brokers_are_down_before_any_delivery_timeout(
         "the backlog delivered", lambda: running.producer.health()["backlog_records"] == 0, 120
     )
     assert running.stop() == 0
+
+
+def test_a_client_that_forgot_every_broker_is_replaced_and_nothing_is_lost(
+    topics_settings: Settings,
+    start_simulator: Callable[..., SimulatorServer],
+    run_producer: Callable[..., Any],
+    topic_reader: Callable[..., list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka forgets every broker when a lone broker's last Metadata answer, in the
+    milliseconds of its shutdown, lists none (see ``Delivery._on_stats``): it then never
+    connects again. That race cannot be forced, so the client's own statistics reach the
+    delivery stripped of their brokers, as they read after it: the client is replaced,
+    delivery resumes after a scan of Kafka, and Kafka holds every logged item once."""
+    sim = start_simulator(trades_per_second=20, tick_seconds=0.1)
+    settings = topics_settings.model_copy(update={"simulator_port": sim.port})
+    running = run_producer(settings)
+    delivery = running.producer.delivery
+    wait_for("first deliveries", lambda: running.producer.health().get("delivered", 0) > 0, 60)
+    sessions = running.producer.health()["delivery_sessions"]
+
+    def forgot_every_broker(stats_json: str) -> None:
+        stats = json.loads(stats_json)
+        stats["brokers"] = {}
+        Delivery._on_stats(delivery, json.dumps(stats))
+
+    monkeypatch.setattr(delivery, "_on_stats", forgot_every_broker)
+    wait_for(
+        "the client replaced",
+        lambda: running.producer.health()["kafka_client_replacements"] == 1,
+        60,
+    )
+    monkeypatch.undo()  # the new client's statistics are its own again
+    wait_for(
+        "a new session, connected",
+        lambda: (
+            (h := running.producer.health())["delivery_sessions"] > sessions
+            and h["kafka_state"] == "connected"
+        ),
+        60,
+    )
+    delivered = running.producer.health()["delivered"]
+    wait_for(
+        "deliveries by the new client",
+        lambda: running.producer.health()["delivered"] > delivered,
+        60,
+    )
+    assert running.stop() == 0
+    health = running.producer.health()
+    assert health["kafka_client_replacements"] == 1 and health["backlog_records"] == 0
+    counts = _reconcile(settings, running.producer.journal.directory, topic_reader)
+    assert counts["items"] > 0

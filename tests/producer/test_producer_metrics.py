@@ -40,6 +40,7 @@ HEALTH: dict[str, Any] = {
     "delivery_errors": 3,
     "resent_skipped": 1,
     "delivery_sessions": 2,
+    "kafka_client_replacements": 1,
     "frames_not_logged": 0,
     "reconnects": 4,
     "silent_socket_reconnects": 1,
