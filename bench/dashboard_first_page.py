@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         table = generate(args.trades, clock(), symbols)
         seeder = seed_lake(settings, table, args.replay_minutes, args.recent_batches)
         seeded("lake", seeder)
-        build_summaries(settings, table)
+        build_summaries(settings, table, clock())
         pipeline = Pipeline(seeder, table, args.recent_batches)
         print(
             f"{args.trades:,} trades of {len(symbols)} symbols seeded and summarised in "

@@ -59,6 +59,7 @@ from finpipe import contracts, lake, summaries
 from finpipe.lake import lake_dataset
 from finpipe.logs import configure_logging
 from finpipe.settings import DEFAULT_TICKERS, Settings, load_settings
+from finpipe_dagster.summaries import sql as summary_sql
 from streamlit_app import analytics
 from streamlit_app.lake_tail import TAIL_COLUMNS, LakeTail
 from streamlit_app.store import Store
@@ -181,48 +182,25 @@ def seeded(name: str, seeder: Seeder) -> None:
     )
 
 
-SUMMARY_SQL = {
-    summaries.OHLCV_1M: """
-        SELECT trade_date, symbol, time_bucket(INTERVAL 1 minute, trade_ts) AS minute,
-            arg_min(price, (trade_ts, kafka_partition, kafka_offset)) AS open,
-            max(price) AS high, min(price) AS low,
-            arg_max(price, (trade_ts, kafka_partition, kafka_offset)) AS close,
-            sum(volume) AS volume, sum(trade_value) AS trade_value, count(*) AS trade_count,
-            sum(trade_value) / sum(volume) AS vwap
-        FROM lake WHERE trade_date = $day GROUP BY ALL ORDER BY symbol, minute""",
-    summaries.DAILY_SYMBOL_STATS: """
-        WITH m AS (
-            SELECT symbol, time_bucket(INTERVAL 1 minute, trade_ts) AS minute,
-                   arg_max(price, trade_ts) AS close
-            FROM lake WHERE trade_date = $day GROUP BY ALL),
-        rets AS (SELECT symbol,
-                ln(close / lag(close) OVER (PARTITION BY symbol ORDER BY minute)) AS ret FROM m),
-        r AS (SELECT symbol, stddev_samp(ret) AS rv FROM rets GROUP BY symbol)
-        SELECT $day AS trade_date, symbol, arg_min(price, trade_ts) AS open, max(price) AS high,
-            min(price) AS low, arg_max(price, trade_ts) AS close, sum(volume) AS volume,
-            sum(trade_value) AS traded_value, count(*) AS trade_count,
-            sum(trade_value) / sum(volume) AS vwap, max(price) - min(price) AS high_low_range,
-            any_value(r.rv) AS realized_volatility, min(trade_ts) AS first_trade_ts,
-            max(trade_ts) AS last_trade_ts
-        FROM lake JOIN r USING (symbol) WHERE trade_date = $day GROUP BY symbol""",
-    summaries.LATEST_PRICES: """
-        SELECT $day AS trade_date, symbol, arg_max(price, trade_ts) AS price,
-            arg_max(volume, trade_ts) AS volume, max(trade_ts) AS trade_ts,
-            date_trunc('second', now()) AS computed_ts
-        FROM lake WHERE trade_date = $day GROUP BY symbol""",
-}
-
-
-def build_summaries(settings: Settings, table: pa.Table) -> None:
+def build_summaries(
+    settings: Settings, table: pa.Table, computed_at: dt.datetime | None = None
+) -> None:
+    """Publish the summaries of every day of ``table`` with the platform's own SQL
+    (``finpipe_dagster.summaries.sql``); ``computed_at``: the latest prices' computed time
+    (default now: a benchmark that moves the clock passes its moment)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.register("lake", table)
+    con.register("processed_trades", table)
     days = sorted({d for d in table["trade_date"].unique().to_pylist()})
     source = summaries.LakeState(settings.lake_uri)  # the lake's rows, in memory: no batch ids
+    at = computed_at or dt.datetime.now(dt.UTC)
     for day in days:
-        for name, sql in SUMMARY_SQL.items():
-            result = con.execute(sql, {"day": day}).to_arrow_table()
-            rows = pa.Table.from_batches(result.to_batches())
+        built = {
+            summaries.OHLCV_1M: summary_sql.ohlcv_1m(con, day),
+            summaries.DAILY_SYMBOL_STATS: summary_sql.daily_symbol_stats(con, day),
+            summaries.LATEST_PRICES: summary_sql.latest_prices(con, day, at),
+        }
+        for name, rows in built.items():
             summaries.publish(settings, name, day, rows, source=source)
 
 
